@@ -1,0 +1,74 @@
+"""Peer addresses: ``host:port`` strings, peers files, and resolving names to IPs."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Iterable
+from pathlib import Path
+
+from .errors import ConfigError
+
+Address = tuple[str, int]
+
+
+def parse_address(text: str, default_port: int | None = None) -> Address:
+    """``host:port``, ``[v6]:port`` or (with a default port) a bare host, as ``(host, port)``."""
+    text = text.strip()
+    host, sep, port_text = text.rpartition(":")
+    if text.startswith("[") and "]" in text:  # [::1]:8468 or [::1]
+        close = text.index("]")
+        host = text[1:close]
+        rest = text[close + 1 :]
+        if rest and not rest.startswith(":"):
+            raise ConfigError(f"bad address {text!r}: expected [host]:port")
+        port_text = rest[1:]
+        sep = ":" if rest else ""
+    elif not sep or ":" in host:  # bare host or bare IPv6
+        host, port_text = text, ""
+    if not host:
+        raise ConfigError(f"bad address {text!r}: no host")
+    if not port_text:
+        if default_port is None:
+            raise ConfigError(f"bad address {text!r}: expected host:port")
+        return host, default_port
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ConfigError(f"bad address {text!r}: port {port_text!r} is not a number") from None
+    if not 0 < port < 65536:
+        raise ConfigError(f"bad address {text!r}: port {port} outside 1..65535")
+    return host, port
+
+
+def read_peers_file(path: Path, default_port: int = 8468) -> list[Address]:
+    """Addresses from a peers file: one ``host:port`` per line; ``#`` starts a comment."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as exc:
+        raise ConfigError(f"cannot read peers file {path}: {exc.strerror}") from None
+    peers = []
+    for number, line in enumerate(lines, 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        try:
+            peers.append(parse_address(line, default_port))
+        except ConfigError as exc:
+            raise ConfigError(f"{path}:{number}: {exc}") from None
+    return peers
+
+
+async def resolve(addresses: Iterable[Address]) -> list[Address]:
+    """Resolve host names to IP addresses (kademlia needs IPs); unknown names are an error."""
+    loop = asyncio.get_running_loop()
+    out: list[Address] = []
+    for host, port in addresses:
+        try:
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        except socket.gaierror as exc:
+            raise ConfigError(f"cannot resolve {host!r}: {exc.strerror}") from None
+        ip = next((info[4][0] for info in infos if info[0] == socket.AF_INET), infos[0][4][0])
+        if (ip, port) not in out:
+            out.append((ip, port))
+    return out

@@ -1,0 +1,36 @@
+"""The group index: every group's advert, found without knowing any group id."""
+
+from __future__ import annotations
+
+import asyncio
+
+from ..records import GroupAdvert, Record, index_topic, index_topics, record_key
+from .node import DhtNode
+
+
+async def publish_advert(dht: DhtNode, record: Record) -> int:
+    """Store a signed advert in its index shard; returns how many peers accepted it."""
+    if record.kind != "advert":
+        raise ValueError(f"not an advert: {record.kind}")
+    return await dht.put(record)
+
+
+async def fetch_adverts(dht: DhtNode, task: str | None = None) -> list[GroupAdvert]:
+    """Every live, verified group advert (optionally for one task), by group name then id."""
+    shards = await asyncio.gather(*(dht.get_records(record_key(t)) for t in index_topics()))
+    adverts = [
+        GroupAdvert.from_record(r) for records in shards for r in records if r.kind == "advert"
+    ]
+    if task is not None:
+        adverts = [a for a in adverts if a.task == task]
+    return sorted(adverts, key=lambda a: (a.name, a.group_id))
+
+
+async def fetch_advert(dht: DhtNode, group_id: str) -> GroupAdvert | None:
+    """One group's advert by id, or None if the group is not (or no longer) advertised."""
+    records = await dht.get_records(record_key(index_topic(group_id)))
+    for record in records:
+        advert = GroupAdvert.from_record(record)
+        if advert.group_id == group_id:
+            return advert
+    return None

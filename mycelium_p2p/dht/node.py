@@ -1,0 +1,315 @@
+"""``DhtNode``: a kademlia ``Server`` that stores only signed records and survives churn."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from kademlia.network import Server
+from kademlia.node import Node
+
+from ..aio import TaskOwner
+from ..errors import BootstrapError, RecordError
+from ..identity import NODE_ID_SIZE, Identity
+from ..records import DEFAULT_CLOCK_SKEW, Record, best_per_signer, verify_record
+from .lookup import LookupResult, lookup
+from .protocol import MyceliumProtocol
+from .rtt import Address, RttEstimator
+from .storage import RecordStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DhtConfig:
+    """Tuning of one DHT node. The defaults suit a LAN and loopback alike."""
+
+    ksize: int = 20
+    alpha: int = 3
+    quorum: int = 3  # record lookups stop once this many peers returned valid records
+    min_timeout: float = 0.25  # a request fails no sooner than this ...
+    max_timeout: float = 5.0  # ... and no later than this, whatever the measured RTT
+    min_stall: float = 0.02  # a lookup waits at least this long before asking around a peer
+    lookup_deadline: float = 10.0
+    maintenance_interval: float = 5.0
+    refresh_interval: float = 300.0  # look up a random id in buckets idle this long
+    clock_skew: float = DEFAULT_CLOCK_SKEW
+    max_keys: int = 50_000
+    max_entries_per_key: int = 256
+    page_bytes: int = 6000
+    max_pages: int = 32
+    max_corrections: int = 32  # stale peers corrected after one lookup, at most
+
+
+class DhtNode(Server):
+    """A DHT peer. ``listen``, ``bootstrap``, then ``put`` and ``get_records``; ``close`` ends it.
+
+    Many can live in one event loop: all state is per instance.
+    """
+
+    protocol_class = MyceliumProtocol
+    protocol: MyceliumProtocol
+    storage: RecordStore
+
+    def __init__(
+        self,
+        identity: Identity | None = None,
+        config: DhtConfig | None = None,
+        *,
+        read_only: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.identity = identity or Identity.generate()
+        self.config = config or DhtConfig()
+        self.read_only = read_only
+        self.clock = clock
+        storage = RecordStore(
+            clock=clock,
+            skew=self.config.clock_skew,
+            max_keys=self.config.max_keys,
+            max_entries_per_key=self.config.max_entries_per_key,
+        )
+        super().__init__(
+            ksize=self.config.ksize,
+            alpha=self.config.alpha,
+            node_id=self.identity.node_id,
+        )
+        self.storage = storage  # not via Server(storage=...): an empty store is falsy there
+        self.rtt = RttEstimator(
+            min_timeout=self.config.min_timeout,
+            max_timeout=self.config.max_timeout,
+            min_stall=self.config.min_stall,
+        )
+        self.tasks = TaskOwner(f"dht {self.node.id.hex()[:8]}")
+        self._seeds: list[Address] = []
+        self._rebootstrap_lock = asyncio.Lock()
+
+    def _create_protocol(self) -> MyceliumProtocol:
+        return MyceliumProtocol(
+            self.node,
+            self.storage,
+            self.ksize,
+            rtt=self.rtt,
+            spawn=self.tasks.spawn,
+            read_only=self.read_only,
+            page_bytes=self.config.page_bytes,
+        )
+
+    # -- life cycle ----------------------------------------------------------------------------
+
+    async def listen(self, port: int = 0, interface: str = "0.0.0.0") -> Address:  # type: ignore[override]
+        """Bind the UDP socket (port 0 picks a free one) and start maintenance."""
+        loop = asyncio.get_running_loop()
+        self.transport, self.protocol = await loop.create_datagram_endpoint(
+            self._create_protocol, local_addr=(interface, port)
+        )
+        self.tasks.spawn(self._maintain(), name="dht-maintenance")
+        return self.address
+
+    @property
+    def address(self) -> Address:
+        """The (host, port) the socket is bound to."""
+        sockname = self.transport.get_extra_info("sockname")
+        return (sockname[0], sockname[1])
+
+    @property
+    def stats(self) -> Any:
+        return self.protocol.stats
+
+    def refresh_table(self, interval: int = 3600) -> None:
+        """Unused: ``_maintain`` refreshes buckets on our own schedule."""
+
+    async def close(self) -> None:
+        """Stop every task and close the socket."""
+        await self.tasks.close()
+        if self.protocol is not None:
+            self.protocol.cancel_outstanding()
+        super().stop()
+
+    def stop(self) -> None:
+        """Close the socket at once (a crash-like stop); prefer ``await close()``."""
+        if self.protocol is not None:
+            self.protocol.cancel_outstanding()
+        self.tasks.cancel()
+        super().stop()
+
+    # -- joining -------------------------------------------------------------------------------
+
+    async def bootstrap(self, addrs: Iterable[Address]) -> list[Node]:  # type: ignore[override]
+        """Contact seed peers (IP addresses) and fill the routing table.
+
+        Raises ``BootstrapError`` when no seed answers. The seeds are remembered: a node whose
+        routing table empties contacts them again by itself.
+        """
+        addrs = [(host, int(port)) for host, port in addrs]
+        for addr in addrs:
+            if addr not in self._seeds:
+                self._seeds.append(addr)
+        answered = await asyncio.gather(*(self._ping_seed(addr) for addr in addrs))
+        if not any(answered) and not self.routing_table_size():
+            listed = ", ".join(f"{h}:{p}" for h, p in addrs) or "none given"
+            raise BootstrapError(f"no bootstrap peer answered ({listed})")
+        return (await self._lookup(self.node.id)).closest
+
+    async def _ping_seed(self, addr: Address) -> Node | None:
+        ok, reply = await self.protocol.ping(addr, self.node.id)
+        if not ok or not isinstance(reply, bytes) or len(reply) != NODE_ID_SIZE:
+            return None
+        if reply == self.node.id:
+            return None  # that is us
+        node = Node(reply, addr[0], addr[1])
+        self.protocol.welcome_if_new(node)
+        return node
+
+    def routing_table_size(self) -> int:
+        return sum(len(bucket) for bucket in self.protocol.router.buckets)
+
+    async def _rebootstrap(self) -> None:
+        if not self._seeds or self._rebootstrap_lock.locked():
+            return
+        async with self._rebootstrap_lock:
+            try:
+                await self.bootstrap(self._seeds)
+                log.info("routing table was empty; re-bootstrapped")
+            except BootstrapError:
+                log.debug("re-bootstrap found no seed yet")
+
+    async def _maintain(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.maintenance_interval)
+            self.storage.cull()
+            if self.routing_table_size() == 0:
+                await self._rebootstrap()
+                continue
+            cutoff = time.monotonic() - self.config.refresh_interval
+            for bucket in list(self.protocol.router.buckets):
+                if bucket.last_updated < cutoff:
+                    rid = random.randint(*bucket.range).to_bytes(NODE_ID_SIZE, "big")
+                    await self._lookup(rid)
+
+    # -- records ---------------------------------------------------------------------------------
+
+    async def _lookup(self, target: bytes, **kwargs: Any) -> LookupResult:
+        if self.routing_table_size() == 0:
+            await self._rebootstrap()
+        loop = asyncio.get_running_loop()
+        return await lookup(
+            self.protocol,
+            target,
+            ksize=self.ksize,
+            alpha=self.alpha,
+            deadline=loop.time() + self.config.lookup_deadline,
+            max_pages=self.config.max_pages,
+            **kwargs,
+        )
+
+    async def find_closest(self, key: bytes) -> list[Node]:
+        """The ``ksize`` closest live nodes to ``key``."""
+        return (await self._lookup(key)).closest
+
+    async def put(self, record: Record) -> int:
+        """Store ``record`` at the nodes closest to its key; return how many accepted it.
+
+        Kademlia's ``set`` says True even when every store failed; this counts real acceptances
+        (our own copy included, when we are among the closest).
+        """
+        key = record.key
+        closest = await self.find_closest(key)
+        stored = 0
+        if not self.read_only and self._among_closest(key, closest):
+            try:
+                self.storage.offer(key, record.blob)
+                stored += 1
+            except RecordError as exc:
+                log.debug("not keeping our own copy: %s", exc)
+        replies = await asyncio.gather(
+            *(self.protocol.call_store(node, key, record.blob) for node in closest)
+        )
+        stored += sum(1 for ok, accepted in replies if ok and accepted is True)
+        return stored
+
+    def _among_closest(self, key: bytes, closest: list[Node]) -> bool:
+        if len(closest) < self.ksize:
+            return True
+        target = Node(key)
+        return self.node.distance_to(target) < closest[-1].distance_to(target)
+
+    async def get_records(self, key: bytes) -> list[Record]:
+        """Every signer's newest valid record under ``key``, merged across peers.
+
+        Each value received is verified (signature, key binding, schema, expiry); peers that
+        returned older records, or none though they are among the closest, are corrected.
+        """
+        verified: dict[bytes, Record | None] = {}
+
+        def check(blob: bytes) -> Record | None:
+            if blob not in verified:
+                try:
+                    verified[blob] = verify_record(
+                        blob, now=self.clock(), key=key, skew=self.config.clock_skew
+                    )
+                except RecordError:
+                    verified[blob] = None
+            return verified[blob]
+
+        result = await self._lookup(
+            key,
+            records=True,
+            quorum=self.config.quorum,
+            count_valid=lambda blobs: sum(1 for b in blobs if check(b) is not None),
+        )
+        local = [] if self.read_only else self.storage.records(key)
+        found = [r for blobs in result.blobs.values() for b in blobs if (r := check(b))]
+        best = best_per_signer([*found, *local])
+        self._correct(key, best, result)
+        return sorted(best.values(), key=lambda r: r.signer)
+
+    def _correct(self, key: bytes, best: dict[bytes, Record], result: LookupResult) -> None:
+        """Send the newest records to responders that returned stale ones or lacked them."""
+        if not best:
+            return
+        budget = self.config.max_corrections
+        holders = set(result.blobs)
+        targets = [n for n in result.responders.values() if n.id in holders]
+        without = [n for n in result.closest if n.id not in holders][:1]
+        for node in [*targets, *without]:
+            have = set(result.blobs.get(node.id, ()))
+            for record in best.values():
+                if record.blob in have:
+                    continue
+                if budget <= 0:
+                    return
+                budget -= 1
+                self.tasks.spawn(self.protocol.call_store(node, key, record.blob))
+
+    async def set(self, key: Any, value: Any) -> bool:  # type: ignore[override]
+        raise TypeError("DhtNode stores signed records only: use put(record)")
+
+    async def get(self, key: Any) -> Any:  # type: ignore[override]
+        raise TypeError("DhtNode stores signed records only: use get_records(key)")
+
+    # -- owner-side republishing -------------------------------------------------------------------
+
+    def keep_published(
+        self, make_record: Callable[[], Record], interval: float
+    ) -> asyncio.Task[None]:
+        """Publish ``make_record()`` now and every ``interval`` s until the task is cancelled.
+
+        ``make_record`` signs a fresh record each time (new seq, new expiry); failures are
+        logged and retried at the next interval.
+        """
+
+        async def republish() -> None:
+            while True:
+                try:
+                    await self.put(make_record())
+                except RecordError as exc:
+                    log.error("cannot publish: %s", exc)
+                await asyncio.sleep(interval)
+
+        return self.tasks.spawn(republish(), name="republish")

@@ -1,0 +1,35 @@
+"""Signed, schema-checked records: the only thing the DHT stores."""
+
+from .advert import GroupAdvert, GroupMetrics, sign_advert
+from .envelope import (
+    DEFAULT_CLOCK_SKEW,
+    MAX_RECORD_BYTES,
+    Record,
+    best_per_signer,
+    next_seq,
+    record_key,
+    sign_record,
+    signer_of,
+    verify_record,
+)
+from .kinds import INDEX_SHARDS, KINDS, RecordKind, index_topic, index_topics
+
+__all__ = [
+    "DEFAULT_CLOCK_SKEW",
+    "INDEX_SHARDS",
+    "KINDS",
+    "MAX_RECORD_BYTES",
+    "GroupAdvert",
+    "GroupMetrics",
+    "Record",
+    "RecordKind",
+    "best_per_signer",
+    "index_topic",
+    "index_topics",
+    "next_seq",
+    "record_key",
+    "sign_advert",
+    "sign_record",
+    "signer_of",
+    "verify_record",
+]

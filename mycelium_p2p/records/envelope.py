@@ -1,0 +1,224 @@
+"""Signed records: the wire envelope, signing, verification, key binding and selection.
+
+A record on the wire is ``msgpack([payload, signature])``. ``payload`` is the msgpack map
+``{v, kind, topic, owned, signer, seq, iat, exp, body}`` and the signature is Ed25519 over
+``RECORD_DOMAIN + payload``: the exact bytes that travel, never a re-encoding.
+
+The DHT key of a record is ``sha1(KEY_DOMAIN + b"o" + signer + topic)`` for an *owned* topic
+(only that signer can ever write there) and ``sha1(KEY_DOMAIN + b"s" + topic)`` for a *shared*
+topic, where each signer owns one entry. Either way a store holds at most one record per
+(key, signer), so nobody can overwrite another's record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from ..errors import (
+    BadSignature,
+    KeyBindingError,
+    MalformedRecord,
+    RecordExpired,
+    RecordFromFuture,
+    RecordTooLarge,
+)
+from ..identity import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, Identity, verify_signature
+from .kinds import KINDS, RecordKind
+from .schema import Bool, Bytes, Float, Int, Map, Str
+
+MAX_RECORD_BYTES = 1000
+DEFAULT_CLOCK_SKEW = 30.0
+RECORD_VERSION = 1
+RECORD_DOMAIN = b"mycelium-p2p/record/v1\x00"
+KEY_DOMAIN = b"mycelium-p2p/key/v1\x00"
+
+_PAYLOAD = Map(
+    {
+        "v": Int(RECORD_VERSION, RECORD_VERSION),
+        "kind": Str(max_len=32, min_len=1),
+        "topic": Str(max_len=128, min_len=1),
+        "owned": Bool(),
+        "signer": Bytes(PUBLIC_KEY_SIZE),
+        "seq": Int(),
+        "iat": Float(0.0, 1e11),
+        "exp": Float(0.0, 1e11),
+        "body": Map({}),  # replaced by the kind's schema; only its presence is checked here
+    }
+)
+
+
+def record_key(topic: str, signer: bytes | None = None) -> bytes:
+    """The 20-byte DHT key of a topic: owned by ``signer`` when given, shared otherwise."""
+    scope = b"o" + signer if signer is not None else b"s"
+    return hashlib.sha1(KEY_DOMAIN + scope + topic.encode()).digest()
+
+
+@dataclass(frozen=True)
+class Record:
+    """A verified record. ``blob`` is exactly what was signed and sent."""
+
+    kind: str
+    topic: str
+    owned: bool
+    signer: bytes
+    seq: int
+    issued_at: float
+    expires_at: float
+    body: Mapping[str, Any] = field(repr=False)
+    blob: bytes = field(repr=False)
+
+    @property
+    def key(self) -> bytes:
+        return record_key(self.topic, self.signer if self.owned else None)
+
+    @property
+    def rank(self) -> tuple[int, float, bytes]:
+        """Total order among one signer's versions: seq, then expiry, then bytes."""
+        return (self.seq, self.expires_at, self.blob)
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at <= now
+
+
+def sign_record(
+    identity: Identity,
+    kind: str,
+    topic: str,
+    body: Mapping[str, Any],
+    *,
+    seq: int,
+    now: float,
+    ttl: float,
+    kinds: Mapping[str, RecordKind] = KINDS,
+) -> Record:
+    """Sign a record and return it verified, so a bad body fails here and not at every peer."""
+    kind_def = _kind(kinds, kind)
+    payload = msgpack.packb(
+        {
+            "v": RECORD_VERSION,
+            "kind": kind,
+            "topic": topic,
+            "owned": kind_def.owned,
+            "signer": identity.public_key,
+            "seq": seq,
+            "iat": float(now),
+            "exp": float(now + ttl),
+            "body": dict(body),
+        },
+        use_bin_type=True,
+    )
+    blob = msgpack.packb([payload, identity.sign(RECORD_DOMAIN + payload)], use_bin_type=True)
+    return verify_record(blob, now=now, kinds=kinds)
+
+
+def _kind(kinds: Mapping[str, RecordKind], name: str) -> RecordKind:
+    try:
+        return kinds[name]
+    except KeyError:
+        raise MalformedRecord(f"unknown record kind {name!r}") from None
+
+
+def _unpack(data: bytes, what: str) -> Any:
+    try:
+        return msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
+    except Exception as exc:  # msgpack raises a zoo of types on garbage
+        raise MalformedRecord(f"{what} is not valid msgpack ({type(exc).__name__})") from None
+
+
+def verify_record(
+    blob: bytes,
+    *,
+    now: float,
+    key: bytes | None = None,
+    skew: float = DEFAULT_CLOCK_SKEW,
+    kinds: Mapping[str, RecordKind] = KINDS,
+) -> Record:
+    """Check everything about ``blob`` and return the record, or raise a ``RecordError``.
+
+    Checked, cheapest first: size, envelope, payload schema, kind schema and rules, key binding
+    (when ``key`` is given), lifetime against ``now`` with ``skew`` tolerance, and signature.
+    """
+    if not isinstance(blob, bytes):
+        raise MalformedRecord(f"a record is bytes, got {type(blob).__name__}")
+    if len(blob) > MAX_RECORD_BYTES:
+        raise RecordTooLarge(f"record is {len(blob)} bytes; the limit is {MAX_RECORD_BYTES}")
+    outer = _unpack(blob, "record")
+    if (
+        not isinstance(outer, list)
+        or len(outer) != 2
+        or not isinstance(outer[0], bytes)
+        or not isinstance(outer[1], bytes)
+    ):
+        raise MalformedRecord("record envelope must be [payload bytes, signature bytes]")
+    payload_bytes, signature = outer
+    if len(signature) != SIGNATURE_SIZE:
+        raise MalformedRecord(f"signature must be {SIGNATURE_SIZE} bytes")
+    payload = _unpack(payload_bytes, "record payload")
+    if not isinstance(payload, dict) or not isinstance(payload.get("body"), dict):
+        raise MalformedRecord("record payload must be a map with a body map")
+    body = payload["body"]
+    _PAYLOAD.check({**payload, "body": {}}, "record")
+    kind_def = _kind(kinds, payload["kind"])
+    kind_def.body.check(body, f"{kind_def.name}.body")
+    if payload["owned"] != kind_def.owned:
+        raise MalformedRecord(f"{kind_def.name} records must have owned={kind_def.owned}")
+    kind_def.check(payload["signer"], payload["topic"], body)
+
+    record = Record(
+        kind=payload["kind"],
+        topic=payload["topic"],
+        owned=payload["owned"],
+        signer=payload["signer"],
+        seq=payload["seq"],
+        issued_at=float(payload["iat"]),
+        expires_at=float(payload["exp"]),
+        body=body,
+        blob=blob,
+    )
+    if key is not None and key != record.key:
+        raise KeyBindingError(
+            f"record for topic {record.topic!r} does not belong under key {key.hex()}"
+        )
+    if record.expires_at <= record.issued_at:
+        raise MalformedRecord("record expires before it is issued")
+    if record.expires_at - record.issued_at > kind_def.max_ttl:
+        raise MalformedRecord(f"{kind_def.name} records live at most {kind_def.max_ttl:.0f} s")
+    if record.expired(now):
+        raise RecordExpired(f"record expired {now - record.expires_at:.1f} s ago")
+    if record.issued_at > now + skew:
+        raise RecordFromFuture(
+            f"record issued {record.issued_at - now:.1f} s in the future (skew limit {skew} s)"
+        )
+    if not verify_signature(record.signer, signature, RECORD_DOMAIN + payload_bytes):
+        raise BadSignature(f"bad signature on {record.kind} record from {record.signer.hex()}")
+    return record
+
+
+def next_seq(previous: int, now: float) -> int:
+    """A seq above ``previous`` that also grows across restarts: milliseconds since the epoch."""
+    return max(previous + 1, int(now * 1000))
+
+
+def signer_of(blob: bytes) -> bytes | None:
+    """The signer a blob claims, unverified (for paging); None if it cannot be read."""
+    try:
+        payload_bytes, _ = msgpack.unpackb(blob, raw=False)
+        signer = msgpack.unpackb(payload_bytes, raw=False)["signer"]
+    except Exception:
+        return None
+    return signer if isinstance(signer, bytes) else None
+
+
+def best_per_signer(records: Iterable[Record]) -> dict[bytes, Record]:
+    """The highest-ranked record of each signer: deterministic whatever the arrival order."""
+    best: dict[bytes, Record] = {}
+    for record in records:
+        current = best.get(record.signer)
+        if current is None or record.rank > current.rank:
+            best[record.signer] = record
+    return best

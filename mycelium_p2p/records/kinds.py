@@ -1,0 +1,91 @@
+"""The kinds of record the network stores, their body schemas and their topic rules.
+
+A record is stored under the DHT key derived from its topic (and, for an *owned* topic, its
+signer), so each kind says which topics it may use. Cross-field rules (a group advert's
+``group_id`` must be its signer's) live in each kind's ``check``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from ..errors import MalformedRecord
+from ..identity import GROUP_ID_HEX_LEN, PUBLIC_KEY_SIZE, group_id_for
+from .schema import Bytes, Float, Int, Map, Str, Tuple
+
+#: Group adverts are spread over this many index keys so no single DHT key holds them all.
+INDEX_SHARDS = 4
+MAX_PORT = 65535
+POLICIES = frozenset({"open", "invite-only"})
+
+GroupIdField = Str(max_len=GROUP_ID_HEX_LEN, min_len=GROUP_ID_HEX_LEN)
+AddressField = Tuple((Str(max_len=253, min_len=1), Int(lo=0, hi=MAX_PORT)))
+
+
+def index_topic(group_id: str) -> str:
+    """The index topic a group advertises under: ``groups/<shard>``."""
+    shard = int(hashlib.sha1(group_id.encode()).hexdigest(), 16) % INDEX_SHARDS
+    return f"groups/{shard}"
+
+
+def index_topics() -> list[str]:
+    """Every index topic, for listing all groups."""
+    return [f"groups/{shard}" for shard in range(INDEX_SHARDS)]
+
+
+@dataclass(frozen=True)
+class RecordKind:
+    """What a kind of record looks like and where it may be stored."""
+
+    name: str
+    body: Map
+    owned: bool
+    check: Callable[[bytes, str, Mapping[str, Any]], None]
+    max_ttl: float = 3600.0
+
+
+def _check_advert(signer: bytes, topic: str, body: Mapping[str, Any]) -> None:
+    expected_id = group_id_for(signer)
+    if body["group_id"] != expected_id:
+        raise MalformedRecord(
+            f"advert group_id {body['group_id']!r} is not its signer's ({expected_id})"
+        )
+    if topic != index_topic(expected_id):
+        raise MalformedRecord(f"advert for {expected_id} filed under the wrong topic {topic!r}")
+    metrics = body["metrics"]
+    if metrics["members"] > metrics["capacity"]:
+        raise MalformedRecord("advert claims more members than its capacity")
+
+
+ADVERT = RecordKind(
+    name="advert",
+    owned=False,
+    check=_check_advert,
+    body=Map(
+        {
+            "group_id": GroupIdField,
+            "name": Str(max_len=64, min_len=1),
+            "task": Str(max_len=64, min_len=1),
+            "leader": AddressField,
+            "leader_key": Bytes(PUBLIC_KEY_SIZE),
+            "term": Int(),
+            "policy": Str(max_len=16, choices=POLICIES),
+            "metrics": Map(
+                {
+                    "accuracy": Float(0.0, 1.0),
+                    "loss": Float(0.0, 1e9),
+                    "round": Int(),
+                    "members": Int(0, 100_000),
+                    "capacity": Int(1, 100_000),
+                }
+            ),
+        }
+    ),
+)
+
+#: The kinds this version understands, by name. Read-only.
+KINDS: Mapping[str, RecordKind] = MappingProxyType({kind.name: kind for kind in (ADVERT,)})
