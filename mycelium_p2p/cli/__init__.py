@@ -1,0 +1,5 @@
+"""The ``mycelium-p2p`` command line (click)."""
+
+from .main import cli, main
+
+__all__ = ["cli", "main"]

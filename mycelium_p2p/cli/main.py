@@ -1,0 +1,252 @@
+"""The ``mycelium-p2p`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..addresses import Address, parse_address, read_peers_file, resolve
+from ..errors import ConfigError, MyceliumError, NetworkError
+from ..identity import Identity, default_data_dir
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+DEFAULT_PORT = 8468
+
+
+class _Cli(click.Group):
+    """Turns our errors into one line on stderr and a non-zero exit: never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except MyceliumError as exc:
+            raise click.ClickException(str(exc)) from None
+        except OSError as exc:
+            raise click.ClickException(f"{exc.strerror or exc}") from None
+        except KeyboardInterrupt:
+            raise click.exceptions.Exit(130) from None
+
+
+def _load_config(ctx: click.Context, _param: click.Parameter, path: str | None) -> None:
+    """``--config FILE``: a TOML file whose ``[command]`` tables give option defaults."""
+    if path is None:
+        return
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise click.BadParameter(f"cannot read {path}: {exc}") from None
+    ctx.default_map = {
+        command: {key.replace("-", "_"): value for key, value in table.items()}
+        for command, table in data.items()
+        if isinstance(table, dict)
+    }
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if verbose < 2:
+        # kademlia logs every unanswered request as a warning; dead peers are routine here.
+        logging.getLogger("kademlia").setLevel(logging.ERROR)
+        logging.getLogger("rpcudp").setLevel(logging.ERROR)
+
+
+@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="mycelium-p2p")
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False),
+    callback=_load_config,
+    is_eager=True,
+    expose_value=False,
+    help="TOML file with option defaults per command (see bootstrap/mycelium.toml).",
+)
+@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+def cli(verbose: int) -> None:
+    """mycelium-p2p: federated-learning groups on a peer-to-peer network."""
+    _setup_logging(verbose)
+
+
+# -- shared options -------------------------------------------------------------------------
+
+bootstrap_option = click.option(
+    "--bootstrap",
+    "-b",
+    "bootstrap",
+    multiple=True,
+    envvar="MYCELIUM_BOOTSTRAP",
+    metavar="HOST:PORT",
+    help="A bootstrap peer (repeatable; env MYCELIUM_BOOTSTRAP, space-separated).",
+)
+peers_file_option = click.option(
+    "--peers-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A file of bootstrap peers, one HOST:PORT per line (see bootstrap/peers.example).",
+)
+data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=default_data_dir,
+    show_default="$MYCELIUM_DATA_DIR or ~/.local/share/mycelium-p2p",
+    help="Where this node keeps its key (one directory per node).",
+)
+
+
+def bootstrap_addresses(
+    bootstrap: Sequence[str], peers_file: Path | None, *, required: bool
+) -> list[Address]:
+    """Parse ``--bootstrap`` values and a peers file into (host, port) pairs."""
+    try:
+        addrs = [parse_address(text, DEFAULT_PORT) for text in bootstrap]
+        if peers_file is not None:
+            addrs += read_peers_file(peers_file, DEFAULT_PORT)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="--bootstrap/--peers-file") from None
+    if required and not addrs:
+        raise click.UsageError("give at least one --bootstrap HOST:PORT (or --peers-file FILE)")
+    return addrs
+
+
+def run_async(coro: Any) -> Any:
+    """Run a coroutine; Ctrl-C ends it quietly."""
+    try:
+        return asyncio.run(coro)
+    except KeyboardInterrupt:
+        raise click.exceptions.Exit(130) from None
+
+
+async def with_timeout(coro: Any, seconds: float, what: str) -> Any:
+    try:
+        return await asyncio.wait_for(coro, seconds)
+    except asyncio.TimeoutError:
+        raise NetworkError(f"{what}: no answer within {seconds:g} s") from None
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--host", default="0.0.0.0", show_default=True, help="Interface to listen on.")
+@click.option(
+    "--port",
+    default=DEFAULT_PORT,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="UDP port of the DHT.",
+)
+@bootstrap_option
+@peers_file_option
+@data_dir_option
+def bootstrap(
+    host: str, port: int, bootstrap: tuple[str, ...], peers_file: Path | None, data_dir: Path
+) -> None:
+    """Run a long-lived seed peer (DHT only) until SIGINT/SIGTERM."""
+    from ..node import DataDirLock, run_seed
+
+    peers = bootstrap_addresses(bootstrap, peers_file, required=False)
+    with DataDirLock(data_dir):
+        identity = Identity.load_or_create(data_dir)
+
+        async def main() -> None:
+            await run_seed(identity, host, port, await resolve(peers))
+
+        run_async(main())
+
+
+@cli.command()
+@bootstrap_option
+@peers_file_option
+@click.option("--task", help="Only groups learning this task.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (one document per refresh).")
+@click.option("--watch", is_flag=True, help="Keep refreshing until Ctrl-C.")
+@click.option("--interval", default=2.0, show_default=True, type=click.FloatRange(0.1))
+@click.option("--count", default=0, type=click.IntRange(0), help="With --watch: stop after N.")
+@click.option(
+    "--timeout",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(0.1),
+    help="Seconds to wait for the network.",
+)
+def groups(
+    bootstrap: tuple[str, ...],
+    peers_file: Path | None,
+    task: str | None,
+    as_json: bool,
+    watch: bool,
+    interval: float,
+    count: int,
+    timeout: float,
+) -> None:
+    """List groups and their verified metrics."""
+    from rich.console import Console
+    from rich.live import Live
+
+    from ..dht import fetch_adverts
+    from ..node import dht_client
+    from .render import groups_table
+
+    addrs = bootstrap_addresses(bootstrap, peers_file, required=True)
+    console = Console()
+
+    def emit_json(adverts: list[Any]) -> None:
+        click.echo(json.dumps([a.to_json() for a in adverts]))
+
+    async def main() -> None:
+        async with dht_client(await resolve(addrs), timeout=timeout) as dht:
+            adverts = await with_timeout(fetch_adverts(dht, task), timeout, "group lookup")
+            if not watch:
+                emit_json(adverts) if as_json else console.print(groups_table(adverts))
+                return
+            with contextlib.ExitStack() as stack:
+                live = None
+                if as_json:
+                    emit_json(adverts)
+                else:
+                    live = stack.enter_context(Live(groups_table(adverts), console=console))
+                for _ in itertools.count(2) if count == 0 else range(2, count + 1):
+                    await asyncio.sleep(interval)
+                    adverts = await with_timeout(fetch_adverts(dht, task), timeout, "lookup")
+                    if live is None:
+                        emit_json(adverts)
+                    else:
+                        live.update(groups_table(adverts))
+
+    run_async(main())
+
+
+@cli.command("id")
+@data_dir_option
+@click.option("--json", "as_json", is_flag=True)
+def id_(data_dir: Path, as_json: bool) -> None:
+    """Show this node's id and public key (creating the key on first use)."""
+    identity = Identity.load_or_create(data_dir)
+    info = {
+        "node_id": identity.node_id.hex(),
+        "public_key": identity.public_key.hex(),
+        "data_dir": str(data_dir),
+    }
+    if as_json:
+        click.echo(json.dumps(info))
+    else:
+        for key, value in info.items():
+            click.echo(f"{key:<11} {value}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="mycelium-p2p")

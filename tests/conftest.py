@@ -1,0 +1,98 @@
+"""Shared fixtures: signed adverts, and swarms of DHT peers on loopback in one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from functools import wraps
+from typing import Any
+
+import msgpack
+
+from mycelium_p2p.dht import DhtConfig, DhtNode
+from mycelium_p2p.identity import Identity
+from mycelium_p2p.records import GroupMetrics, Record, sign_advert
+from mycelium_p2p.records.envelope import RECORD_DOMAIN
+
+logging.getLogger("kademlia").setLevel(logging.ERROR)
+
+
+def run_async(timeout: float = 60.0) -> Callable[..., Callable[..., None]]:
+    """Run an ``async def`` test in a fresh event loop, failing it after ``timeout`` s."""
+
+    def decorate(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+        @wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> None:
+            asyncio.run(asyncio.wait_for(fn(*args, **kwargs), timeout))
+
+        return wrapper
+
+    return decorate
+
+
+def make_advert(
+    group: Identity | None = None,
+    *,
+    seq: int = 1,
+    now: float | None = None,
+    ttl: float = 60.0,
+    name: str = "g",
+    task: str = "digits",
+    accuracy: float = 0.5,
+    members: int = 1,
+) -> Record:
+    group = group or Identity.generate()
+    return sign_advert(
+        group,
+        name=name,
+        task=task,
+        leader=("127.0.0.1", 9000),
+        leader_key=group.public_key,
+        term=1,
+        policy="open",
+        metrics=GroupMetrics(accuracy=accuracy, loss=1.0, round=3, members=members, capacity=10),
+        seq=seq,
+        now=time.time() if now is None else now,
+        ttl=ttl,
+    )
+
+
+def resign(identity: Identity, payload: dict[str, Any]) -> bytes:
+    """Encode and sign an arbitrary payload, bypassing ``sign_record``'s own checks."""
+    raw = msgpack.packb(payload, use_bin_type=True)
+    return msgpack.packb([raw, identity.sign(RECORD_DOMAIN + raw)], use_bin_type=True)
+
+
+def payload_of(blob: bytes) -> dict[str, Any]:
+    raw, _ = msgpack.unpackb(blob, raw=False)
+    return msgpack.unpackb(raw, raw=False)
+
+
+def tampered(record: Record, accuracy: float) -> bytes:
+    """The record with its accuracy changed and its original signature kept."""
+    _, sig = msgpack.unpackb(record.blob, raw=False)
+    payload = payload_of(record.blob)
+    payload["body"]["metrics"]["accuracy"] = accuracy
+    return msgpack.packb([msgpack.packb(payload), sig])
+
+
+FAST = DhtConfig(maintenance_interval=0.5)
+
+
+@contextlib.asynccontextmanager
+async def swarm(n: int, config: DhtConfig = FAST) -> AsyncIterator[list[DhtNode]]:
+    """``n`` joined DHT peers on 127.0.0.1; the first is everyone's bootstrap peer."""
+    nodes = [DhtNode(config=config) for _ in range(n)]
+    try:
+        for node in nodes:
+            await node.listen(0, "127.0.0.1")
+        seed = nodes[0].address
+        for start in range(1, n, 25):  # join in batches, as peers arrive in real life
+            await asyncio.gather(*(node.bootstrap([seed]) for node in nodes[start : start + 25]))
+        yield nodes
+    finally:
+        for node in nodes:
+            await node.close()

@@ -1,0 +1,152 @@
+"""Many DHT peers in one process: publish, discover, expire, republish, churn."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+
+from kademlia.network import Server
+
+from mycelium_p2p.dht import DhtConfig, DhtNode, fetch_advert, fetch_adverts, publish_advert
+from mycelium_p2p.identity import Identity, group_id_for
+from mycelium_p2p.records import record_key
+from tests.conftest import FAST, make_advert, payload_of, resign, run_async, swarm, tampered
+
+
+@run_async(timeout=120)
+async def test_fifty_peers_publish_and_everyone_discovers_every_group() -> None:
+    async with swarm(60) as nodes:
+        groups = [Identity.generate() for _ in range(8)]
+        stored = await asyncio.gather(
+            *(
+                publish_advert(nodes[i + 1], make_advert(g, name=f"g{i}"))
+                for i, g in enumerate(groups)
+            )
+        )
+        assert all(count >= FAST.ksize - 2 for count in stored), stored
+        expected = sorted(group_id_for(g.public_key) for g in groups)
+        for reader in random.Random(1).sample(nodes, 10):
+            adverts = await fetch_adverts(reader)
+            assert sorted(a.group_id for a in adverts) == expected
+        one = await fetch_advert(nodes[-1], group_id_for(groups[3].public_key))
+        assert one is not None and one.name == "g3"
+        assert await fetch_advert(nodes[-1], "0" * 16) is None
+
+
+@run_async(timeout=120)
+async def test_lookups_succeed_quickly_after_a_third_of_the_peers_die() -> None:
+    async with swarm(60) as nodes:
+        record = make_advert()
+        await nodes[1].put(record)
+        rng = random.Random(7)
+        dead = rng.sample(nodes[2:], 20)
+        for node in dead:
+            node.stop()  # like a crash: the socket just goes quiet
+        live = [n for n in nodes if n not in dead]
+        worst = 0.0
+        for reader in rng.sample(live, 20):
+            start = time.perf_counter()
+            records = await reader.get_records(record.key)
+            worst = max(worst, time.perf_counter() - start)
+            assert records == [record]
+        # kademlia would wait 5 s per dead peer; our lookups route around them
+        assert worst < 2.0, f"a lookup took {worst:.2f} s"
+
+
+@run_async(timeout=120)
+async def test_records_expire_unless_republished_and_newer_versions_win() -> None:
+    async with swarm(50) as nodes:
+        kept, dropped = Identity.generate(), Identity.generate()
+        seq = iter(range(1, 1000))
+        publisher = nodes[3]
+        task = publisher.keep_published(
+            lambda: make_advert(kept, seq=next(seq), ttl=2.0, name="kept"), interval=0.5
+        )
+        await publish_advert(nodes[4], make_advert(dropped, ttl=2.0, name="dropped"))
+        names = {a.name for a in await fetch_adverts(nodes[10])}
+        assert names == {"kept", "dropped"}
+        await asyncio.sleep(2.5)
+        adverts = await fetch_adverts(nodes[20])
+        assert [a.name for a in adverts] == ["kept"]
+        assert adverts[0].seq >= 4  # republished with a fresh seq each time
+        task.cancel()
+        await asyncio.sleep(2.5)
+        assert await fetch_adverts(nodes[30]) == []  # its owner stopped: the group is gone
+
+
+@run_async(timeout=120)
+async def test_readers_correct_peers_that_hold_stale_versions() -> None:
+    full_reads = DhtConfig(quorum=20, maintenance_interval=0.5)
+    async with swarm(50, full_reads) as nodes:
+        group = Identity.generate()
+        old, new = make_advert(group, seq=1), make_advert(group, seq=2)
+        await nodes[1].put(old)
+        holders = [n for n in nodes if n.storage.records(old.key)]
+        # the new version reaches only one holder directly
+        holders[0].storage.offer(new.key, new.blob)
+        for reader in nodes[10:20]:
+            assert [r.seq for r in await reader.get_records(new.key)] == [2]
+        await asyncio.sleep(0.2)
+        stale = [n for n in holders if n.storage.records(old.key) == [old]]
+        assert len(stale) < len(holders) - 1, "readers never corrected stale holders"
+
+
+@run_async(timeout=120)
+async def test_a_peer_whose_contacts_all_die_rebootstraps_by_itself() -> None:
+    async with swarm(10) as nodes:
+        seed, lonely = nodes[0], nodes[9]
+        for node in nodes[1:9]:
+            node.stop()
+        lonely.protocol.router.flush()  # as if every contact timed out
+        assert lonely.routing_table_size() == 0
+        for _ in range(40):
+            await asyncio.sleep(0.1)
+            if lonely.routing_table_size() > 0:
+                break
+        assert lonely.routing_table_size() > 0
+        record = make_advert()
+        assert await lonely.put(record) >= 1
+        assert await seed.get_records(record.key) == [record]
+
+
+@run_async(timeout=120)
+async def test_a_stock_kademlia_peer_cannot_plant_a_forged_advert() -> None:
+    async with swarm(50) as nodes:
+        stock = Server()
+        await stock.listen(0, "127.0.0.1")
+        try:
+            await stock.bootstrap([nodes[0].address])
+            victim = Identity.generate()
+            genuine = make_advert(victim, seq=1, accuracy=0.2)
+            await nodes[5].put(genuine)
+            # 1: the genuine advert claiming 99%, with the group's signature kept
+            await stock.set_digest(genuine.key, tampered(genuine, 0.99))
+            # 2: the same claim signed by the forger's own key in the group's name
+            payload = payload_of(genuine.blob)
+            payload["body"]["metrics"]["accuracy"] = 0.99
+            payload["signer"] = Identity.generate().public_key
+            await stock.set_digest(genuine.key, resign(Identity.generate(), payload))
+            # 3 and 4: what stock kademlia stores: plain values and garbage
+            await stock.set_digest(genuine.key, "plain text where an advert should be")
+            await stock.set_digest(record_key("groups/0"), b"\x92\xc4\x01x\xc4\x40" + bytes(64))
+            rejected = sum(n.stats.records_rejected for n in nodes)
+            assert rejected >= 4 * (FAST.ksize - 2)
+            for node in nodes:
+                for blob in (r.blob for r in node.storage.records(genuine.key)):
+                    assert blob == genuine.blob
+            adverts = await fetch_adverts(nodes[40])
+            assert [a.metrics.accuracy for a in adverts] == [0.2]
+        finally:
+            stock.stop()
+
+
+@run_async(timeout=60)
+async def test_many_peers_share_one_process_without_shared_state() -> None:
+    config = DhtConfig(ksize=8, maintenance_interval=0.5)
+    async with swarm(20, config) as first, swarm(20, config) as second:
+        record = make_advert()
+        await first[1].put(record)
+        assert await first[-1].get_records(record.key) == [record]
+        assert await second[-1].get_records(record.key) == []  # two networks, one process
+        assert all(isinstance(n, DhtNode) for n in first + second)
