@@ -154,7 +154,26 @@ class DhtNode(Server):
         if not any(answered) and not self.routing_table_size():
             listed = ", ".join(f"{h}:{p}" for h, p in addrs) or "none given"
             raise BootstrapError(f"no bootstrap peer answered ({listed})")
-        return (await self._lookup(self.node.id)).closest
+        closest = (await self._lookup(self.node.id)).closest
+        # Then look into every bucket we know nobody in (the paper refreshes all buckets beyond
+        # our closest neighbour): else a node can know nobody in half of the id space, and
+        # lookups from it for keys there end among the wrong peers.
+        await asyncio.gather(*(self._lookup(rid) for rid in self._refresh_ids(only_empty=True)))
+        return closest
+
+    def _refresh_ids(self, *, only_empty: bool = False, idle_for: float = 0.0) -> list[bytes]:
+        """A random id in each bucket (not our own) that is empty, or idle ``idle_for`` s."""
+        cutoff = time.monotonic() - idle_for
+        ids = []
+        for bucket in self.protocol.router.buckets:
+            if bucket.has_in_range(self.node):
+                continue
+            if only_empty and len(bucket) > 0:
+                continue
+            if not only_empty and bucket.last_updated >= cutoff:
+                continue
+            ids.append(random.randint(*bucket.range).to_bytes(NODE_ID_SIZE, "big"))
+        return ids
 
     async def _ping_seed(self, addr: Address) -> Node | None:
         ok, reply = await self.protocol.ping(addr, self.node.id)
@@ -186,11 +205,8 @@ class DhtNode(Server):
             if self.routing_table_size() == 0:
                 await self._rebootstrap()
                 continue
-            cutoff = time.monotonic() - self.config.refresh_interval
-            for bucket in list(self.protocol.router.buckets):
-                if bucket.last_updated < cutoff:
-                    rid = random.randint(*bucket.range).to_bytes(NODE_ID_SIZE, "big")
-                    await self._lookup(rid)
+            for rid in self._refresh_ids(idle_for=self.config.refresh_interval):
+                await self._lookup(rid)
 
     # -- records ---------------------------------------------------------------------------------
 

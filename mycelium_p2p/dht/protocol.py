@@ -146,6 +146,7 @@ class MyceliumProtocol(KademliaProtocol):
         self.stats = ProtocolStats()
         self._outstanding: dict[bytes, _Pending] = {}  # type: ignore[assignment]
         self._expired: OrderedDict[bytes, tuple[Address, float]] = OrderedDict()
+        self._evicted: OrderedDict[Address, Node] = OrderedDict()
         self._handlers: dict[str, Callable[..., Any]] = {
             "ping": self.rpc_ping,
             "stun": self.rpc_stun,
@@ -209,8 +210,12 @@ class MyceliumProtocol(KademliaProtocol):
         if pending is None:
             expired = self._expired.pop(msg_id, None)
             if expired is not None and expired[0] == address:
+                # Alive after all, only slow (a busy host): learn the RTT, take it back.
                 self.stats.late_replies += 1
                 self.rtt.observe(address, now - expired[1])
+                evicted = self._evicted.pop(address, None)
+                if evicted is not None:
+                    self.welcome_if_new(evicted)
             else:
                 self.stats.foreign_replies += 1
             return
@@ -368,6 +373,18 @@ class MyceliumProtocol(KademliaProtocol):
         return {"records": blobs, "more": more, "nodes": nodes}
 
     # -- routing-table upkeep ----------------------------------------------------------------
+
+    def handle_call_response(self, result: RpcResult, node: Node) -> RpcResult:
+        """Welcome a peer that answered; drop one that did not (remembered, in case it was
+        only slow: a late reply brings it back)."""
+        if result[0]:
+            self.welcome_if_new(node)
+            return result
+        self.router.remove_contact(node)
+        self._evicted[(node.ip, node.port)] = node
+        while len(self._evicted) > 256:
+            self._evicted.popitem(last=False)
+        return result
 
     def welcome_if_new(self, node: Node) -> None:
         """Add a new contact; hand it the records it is now among the closest to hold.

@@ -69,7 +69,9 @@ async def dht_client(
             await asyncio.wait_for(dht.bootstrap(bootstrap), timeout)
         except asyncio.TimeoutError:
             listed = ", ".join(f"{h}:{p}" for h, p in bootstrap)
-            raise NetworkError(f"no bootstrap peer answered within {timeout:g} s ({listed})") from None
+            raise NetworkError(
+                f"no bootstrap peer answered within {timeout:g} s ({listed})"
+            ) from None
         yield dht
     finally:
         await dht.close()

@@ -12,7 +12,7 @@ from .envelope import (
     signer_of,
     verify_record,
 )
-from .kinds import INDEX_SHARDS, KINDS, RecordKind, index_topic, index_topics
+from .kinds import INDEX_SHARDS, KINDS, RecordKind, index_topic, index_topics, roster_topic
 
 __all__ = [
     "DEFAULT_CLOCK_SKEW",
@@ -28,6 +28,7 @@ __all__ = [
     "index_topics",
     "next_seq",
     "record_key",
+    "roster_topic",
     "sign_advert",
     "sign_record",
     "signer_of",

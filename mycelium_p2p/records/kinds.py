@@ -87,5 +87,33 @@ ADVERT = RecordKind(
     ),
 )
 
+
+def roster_topic(group_id: str) -> str:
+    """The topic a group's members announce themselves under."""
+    return f"roster/{group_id}"
+
+
+def _check_heartbeat(signer: bytes, topic: str, body: Mapping[str, Any]) -> None:
+    if topic != roster_topic(body["group_id"]):
+        raise MalformedRecord(f"heartbeat for {body['group_id']} filed under {topic!r}")
+
+
+HEARTBEAT = RecordKind(
+    name="heartbeat",
+    owned=False,
+    check=_check_heartbeat,
+    body=Map(
+        {
+            "group_id": GroupIdField,
+            "addr": AddressField,  # where the member serves the group's model (TCP)
+            "role": Str(max_len=16, choices=frozenset({"member", "leader"})),
+            "round": Int(),  # the latest group-model round this member holds
+            "model_hash": Bytes(32),
+        }
+    ),
+)
+
 #: The kinds this version understands, by name. Read-only.
-KINDS: Mapping[str, RecordKind] = MappingProxyType({kind.name: kind for kind in (ADVERT,)})
+KINDS: Mapping[str, RecordKind] = MappingProxyType(
+    {kind.name: kind for kind in (ADVERT, HEARTBEAT)}
+)

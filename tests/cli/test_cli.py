@@ -1,0 +1,119 @@
+"""The command line, in-process (CliRunner) for arguments and as real processes end to end."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mycelium_p2p.cli import cli
+from tests.helpers.procs import CLI, Proc, processes, run_cli
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, list(args))
+    return result.exit_code, result.output
+
+
+def test_id_creates_and_shows_the_key(tmp_path: Path) -> None:
+    code, out = invoke("id", "--data-dir", str(tmp_path), "--json")
+    assert code == 0
+    info = json.loads(out)
+    assert len(bytes.fromhex(info["node_id"])) == 20
+    assert (tmp_path / "node.key").stat().st_mode & 0o777 == 0o600
+    assert json.loads(invoke("id", "--data-dir", str(tmp_path), "--json")[1]) == info
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["groups"], "give at least one --bootstrap"),
+        (["groups", "-b", "host:notaport"], "is not a number"),
+        (["groups", "-b", "127.0.0.1:99999"], "outside 1..65535"),
+        (["groups", "-b", "no-such-host.invalid:8468"], "cannot resolve"),
+        (["bootstrap", "--port", "70000"], "70000"),
+        (["--config", "/no/such/file.toml", "groups"], "cannot read"),
+    ],
+)
+def test_bad_arguments_get_one_line_and_a_non_zero_exit(args: list[str], message: str) -> None:
+    code, out = invoke(*args)
+    assert code != 0
+    assert message in out
+    assert "Traceback" not in out
+
+
+def test_unreachable_bootstrap_is_a_one_line_error() -> None:
+    result = run_cli("groups", "-b", "127.0.0.1:9", "--timeout", "1.5")
+    assert result.returncode == 1
+    assert "no bootstrap peer answered" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_config_file_sets_defaults(tmp_path: Path) -> None:
+    config = tmp_path / "m.toml"
+    config.write_text('[groups]\nbootstrap = ["127.0.0.1:9"]\ntimeout = 1.0\n')
+    code, out = invoke("--config", str(config), "groups")
+    assert code == 1 and "no bootstrap peer answered" in out
+
+
+@pytest.mark.slow
+def test_bootstrap_publisher_and_groups_as_separate_processes(tmp_path: Path) -> None:
+    with processes() as procs:
+        seed = Proc(
+            [
+                *CLI,
+                "bootstrap",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--data-dir",
+                str(tmp_path / "seed"),
+            ]
+        )
+        procs.append(seed)
+        port = int(seed.expect(r"listening on udp 127\.0\.0\.1:(\d+)").group(1))
+        for name, accuracy in (("alpha", 0.91), ("beta", 0.42)):
+            pub = Proc(
+                [
+                    sys.executable,
+                    "-m",
+                    "tests.helpers.publisher",
+                    "--bootstrap",
+                    f"127.0.0.1:{port}",
+                    "--name",
+                    name,
+                    "--accuracy",
+                    str(accuracy),
+                ]
+            )
+            procs.append(pub)
+            pub.expect(r"published")
+        result = run_cli("groups", "-b", f"127.0.0.1:{port}", "--json")
+        assert result.returncode == 0, result.stderr
+        groups = {g["name"]: g for g in json.loads(result.stdout)}
+        assert set(groups) == {"alpha", "beta"}
+        assert groups["alpha"]["accuracy"] == 0.91 and groups["beta"]["members"] == 2
+        table = run_cli("groups", "-b", f"localhost:{port}")
+        assert "alpha" in table.stdout and "91.0%" in table.stdout
+        watch = run_cli(
+            "groups",
+            "-b",
+            f"127.0.0.1:{port}",
+            "--json",
+            "--watch",
+            "--interval",
+            "0.2",
+            "--count",
+            "3",
+        )
+        assert len(watch.stdout.strip().splitlines()) == 3
+        # a seed stops cleanly on SIGTERM, and a second seed refuses its data dir meanwhile
+        clash = run_cli("bootstrap", "--port", "0", "--data-dir", str(tmp_path / "seed"))
+        assert clash.returncode == 1 and "in use" in clash.stderr
+        assert seed.stop() == 0  # one SIGTERM
+        assert "seed peer stopped" in seed.output()
