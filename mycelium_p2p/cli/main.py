@@ -247,6 +247,44 @@ def id_(data_dir: Path, as_json: bool) -> None:
             click.echo(f"{key:<11} {value}")
 
 
+@cli.command()
+@click.option("--peers", default=30, show_default=True, type=click.IntRange(4, 500))
+@click.option("--groups", "n_groups", default=6, show_default=True, type=click.IntRange(1, 50))
+@click.option(
+    "--duration",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(1, 3600),
+    help="Seconds to run.",
+)
+@click.option(
+    "--kill-every",
+    default=6.0,
+    show_default=True,
+    type=click.FloatRange(0.5),
+    help="Seconds between peer kills.",
+)
+@click.option("--seed", default=0, show_default=True, help="Random seed of the kills.")
+def demo(peers: int, n_groups: int, duration: float, kill_every: float, seed: int) -> None:
+    """Run a whole local network on loopback and watch it live."""
+    from rich.console import Console
+
+    from .demo import run_registry_demo, summary_table
+
+    console = Console()
+    stats = run_async(
+        run_registry_demo(
+            peers=peers,
+            groups=n_groups,
+            duration=duration,
+            kill_every=kill_every,
+            seed=seed,
+            console=console,
+        )
+    )
+    console.print(summary_table(stats, n_groups))
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="mycelium-p2p")

@@ -12,7 +12,8 @@ from ..records import GroupAdvert
 def groups_table(adverts: list[GroupAdvert], now: float | None = None) -> Table:
     """A rich table of adverts: one row per group with its verified metrics."""
     now = time.time() if now is None else now
-    table = Table(title=f"{len(adverts)} group(s)", title_justify="left")
+    title = f"{len(adverts)} group(s)" if adverts else "no groups advertised yet"
+    table = Table(title=title, title_justify="left")
     for column in ("group", "id", "task", "policy", "members", "round", "accuracy", "loss"):
         table.add_column(column, justify="right" if column in {"members", "round"} else "left")
     table.add_column("leader")

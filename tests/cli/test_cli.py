@@ -117,3 +117,28 @@ def test_bootstrap_publisher_and_groups_as_separate_processes(tmp_path: Path) ->
         assert clash.returncode == 1 and "in use" in clash.stderr
         assert seed.stop() == 0  # one SIGTERM
         assert "seed peer stopped" in seed.output()
+
+
+def test_sample_config_names_only_real_options() -> None:
+    import tomllib
+
+    config = tomllib.loads((Path(__file__).parents[2] / "bootstrap/mycelium.toml").read_text())
+    for command, table in config.items():
+        params = {p.name for p in cli.commands[command].params}
+        assert {k.replace("-", "_") for k in table} <= params, command
+
+
+def test_peers_example_parses() -> None:
+    from mycelium_p2p.addresses import read_peers_file
+
+    peers = read_peers_file(Path(__file__).parents[2] / "bootstrap/peers.example")
+    assert peers == [("198.18.0.1", 8468), ("198.18.0.2", 8468)]
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end_in_a_short_mode() -> None:
+    code, out = invoke(
+        "demo", "--duration", "4", "--peers", "8", "--groups", "2", "--kill-every", "1"
+    )
+    assert code == 0, out
+    assert "demo summary" in out and "index lookups" in out
