@@ -1,0 +1,1 @@
+"""Groups: transport, membership, election."""
