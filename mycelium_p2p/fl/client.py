@@ -1,0 +1,102 @@
+"""The member side: run the node's Flower ``ClientApp`` on messages from the group's leader."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import time
+from typing import Any
+
+from flwr.app import Context, Message, RecordDict
+from flwr.clientapp import ClientApp
+
+from ..errors import ConfigError
+from ..group.member import GroupMember
+from ..group.transport import Channel, Reply
+from .grid import LEADER_NODE_ID, ensure_task_identity, flower_node_id, make_metadata
+from .wire import WireError, decode_content, encode_content
+
+
+def load_client_app(spec: str) -> ClientApp:
+    """``module:attr`` naming a Flower ``ClientApp`` (the user's, unmodified)."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ConfigError(f"--client-app {spec!r}: expected module:attribute")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # ImportError, or whatever the module raises at import
+        raise ConfigError(
+            f"--client-app {spec!r}: cannot import {module_name}: {type(exc).__name__}: {exc}"
+        ) from None
+    app = getattr(module, attr, None)
+    if app is None:
+        raise ConfigError(f"--client-app {spec!r}: {module_name} has no attribute {attr!r}")
+    if not isinstance(app, ClientApp):
+        raise ConfigError(f"--client-app {spec!r} is a {type(app).__name__}, not a flwr ClientApp")
+    return app
+
+
+class ClientRunner:
+    """Runs one ClientApp for one node: for the leader's requests and for the leader itself."""
+
+    def __init__(self, app: ClientApp, node_key: bytes, node_config: dict[str, Any]) -> None:
+        ensure_task_identity()
+        self.app = app
+        self.node_id = flower_node_id(node_key)
+        self.context = Context(
+            run_id=0,
+            node_id=self.node_id,
+            node_config=node_config,
+            state=RecordDict(),
+            run_config={},
+        )
+        self._lock = asyncio.Lock()  # one ClientApp call at a time: one model, one CPU budget
+
+    async def run(self, message: Message) -> Message:
+        """Call the ClientApp in a worker thread; its exceptions become Error replies."""
+        async with self._lock:
+            return await asyncio.to_thread(self._call, message)
+
+    def _call(self, message: Message) -> Message:
+        from flwr.app import Error
+        from flwr.common.constant import ErrorCode
+
+        try:
+            reply = self.app(message, self.context)
+        except Exception as exc:
+            return Message(
+                Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, f"{type(exc).__name__}: {exc}"),
+                reply_to=message,
+            )
+        return reply
+
+    async def handle(
+        self, group: GroupMember, channel: Channel, header: dict[str, Any], segments: list[bytes]
+    ) -> Reply:
+        """Answer ``fl.msg`` from the group's leader (and only from it)."""
+        refusal = group.fence(int(header["term"]), channel.peer_key)
+        if refusal is not None:
+            return Reply.fail(refusal, f"my term is {group.term}")
+        try:
+            content = decode_content(header["records"], segments)
+        except WireError as exc:
+            return Reply.fail("bad-request", str(exc))
+        message = Message(
+            metadata=make_metadata(
+                message_id=str(header["mid"]),
+                src=LEADER_NODE_ID,
+                dst=self.node_id,
+                message_type=str(header["type"]),
+                group_id=str(header.get("fgid", "")),
+            ),
+            content=content,
+        )
+        started = time.perf_counter()
+        reply = await self.run(message)
+        if reply.has_error():
+            return Reply.fail("client-error", reply.error.reason or "ClientApp failed")
+        records, segs = encode_content(reply.content)
+        return Reply(
+            {"mid": header["mid"], "records": records, "seconds": time.perf_counter() - started},
+            segs,
+        )

@@ -1,0 +1,319 @@
+"""``GroupGrid``: Flower's ``Grid``, with messages travelling to group members over our channels.
+
+Stock strategies call ``get_node_ids`` and ``send_and_receive`` from the thread that runs
+``strategy.start``; each call hops onto the node's event loop. What a Grid must get right
+(Flower 1.42):
+
+- ``Message()`` reads the process-global ``TaskIdentity``; we set placeholders once and
+  rebuild every message's metadata ourselves, so several leaders can share a process.
+- Strategies put one shared ``RecordDict`` in every message: we serialize per destination.
+- Replies are matched by id and must come from the member the request went to (the channel
+  is authenticated to that member's key).
+- A missing reply would be silently dropped: a dead or slow member becomes an ``Error`` reply
+  (``NODE_UNAVAILABLE``) after the timeout, never a hang.
+- A reply with the wrong arrays, without ``num-examples`` or with metric keys unlike the
+  others' would abort ``start()`` (``InconsistentMessageReplies``): it becomes an ``Error``.
+- A member in a newer term aborts the round (``StepDown``): a deposed leader completes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import hashlib
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from flwr.app import Error, Message, Metadata, RecordDict
+from flwr.common.constant import ErrorCode
+from flwr.serverapp import Grid
+from flwr.supercore.task_identity import TaskIdentity
+
+from ..group.member import GroupMember, StepDown
+from ..group.transport import ChannelError, RemoteError
+from .wire import WireError, array_signature, decode_content, encode_content
+
+LEADER_NODE_ID = 0
+WEIGHT_KEY = "num-examples"
+LocalClient = Callable[[Message], Awaitable[Message]]
+
+
+def ensure_task_identity() -> None:
+    """Flower's ``Message()`` needs a process-global TaskIdentity; placeholders suffice."""
+    for name in ("run_id", "node_id", "task_id"):
+        try:
+            getattr(TaskIdentity, name)
+        except RuntimeError:
+            setattr(TaskIdentity, name, 0)
+
+
+def flower_node_id(key: bytes) -> int:
+    """A member's Flower node id: 63 bits of the hash of its public key (never 0)."""
+    return int.from_bytes(hashlib.sha256(key).digest()[:8], "big") >> 1 or 1
+
+
+def make_metadata(
+    *,
+    message_id: str,
+    src: int,
+    dst: int,
+    message_type: str,
+    group_id: str,
+    reply_to: str = "",
+    ttl: float = 3600.0,
+    run_id: int = 0,
+) -> Metadata:
+    return Metadata(
+        run_id=run_id,
+        message_id=message_id,
+        src_node_id=src,
+        dst_node_id=dst,
+        reply_to_message_id=reply_to,
+        group_id=group_id,
+        created_at=time.time(),
+        ttl=ttl,
+        message_type=message_type,
+    )
+
+
+class GroupGrid(Grid):
+    """A Grid over the members of one group, for the leader of one term."""
+
+    def __init__(
+        self,
+        group: GroupMember,
+        loop: asyncio.AbstractEventLoop,
+        local_client: LocalClient,
+        *,
+        reply_timeout: float = 120.0,
+    ) -> None:
+        ensure_task_identity()
+        self.group = group
+        self.loop = loop
+        self.local_client = local_client
+        self.reply_timeout = reply_timeout
+        self.term = group.term
+        self._run: Any = None
+        self._keys: dict[int, bytes] = {}
+        self._pending: dict[str, concurrent.futures.Future[Message]] = {}
+
+    # -- Grid's bookkeeping --------------------------------------------------------------------
+
+    def set_run(self, run: Any) -> None:
+        self._run = run
+
+    @property
+    def run(self) -> Any:
+        return self._run
+
+    def create_message(
+        self,
+        content: RecordDict,
+        message_type: str,
+        dst_node_id: int,
+        group_id: str,
+        ttl: float | None = None,
+    ) -> Message:
+        return Message(
+            content=content,
+            dst_node_id=dst_node_id,
+            message_type=message_type,
+            group_id=group_id,
+            ttl=ttl,
+        )
+
+    def get_node_ids(self) -> Iterable[int]:
+        """The members now (read on the event loop: the roster changes there)."""
+
+        async def snapshot() -> list[bytes]:
+            return [m.key for m in self.group.members()]
+
+        try:
+            asyncio.get_running_loop()
+            keys = [m.key for m in self.group.members()]  # already on the loop
+        except RuntimeError:
+            keys = asyncio.run_coroutine_threadsafe(snapshot(), self.loop).result()
+        self._keys = {flower_node_id(key): key for key in keys}
+        return list(self._keys)
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        ids = []
+        for message in messages:
+            message_id = uuid.uuid4().hex
+            self._pending[message_id] = asyncio.run_coroutine_threadsafe(
+                self._exchange(message, message_id), self.loop
+            )
+            ids.append(message_id)
+        return ids
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        done = []
+        for message_id in message_ids:
+            future = self._pending.get(message_id)
+            if future is not None and future.done():
+                done.append(self._pending.pop(message_id).result())
+        return done
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        """Send every message, wait for every reply (or its Error), validate them together."""
+        messages = list(messages)
+        if not messages:
+            return []
+        wait = self.reply_timeout if timeout is None else min(timeout, self.reply_timeout)
+        future = asyncio.run_coroutine_threadsafe(self._exchange_all(messages, wait), self.loop)
+        return future.result()
+
+    # -- on the event loop ---------------------------------------------------------------------
+
+    async def _exchange_all(self, messages: list[Message], timeout: float) -> list[Message]:
+        replies = await asyncio.gather(
+            *(self._exchange(m, uuid.uuid4().hex, timeout) for m in messages)
+        )
+        return _reject_inconsistent(messages, replies)
+
+    async def _exchange(
+        self, message: Message, message_id: str, timeout: float | None = None
+    ) -> Message:
+        timeout = self.reply_timeout if timeout is None else timeout
+        meta = message.metadata
+        dst = meta.dst_node_id
+        key = self._keys.get(dst)
+        metadata = make_metadata(
+            message_id=message_id,
+            src=LEADER_NODE_ID,
+            dst=dst,
+            message_type=meta.message_type,
+            group_id=meta.group_id,
+        )
+
+        def error(code: int, reason: str) -> Message:
+            reply_meta = make_metadata(
+                message_id=uuid.uuid4().hex,
+                src=dst,
+                dst=LEADER_NODE_ID,
+                message_type=meta.message_type,
+                group_id=meta.group_id,
+                reply_to=message_id,
+            )
+            return Message(metadata=reply_meta, error=Error(code, reason))
+
+        member = self.group.roster.get(key) if key is not None else None
+        if member is None:
+            return error(ErrorCode.NODE_UNAVAILABLE, f"node {dst} is not in the group")
+        if not self.group.is_leader or self.group.term != self.term:
+            raise StepDown("no longer the leader of this term")
+        if member.key == self.group.me:
+            outgoing = Message(metadata=metadata, content=_copy(message.content))
+            try:
+                reply = await asyncio.wait_for(self.local_client(outgoing), timeout)
+            except asyncio.TimeoutError:
+                return error(ErrorCode.NODE_UNAVAILABLE, "own ClientApp timed out")
+            if reply.has_error():
+                return error(reply.error.code, reply.error.reason or "")
+            content = reply.content
+        else:
+            records, segments = encode_content(message.content)
+            header = {
+                "term": self.term,
+                "mid": message_id,
+                "type": meta.message_type,
+                "fgid": meta.group_id,
+                "records": records,
+            }
+            try:
+                answer, segs = await self.group.channels.request(
+                    member.addr,
+                    member.key,
+                    "fl.msg",
+                    {"gid": self.group.group_id, **header},
+                    segments,
+                    timeout=timeout,
+                )
+            except RemoteError as exc:
+                if exc.code == "stale-term":
+                    self.group.step_down(self.term + 1)
+                    raise StepDown(f"member {member.key.hex()[:8]} is in a newer term") from None
+                return error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, exc.reason)
+            except ChannelError as exc:
+                return error(ErrorCode.NODE_UNAVAILABLE, str(exc))
+            if answer.get("mid") != message_id:
+                return error(ErrorCode.REPLY_MESSAGE_UNAVAILABLE, "reply to another message")
+            try:
+                content = decode_content(answer.get("records"), segs)
+            except WireError as exc:
+                return error(ErrorCode.REPLY_MESSAGE_UNAVAILABLE, str(exc))
+        problem = _check_reply(message.content, content, meta.message_type)
+        if problem is not None:
+            return error(ErrorCode.REPLY_MESSAGE_UNAVAILABLE, problem)
+        reply_meta = make_metadata(
+            message_id=uuid.uuid4().hex,
+            src=dst,
+            dst=LEADER_NODE_ID,
+            message_type=meta.message_type,
+            group_id=meta.group_id,
+            reply_to=message_id,
+        )
+        return Message(metadata=reply_meta, content=content)
+
+
+def _copy(content: RecordDict) -> RecordDict:
+    """A per-destination copy (strategies share one RecordDict between messages)."""
+    records, segments = encode_content(content)
+    return decode_content(records, segments)
+
+
+def _check_reply(sent: RecordDict, reply: RecordDict, message_type: str) -> str | None:
+    """Why a reply cannot be aggregated, or None."""
+    metrics = reply.metric_records
+    if len(metrics) != 1:
+        return f"expected one MetricRecord, got {len(metrics)}"
+    weight = next(iter(metrics.values())).get(WEIGHT_KEY)
+    if not isinstance(weight, (int, float)) or weight <= 0:
+        return f"metrics lack a positive {WEIGHT_KEY!r}"
+    if message_type.startswith("train"):
+        if len(reply.array_records) != 1:
+            return f"expected one ArrayRecord, got {len(reply.array_records)}"
+        expected = list(array_signature(sent).values())
+        got = list(array_signature(reply).values())
+        if expected and got[0] != expected[0]:
+            return "arrays differ in keys, dtypes or shapes from the model sent"
+    return None
+
+
+def _reject_inconsistent(sent: list[Message], replies: list[Message]) -> list[Message]:
+    """Turn replies whose metric keys differ from the majority's into Error replies."""
+    keysets = {
+        i: frozenset(next(iter(r.content.metric_records.values())).keys())
+        for i, r in enumerate(replies)
+        if r.has_content()
+    }
+    if not keysets:
+        return replies
+    usual, _ = Counter(keysets.values()).most_common(1)[0]
+    out = []
+    for i, reply in enumerate(replies):
+        if i in keysets and keysets[i] != usual:
+            meta = reply.metadata
+            out.append(
+                Message(
+                    metadata=make_metadata(
+                        message_id=meta.message_id,
+                        src=meta.src_node_id,
+                        dst=meta.dst_node_id,
+                        message_type=meta.message_type,
+                        group_id=meta.group_id,
+                        reply_to=meta.reply_to_message_id,
+                    ),
+                    error=Error(
+                        ErrorCode.REPLY_MESSAGE_UNAVAILABLE, "metric keys differ from others"
+                    ),
+                )
+            )
+        else:
+            out.append(reply)
+    return out

@@ -1,0 +1,111 @@
+"""The leader's training loop: one Flower ``strategy.start`` per group round, then a commit."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from flwr.app import ArrayRecord, ConfigRecord, RecordDict
+from flwr.serverapp.strategy import Strategy
+
+from ..group.member import GroupMember, StepDown
+from ..group.state import ModelSnapshot
+from .client import ClientRunner
+from .grid import GroupGrid
+from .wire import decode_content, encode_content
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RoundReport:
+    """One completed group round, as the leader saw it."""
+
+    round: int
+    term: int
+    accuracy: float
+    loss: float
+    members: int
+    seconds: float
+
+
+def snapshot_of(round_: int, arrays: ArrayRecord) -> ModelSnapshot:
+    records, segments = encode_content(RecordDict({"arrays": arrays}))
+    return ModelSnapshot.of(round_, records, segments)
+
+
+def arrays_of(snapshot: ModelSnapshot) -> ArrayRecord:
+    return decode_content(snapshot.content, list(snapshot.segments))["arrays"]
+
+
+def _metric(metrics: Any, word: str, default: float) -> float:
+    """The first metric whose name mentions ``word`` (ClientApps name them freely)."""
+    for key, value in (metrics or {}).items():
+        if word in key and isinstance(value, (int, float)):
+            return float(value)
+    return default
+
+
+async def lead_rounds(
+    group: GroupMember,
+    runner: ClientRunner,
+    strategy: Strategy,
+    *,
+    initial: Callable[[], ArrayRecord],
+    train_config: dict[str, Any],
+    on_round: Callable[[RoundReport], None],
+    round_pause: float = 0.0,
+    reply_timeout: float = 120.0,
+    max_rounds: int | None = None,
+) -> None:
+    """Run rounds while this node leads the term it led when called."""
+    term = group.term
+    grid = GroupGrid(group, asyncio.get_running_loop(), runner.run, reply_timeout=reply_timeout)
+    done = 0
+    while group.is_leader and group.term == term and (max_rounds is None or done < max_rounds):
+        base = group.model
+        arrays = initial() if base.empty else arrays_of(base)
+        started = time.monotonic()
+        try:
+            result = await asyncio.to_thread(
+                strategy.start,
+                grid=grid,
+                initial_arrays=arrays,
+                num_rounds=1,
+                timeout=reply_timeout,
+                train_config=ConfigRecord(dict(train_config)),
+                evaluate_config=ConfigRecord({}),
+            )
+            if len(result.arrays) == 0:
+                log.warning("group %s: no member trained this round", group.group_id)
+                await asyncio.sleep(max(round_pause, 0.5))
+                continue
+            snapshot = snapshot_of(base.round + 1, result.arrays)
+            if not await group.commit(snapshot):
+                log.warning(
+                    "group %s: round %d not acknowledged by a majority",
+                    group.group_id,
+                    snapshot.round,
+                )
+                await asyncio.sleep(max(round_pause, 0.5))
+                continue
+        except StepDown as exc:
+            log.info("group %s: leadership of term %d ended: %s", group.group_id, term, exc)
+            return
+        metrics = result.evaluate_metrics_clientapp.get(1)
+        done += 1
+        on_round(
+            RoundReport(
+                round=snapshot.round,
+                term=term,
+                accuracy=_metric(metrics, "acc", 0.0),
+                loss=_metric(metrics, "loss", 0.0),
+                members=len(group.roster),
+                seconds=time.monotonic() - started,
+            )
+        )
+        await asyncio.sleep(round_pause)

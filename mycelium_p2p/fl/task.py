@@ -1,0 +1,380 @@
+"""The default learning task: an MLP on 8x8 digits, or on a user's own array file.
+
+Data is split deterministically, so every node that names the same shard, domain and seed holds
+the same samples. Domain shifts (rotated images, permuted labels) give groups genuinely different
+tasks to specialise on. ``make_client_app`` wraps it all in a Flower message-API ``ClientApp``.
+"""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from ..errors import MyceliumError
+
+_SHARD = re.compile(r"\s*([0-9]+)\s*/\s*([0-9]+)\s*")
+_MAX_CLASSES = 10_000  # a label beyond this is a data bug, not a model to allocate
+
+
+class DataError(MyceliumError):
+    """A data file or data setting is unusable; the message names it and the problem."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Train and test splits: float32 features (n, d) and int64 labels in [0, num_classes)."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+
+    @property
+    def num_features(self) -> int:
+        return int(self.x_train.shape[1])
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` as ``(i, n)`` with ``0 <= i < n``."""
+    match = _SHARD.fullmatch(text)
+    if match is None:
+        raise DataError(f"data shard {text!r}: expected 'i/n', e.g. '0/4'")
+    i, n = int(match[1]), int(match[2])
+    if not 0 <= i < n:
+        raise DataError(f"data shard {text!r}: need 0 <= i < n")
+    return i, n
+
+
+def rotate(images: np.ndarray, domain: int) -> np.ndarray:
+    """Flattened 8x8 images, each rotated by ``domain`` * 90 degrees."""
+    grids = images.reshape(len(images), 8, 8)
+    return np.rot90(grids, k=domain % 4, axes=(1, 2)).reshape(len(images), 64).copy()
+
+
+def permute_labels(y: np.ndarray, domain: int, num_classes: int = 10) -> np.ndarray:
+    """Labels relabelled by a permutation fixed by ``domain``; domain 0 keeps them."""
+    if domain < 0:
+        raise ValueError(f"domain must be >= 0, got {domain}")
+    if domain == 0:
+        return y.copy()
+    return np.random.default_rng(domain).permutation(num_classes)[y]
+
+
+def _class_rank(y: np.ndarray) -> np.ndarray:
+    """For each sample, how many earlier samples share its label."""
+    rank = np.empty(len(y), dtype=np.int64)
+    for label in np.unique(y):
+        where = np.flatnonzero(y == label)
+        rank[where] = np.arange(len(where))
+    return rank
+
+
+def _split(x: np.ndarray, y: np.ndarray, num_classes: int, test_fraction: float) -> Dataset:
+    """Hold out ``test_fraction`` of already shuffled samples, spread evenly over the labels."""
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    n_test = min(max(round(len(y) * test_fraction), 1), len(y) - 1)
+    # Each sample's relative position within its class: taking the smallest first is stratified.
+    position = (_class_rank(y) + 0.5) / np.bincount(y)[y]
+    is_test = np.zeros(len(y), dtype=bool)
+    is_test[np.argsort(position, kind="stable")[:n_test]] = True
+    return Dataset(x[~is_test], y[~is_test], x[is_test], y[is_test], num_classes)
+
+
+def load_digits_task(
+    shard: tuple[int, int] = (0, 1),
+    domain: int = 0,
+    *,
+    shift: str = "rotate",
+    test_fraction: float = 0.25,
+    seed: int = 0,
+) -> Dataset:
+    """Shard ``i`` of ``n`` of scikit-learn's digits, stratified by label, with a domain shift."""
+    from sklearn.datasets import load_digits  # costs ~2 s to import; only digits nodes pay
+
+    i, n = shard
+    if not 0 <= i < n:
+        raise DataError(f"data shard {i}/{n}: need 0 <= i < n")
+    digits = load_digits()
+    perm = np.random.default_rng(seed).permutation(len(digits.target))
+    x = (digits.data[perm] / 16.0).astype(np.float32)
+    y = digits.target[perm].astype(np.int64)
+    if shift == "rotate":
+        x = rotate(x, domain)
+    elif shift == "labels":
+        y = permute_labels(y, domain)
+    else:
+        raise DataError(f"shift {shift!r}: expected 'rotate' or 'labels'")
+    mine = _class_rank(y) % n == i  # deal each class round-robin over the shards
+    if mine.sum() < 2:
+        raise DataError(f"data shard {i}/{n}: only {mine.sum()} of {len(y)} digits")
+    return _split(x[mine], y[mine], 10, test_fraction)
+
+
+def _first_line(exc: Exception) -> str:
+    """A library error as one line, so DataError messages stay one line."""
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
+
+
+def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        archive = np.load(path, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise DataError(f"{path}: not an .npz archive")
+        with archive:
+            for key in ("x", "y"):
+                if key not in archive.files:
+                    raise DataError(f"{path}: no array {key!r} (found {sorted(archive.files)})")
+            return archive["x"], archive["y"]
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}: not a readable .npz archive: {_first_line(exc)}") from None
+
+
+def _is_numeric_row(line: str) -> bool:
+    try:
+        for cell in line.split(","):
+            float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def _read_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if lines and not _is_numeric_row(lines[0]):
+            lines = lines[1:]  # a header row
+        if not lines:
+            raise DataError(f"{path}: no data rows")
+        table = np.loadtxt(lines, delimiter=",", ndmin=2, dtype=np.float64)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise DataError(f"{path}: not a numeric CSV table: {_first_line(exc)}") from None
+    if table.shape[1] < 2:
+        raise DataError(f"{path}: need feature columns and a last label column")
+    return table[:, :-1], table[:, -1]
+
+
+def _check_labels(path: Path, y: np.ndarray) -> np.ndarray:
+    """Labels as int64, refusing anything that is not a small non-negative integer."""
+    if y.dtype.kind == "f":
+        if not (np.isfinite(y).all() and (y == np.round(y)).all()):
+            raise DataError(f"{path}: labels must be integers")
+    elif y.dtype.kind not in "iu":
+        raise DataError(f"{path}: labels must be integers, got dtype {y.dtype}")
+    if y.min() < 0:
+        raise DataError(f"{path}: labels must be >= 0, found {y.min()}")
+    if y.max() >= _MAX_CLASSES:
+        raise DataError(f"{path}: label {y.max()} is over the {_MAX_CLASSES}-class limit")
+    return y.astype(np.int64)
+
+
+def load_array_file(path: str | Path, *, test_fraction: float = 0.25, seed: int = 0) -> Dataset:
+    """A user's ``.npz`` (arrays ``x``, ``y``) or ``.csv`` (label last) as a shuffled Dataset."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        x, y = _read_npz(path)
+    elif suffix == ".csv":
+        x, y = _read_csv(path)
+    else:
+        raise DataError(f"{path}: unknown file type {suffix or '(none)'!r}; use .npz or .csv")
+    if x.ndim not in (2, 3) or 0 in x.shape[1:]:
+        raise DataError(f"{path}: x must have shape (n, d) or (n, h, w), got {x.shape}")
+    if y.ndim != 1:
+        raise DataError(f"{path}: y must have shape (n,), got {y.shape}")
+    if len(x) != len(y):
+        raise DataError(f"{path}: {len(x)} samples in x but {len(y)} labels in y")
+    if len(y) < 2:
+        raise DataError(f"{path}: need at least 2 samples, got {len(y)}")
+    if x.dtype.kind not in "biuf":
+        raise DataError(f"{path}: features must be numbers, got dtype {x.dtype}")
+    with np.errstate(over="ignore"):  # too large for float32 becomes inf, refused below
+        features = x.reshape(len(x), -1).astype(np.float32)
+    if not np.isfinite(features).all():
+        raise DataError(f"{path}: features contain NaN or infinite (or beyond float32) values")
+    labels = _check_labels(path, y)
+    perm = np.random.default_rng(seed).permutation(len(labels))
+    num_classes = max(int(labels.max()) + 1, 2)
+    return _split(features[perm], labels[perm], num_classes, test_fraction)
+
+
+class MLP(torch.nn.Module):
+    """Two hidden ReLU layers; small enough to train in seconds on a CPU."""
+
+    def __init__(self, num_features: int = 64, num_classes: int = 10, hidden: int = 64) -> None:
+        super().__init__()
+        self.layers = torch.nn.Sequential(
+            torch.nn.Linear(num_features, hidden),
+            torch.nn.ReLU(),
+            torch.nn.Linear(hidden, hidden),
+            torch.nn.ReLU(),
+            torch.nn.Linear(hidden, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+def train_local(
+    model: torch.nn.Module,
+    data: Dataset,
+    *,
+    epochs: int = 1,
+    lr: float = 0.05,
+    batch_size: int = 32,
+    seed: int = 0,
+    proximal_mu: float = 0.0,
+) -> float:
+    """SGD on the training split; the mean cross-entropy of the last epoch.
+
+    With ``proximal_mu`` > 0 the FedProx term pulls the weights towards those the call started
+    from (the global model), limiting drift on skewed local data. The returned loss leaves that
+    term out so it stays comparable across ``proximal_mu`` values.
+    """
+    if epochs < 1 or batch_size < 1:
+        raise ValueError(f"need epochs >= 1 and batch_size >= 1, got {epochs} and {batch_size}")
+    x, y = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)
+    anchor = [p.detach().clone() for p in model.parameters()]
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    generator = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(epochs):
+        total = 0.0
+        for batch in torch.randperm(len(y), generator=generator).split(batch_size):
+            optimizer.zero_grad()
+            loss = F.cross_entropy(model(x[batch]), y[batch])
+            objective = loss
+            if proximal_mu > 0:
+                drift = sum(
+                    (p - a).pow(2).sum() for p, a in zip(model.parameters(), anchor, strict=True)
+                )
+                objective = loss + proximal_mu / 2 * drift
+            objective.backward()
+            optimizer.step()
+            total += loss.item() * len(batch)
+    return total / len(y)
+
+
+def evaluate(model: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of ``model`` on ``x``, ``y``."""
+    if len(y) == 0:
+        raise ValueError("cannot evaluate on zero samples")
+    labels = torch.as_tensor(y, dtype=torch.int64)
+    model.eval()
+    with torch.no_grad():
+        logits = model(torch.as_tensor(x, dtype=torch.float32))
+    loss = F.cross_entropy(logits, labels).item()
+    accuracy = (logits.argmax(dim=1) == labels).float().mean().item()
+    return loss, accuracy
+
+
+def model_arrays(model: torch.nn.Module) -> ArrayRecord:
+    """The model's weights as a Flower ``ArrayRecord``."""
+    return ArrayRecord(torch_state_dict=model.state_dict())
+
+
+def load_arrays(model: torch.nn.Module, arrays: ArrayRecord) -> None:
+    """Load weights into ``model``; ``ValueError`` if their names or shapes do not fit it."""
+    state = arrays.to_torch_state_dict()
+    expected = model.state_dict()
+    if state.keys() != expected.keys():
+        missing, extra = expected.keys() - state.keys(), state.keys() - expected.keys()
+        raise ValueError(
+            f"arrays do not fit the model: missing {sorted(missing)}, unexpected {sorted(extra)}"
+        )
+    for key, tensor in expected.items():
+        if state[key].shape != tensor.shape:
+            raise ValueError(
+                f"arrays do not fit the model: {key!r} has shape "
+                f"{tuple(state[key].shape)}, the model needs {tuple(tensor.shape)}"
+            )
+    model.load_state_dict(state)
+
+
+def _node_config_loader() -> Callable[[Context], Dataset]:
+    """Load data as ``context.node_config`` says, once per distinct configuration."""
+    cache: dict[tuple[str, int, str, str, int], Dataset] = {}
+
+    def load(context: Context) -> Dataset:
+        cfg = context.node_config
+        key = (
+            str(cfg.get("data-shard", "0/1")),
+            int(cfg.get("domain", 0)),
+            str(cfg.get("shift", "rotate")),
+            str(cfg.get("data-file", "")),
+            int(cfg.get("seed", 0)),
+        )
+        if key not in cache:
+            shard, domain, shift, data_file, seed = key
+            cache[key] = (
+                load_array_file(data_file, seed=seed)
+                if data_file
+                else load_digits_task(parse_shard(shard), domain, shift=shift, seed=seed)
+            )
+        return cache[key]
+
+    return load
+
+
+def make_client_app(load: Callable[[Context], Dataset] | None = None) -> ClientApp:
+    """The default ``ClientApp``: train and evaluate the MLP on ``load(context)``'s data."""
+    load_data = load or _node_config_loader()
+    app = ClientApp()
+
+    def receive(msg: Message, context: Context) -> tuple[Dataset, MLP]:
+        data = load_data(context)
+        model = MLP(data.num_features, data.num_classes)
+        load_arrays(model, msg.content["arrays"])
+        return data, model
+
+    @app.train()
+    def handle_train(msg: Message, context: Context) -> Message:
+        data, model = receive(msg, context)
+        config = msg.content.get("config", ConfigRecord())
+        # Fresh shuffles every round, reproducible per node seed.
+        seed = np.random.SeedSequence(
+            [int(context.node_config.get("seed", 0)), int(config.get("server-round", 0))]
+        ).generate_state(1)[0]
+        loss = train_local(
+            model,
+            data,
+            epochs=int(config.get("local-epochs", 1)),
+            lr=float(config.get("lr", 0.05)),
+            batch_size=int(config.get("batch-size", 32)),
+            seed=int(seed),
+            proximal_mu=float(config.get("proximal-mu", 0.0)),
+        )
+        metrics = MetricRecord({"train_loss": loss, "num-examples": len(data.y_train)})
+        return Message(
+            RecordDict({"arrays": model_arrays(model), "metrics": metrics}), reply_to=msg
+        )
+
+    @app.evaluate()
+    def handle_evaluate(msg: Message, context: Context) -> Message:
+        data, model = receive(msg, context)
+        loss, accuracy = evaluate(model, data.x_test, data.y_test)
+        metrics = MetricRecord(
+            {"eval_loss": loss, "eval_acc": accuracy, "num-examples": len(data.y_test)}
+        )
+        return Message(RecordDict({"metrics": metrics}), reply_to=msg)
+
+    return app
+
+
+def initial_arrays(num_features: int = 64, num_classes: int = 10, seed: int = 0) -> ArrayRecord:
+    """Freshly initialised MLP weights, the same for the same seed."""
+    with torch.random.fork_rng(devices=[]):  # leave the caller's global torch RNG alone
+        torch.manual_seed(seed)
+        return model_arrays(MLP(num_features, num_classes))

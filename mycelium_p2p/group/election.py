@@ -1,0 +1,101 @@
+"""Leader election: the rules, as pure functions and one small state object.
+
+The algorithm (also in the README):
+
+1. A member's *lease* on its leader lapses when heartbeats fail for ``lease_timeout`` or the
+   leader's connection is refused or reset.
+2. The *electorate* of the next term is the last roster the old leader sent, minus the old
+   leader. A candidate needs votes from a strict majority of it (itself included).
+3. Candidates stand in a deterministic order, by public key: the candidate of rank r waits
+   r * ``stagger`` before asking, and does not stand once a new leader has announced itself.
+   A candidate that fails waits (electorate size + r) * ``stagger``, so the next ranks get their
+   turn before it retries with a higher term.
+4. A member grants at most one vote per term, never for a term at or below one it has seen,
+   only to a candidate holding a model round at least as new as its own, and only once its own
+   lease has lapsed (so a member that can still reach the leader does not help depose it).
+5. A failed candidacy does not raise the candidate's own term; it retries with a higher one.
+6. Every leader-to-member request carries the term. Members refuse a lower term; a leader that
+   sees a higher term steps down at once and cannot complete its round (fencing).
+
+Guarantees: among members that share a roster, at most one leader per term (two majorities of
+one electorate intersect in a member that votes once per term). The leader of a new term holds
+the newest committed model: a round commits only when a majority of the roster acknowledged it,
+and that majority intersects every electorate majority, whose voters refuse older candidates.
+Not guaranteed: progress while a majority of the electorate is unreachable (the group waits,
+and members that stay silent beyond ``member_timeout`` drop out of the roster as the leader
+renews it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+
+def majority(n: int) -> int:
+    """Votes needed among ``n`` electors."""
+    return n // 2 + 1
+
+
+def electorate(roster: Iterable[bytes], old_leader: bytes | None) -> set[bytes]:
+    """Who votes for the next term: the roster without the leader whose lease lapsed."""
+    return {key for key in roster if key != old_leader}
+
+
+def candidate_rank(me: bytes, electors: Iterable[bytes]) -> int:
+    """My place in the order candidates stand in: by public key, so every member computes the
+    same order even when what it knows of the others' rounds is stale (voters check rounds)."""
+    order = sorted(electors)
+    return order.index(me) if me in order else len(order)
+
+
+@dataclass
+class ElectionState:
+    """A member's term and votes."""
+
+    term: int = 0
+    votes: dict[int, bytes] = field(default_factory=dict)  # term -> candidate voted for
+
+    def observe(self, term: int) -> bool:
+        """Adopt a newer term seen on the wire; True if it was newer."""
+        if term > self.term:
+            self.term = term
+            return True
+        return False
+
+    def stand(self, term: int, me: bytes) -> bool:
+        """Vote for myself in ``term`` (without adopting it); False if I already voted."""
+        if term <= self.term or self.votes.get(term, me) != me:
+            return False
+        self.votes[term] = me
+        return True
+
+    def won(self, term: int) -> None:
+        self.term = max(self.term, term)
+
+    def grant(
+        self,
+        term: int,
+        candidate: bytes,
+        *,
+        candidate_round: int,
+        my_round: int,
+        lease_lapsed: bool,
+    ) -> tuple[bool, str]:
+        """Whether to vote for ``candidate`` in ``term`` (adopting the term), and why not."""
+        voted = self.votes.get(term)
+        if voted == candidate and term >= self.term:
+            return True, "granted again"
+        if term <= self.term:
+            return False, f"term {term} is not newer than my term {self.term}"
+        if voted is not None:
+            return False, f"voted for another candidate in term {term}"
+        if candidate_round < my_round:
+            return False, f"candidate holds round {candidate_round}, I hold {my_round}"
+        if not lease_lapsed:
+            return False, "my leader is alive"
+        self.term = term
+        self.votes[term] = candidate
+        for old in [t for t in self.votes if t < term - 8]:
+            del self.votes[old]
+        return True, "granted"

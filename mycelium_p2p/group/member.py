@@ -1,0 +1,672 @@
+"""``GroupMember``: one node's part in a group: joining, heartbeats, roster, election, commits.
+
+Everything between members travels over authenticated channels (``ChannelServer``) as ``g.*``
+requests. The training itself is the ``fl`` layer's; it asks this object who the members are,
+what the term is, and to ``commit`` each new model to a majority before a round counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..aio import TaskOwner
+from ..errors import MyceliumError
+from ..identity import Identity
+from .election import ElectionState, candidate_rank, electorate, majority
+from .invite import InviteError, verify_invite
+from .state import Address, GroupConfig, GroupInfo, Member, ModelSnapshot
+from .transport import Channel, ChannelError, ChannelServer, RemoteError, Reply
+
+log = logging.getLogger(__name__)
+
+
+class JoinRefused(MyceliumError):
+    """The group's leader refused us (full, invite-only, not the leader...)."""
+
+
+class StepDown(MyceliumError):
+    """This leader has seen a newer term and must stop."""
+
+
+async def _ask_to_join(
+    channels: ChannelServer,
+    leader_addr: Address,
+    leader_key: bytes,
+    group_id: str,
+    my_addr: Address,
+    invite: str | None,
+    timeout: float,
+) -> tuple[dict[str, Any], list[bytes]]:
+    try:
+        return await channels.request(
+            leader_addr,
+            leader_key,
+            "g.join",
+            {"gid": group_id, "addr": list(my_addr), "invite": invite or ""},
+            timeout=timeout,
+        )
+    except RemoteError as exc:
+        raise JoinRefused(exc.reason) from None
+    except ChannelError as exc:
+        raise JoinRefused(f"cannot reach the group's leader: {exc}") from None
+
+
+def _addr(value: Any) -> Address:
+    host, port = value
+    if not isinstance(host, str) or not isinstance(port, int):
+        raise ValueError("address must be [host, port]")
+    return host, port
+
+
+class GroupMember:
+    """A node's membership in one group, as leader or member."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        channels: ChannelServer,
+        info: GroupInfo,
+        my_addr: Address,
+        config: GroupConfig | None = None,
+    ) -> None:
+        self.identity = identity
+        self.me = identity.public_key
+        self.channels = channels
+        self.info = info
+        self.my_addr = my_addr
+        self.config = config or GroupConfig()
+        self.election = ElectionState()
+        self.role = "member"
+        self.leader_key: bytes | None = None
+        self.leader_addr: Address | None = None
+        self.roster: dict[bytes, Member] = {self.me: Member(self.me, my_addr)}
+        self.model = ModelSnapshot()
+        self.on_leader: Callable[[int], None] = lambda term: None
+        self.on_follower: Callable[[], None] = lambda: None
+        self.on_model: Callable[[ModelSnapshot], None] = lambda snapshot: None
+        self.tasks = TaskOwner(f"group {info.group_id}")
+        self._lease_until = 0.0
+        self._highest_term = 0
+        self._leader_lost = asyncio.Event()
+        self._fetching = False
+
+    # -- queries -------------------------------------------------------------------------------
+
+    @property
+    def group_id(self) -> str:
+        return self.info.group_id
+
+    @property
+    def term(self) -> int:
+        return self.election.term
+
+    @property
+    def is_leader(self) -> bool:
+        return self.role == "leader"
+
+    def members(self) -> list[Member]:
+        """The roster, this node included, ordered by key."""
+        return [self.roster[k] for k in sorted(self.roster)]
+
+    def _now(self) -> float:
+        return time.monotonic()
+
+    def lease_lapsed(self) -> bool:
+        return not self.is_leader and self._now() >= self._lease_until
+
+    # -- starting ------------------------------------------------------------------------------
+
+    def found(self) -> None:
+        """Become the first leader of a new group (term 1)."""
+        self.election.won(1)
+        self._become_leader(1)
+
+    @classmethod
+    async def join_group(
+        cls,
+        identity: Identity,
+        channels: ChannelServer,
+        my_addr: Address,
+        *,
+        group_id: str,
+        leader_addr: Address,
+        leader_key: bytes,
+        invite: str | None = None,
+        config: GroupConfig | None = None,
+    ) -> GroupMember:
+        """Join the group advertised with ``leader_addr``/``leader_key``; the leader hands over
+        the group's facts, key, roster and latest model. Raises ``JoinRefused``."""
+        config = config or GroupConfig()
+        header, segments = await _ask_to_join(
+            channels, leader_addr, leader_key, group_id, my_addr, invite, config.request_timeout
+        )
+        try:
+            info = GroupInfo(
+                key=Identity.from_seed(header["secret"]),
+                name=str(header["name"]),
+                task=str(header["task"]),
+                policy=str(header["policy"]),
+                capacity=int(header["capacity"]),
+            )
+        except (KeyError, ValueError, MyceliumError) as exc:
+            raise JoinRefused(f"the leader's answer is malformed: {exc}") from None
+        if info.group_id != group_id:
+            raise JoinRefused(f"the leader answered for group {info.group_id}, not {group_id}")
+        member = cls(identity, channels, info, my_addr, config)
+        member._admitted(leader_addr, leader_key, header, segments)
+        return member
+
+    async def join(
+        self, leader_addr: Address, leader_key: bytes, invite: str | None = None
+    ) -> None:
+        """Ask the leader at ``leader_addr`` to (re)admit us; raises ``JoinRefused``."""
+        header, segments = await _ask_to_join(
+            self.channels,
+            leader_addr,
+            leader_key,
+            self.group_id,
+            self.my_addr,
+            invite,
+            self.config.request_timeout,
+        )
+        self._admitted(leader_addr, leader_key, header, segments)
+
+    def _admitted(
+        self,
+        leader_addr: Address,
+        leader_key: bytes,
+        header: dict[str, Any],
+        segments: list[bytes],
+    ) -> None:
+        self._adopt_leader(leader_key, leader_addr, int(header["term"]))
+        self._adopt_roster(header["roster"])
+        self._store_model(header, segments)
+
+    def start(self) -> None:
+        """Start heartbeats (as member) or roster upkeep (as leader)."""
+        self.tasks.spawn(self._loop(), name="group-loop")
+
+    async def leave(self) -> None:
+        """Leave cleanly: a member tells its leader; a leader tells members to elect now."""
+        timeout = min(1.0, self.config.request_timeout)
+        if self.is_leader:
+            others = [m for m in self.members() if m.key != self.me]
+            await asyncio.gather(
+                *(
+                    self._request(m.key, m.addr, "g.resign", {"term": self.term}, timeout=timeout)
+                    for m in others
+                ),
+                return_exceptions=True,
+            )
+        elif self.leader_key is not None and self.leader_addr is not None:
+            await asyncio.gather(
+                self._request(self.leader_key, self.leader_addr, "g.leave", {}, timeout=timeout),
+                return_exceptions=True,
+            )
+
+    async def close(self) -> None:
+        await self.tasks.close()
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        hb = self.config.heartbeat_interval
+        while True:
+            if self.is_leader:
+                self._drop_silent_members()
+                await asyncio.sleep(hb)
+                continue
+            if self.leader_key is None and await self._find_leader():
+                continue
+            await self._heartbeat()
+            if self.lease_lapsed():
+                await self._elect()
+                continue
+            self._leader_lost.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._leader_lost.wait(), hb)
+
+    async def _request(
+        self,
+        key: bytes,
+        addr: Address,
+        method: str,
+        header: dict[str, Any],
+        segments: list[bytes] | tuple[bytes, ...] = (),
+        *,
+        timeout: float | None = None,
+    ) -> tuple[dict[str, Any], list[bytes]]:
+        header = {"gid": self.group_id, **header}
+        return await self.channels.request(
+            addr,
+            key,
+            method,
+            header,
+            segments,
+            timeout=self.config.request_timeout if timeout is None else timeout,
+        )
+
+    async def _heartbeat(self) -> None:
+        if self.leader_key is None or self.leader_addr is None:
+            return
+        try:
+            header, _ = await self._request(
+                self.leader_key,
+                self.leader_addr,
+                "g.heartbeat",
+                {"term": self.term, "round": self.model.round, "addr": list(self.my_addr)},
+                timeout=max(0.2, self.config.lease_timeout / 2),
+            )
+        except RemoteError as exc:
+            if exc.code == "not-member":
+                await self._rejoin()
+            elif exc.code == "not-leader":
+                self._lease_until = 0.0
+            return
+        except ChannelError as exc:
+            if "cannot connect" in str(exc) or "connection" in str(exc):
+                self._lease_until = 0.0  # refused or reset: the leader is gone, not slow
+            return
+        self._lease_until = self._now() + self.config.lease_timeout
+        self.election.observe(int(header["term"]))
+        self._adopt_roster(header["roster"])
+        if int(header["round"]) > self.model.round:
+            self._fetch_model_soon(self.leader_key, self.leader_addr)
+
+    async def _find_leader(self) -> bool:
+        """Ask the other members who leads now, and join it (after being deposed)."""
+        others = [m for m in self.members() if m.key != self.me]
+        answers = await asyncio.gather(
+            *(self._request(m.key, m.addr, "g.leader", {}, timeout=0.5) for m in others),
+            return_exceptions=True,
+        )
+        best: tuple[int, bytes, Address] | None = None
+        for answer in answers:
+            if isinstance(answer, BaseException):
+                continue
+            header, _ = answer
+            if header.get("leader") and header["leader"] != self.me:
+                candidate = (int(header["term"]), header["leader"], _addr(header["addr"]))
+                best = candidate if best is None or candidate[0] > best[0] else best
+        if best is None:
+            return False
+        try:
+            await self.join(best[2], best[1])
+        except JoinRefused as exc:
+            log.info("group %s: the leader refused us back: %s", self.group_id, exc)
+            return False
+        return True
+
+    async def _rejoin(self) -> None:
+        if self.leader_key is None or self.leader_addr is None:
+            return
+        try:
+            await self.join(self.leader_addr, self.leader_key)
+        except JoinRefused as exc:
+            log.warning("group %s dropped us and refused us back: %s", self.group_id, exc)
+
+    def _drop_silent_members(self) -> None:
+        cutoff = self._now() - self.config.member_timeout
+        for key in [k for k, m in self.roster.items() if k != self.me and m.last_seen < cutoff]:
+            log.info("group %s: member %s went silent", self.group_id, key.hex()[:8])
+            del self.roster[key]
+
+    # -- election --------------------------------------------------------------------------------
+
+    async def _elect(self) -> None:
+        old = self.leader_key
+        voters = electorate(self.roster, old) | {self.me}
+        rank = candidate_rank(self.me, voters)
+        await asyncio.sleep(rank * self.config.stagger)
+        if self.leader_key != old or not self.lease_lapsed():
+            return  # someone else won meanwhile
+        term = max(self.term, self._highest_term) + 1
+        if not self.election.stand(term, self.me):
+            return
+        others = [self.roster[k] for k in voters if k != self.me and k in self.roster]
+        replies = await asyncio.gather(
+            *(
+                self._request(
+                    m.key,
+                    m.addr,
+                    "g.vote",
+                    {"term": term, "round": self.model.round, "addr": list(self.my_addr)},
+                    timeout=self.config.request_timeout / 2,
+                )
+                for m in others
+            ),
+            return_exceptions=True,
+        )
+        votes = 1
+        for reply in replies:
+            if isinstance(reply, BaseException):
+                continue
+            header, _ = reply
+            self._highest_term = max(self._highest_term, int(header.get("term", 0)))
+            votes += bool(header.get("granted"))
+        if self.leader_key != old and self.term >= term:
+            return  # a leader for this term or a newer one announced itself meanwhile
+        if votes >= majority(len(voters)):
+            log.info(
+                "group %s: elected leader of term %d (%d/%d votes)",
+                self.group_id,
+                term,
+                votes,
+                len(voters),
+            )
+            self.election.won(term)
+            if old is not None:
+                self.roster.pop(old, None)
+            self._become_leader(term)
+            return
+        await asyncio.sleep((len(voters) + rank) * self.config.stagger)
+
+    def _become_leader(self, term: int) -> None:
+        self.role = "leader"
+        self.leader_key, self.leader_addr = self.me, self.my_addr
+        now = self._now()
+        for member in self.roster.values():
+            member.last_seen = now
+        for member in self.members():
+            if member.key != self.me:
+                self.tasks.spawn(self._announce(member), name="announce")
+        self.on_leader(term)
+
+    async def _announce(self, member: Member) -> None:
+        try:
+            await self._request(
+                member.key,
+                member.addr,
+                "g.announce",
+                {"term": self.term, "addr": list(self.my_addr)},
+            )
+        except (ChannelError, RemoteError) as exc:
+            log.debug("announce to %s failed: %s", member.key.hex()[:8], exc)
+
+    def step_down(self, term: int) -> None:
+        """A newer term exists: stop leading (the fl layer aborts its round)."""
+        self.election.observe(term)
+        self._highest_term = max(self._highest_term, term)
+        if self.is_leader:
+            log.info("group %s: stepping down, term %d is newer", self.group_id, term)
+            self.role = "member"
+            self.leader_key = self.leader_addr = None
+            self._lease_until = 0.0
+            self.on_follower()
+
+    def _adopt_leader(self, key: bytes, addr: Address, term: int) -> None:
+        if self.is_leader and key != self.me:
+            self.step_down(term)
+        self.election.won(term)
+        self.role = "leader" if key == self.me else "member"
+        self.leader_key, self.leader_addr = key, addr
+        self._lease_until = self._now() + self.config.lease_timeout
+
+    def _adopt_roster(self, wire: Any) -> None:
+        roster = {}
+        now = self._now()
+        for key, host, port, round_ in wire:
+            known = self.roster.get(key)
+            roster[key] = Member(key, (host, port), int(round_), known.last_seen if known else now)
+        roster[self.me] = Member(self.me, self.my_addr, self.model.round)
+        self.roster = roster
+
+    # -- the leader's side of training -----------------------------------------------------------
+
+    def fence(self, term: int, sender: bytes, sender_addr: Address | None = None) -> str | None:
+        """Check a leader's request: None if it may proceed, else the refusal code."""
+        if term < self.term:
+            return "stale-term"
+        if term > self.term or (self.leader_key is None and not self.is_leader):
+            if self.is_leader:
+                self.step_down(term)
+            self.election.observe(term)
+            self.leader_key = sender
+            if sender_addr is not None:
+                self.leader_addr = sender_addr
+        elif sender != self.leader_key:
+            return "not-leader"
+        if not self.is_leader:
+            self._lease_until = self._now() + self.config.lease_timeout
+        return None
+
+    async def commit(self, snapshot: ModelSnapshot) -> bool:
+        """Give a new model to the members; True once a majority of the roster holds it.
+
+        Raises ``StepDown`` if a member knows a newer term.
+        """
+        if not self.is_leader:
+            raise StepDown("not the leader")
+        term = self.term
+        others = [m for m in self.members() if m.key != self.me]
+        header = {
+            "term": term,
+            "round": snapshot.round,
+            "digest": snapshot.digest,
+            "content": snapshot.content,
+        }
+        replies = await asyncio.gather(
+            *(self._request(m.key, m.addr, "g.commit", header, snapshot.segments) for m in others),
+            return_exceptions=True,
+        )
+        acks = 1
+        for member, reply in zip(others, replies, strict=True):
+            if isinstance(reply, RemoteError) and reply.code == "stale-term":
+                self.step_down(term + 1)
+                raise StepDown(f"member {member.key.hex()[:8]} is in a newer term")
+            if not isinstance(reply, BaseException):
+                acks += 1
+                member.round = snapshot.round
+        if self.term != term or not self.is_leader:
+            raise StepDown("deposed during the commit")
+        if acks < majority(len(others) + 1):
+            return False
+        self._set_model(snapshot)
+        return True
+
+    def _set_model(self, snapshot: ModelSnapshot) -> None:
+        if snapshot.round >= self.model.round:
+            self.model = snapshot
+            self.roster[self.me].round = snapshot.round
+            self.on_model(snapshot)
+
+    def adopt_model(self, snapshot: ModelSnapshot) -> None:
+        """Take a model that was produced or fetched outside a commit (a new leader's start)."""
+        self._set_model(snapshot)
+
+    def _store_model(self, header: dict[str, Any], segments: list[bytes]) -> bool:
+        if header.get("content") is None:
+            return False
+        snapshot = ModelSnapshot.of(int(header["round"]), header["content"], segments)
+        if snapshot.digest != header.get("digest"):
+            log.warning("group %s: model digest mismatch; ignored", self.group_id)
+            return False
+        self._set_model(snapshot)
+        return True
+
+    def _fetch_model_soon(self, key: bytes, addr: Address) -> None:
+        if self._fetching:
+            return
+        self._fetching = True
+
+        async def fetch() -> None:
+            try:
+                header, segments = await self._request(key, addr, "g.model", {})
+                self._store_model(header, segments)
+            except (ChannelError, RemoteError) as exc:
+                log.debug("model fetch failed: %s", exc)
+            finally:
+                self._fetching = False
+
+        self.tasks.spawn(fetch(), name="fetch-model")
+
+    # -- answering ---------------------------------------------------------------------------------
+
+    async def handle(
+        self, channel: Channel, method: str, header: dict[str, Any], segments: list[bytes]
+    ) -> Reply:
+        """Answer a ``g.*`` request. Malformed requests get an error reply, never an exception."""
+        if header.get("gid") != self.group_id:
+            return Reply.fail("wrong-group", f"this node is in group {self.group_id}")
+        if method not in ("g.join", "g.model") and channel.peer_key not in self.roster:
+            return Reply.fail("not-member", "not in this group's roster")
+        try:
+            handler = {
+                "g.join": self._on_join,
+                "g.heartbeat": self._on_heartbeat,
+                "g.vote": self._on_vote,
+                "g.announce": self._on_announce,
+                "g.commit": self._on_commit,
+                "g.model": self._on_model,
+                "g.leave": self._on_leave,
+                "g.resign": self._on_resign,
+                "g.leader": self._on_leader_query,
+            }[method]
+        except KeyError:
+            return Reply.fail("bad-request", f"unknown method {method}")
+        try:
+            return await handler(channel.peer_key, header, segments)
+        except (KeyError, TypeError, ValueError) as exc:
+            return Reply.fail("bad-request", f"{method}: {type(exc).__name__}: {exc}")
+
+    def _not_leader(self) -> Reply:
+        hint = list(self.leader_addr) if self.leader_addr else None
+        return Reply.fail("not-leader", f"the leader is at {hint}" if hint else "no leader now")
+
+    def _roster_wire(self) -> list[list[Any]]:
+        return [m.wire() for m in self.members()]
+
+    async def _on_join(self, peer: bytes, header: dict[str, Any], _: list[bytes]) -> Reply:
+        if not self.is_leader:
+            return self._not_leader()
+        addr = _addr(header["addr"])
+        if peer not in self.roster:
+            if self.info.policy == "invite-only":
+                try:
+                    verify_invite(
+                        str(header.get("invite") or ""),
+                        group_key=self.info.key.public_key,
+                        member_key=peer,
+                        now=time.time(),
+                    )
+                except InviteError as exc:
+                    return Reply.fail("invite", f"group {self.info.name} is invite-only: {exc}")
+            if len(self.roster) >= self.info.capacity:
+                return Reply.fail(
+                    "full",
+                    f"group {self.info.name} is full ({len(self.roster)}/{self.info.capacity})",
+                )
+        self.roster[peer] = Member(peer, addr, 0, self._now())
+        log.info("group %s: %s joined", self.group_id, peer.hex()[:8])
+        reply = {
+            "term": self.term,
+            "roster": self._roster_wire(),
+            "round": self.model.round,
+            "digest": self.model.digest,
+            "content": self.model.content,
+            # the group's facts and key: any member may have to lead (and sign adverts) later
+            "secret": self.info.key.private_bytes(),
+            "name": self.info.name,
+            "task": self.info.task,
+            "policy": self.info.policy,
+            "capacity": self.info.capacity,
+        }
+        return Reply(reply, self.model.segments)
+
+    async def _on_heartbeat(self, peer: bytes, header: dict[str, Any], _: list[bytes]) -> Reply:
+        term = int(header["term"])
+        if term > self.term:
+            self.step_down(term)
+        if not self.is_leader:
+            return self._not_leader()
+        member = self.roster.get(peer)
+        if member is None:
+            return Reply.fail("not-member", "not in this group's roster")
+        member.addr = _addr(header["addr"])
+        member.round = int(header["round"])
+        member.last_seen = self._now()
+        if member.round > self.model.round:
+            self._fetch_model_soon(peer, member.addr)  # a member is ahead: catch up
+        return Reply({"term": self.term, "roster": self._roster_wire(), "round": self.model.round})
+
+    async def _on_vote(self, peer: bytes, header: dict[str, Any], _: list[bytes]) -> Reply:
+        term = int(header["term"])
+        lapsed = self.lease_lapsed()
+        if not lapsed and not self.is_leader and self.leader_key not in (None, peer):
+            lapsed = not await self._probe_leader()
+        granted, why = self.election.grant(
+            term,
+            peer,
+            candidate_round=int(header["round"]),
+            my_round=self.model.round,
+            lease_lapsed=lapsed and not self.is_leader,
+        )
+        if granted:
+            self.roster.setdefault(peer, Member(peer, _addr(header["addr"])))
+        return Reply({"granted": granted, "term": self.term, "why": why})
+
+    async def _probe_leader(self) -> bool:
+        if self.leader_key is None or self.leader_addr is None:
+            return False
+        try:
+            await self._request(
+                self.leader_key,
+                self.leader_addr,
+                "g.heartbeat",
+                {"term": self.term, "round": self.model.round, "addr": list(self.my_addr)},
+                timeout=0.5,
+            )
+        except (ChannelError, RemoteError):
+            self._lease_until = 0.0
+            return False
+        return True
+
+    async def _on_announce(self, peer: bytes, header: dict[str, Any], _: list[bytes]) -> Reply:
+        term = int(header["term"])
+        if term < self.term:
+            return Reply.fail("stale-term", f"my term is {self.term}")
+        self._adopt_leader(peer, _addr(header["addr"]), term)
+        self._leader_lost.set()  # wake the loop: heartbeat the new leader now
+        return Reply({"term": self.term})
+
+    async def _on_commit(self, peer: bytes, header: dict[str, Any], segments: list[bytes]) -> Reply:
+        refusal = self.fence(int(header["term"]), peer)
+        if refusal is not None:
+            return Reply.fail(refusal, f"my term is {self.term}")
+        if not self._store_model(header, segments):
+            return Reply.fail("bad-model", "digest mismatch")
+        return Reply({"round": self.model.round})
+
+    async def _on_model(self, peer: bytes, header: dict[str, Any], _: list[bytes]) -> Reply:
+        if peer not in self.roster and self.info.policy != "open":
+            return Reply.fail("not-member", "the model goes to members only")
+        return Reply(
+            {"round": self.model.round, "digest": self.model.digest, "content": self.model.content},
+            self.model.segments,
+        )
+
+    async def _on_leave(self, peer: bytes, header: dict[str, Any], _: list[bytes]) -> Reply:
+        if self.is_leader and peer in self.roster and peer != self.me:
+            del self.roster[peer]
+            log.info("group %s: %s left", self.group_id, peer.hex()[:8])
+        return Reply({})
+
+    async def _on_leader_query(self, peer: bytes, header: dict[str, Any], _: list[bytes]) -> Reply:
+        return Reply(
+            {
+                "term": self.term,
+                "leader": self.leader_key,
+                "addr": list(self.leader_addr) if self.leader_addr else None,
+            }
+        )
+
+    async def _on_resign(self, peer: bytes, header: dict[str, Any], _: list[bytes]) -> Reply:
+        if peer == self.leader_key:
+            self._lease_until = 0.0
+            self._leader_lost.set()
+        return Reply({})

@@ -1,0 +1,98 @@
+"""What a group member knows: the group, its members, and the latest group model."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from ..identity import Identity, group_id_for
+
+Address = tuple[str, int]
+POLICIES = ("open", "invite-only")
+
+
+@dataclass(frozen=True)
+class GroupConfig:
+    """Timing of membership and elections (seconds)."""
+
+    heartbeat_interval: float = 1.0
+    lease_factor: float = 2.5  # a leader silent this many heartbeats has lapsed
+    member_factor: float = 5.0  # a member silent this many heartbeats leaves the roster
+    request_timeout: float = 5.0
+
+    @property
+    def lease_timeout(self) -> float:
+        return self.lease_factor * self.heartbeat_interval
+
+    @property
+    def member_timeout(self) -> float:
+        return self.member_factor * self.heartbeat_interval
+
+    @property
+    def stagger(self) -> float:
+        """How long each candidate rank waits before standing."""
+        return 0.5 * self.heartbeat_interval
+
+
+@dataclass(frozen=True)
+class GroupInfo:
+    """A group's fixed facts. Every member holds the group key, so any can lead it."""
+
+    key: Identity
+    name: str
+    task: str
+    policy: str = "open"
+    capacity: int = 10
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise ValueError(f"policy must be one of {POLICIES}, not {self.policy!r}")
+        if self.capacity < 1:
+            raise ValueError("capacity must be at least 1")
+
+    @property
+    def group_id(self) -> str:
+        return group_id_for(self.key.public_key)
+
+
+@dataclass
+class Member:
+    """One member as the roster knows it."""
+
+    key: bytes
+    addr: Address
+    round: int = 0
+    last_seen: float = 0.0
+
+    def wire(self) -> list[Any]:
+        return [self.key, self.addr[0], self.addr[1], self.round]
+
+
+@dataclass(frozen=True)
+class ModelSnapshot:
+    """A group model at a round: opaque to this layer (``content`` + raw ``segments``)."""
+
+    round: int = 0
+    digest: bytes = bytes(32)
+    content: Any = None
+    segments: tuple[bytes, ...] = field(default=(), repr=False)
+
+    @staticmethod
+    def digest_of(content: Any, segments: tuple[bytes, ...] | list[bytes]) -> bytes:
+        """The hash of a model: its description and every buffer, in order."""
+        h = hashlib.sha256(msgpack.packb(content, use_bin_type=True))
+        for segment in segments:
+            h.update(len(segment).to_bytes(8, "big"))
+            h.update(segment)
+        return h.digest()
+
+    @classmethod
+    def of(cls, round_: int, content: Any, segments: list[bytes]) -> ModelSnapshot:
+        return cls(round_, cls.digest_of(content, segments), content, tuple(segments))
+
+    @property
+    def empty(self) -> bool:
+        return self.content is None
