@@ -1,0 +1,380 @@
+"""``Node``: a full node: DHT peer, group member, Flower client and (when elected) leader.
+
+The CLI's ``mycelium-p2p join`` runs exactly this; embed it from Python the same way::
+
+    node = Node(NodeConfig(bootstrap=[("10.0.0.5", 8468)], data_shard="0/4"))
+    await node.start()
+    ...
+    await node.stop()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flwr.app import ArrayRecord
+from flwr.clientapp import ClientApp
+
+from ..aio import TaskOwner
+from ..dht import DhtConfig, DhtNode, fetch_adverts, publish_advert
+from ..errors import ConfigError
+from ..fl import task as digits
+from ..fl.client import ClientRunner, load_client_app
+from ..fl.leader import RoundReport, lead_rounds
+from ..fl.strategies import make_strategy
+from ..group.member import GroupMember, JoinRefused
+from ..group.state import Address, GroupConfig, GroupInfo
+from ..group.transport import Channel, ChannelServer, Reply
+from ..identity import Identity
+from ..records import GroupAdvert, GroupMetrics, next_seq, roster_topic, sign_advert, sign_record
+from .lifecycle import DataDirLock
+
+log = logging.getLogger(__name__)
+Event = Callable[[str], None]
+
+
+@dataclass
+class NodeConfig:
+    """Everything a node needs; the defaults make a digits node that joins any open group."""
+
+    bootstrap: list[Address] = field(default_factory=list)
+    host: str = "0.0.0.0"
+    port: int = 0  # the DHT's UDP port and the models' TCP port (0: any free ones)
+    advertise_host: str | None = None  # the address peers on other machines dial
+    data_dir: Path | None = None  # None: a throwaway identity (tests, benchmarks)
+    task: str = "digits"
+    group: str | None = None  # join this group (name or id)
+    create: str | None = None  # found a group with this name
+    capacity: int = 10
+    policy: str = "open"
+    invite: str | None = None
+    strategy: str = "fedavg"
+    client_app: str | None = None  # "module:attr" of the user's own ClientApp
+    data_shard: str = "0/1"
+    domain: int = 0
+    shift: str = "rotate"
+    data_file: str | None = None
+    seed: int = 0
+    heartbeat_interval: float = 1.0
+    group_evaluation_interval: float = 30.0  # migration (next release)
+    performance_threshold: float = 0.02  # migration (next release)
+    round_pause: float = 0.5
+    local_epochs: int = 1
+    learning_rate: float = 0.05
+    advert_ttl: float = 120.0
+    reply_timeout: float = 60.0
+    dht: DhtConfig = field(default_factory=DhtConfig)
+
+    def group_config(self) -> GroupConfig:
+        return GroupConfig(heartbeat_interval=self.heartbeat_interval)
+
+
+def _reachable_ip(host: str, peers: list[Address]) -> str:
+    """The address to advertise: ``host`` if specific, else the interface toward a peer."""
+    if host not in ("0.0.0.0", "::", ""):
+        return host
+    for peer_host, peer_port in peers:
+        family = socket.AF_INET6 if ipaddress.ip_address(peer_host).version == 6 else socket.AF_INET
+        with contextlib.suppress(OSError), socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.connect((peer_host, peer_port))  # UDP connect sends nothing
+            return str(probe.getsockname()[0])
+    return "127.0.0.1"
+
+
+class Node:
+    """A full mycelium-p2p node. ``start``, then it trains; ``stop`` leaves cleanly."""
+
+    def __init__(
+        self, config: NodeConfig, identity: Identity | None = None, on_event: Event | None = None
+    ) -> None:
+        self.config = config
+        self._lock = DataDirLock(config.data_dir) if config.data_dir else None
+        if identity is None:
+            identity = (
+                Identity.load_or_create(config.data_dir) if config.data_dir else Identity.generate()
+            )
+        self.identity = identity
+        self.on_event = on_event or (lambda text: log.info("%s", text))
+        self.dht = DhtNode(identity, config.dht)
+        self.channels = ChannelServer(identity, self._route)
+        self.group: GroupMember | None = None
+        self.tasks = TaskOwner("node")
+        self.rounds: list[RoundReport] = []
+        self._leading: list[asyncio.Task[Any]] = []
+        self._advert_seq = 0
+        self._heartbeat_seq = 0
+        self._app, self._initial = self._load_task()
+        self.runner = ClientRunner(self._app, identity.public_key, self._node_config())
+        self.tcp_addr: Address = ("", 0)
+
+    # -- set-up --------------------------------------------------------------------------------
+
+    def _node_config(self) -> dict[str, Any]:
+        c = self.config
+        return {
+            "data-shard": c.data_shard,
+            "domain": c.domain,
+            "shift": c.shift,
+            "data-file": c.data_file or "",
+            "seed": c.seed,
+        }
+
+    def _load_task(self) -> tuple[ClientApp, Callable[[], ArrayRecord]]:
+        """The ClientApp and the group's starting model; bad data fails here, at start."""
+        c = self.config
+        if c.client_app:
+            app = load_client_app(c.client_app)
+            module = __import__(c.client_app.partition(":")[0], fromlist=["initial_arrays"])
+            initial = getattr(module, "initial_arrays", None)
+            if not callable(initial):
+                raise ConfigError(
+                    f"--client-app {c.client_app}: its module must also define "
+                    "initial_arrays() -> ArrayRecord (the group's starting model)"
+                )
+            return app, initial
+        if c.data_file:
+            data = digits.load_array_file(c.data_file, seed=c.seed)
+        else:
+            data = digits.load_digits_task(
+                digits.parse_shard(c.data_shard), c.domain, shift=c.shift, seed=c.seed
+            )
+        features, classes = data.num_features, data.num_classes
+        return digits.make_client_app(), lambda: digits.initial_arrays(features, classes)
+
+    async def start(self) -> None:
+        """Join the DHT, then find, join or found a group, and start training."""
+        c = self.config
+        if self._lock is not None:
+            self._lock.acquire()
+        await self.dht.listen(c.port, c.host)
+        _, tcp_port = await self.channels.listen(c.host, c.port or 0)
+        advertise = c.advertise_host or _reachable_ip(c.host, c.bootstrap)
+        self.tcp_addr = (advertise, tcp_port)
+        if c.bootstrap:
+            await self.dht.bootstrap(c.bootstrap)
+        self.on_event(
+            f"node {self.identity.node_id.hex()[:12]} up: udp {self.dht.address[1]}, "
+            f"tcp {advertise}:{tcp_port}"
+        )
+        await self._enter_group()
+        self.tasks.spawn(self._publish_presence(), name="presence")
+
+    async def _enter_group(self) -> None:
+        c = self.config
+        if c.create:
+            self._found(c.create)
+            return
+        adverts = await fetch_adverts(self.dht, c.task)
+        if c.group:
+            chosen = [a for a in adverts if c.group in (a.name, a.group_id)]
+            if not chosen:
+                names = ", ".join(sorted({a.name for a in adverts})) or "none"
+                raise ConfigError(
+                    f"no group {c.group!r} is advertised for task {c.task!r} (advertised: {names})"
+                )
+        else:
+            chosen = sorted(
+                (a for a in adverts if a.free_slots > 0 and a.policy == "open"),
+                key=lambda a: (-a.metrics.accuracy, -a.metrics.members, a.group_id),
+            )
+        refusals = []
+        for advert in chosen:
+            try:
+                await self._join(advert)
+                return
+            except JoinRefused as exc:
+                refusals.append(f"{advert.name}: {exc}")
+        if c.group:
+            raise ConfigError(f"cannot join group {c.group!r}: {'; '.join(refusals)}")
+        self._found(f"{c.task}-{self.identity.node_id.hex()[:6]}")
+
+    async def _join(self, advert: GroupAdvert) -> None:
+        group = await GroupMember.join_group(
+            self.identity,
+            self.channels,
+            self.tcp_addr,
+            group_id=advert.group_id,
+            leader_addr=advert.leader,
+            leader_key=advert.leader_key,
+            invite=self.config.invite,
+            config=self.config.group_config(),
+        )
+        self._adopt(group)
+        self.on_event(
+            f"joined group {advert.name} ({advert.group_id}) as member, "
+            f"term {group.term}, round {group.model.round}"
+        )
+        group.start()
+
+    def _found(self, name: str) -> None:
+        c = self.config
+        info = GroupInfo(Identity.generate(), name, c.task, c.policy, c.capacity)
+        group = GroupMember(self.identity, self.channels, info, self.tcp_addr, c.group_config())
+        self._adopt(group)
+        self.on_event(f"founded group {name} ({info.group_id}), {c.policy}, capacity {c.capacity}")
+        group.found()
+        group.start()
+
+    def _adopt(self, group: GroupMember) -> None:
+        self.group = group
+        if self.config.data_dir is not None:
+            self._save_group_key(group.info)
+        group.on_leader = self._on_leader
+        group.on_follower = self._on_follower
+
+    def _save_group_key(self, info: GroupInfo) -> None:
+        """Members keep the group key, so ``mycelium-p2p invite`` can sign for the group."""
+        assert self.config.data_dir is not None
+        path = Path(self.config.data_dir) / "groups" / f"{info.group_id}.key"
+        if not path.exists():
+            info.key.save(path)
+
+    # -- leading -------------------------------------------------------------------------------
+
+    def _on_leader(self, term: int) -> None:
+        assert self.group is not None
+        self.on_event(
+            f"leader of group {self.group.info.name}, term {term}, "
+            f"from round {self.group.model.round}"
+        )
+        c = self.config
+        self._stop_leading()
+        self._leading = [
+            self.tasks.spawn(
+                lead_rounds(
+                    self.group,
+                    self.runner,
+                    make_strategy(c.strategy),
+                    initial=self._initial,
+                    train_config={"lr": c.learning_rate, "local-epochs": c.local_epochs},
+                    on_round=self._on_round,
+                    round_pause=c.round_pause,
+                    reply_timeout=c.reply_timeout,
+                ),
+                name="lead",
+            ),
+            self.dht.keep_published(self._advert, interval=c.advert_ttl / 3),
+        ]
+
+    def _on_follower(self) -> None:
+        self._stop_leading()
+        self.on_event("stepped down: a newer term exists")
+
+    def _stop_leading(self) -> None:
+        for task in self._leading:
+            task.cancel()
+        self._leading = []
+
+    def _on_round(self, report: RoundReport) -> None:
+        self.rounds.append(report)
+        self.on_event(
+            f"round {report.round} (term {report.term}): accuracy {report.accuracy:.3f}, "
+            f"loss {report.loss:.3f}, {report.members} members, {report.seconds:.2f} s"
+        )
+        self.tasks.spawn(publish_advert(self.dht, self._advert()), name="advert")
+
+    def _advert(self):  # type: ignore[no-untyped-def]
+        group = self.group
+        assert group is not None
+        last = self.rounds[-1] if self.rounds else None
+        self._advert_seq = next_seq(self._advert_seq, time.time())
+        return sign_advert(
+            group.info.key,
+            name=group.info.name,
+            task=group.info.task,
+            leader=self.tcp_addr,
+            leader_key=self.identity.public_key,
+            term=group.term,
+            policy=group.info.policy,
+            metrics=GroupMetrics(
+                accuracy=min(1.0, max(0.0, last.accuracy)) if last else 0.0,
+                loss=max(0.0, last.loss) if last else 0.0,
+                round=group.model.round,
+                members=min(len(group.roster), group.info.capacity),
+                capacity=group.info.capacity,
+            ),
+            seq=self._advert_seq,
+            now=time.time(),
+            ttl=self.config.advert_ttl,
+        )
+
+    async def _publish_presence(self) -> None:
+        """A signed heartbeat in the group's roster key: who is where, in which role."""
+        interval = max(5.0, 5 * self.config.heartbeat_interval)
+        while True:
+            group = self.group
+            if group is not None:
+                self._heartbeat_seq = next_seq(self._heartbeat_seq, time.time())
+                body = {
+                    "group_id": group.group_id,
+                    "addr": list(self.tcp_addr),
+                    "role": "leader" if group.is_leader else "member",
+                    "round": group.model.round,
+                    "model_hash": group.model.digest,
+                }
+                record = sign_record(
+                    self.identity,
+                    "heartbeat",
+                    roster_topic(group.group_id),
+                    body,
+                    seq=self._heartbeat_seq,
+                    now=time.time(),
+                    ttl=3 * interval,
+                )
+                await self.dht.put(record)
+            await asyncio.sleep(interval)
+
+    # -- requests from peers ----------------------------------------------------------------------
+
+    async def _route(
+        self, channel: Channel, method: str, header: dict[str, Any], segments: list[bytes]
+    ) -> Reply:
+        group = self.group
+        if group is None:
+            return Reply.fail("no-group", "this node is not in a group yet")
+        if method.startswith("g."):
+            return await group.handle(channel, method, header, segments)
+        if method == "fl.msg":
+            if header.get("gid") != group.group_id:
+                return Reply.fail("wrong-group", f"this node is in group {group.group_id}")
+            try:
+                return await self.runner.handle(group, channel, header, segments)
+            except (KeyError, TypeError, ValueError) as exc:
+                return Reply.fail("bad-request", f"{type(exc).__name__}: {exc}")
+        return Reply.fail("bad-request", f"unknown method {method}")
+
+    # -- stopping --------------------------------------------------------------------------------
+
+    async def stop(self) -> None:
+        """Leave the group cleanly and close everything (what SIGINT/SIGTERM do)."""
+        self._stop_leading()
+        if self.group is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.group.leave(), 2.0)
+            await self.group.close()
+        await self.tasks.close()
+        await self.channels.close()
+        await self.dht.close()
+        if self._lock is not None:
+            self._lock.release()
+
+    def status(self) -> dict[str, Any]:
+        group = self.group
+        return {
+            "node_id": self.identity.node_id.hex(),
+            "group": group.info.name if group else None,
+            "group_id": group.group_id if group else None,
+            "role": (group.role if group else "none"),
+            "term": group.term if group else 0,
+            "round": group.model.round if group else 0,
+            "members": len(group.roster) if group else 0,
+        }
