@@ -96,3 +96,59 @@ async def swarm(n: int, config: DhtConfig = FAST) -> AsyncIterator[list[DhtNode]
     finally:
         for node in nodes:
             await node.close()
+
+
+def quiet_flower() -> None:
+    logging.getLogger("flwr").setLevel(logging.WARNING)
+
+
+@contextlib.asynccontextmanager
+async def learning_network(
+    configs: list[dict[str, Any]], *, heartbeat: float = 0.3
+) -> AsyncIterator[list[Any]]:
+    """A seed DHT peer plus one full ``Node`` per config dict, started in order, in-process."""
+    from mycelium_p2p.node.node import Node, NodeConfig
+
+    quiet_flower()
+    seed = DhtNode(config=FAST)
+    await seed.listen(0, "127.0.0.1")
+    nodes: list[Any] = []
+    try:
+        for overrides in configs:
+            config = NodeConfig(
+                bootstrap=[seed.address],
+                host="127.0.0.1",
+                heartbeat_interval=heartbeat,
+                round_pause=0.05,
+                dht=FAST,
+                **overrides,
+            )
+            node = Node(config)
+            await node.start()
+            nodes.append(node)
+        yield [seed, *nodes]
+    finally:
+        for node in nodes:
+            await node.stop()
+        await seed.close()
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> float:
+    """Poll ``predicate`` every 20 ms; return the seconds it took, fail after ``timeout``."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while not predicate():
+        if loop.time() - start > timeout:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.02)
+    return loop.time() - start
+
+
+async def crash(node: Any) -> None:
+    """Stop a node the way SIGKILL would: no goodbyes, sockets just close."""
+    node.tasks.cancel()
+    node._stop_leading()
+    if node.group is not None:
+        node.group.tasks.cancel()
+    await node.channels.close()
+    node.dht.stop()

@@ -8,6 +8,7 @@ import itertools
 import json
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import click
 
 from ..addresses import Address, parse_address, read_peers_file, resolve
 from ..errors import ConfigError, MyceliumError, NetworkError
-from ..identity import Identity, default_data_dir
+from ..identity import Identity, default_data_dir, node_id_for
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -63,6 +64,16 @@ def _setup_logging(verbose: int) -> None:
         # kademlia logs every unanswered request as a warning; dead peers are routine here.
         logging.getLogger("kademlia").setLevel(logging.ERROR)
         logging.getLogger("rpcudp").setLevel(logging.ERROR)
+        logging.getLogger("flwr").setLevel(logging.WARNING)  # Flower logs every round at INFO
+
+
+def quiet_flower() -> None:
+    """Flower logs every round at INFO through its own handler; keep warnings only."""
+    flwr_log = logging.getLogger("flwr")
+    if flwr_log.getEffectiveLevel() < logging.WARNING and not logging.getLogger().isEnabledFor(
+        logging.INFO
+    ):
+        flwr_log.setLevel(logging.WARNING)
 
 
 @click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
@@ -227,6 +238,254 @@ def groups(
                         live.update(groups_table(adverts))
 
     run_async(main())
+
+
+@cli.command()
+@bootstrap_option
+@peers_file_option
+@click.option("--host", default="0.0.0.0", show_default=True, help="Interface to listen on.")
+@click.option(
+    "--port",
+    default=0,
+    type=click.IntRange(0, 65535),
+    help="UDP port (DHT) and TCP port (models); 0 picks free ones.",
+)
+@click.option(
+    "--advertise-host",
+    help="Address other machines dial (default: the interface that reaches the bootstrap peer).",
+)
+@data_dir_option
+@click.option("--task", default="digits", show_default=True, help="What the group learns.")
+@click.option("--group", help="Join this group (name or id).")
+@click.option("--create", help="Found a new group with this name.")
+@click.option(
+    "--capacity",
+    default=10,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    help="With --create: most members.",
+)
+@click.option(
+    "--policy",
+    default="open",
+    show_default=True,
+    type=click.Choice(["open", "invite-only"]),
+    help="With --create: who may join.",
+)
+@click.option("--invite", help="An invite (from `mycelium-p2p invite`) for an invite-only group.")
+@click.option(
+    "--strategy",
+    default="fedavg",
+    show_default=True,
+    type=click.Choice(["fedavg", "fedprox", "fedmedian", "fedtrimmedavg", "krum"]),
+)
+@click.option(
+    "--client-app",
+    metavar="MODULE:ATTR",
+    help="Your own Flower ClientApp (its module also defines initial_arrays()).",
+)
+@click.option(
+    "--data-shard",
+    default="0/1",
+    show_default=True,
+    metavar="I/N",
+    help="This node's share of the digits data.",
+)
+@click.option(
+    "--domain",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 1000),
+    help="Rotate images by DOMAIN*90 degrees (or permute labels with --shift labels).",
+)
+@click.option(
+    "--shift", default="rotate", show_default=True, type=click.Choice(["rotate", "labels"])
+)
+@click.option(
+    "--data",
+    "data_file",
+    type=click.Path(dir_okay=False),
+    help="Your own data: FILE.npz (arrays x, y) or FILE.csv (label last).",
+)
+@click.option(
+    "--heartbeat",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(0.05, 60),
+    help="Seconds between heartbeats.",
+)
+@click.option(
+    "--round-pause",
+    default=0.5,
+    show_default=True,
+    type=click.FloatRange(0, 3600),
+    help="Seconds the leader waits between rounds.",
+)
+@click.option(
+    "--epochs",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 100),
+    help="Local epochs per round.",
+)
+@click.option("--lr", default=0.05, show_default=True, type=click.FloatRange(0, 10, min_open=True))
+def join(
+    bootstrap: tuple[str, ...],
+    peers_file: Path | None,
+    host: str,
+    port: int,
+    advertise_host: str | None,
+    data_dir: Path,
+    task: str,
+    group: str | None,
+    create: str | None,
+    capacity: int,
+    policy: str,
+    invite: str | None,
+    strategy: str,
+    client_app: str | None,
+    data_shard: str,
+    domain: int,
+    shift: str,
+    data_file: str | None,
+    heartbeat: float,
+    round_pause: float,
+    epochs: int,
+    lr: float,
+) -> None:
+    """Run a full node: join the network, find or found a group, train with it."""
+    if group and create:
+        raise click.UsageError("--group and --create exclude each other")
+    addrs = bootstrap_addresses(bootstrap, peers_file, required=create is None)
+    from ..node import run_until_signalled
+    from ..node.node import Node, NodeConfig
+
+    quiet_flower()
+
+    def event(text: str) -> None:
+        click.echo(f"{time.strftime('%H:%M:%S')} {text}")
+
+    async def main() -> None:
+        config = NodeConfig(
+            bootstrap=await resolve(addrs),
+            host=host,
+            port=port,
+            advertise_host=advertise_host,
+            data_dir=data_dir,
+            task=task,
+            group=group,
+            create=create,
+            capacity=capacity,
+            policy=policy,
+            invite=invite,
+            strategy=strategy,
+            client_app=client_app,
+            data_shard=data_shard,
+            domain=domain,
+            shift=shift,
+            data_file=data_file,
+            heartbeat_interval=heartbeat,
+            round_pause=round_pause,
+            local_epochs=epochs,
+            learning_rate=lr,
+        )
+        node = Node(config, on_event=event)
+
+        async def serve(stop: asyncio.Event) -> None:
+            try:
+                await node.start()
+                await stop.wait()
+            finally:
+                await node.stop()
+                event("left the group and stopped")
+
+        await run_until_signalled(serve)
+
+    run_async(main())
+
+
+@cli.command()
+@click.option("--group", "group_ref", required=True, help="The group's id (or its unique prefix).")
+@click.option(
+    "--node-key",
+    required=True,
+    help="The invited node's public key (hex), as `mycelium-p2p id` prints it.",
+)
+@click.option(
+    "--ttl",
+    default=86400.0,
+    show_default=True,
+    type=click.FloatRange(1),
+    help="Seconds the invite stays valid.",
+)
+@data_dir_option
+def invite(group_ref: str, node_key: str, ttl: float, data_dir: Path) -> None:
+    """Issue an invite into an invite-only group this node belongs to."""
+    from ..group.invite import issue_invite
+
+    try:
+        member_key = bytes.fromhex(node_key)
+    except ValueError:
+        raise click.BadParameter("not hex", param_hint="--node-key") from None
+    if len(member_key) != 32:
+        raise click.BadParameter("a node key is 64 hex digits", param_hint="--node-key")
+    keys = sorted((data_dir / "groups").glob(f"{group_ref}*.key"))
+    if len(keys) != 1:
+        known = ", ".join(p.stem for p in sorted((data_dir / "groups").glob("*.key"))) or "none"
+        reason = "matches several groups" if keys else "is not a group this node belongs to"
+        raise click.ClickException(f"--group {group_ref} {reason} (known here: {known})")
+    group_key = Identity.load(keys[0])
+    click.echo(issue_invite(group_key, member_key, now=time.time(), ttl=ttl))
+
+
+@cli.command()
+@bootstrap_option
+@peers_file_option
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(0.1))
+def nodes(
+    bootstrap: tuple[str, ...], peers_file: Path | None, as_json: bool, timeout: float
+) -> None:
+    """List nodes with their group and role (from their signed heartbeats)."""
+    from rich.console import Console
+
+    from ..dht import fetch_adverts
+    from ..node import dht_client
+    from ..records import record_key, roster_topic
+    from .render import nodes_table
+
+    addrs = bootstrap_addresses(bootstrap, peers_file, required=True)
+
+    async def main() -> list[dict[str, Any]]:
+        async with dht_client(await resolve(addrs), timeout=timeout) as dht:
+            adverts = await with_timeout(fetch_adverts(dht), timeout, "group lookup")
+            rosters = await with_timeout(
+                asyncio.gather(
+                    *(dht.get_records(record_key(roster_topic(a.group_id))) for a in adverts)
+                ),
+                timeout,
+                "roster lookup",
+            )
+        rows = []
+        for advert, records in zip(adverts, rosters, strict=True):
+            for r in records:
+                rows.append(
+                    {
+                        "node_id": node_id_for(r.signer).hex(),
+                        "group": advert.name,
+                        "group_id": advert.group_id,
+                        "role": r.body["role"],
+                        "round": r.body["round"],
+                        "addr": f"{r.body['addr'][0]}:{r.body['addr'][1]}",
+                    }
+                )
+        return sorted(rows, key=lambda row: (row["group"], row["role"] != "leader", row["node_id"]))
+
+    rows = run_async(main())
+    if as_json:
+        click.echo(json.dumps(rows))
+    else:
+        Console().print(nodes_table(rows))
 
 
 @cli.command("id")

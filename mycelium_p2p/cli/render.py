@@ -2,34 +2,54 @@
 
 from __future__ import annotations
 
-import time
+from typing import Any
 
 from rich.table import Table
 
 from ..records import GroupAdvert
 
+_NUMERIC = {"members", "round", "accuracy", "term"}
 
-def groups_table(adverts: list[GroupAdvert], now: float | None = None) -> Table:
+
+def groups_table(adverts: list[GroupAdvert]) -> Table:
     """A rich table of adverts: one row per group with its verified metrics."""
-    now = time.time() if now is None else now
     title = f"{len(adverts)} group(s)" if adverts else "no groups advertised yet"
     table = Table(title=title, title_justify="left")
-    for column in ("group", "id", "task", "policy", "members", "round", "accuracy", "loss"):
-        table.add_column(column, justify="right" if column in {"members", "round"} else "left")
-    table.add_column("leader")
-    table.add_column("expires", justify="right")
+    for column in (
+        "group",
+        "id",
+        "task",
+        "policy",
+        "members",
+        "round",
+        "accuracy",
+        "leader",
+        "term",
+    ):
+        table.add_column(column, justify="right" if column in _NUMERIC else "left")
     for a in adverts:
         m = a.metrics
         table.add_row(
             a.name,
-            a.group_id,
+            a.group_id[:8],
             a.task,
             a.policy,
             f"{m.members}/{m.capacity}",
             str(m.round),
             f"{m.accuracy:.1%}",
-            f"{m.loss:.3f}",
-            f"{a.leader[0]}:{a.leader[1]} (term {a.term})",
-            f"{max(0.0, a.expires_at - now):.0f}s",
+            f"{a.leader[0]}:{a.leader[1]}",
+            str(a.term),
+        )
+    return table
+
+
+def nodes_table(rows: list[dict[str, Any]]) -> Table:
+    """A rich table of nodes: id, group, role, round, address."""
+    table = Table(title=f"{len(rows)} node(s)" if rows else "no nodes seen", title_justify="left")
+    for column in ("node", "group", "role", "round", "address"):
+        table.add_column(column, justify="right" if column == "round" else "left")
+    for row in rows:
+        table.add_row(
+            row["node_id"][:12], row["group"], row["role"], str(row["round"]), row["addr"]
         )
     return table

@@ -1,0 +1,167 @@
+"""Full nodes in one process: groups form, learn, survive their leader, refuse strangers."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from mycelium_p2p.errors import ConfigError
+from mycelium_p2p.group.invite import issue_invite
+from mycelium_p2p.group.transport import RemoteError
+from tests.conftest import crash, learning_network, run_async, wait_for
+
+
+def leaders(nodes) -> list:
+    return [n for n in nodes if n.group is not None and n.group.is_leader]
+
+
+@run_async(timeout=120)
+async def test_four_nodes_form_one_group_and_learn_well_above_chance() -> None:
+    configs = [{"data_shard": f"{i}/4"} for i in range(4)]
+    async with learning_network(configs) as (_, *nodes):
+        assert len({n.group.group_id for n in nodes}) == 1
+        (leader,) = leaders(nodes)
+        await wait_for(lambda: len(leader.rounds) >= 8, 60, "8 rounds")
+        assert leader.rounds[-1].members == 4
+        assert leader.rounds[-1].accuracy > 0.6  # chance is 0.1
+        rounds = [r.round for r in leader.rounds]
+        assert rounds == sorted(set(rounds))
+        # every member holds the latest group model (a round behind at most, mid-commit)
+        latest = max(n.group.model.round for n in nodes)
+        assert all(n.group.model.round >= latest - 1 for n in nodes)
+
+
+@run_async(timeout=120)
+async def test_a_leader_killed_mid_round_is_replaced_and_no_round_is_lost() -> None:
+    configs = [{"data_shard": f"{i}/3"} for i in range(3)]
+    async with learning_network(configs) as (_, *nodes):
+        (old,) = leaders(nodes)
+        await wait_for(lambda: len(old.rounds) >= 3, 60, "3 rounds")
+        # kill it while its own ClientApp is training: mid-round
+        await wait_for(lambda: old.runner._lock.locked(), 10, "a round in progress")
+        committed = old.group.model.round
+        await crash(old)
+        survivors = [n for n in nodes if n is not old]
+        took = await wait_for(lambda: len(leaders(survivors)) == 1, 10, "a new leader")
+        (new,) = leaders(survivors)
+        assert new.group.term > 1
+        assert took < 5 * 0.3 * 2.5  # within a few lease timeouts
+        await wait_for(lambda: len(new.rounds) >= 2, 30, "rounds under the new leader")
+        assert new.rounds[0].round == committed + 1  # no completed round lost, none repeated
+        assert all(n.group.model.round >= committed + 1 for n in survivors)
+
+
+@run_async(timeout=60)
+async def test_a_group_of_one_trains() -> None:
+    async with learning_network([{"create": "solo"}]) as (_, node):
+        await wait_for(lambda: len(node.rounds) >= 3, 30, "3 rounds")
+        assert node.rounds[-1].members == 1 and node.group.term == 1
+
+
+@run_async(timeout=90)
+async def test_invite_only_groups_refuse_strangers_and_admit_the_invited() -> None:
+    async with learning_network([{"create": "club", "policy": "invite-only"}]) as (seed, owner):
+        from mycelium_p2p.identity import Identity
+        from mycelium_p2p.node.node import Node, NodeConfig
+
+        def config(**kw) -> NodeConfig:
+            return NodeConfig(
+                bootstrap=[seed.address],
+                host="127.0.0.1",
+                group="club",
+                heartbeat_interval=0.3,
+                round_pause=0.05,
+                **kw,
+            )
+
+        stranger = Node(config())
+        try:
+            with pytest.raises(ConfigError, match="invite-only"):
+                await stranger.start()
+            # and the model is never sent to a non-member
+            with pytest.raises(RemoteError, match="members only"):
+                await stranger.channels.request(
+                    owner.tcp_addr,
+                    owner.identity.public_key,
+                    "g.model",
+                    {"gid": owner.group.group_id},
+                    timeout=5,
+                )
+        finally:
+            await stranger.stop()
+
+        guest_id = Identity.generate()
+        text = issue_invite(
+            owner.group.info.key, guest_id.public_key, now=__import__("time").time(), ttl=60
+        )
+        wrong = Node(
+            config(
+                invite=issue_invite(
+                    owner.group.info.key, bytes(32), now=__import__("time").time(), ttl=60
+                )
+            ),
+            identity=Identity.generate(),
+        )
+        with pytest.raises(ConfigError, match="another node key"):
+            await wrong.start()
+        await wrong.stop()
+        guest = Node(config(invite=text), identity=guest_id)
+        try:
+            await guest.start()
+            assert guest.group.group_id == owner.group.group_id
+            await wait_for(lambda: owner.rounds and owner.rounds[-1].members == 2, 30, "2 members")
+        finally:
+            await guest.stop()
+
+
+@run_async(timeout=90)
+async def test_a_users_own_client_app_from_a_module_path_trains() -> None:
+    from tests.helpers import user_app
+
+    app = {"client_app": "tests.helpers.user_app:app"}
+    async with learning_network([{**app, "create": "custom"}, {**app}]) as (_, *nodes):
+        (leader,) = leaders(nodes)
+        await wait_for(lambda: len(leader.rounds) >= 3, 30, "3 rounds")
+        assert leader.rounds[-1].members == 2
+        assert user_app.calls["train"] > len(leader.rounds) and user_app.calls["evaluate"] > 3
+        assert leader.rounds[-1].accuracy > 0.9  # "accuracy" is the user's own metric name
+
+
+def test_bad_client_apps_are_one_line_errors() -> None:
+    from mycelium_p2p.node.node import Node, NodeConfig
+
+    for spec, message in [
+        ("nope", "module:attribute"),
+        ("no_such_module_x:app", "cannot import"),
+        ("tests.helpers.user_app:missing", "no attribute"),
+        ("tests.helpers.user_app:initial_arrays", "not a flwr ClientApp"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            Node(NodeConfig(client_app=spec))
+
+
+def test_bad_data_is_a_one_line_error(tmp_path) -> None:
+    from mycelium_p2p.fl.task import DataError
+    from mycelium_p2p.node.node import Node, NodeConfig
+
+    bad = tmp_path / "bad.npz"
+    import numpy as np
+
+    np.savez(bad, x=np.zeros((5, 3)), y=np.zeros(4))
+    with pytest.raises(DataError, match=r"bad\.npz"):
+        Node(NodeConfig(data_file=str(bad)))
+    with pytest.raises(DataError):
+        Node(NodeConfig(data_shard="5/4"))
+
+
+@run_async(timeout=30)
+async def test_joining_a_group_that_does_not_exist_names_what_exists() -> None:
+    async with learning_network([{"create": "real"}]) as (seed, _):
+        from mycelium_p2p.node.node import Node, NodeConfig
+
+        node = Node(NodeConfig(bootstrap=[seed.address], host="127.0.0.1", group="imaginary"))
+        with pytest.raises(ConfigError, match="real"):
+            await node.start()
+        await node.stop()
+        await asyncio.sleep(0)
