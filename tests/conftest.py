@@ -115,14 +115,8 @@ async def learning_network(
     nodes: list[Any] = []
     try:
         for overrides in configs:
-            config = NodeConfig(
-                bootstrap=[seed.address],
-                host="127.0.0.1",
-                heartbeat_interval=heartbeat,
-                round_pause=0.05,
-                dht=FAST,
-                **overrides,
-            )
+            settings = {"heartbeat_interval": heartbeat, "round_pause": 0.05, **overrides}
+            config = NodeConfig(bootstrap=[seed.address], host="127.0.0.1", dht=FAST, **settings)
             node = Node(config)
             await node.start()
             nodes.append(node)

@@ -363,7 +363,9 @@ def join(
     quiet_flower()
 
     def event(text: str) -> None:
-        click.echo(f"{time.strftime('%H:%M:%S')} {text}")
+        now = time.time()
+        click.echo(f"{time.strftime('%H:%M:%S', time.localtime(now))}.{int(now % 1 * 1000):03d} "
+                   f"{text}")
 
     async def main() -> None:
         config = NodeConfig(

@@ -1,0 +1,90 @@
+"""Real processes: a seed peer and `mycelium-p2p join` nodes; the leader dies by SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.procs import CLI, Proc, processes, run_cli
+
+
+def start_seed(procs: list[Proc], tmp: Path) -> int:
+    seed = Proc(
+        [*CLI, "bootstrap", "--host", "127.0.0.1", "--port", "0", "--data-dir", str(tmp / "seed")]
+    )
+    procs.append(seed)
+    return int(seed.expect(r"listening on udp 127\.0\.0\.1:(\d+)").group(1))
+
+
+def start_node(procs: list[Proc], tmp: Path, port: int, name: str, *extra: str) -> Proc:
+    node = Proc(
+        [
+            *CLI,
+            "join",
+            "-b",
+            f"127.0.0.1:{port}",
+            "--host",
+            "127.0.0.1",
+            "--data-dir",
+            str(tmp / name),
+            "--heartbeat",
+            "0.5",
+            "--round-pause",
+            "0.2",
+            *extra,
+        ]
+    )
+    procs.append(node)
+    node.expect(r"(joined|founded) group", timeout=60)
+    return node
+
+
+def groups(port: int) -> list[dict]:
+    result = run_cli("groups", "-b", f"127.0.0.1:{port}", "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.mark.slow
+@pytest.mark.chaos
+def test_sigkill_of_the_leader_process_loses_no_round(tmp_path: Path) -> None:
+    with processes() as procs:
+        port = start_seed(procs, tmp_path)
+        nodes = [
+            start_node(procs, tmp_path, port, f"n{i}", "--data-shard", f"{i}/3") for i in range(3)
+        ]
+        leader = nodes[0]  # the founder leads term 1
+        leader.expect(r"leader of group .*, term 1")
+        leader.expect(r"round ([5-9]|\d{2,}) \(term 1\)", timeout=60)
+        leader.signal(signal.SIGKILL)
+        leader.popen.wait(10)
+        rounds_before = [
+            int(line.split("round ")[1].split()[0])
+            for line in leader.lines
+            if " round " in line and "(term 1)" in line
+        ]
+        survivors = [n for n in nodes if n is not leader]
+        took_over = None
+        for node in survivors:
+            try:
+                took_over = node.expect(
+                    r"leader of group .*, term (\d+), from round (\d+)", timeout=10
+                )
+                new_leader = node
+                break
+            except AssertionError:
+                continue
+        assert took_over is not None, "no survivor became leader"
+        assert int(took_over.group(1)) >= 2
+        resumed_from = int(took_over.group(2))
+        assert resumed_from >= max(rounds_before)  # every round the old leader completed
+        first = new_leader.expect(r"round (\d+) \(term [2-9]", timeout=30)
+        assert int(first.group(1)) == resumed_from + 1
+        (group,) = groups(port)
+        assert group["term"] >= 2 and group["members"] == 2
+        for node in survivors:
+            assert node.stop() == 0
+            assert "left the group and stopped" in node.output()
