@@ -1,3 +1,18 @@
-"""mycelium-p2p: a peer-to-peer network of federated-learning groups."""
+"""mycelium-p2p: a peer-to-peer network of federated-learning groups.
+
+``Node`` and ``NodeConfig`` (what ``mycelium-p2p join`` runs) load torch and Flower, so they are
+imported on first use: ``from mycelium_p2p import Node, NodeConfig``.
+"""
+
+from typing import Any
 
 __version__ = "0.1.0"
+__all__ = ["Node", "NodeConfig", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("Node", "NodeConfig"):
+        from .node import node
+
+        return getattr(node, name)
+    raise AttributeError(f"module 'mycelium_p2p' has no attribute {name!r}")

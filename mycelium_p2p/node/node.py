@@ -65,8 +65,6 @@ class NodeConfig:
     data_file: str | None = None
     seed: int = 0
     heartbeat_interval: float = 1.0
-    group_evaluation_interval: float = 30.0  # migration (next release)
-    performance_threshold: float = 0.02  # migration (next release)
     round_pause: float = 0.5
     local_epochs: int = 1
     learning_rate: float = 0.05

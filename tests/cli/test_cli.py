@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -142,3 +143,141 @@ def test_demo_runs_end_to_end_in_a_short_mode() -> None:
     )
     assert code == 0, out
     assert "demo summary" in out and "index lookups" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["join"], "give at least one --bootstrap"),
+        (["join", "--create", "a", "--group", "b"], "exclude each other"),
+        (["join", "--create", "a", "--client-app", "nope"], "module:attribute"),
+        (["join", "--create", "a", "--client-app", "no_such_mod_q:app"], "cannot import"),
+        (["join", "--create", "a", "--data-shard", "3/2"], "shard"),
+        (["join", "--create", "a", "--strategy", "sgd"], "sgd"),
+        (["invite", "--group", "abc", "--node-key", "zz"], "not hex"),
+        (["invite", "--group", "abc", "--node-key", "ab" * 32], "not a group this node"),
+    ],
+)
+def test_join_and_invite_refuse_bad_input_in_one_line(
+    args: list[str], message: str, tmp_path: Path
+) -> None:
+    code, out = invoke(
+        *args, *(["--data-dir", str(tmp_path)] if args[0] != "join" or "--create" in args else [])
+    )
+    assert code != 0
+    assert message in out, out
+    assert "Traceback" not in out
+
+
+def test_join_with_an_unreachable_bootstrap_is_one_line(tmp_path: Path) -> None:
+    result = run_cli("join", "-b", "127.0.0.1:9", "--data-dir", str(tmp_path), timeout=60)
+    assert result.returncode == 1
+    assert "no bootstrap peer answered" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+@pytest.mark.slow
+def test_invite_only_group_end_to_end_with_the_cli(tmp_path: Path) -> None:
+    with processes() as procs:
+        seed = Proc(
+            [
+                *CLI,
+                "bootstrap",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--data-dir",
+                str(tmp_path / "seed"),
+            ]
+        )
+        procs.append(seed)
+        port = int(seed.expect(r"listening on udp 127\.0\.0\.1:(\d+)").group(1))
+        owner = Proc(
+            [
+                *CLI,
+                "join",
+                "-b",
+                f"127.0.0.1:{port}",
+                "--host",
+                "127.0.0.1",
+                "--create",
+                "club",
+                "--policy",
+                "invite-only",
+                "--data-dir",
+                str(tmp_path / "owner"),
+                "--heartbeat",
+                "0.5",
+            ]
+        )
+        procs.append(owner)
+        group_id = owner.expect(r"founded group club \((\w+)\)").group(1)
+        owner.expect(r"round 1 ")
+        guest_key = json.loads(
+            run_cli("id", "--data-dir", str(tmp_path / "guest"), "--json").stdout
+        )["public_key"]
+        refused = run_cli(
+            "join",
+            "-b",
+            f"127.0.0.1:{port}",
+            "--host",
+            "127.0.0.1",
+            "--group",
+            "club",
+            "--data-dir",
+            str(tmp_path / "guest"),
+        )
+        assert refused.returncode == 1 and "invite-only" in refused.stderr
+        bad = run_cli(
+            "join",
+            "-b",
+            f"127.0.0.1:{port}",
+            "--host",
+            "127.0.0.1",
+            "--group",
+            "club",
+            "--invite",
+            "myc-invite-garbage",
+            "--data-dir",
+            str(tmp_path / "guest"),
+        )
+        assert bad.returncode == 1 and "garbled" in bad.stderr
+        invite = run_cli(
+            "invite",
+            "--group",
+            group_id[:6],
+            "--node-key",
+            guest_key,
+            "--data-dir",
+            str(tmp_path / "owner"),
+        )
+        assert invite.returncode == 0, invite.stderr
+        guest = Proc(
+            [
+                *CLI,
+                "join",
+                "-b",
+                f"127.0.0.1:{port}",
+                "--host",
+                "127.0.0.1",
+                "--group",
+                "club",
+                "--invite",
+                invite.stdout.strip(),
+                "--data-dir",
+                str(tmp_path / "guest"),
+                "--heartbeat",
+                "0.5",
+            ]
+        )
+        procs.append(guest)
+        guest.expect(r"joined group club")
+        owner.expect(r"round \d+ \(term 1\).*2 members")
+        for _ in range(10):  # each node publishes its signed heartbeat when it joins
+            listing = json.loads(run_cli("nodes", "-b", f"127.0.0.1:{port}", "--json").stdout)
+            roles = sorted(row["role"] for row in listing if row["group"] == "club")
+            if roles == ["leader", "member"]:
+                break
+            time.sleep(0.5)
+        assert roles == ["leader", "member"]
