@@ -364,8 +364,9 @@ def join(
 
     def event(text: str) -> None:
         now = time.time()
-        click.echo(f"{time.strftime('%H:%M:%S', time.localtime(now))}.{int(now % 1 * 1000):03d} "
-                   f"{text}")
+        click.echo(
+            f"{time.strftime('%H:%M:%S', time.localtime(now))}.{int(now % 1 * 1000):03d} {text}"
+        )
 
     async def main() -> None:
         config = NodeConfig(

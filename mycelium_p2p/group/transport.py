@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import itertools
 import logging
 import os
+import select
 import socket
 import struct
 from collections.abc import Awaitable, Callable, Sequence
@@ -40,6 +42,8 @@ DEFAULT_MAX_FRAME = 512 * 2**20
 MAX_HEADER = 1 * 2**20
 HANDSHAKE_TIMEOUT = 5.0
 _U32 = struct.Struct("!I")
+_THREAD_THRESHOLD = 1 << 20  # segments this large move in a worker thread
+_IO_TIMEOUT = 30.0  # a peer silent this long in the middle of a frame is gone
 
 Segments = Sequence[bytes | memoryview]
 Handler = Callable[["Channel", str, dict[str, Any], list[bytes]], Awaitable["Reply"]]
@@ -71,6 +75,18 @@ class Reply:
         return cls(error=(code, reason))
 
 
+def _writable_bytes(n: int) -> tuple[bytes, memoryview]:
+    """A new ``bytes`` of size ``n`` and a writable view of its buffer.
+
+    Flower's ``Array`` only takes ``bytes``; receiving into a bytearray and converting would copy
+    every tensor once more (as long as the transfer itself on loopback). Like CPython's own
+    ``socket.recv``, we fill a fresh bytes object before anyone else can see or hash it.
+    """
+    buf = bytes(n)  # n >= 1 MiB here: always a new object, zero pages mapped lazily
+    address = ctypes.cast(ctypes.c_char_p(buf), ctypes.c_void_p).value
+    return buf, memoryview((ctypes.c_char * n).from_address(address)).cast("B")
+
+
 class _Socket:
     """Frame I/O straight on a non-blocking socket: ``sock_recv_into`` fills each segment's
     own buffer and ``sock_sendall`` sends tensors from where they lie (no stream buffers)."""
@@ -83,6 +99,8 @@ class _Socket:
         self.peername: tuple[str, int] = sock.getpeername()[:2]
 
     async def recv_exactly(self, n: int) -> bytes:
+        if n >= _THREAD_THRESHOLD:  # big tensors: a worker thread, off the loop and the GIL
+            return await asyncio.to_thread(self._recv_blocking, n)
         buf = bytearray(n)
         view = memoryview(buf)
         got = 0
@@ -93,12 +111,40 @@ class _Socket:
             got += count
         return bytes(buf)
 
+    def _recv_blocking(self, n: int) -> bytes:
+        buf, view = _writable_bytes(n)
+        got = 0
+        while got < n:
+            try:
+                count = self.sock.recv_into(view[got:])
+            except BlockingIOError:
+                if not select.select([self.sock], [], [], _IO_TIMEOUT)[0]:
+                    raise ConnectionError("peer stopped sending mid-frame") from None
+                continue
+            if count == 0:
+                raise ConnectionError("connection closed by peer")
+            got += count
+        return buf
+
+    def _send_blocking(self, data: bytes | memoryview) -> None:
+        view = memoryview(data).cast("B")
+        sent = 0
+        while sent < len(view):
+            try:
+                sent += self.sock.send(view[sent:])
+            except BlockingIOError:
+                if not select.select([], [self.sock], [], _IO_TIMEOUT)[1]:
+                    raise ConnectionError("peer stopped reading mid-frame") from None
+
     async def write_frame(self, header: dict[str, Any], segments: Segments) -> None:
         header = {**header, "seg": [memoryview(s).nbytes for s in segments]}
         head = msgpack.packb(header, use_bin_type=True)
         await self._loop.sock_sendall(self.sock, _U32.pack(len(head)) + head)
         for segment in segments:
-            await self._loop.sock_sendall(self.sock, segment)
+            if memoryview(segment).nbytes >= _THREAD_THRESHOLD:
+                await asyncio.to_thread(self._send_blocking, segment)
+            else:
+                await self._loop.sock_sendall(self.sock, segment)
 
     async def read_frame(self, max_frame: int) -> tuple[dict[str, Any], list[bytes]]:
         (size,) = _U32.unpack(await self.recv_exactly(4))
