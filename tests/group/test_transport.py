@@ -112,3 +112,19 @@ async def test_unreachable_peer_is_a_channel_error() -> None:
             await server.request(("127.0.0.1", 9), a.public_key, "hi", timeout=1)
     finally:
         await server.close()
+
+
+@run_async()
+async def test_big_segments_arrive_intact_both_ways() -> None:
+    a, _b, server_a, server_b, addr_a = await pair(max_frame=64 * 2**20)
+    try:
+        big = bytes(range(256)) * (12 * 2**12)  # 12 MiB: moved by the worker-thread path
+        small = b"tail"
+        _header, segs = await server_b.request(
+            addr_a, a.public_key, "big", {}, [big, small], timeout=30
+        )
+        assert segs == [small, big]
+        assert isinstance(segs[1], bytes) and hash(segs[1]) == hash(big)
+    finally:
+        await server_a.close()
+        await server_b.close()
