@@ -226,6 +226,10 @@ class GroupMember:
             await self._heartbeat()
             if self.lease_lapsed():
                 await self._elect()
+                if self.lease_lapsed():
+                    # lost, or not in the winner's roster (joined just before the old leader
+                    # died): ask around who leads now, and join it
+                    await self._find_leader()
                 continue
             self._leader_lost.clear()
             with contextlib.suppress(asyncio.TimeoutError):
@@ -290,7 +294,8 @@ class GroupMember:
             if isinstance(answer, BaseException):
                 continue
             header, _ = answer
-            if header.get("leader") and header["leader"] != self.me:
+            leader = header.get("leader")
+            if leader and leader not in (self.me, self.leader_key):  # not the one that failed
                 candidate = (int(header["term"]), header["leader"], _addr(header["addr"]))
                 best = candidate if best is None or candidate[0] > best[0] else best
         if best is None:
@@ -513,7 +518,7 @@ class GroupMember:
         """Answer a ``g.*`` request. Malformed requests get an error reply, never an exception."""
         if header.get("gid") != self.group_id:
             return Reply.fail("wrong-group", f"this node is in group {self.group_id}")
-        if method not in ("g.join", "g.model") and channel.peer_key not in self.roster:
+        if method not in ("g.join", "g.model", "g.leader") and channel.peer_key not in self.roster:
             return Reply.fail("not-member", "not in this group's roster")
         try:
             handler = {

@@ -165,3 +165,37 @@ async def test_joining_a_group_that_does_not_exist_names_what_exists() -> None:
             await node.start()
         await node.stop()
         await asyncio.sleep(0)
+
+
+@run_async(timeout=90)
+async def test_a_node_that_joined_just_before_the_leader_died_finds_the_new_leader() -> None:
+    configs = [{"data_shard": "0/3"}, {"data_shard": "1/3"}]
+    async with learning_network(configs) as (seed, *nodes):
+        from mycelium_p2p.node.node import Node, NodeConfig
+
+        (old,) = leaders(nodes)
+        await wait_for(lambda: len(old.rounds) >= 2, 30, "2 rounds")
+        late = Node(
+            NodeConfig(
+                bootstrap=[seed.address],
+                host="127.0.0.1",
+                data_shard="2/3",
+                heartbeat_interval=0.3,
+                round_pause=0.05,
+            )
+        )
+        await late.start()  # the other member has not heard of it yet
+        await crash(old)
+        try:
+            survivors = [n for n in nodes if n is not old]
+            await wait_for(lambda: len(leaders([*survivors, late])) == 1, 15, "a new leader")
+            (new,) = leaders([*survivors, late])
+            await wait_for(
+                lambda: (
+                    len(new.group.roster) == 2 and late.group.leader_key == new.identity.public_key
+                ),
+                15,
+                "the late node in the new roster",
+            )
+        finally:
+            await late.stop()
