@@ -27,7 +27,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from flwr.app import Error, Message, Metadata, RecordDict
+from flwr.app import ArrayRecord, Error, Message, Metadata, RecordDict
 from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 from flwr.supercore.task_identity import TaskIdentity
@@ -99,6 +99,10 @@ class GroupGrid(Grid):
         self._run: Any = None
         self._keys: dict[int, bytes] = {}
         self._pending: dict[str, concurrent.futures.Future[Message]] = {}
+        self._inflight: set[concurrent.futures.Future[list[Message]]] = set()
+        self._aborted = False
+        #: each member's trained arrays in the latest round (the leader reads their updates)
+        self.trained: dict[bytes, ArrayRecord] = {}
 
     # -- Grid's bookkeeping --------------------------------------------------------------------
 
@@ -165,8 +169,22 @@ class GroupGrid(Grid):
         if not messages:
             return []
         wait = self.reply_timeout if timeout is None else min(timeout, self.reply_timeout)
+        if self._aborted:
+            raise StepDown("the leader stopped")
         future = asyncio.run_coroutine_threadsafe(self._exchange_all(messages, wait), self.loop)
-        return future.result()
+        self._inflight.add(future)
+        try:
+            return future.result()
+        except concurrent.futures.CancelledError:
+            raise StepDown("the leader stopped") from None
+        finally:
+            self._inflight.discard(future)
+
+    def abort(self) -> None:
+        """Called on the loop when leading stops: the strategy thread's waits end at once."""
+        self._aborted = True
+        for future in list(self._inflight):
+            future.cancel()
 
     # -- on the event loop ---------------------------------------------------------------------
 
@@ -250,6 +268,8 @@ class GroupGrid(Grid):
         problem = _check_reply(message.content, content, meta.message_type)
         if problem is not None:
             return error(ErrorCode.REPLY_MESSAGE_UNAVAILABLE, problem)
+        if meta.message_type.startswith("train"):
+            self.trained[member.key] = next(iter(content.array_records.values()))
         reply_meta = make_metadata(
             message_id=uuid.uuid4().hex,
             src=dst,

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 from flwr.serverapp.strategy import Strategy
 
@@ -42,7 +43,20 @@ def arrays_of(snapshot: ModelSnapshot) -> ArrayRecord:
     return decode_content(snapshot.content, list(snapshot.segments))["arrays"]
 
 
-def _metric(metrics: Any, word: str, default: float) -> float:
+async def _in_thread(owner: GroupGrid, fn: Callable[..., Any], **kwargs: Any) -> Any:
+    """Run ``fn`` (a blocking ``strategy.start``) in a thread; if we are cancelled, unblock it."""
+    try:
+        return await asyncio.to_thread(fn, **kwargs)
+    except asyncio.CancelledError:
+        owner.abort()
+        raise
+
+
+def _flat(arrays: ArrayRecord) -> np.ndarray:
+    return np.concatenate([a.ravel().astype(np.float64) for a in arrays.to_numpy_ndarrays()])
+
+
+def metric(metrics: Any, word: str, default: float) -> float:
     """The first metric whose name mentions ``word`` (ClientApps name them freely)."""
     for key, value in (metrics or {}).items():
         if word in key and isinstance(value, (int, float)):
@@ -61,8 +75,13 @@ async def lead_rounds(
     round_pause: float = 0.0,
     reply_timeout: float = 120.0,
     max_rounds: int | None = None,
+    on_updates: Callable[[dict[bytes, np.ndarray], ModelSnapshot], None] | None = None,
 ) -> None:
-    """Run rounds while this node leads the term it led when called."""
+    """Run rounds while this node leads the term it led when called.
+
+    ``on_updates`` gets each member's update of the round (its trained weights minus the model
+    it was sent, flattened) and the committed model: the hook for splitting a group.
+    """
     term = group.term
     grid = GroupGrid(group, asyncio.get_running_loop(), runner.run, reply_timeout=reply_timeout)
     done = 0
@@ -70,8 +89,10 @@ async def lead_rounds(
         base = group.model
         arrays = initial() if base.empty else arrays_of(base)
         started = time.monotonic()
+        grid.trained.clear()
         try:
-            result = await asyncio.to_thread(
+            result = await _in_thread(
+                grid,
                 strategy.start,
                 grid=grid,
                 initial_arrays=arrays,
@@ -98,12 +119,15 @@ async def lead_rounds(
             return
         metrics = result.evaluate_metrics_clientapp.get(1)
         done += 1
+        if on_updates is not None and grid.trained:
+            start = _flat(arrays)
+            on_updates({k: _flat(a) - start for k, a in grid.trained.items()}, snapshot)
         on_round(
             RoundReport(
                 round=snapshot.round,
                 term=term,
-                accuracy=_metric(metrics, "acc", 0.0),
-                loss=_metric(metrics, "loss", 0.0),
+                accuracy=metric(metrics, "acc", 0.0),
+                loss=metric(metrics, "loss", 0.0),
                 members=len(group.roster),
                 seconds=time.monotonic() - started,
             )

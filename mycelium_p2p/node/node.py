@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import random
 import socket
 import time
 from collections.abc import Callable
@@ -32,9 +33,12 @@ from ..fl.client import ClientRunner, load_client_app
 from ..fl.leader import RoundReport, lead_rounds
 from ..fl.strategies import make_strategy
 from ..group.member import GroupMember, JoinRefused
-from ..group.state import Address, GroupConfig, GroupInfo
-from ..group.transport import Channel, ChannelServer, Reply
+from ..group.state import Address, GroupConfig, GroupInfo, ModelSnapshot
+from ..group.transport import Channel, ChannelError, ChannelServer, RemoteError, Reply
 from ..identity import Identity
+from ..migration.measure import fetch_model, score
+from ..migration.policy import MigrationConfig, MigrationPolicy
+from ..migration.split import SplitPolicy
 from ..records import GroupAdvert, GroupMetrics, next_seq, roster_topic, sign_advert, sign_record
 from .lifecycle import DataDirLock
 
@@ -65,6 +69,10 @@ class NodeConfig:
     data_file: str | None = None
     seed: int = 0
     heartbeat_interval: float = 1.0
+    group_evaluation_interval: float = 30.0  # how often candidate groups are measured
+    performance_threshold: float = 0.05  # the accuracy gain that justifies a move
+    migrate: bool = True
+    split: bool = True  # leaders split groups whose members' updates disagree
     round_pause: float = 0.5
     local_epochs: int = 1
     learning_rate: float = 0.05
@@ -74,6 +82,17 @@ class NodeConfig:
 
     def group_config(self) -> GroupConfig:
         return GroupConfig(heartbeat_interval=self.heartbeat_interval)
+
+    def migration_config(self) -> MigrationConfig:
+        return MigrationConfig(
+            performance_threshold=self.performance_threshold,
+            cooldown=2 * self.group_evaluation_interval,
+        )
+
+
+def _joinable(advert: GroupAdvert) -> bool:
+    """Open, with room, and not dissolved (a leader that left alone advertises 0 members)."""
+    return advert.policy == "open" and advert.free_slots > 0 and advert.metrics.members > 0
 
 
 def _reachable_ip(host: str, peers: list[Address]) -> str:
@@ -113,6 +132,9 @@ class Node:
         self._app, self._initial = self._load_task()
         self.runner = ClientRunner(self._app, identity.public_key, self._node_config())
         self.tcp_addr: Address = ("", 0)
+        self.migration = MigrationPolicy(config.migration_config())
+        self.moves: list[tuple[float, str, str]] = []  # (time, from group, to group)
+        self._rng = random.Random(config.seed ^ int.from_bytes(identity.public_key[:4], "big"))
 
     # -- set-up --------------------------------------------------------------------------------
 
@@ -165,6 +187,8 @@ class Node:
         )
         await self._enter_group()
         self.tasks.spawn(self._publish_presence(), name="presence")
+        if c.migrate:
+            self.tasks.spawn(self._migrate_loop(), name="migration")
 
     async def _enter_group(self) -> None:
         c = self.config
@@ -181,7 +205,7 @@ class Node:
                 )
         else:
             chosen = sorted(
-                (a for a in adverts if a.free_slots > 0 and a.policy == "open"),
+                (a for a in adverts if _joinable(a)),
                 key=lambda a: (-a.metrics.accuracy, -a.metrics.members, a.group_id),
             )
         refusals = []
@@ -213,14 +237,17 @@ class Node:
         )
         group.start()
 
-    def _found(self, name: str) -> None:
+    def _found(self, name: str, model: ModelSnapshot | None = None) -> GroupMember:
         c = self.config
         info = GroupInfo(Identity.generate(), name, c.task, c.policy, c.capacity)
         group = GroupMember(self.identity, self.channels, info, self.tcp_addr, c.group_config())
+        if model is not None:
+            group.adopt_model(model)
         self._adopt(group)
         self.on_event(f"founded group {name} ({info.group_id}), {c.policy}, capacity {c.capacity}")
         group.found()
         group.start()
+        return group
 
     def _adopt(self, group: GroupMember) -> None:
         self.group = group
@@ -257,6 +284,7 @@ class Node:
                     on_round=self._on_round,
                     round_pause=c.round_pause,
                     reply_timeout=c.reply_timeout,
+                    on_updates=self._split_policy(),
                 ),
                 name="lead",
             ),
@@ -280,7 +308,7 @@ class Node:
         )
         self.tasks.spawn(publish_advert(self.dht, self._advert()), name="advert")
 
-    def _advert(self):  # type: ignore[no-untyped-def]
+    def _advert(self, members: int | None = None):  # type: ignore[no-untyped-def]
         group = self.group
         assert group is not None
         last = self.rounds[-1] if self.rounds else None
@@ -297,7 +325,7 @@ class Node:
                 accuracy=min(1.0, max(0.0, last.accuracy)) if last else 0.0,
                 loss=max(0.0, last.loss) if last else 0.0,
                 round=group.model.round,
-                members=min(len(group.roster), group.info.capacity),
+                members=min(len(group.roster), group.info.capacity) if members is None else members,
                 capacity=group.info.capacity,
             ),
             seq=self._advert_seq,
@@ -331,6 +359,149 @@ class Node:
                 await self.dht.put(record)
             await asyncio.sleep(interval)
 
+    # -- moving between groups --------------------------------------------------------------------
+
+    async def _migrate_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.group_evaluation_interval)
+            try:
+                await self.evaluate_groups()
+            except (ChannelError, RemoteError, JoinRefused) as exc:
+                log.info("migration check failed: %s", exc)
+
+    async def evaluate_groups(self) -> str:
+        """Measure our group and a few candidates on our own data; move if it clearly pays.
+
+        Returns the decision's reason. Advertised accuracy is never used to decide.
+        """
+        group = self.group
+        if group is None:
+            return "not in a group"
+        own = await score(self.runner, group.model)
+        if own is None:
+            return "our group has no model yet"
+        adverts = [
+            a
+            for a in await fetch_adverts(self.dht, self.config.task)
+            if a.group_id != group.group_id and _joinable(a)
+        ]
+        limit = self.migration.config.max_candidates
+        candidates = self._rng.sample(adverts, min(limit, len(adverts)))
+        scores: dict[str, float] = {}
+        for advert in candidates:
+            try:
+                model = await fetch_model(self.channels, advert, self.config.reply_timeout)
+            except (ChannelError, RemoteError) as exc:
+                log.debug("cannot fetch %s's model: %s", advert.name, exc)
+                continue
+            measured = await score(self.runner, model)
+            if measured is not None:
+                scores[advert.group_id] = measured
+        decision = self.migration.decide(own, scores, time.monotonic())
+        if decision.move_to is not None and self.group is group:
+            target = next(a for a in candidates if a.group_id == decision.move_to)
+            await self.move_to(target, reason=decision.reason)
+        return decision.reason
+
+    async def move_to(self, advert: GroupAdvert, reason: str = "") -> None:
+        """Leave our group cleanly and join ``advert``'s (back to finding a group if refused)."""
+        old = self.group
+        if old is None:
+            return
+        self._stop_leading()
+        alone = old.is_leader and len(old.roster) == 1
+        await old.leave()
+        if alone:  # an empty group dissolves: say so now rather than when its advert expires
+            self.rounds.clear()
+            await publish_advert(self.dht, self._advert(members=0))
+        await old.close()
+        self.group = None
+        self.migration.moved(time.monotonic())
+        self.moves.append((time.time(), old.group_id, advert.group_id))
+        self.on_event(f"moving from {old.info.name} to {advert.name}: {reason}")
+        try:
+            await self._join(advert)
+        except JoinRefused as exc:
+            self.on_event(f"{advert.name} refused us ({exc}); finding another group")
+            await self._enter_group()
+
+    def _split_policy(self) -> Callable[[dict[bytes, Any], ModelSnapshot], None] | None:
+        if not self.config.split:
+            return None
+        policy = SplitPolicy()
+
+        def on_updates(updates: dict[bytes, Any], model: ModelSnapshot) -> None:
+            group = self.group
+            if group is None or not group.is_leader:
+                return
+            leaving = policy.observe(updates, self.identity.public_key)
+            if leaving:
+                self.tasks.spawn(self._split(group, leaving, model), name="split")
+
+        return on_updates
+
+    async def _split(self, group: GroupMember, leaving: set[bytes], model: ModelSnapshot) -> None:
+        """Tell one side to found its own group (seeded with ``model``), and the rest to join it."""
+        members = {m.key: m for m in group.members()}
+        founder_key, *followers = sorted(k for k in leaving if k in members)
+        founder = members[founder_key]
+        name = f"{group.info.name}-{len(self.moves) + len(self.rounds)}"
+        self.on_event(
+            f"splitting {group.info.name}: {len(leaving)} member(s) pull elsewhere; "
+            f"they found {name}"
+        )
+        header, _ = await group.channels.request(
+            founder.addr,
+            founder.key,
+            "n.split",
+            {"gid": group.group_id, "found": name},
+            timeout=self.config.reply_timeout,
+        )
+        for key in followers:
+            member = members[key]
+            with contextlib.suppress(ChannelError, RemoteError):
+                await group.channels.request(
+                    member.addr,
+                    member.key,
+                    "n.split",
+                    {
+                        "gid": group.group_id,
+                        "join": header["group_id"],
+                        "addr": header["addr"],
+                        "key": founder.key,
+                    },
+                    timeout=self.config.reply_timeout,
+                )
+        for key in leaving:
+            group.roster.pop(key, None)
+
+    async def _on_split(self, channel: Channel, header: dict[str, Any]) -> Reply:
+        group = self.group
+        if group is None or channel.peer_key != group.leader_key:
+            return Reply.fail("not-leader", "splits come from our leader only")
+        if "found" in header:
+            model = group.model
+            self._stop_leading()
+            await group.leave()
+            await group.close()
+            self.group = None
+            new = self._found(str(header["found"]), model)
+            self.moves.append((time.time(), group.group_id, new.group_id))
+            return Reply({"group_id": new.group_id, "addr": list(self.tcp_addr)})
+        host, port = header["addr"]
+        advert_like = GroupAdvert(
+            group_id=str(header["join"]),
+            name=str(header["join"]),
+            task=self.config.task,
+            leader=(str(host), int(port)),
+            leader_key=bytes(header["key"]),
+            term=0,
+            policy="open",
+            metrics=GroupMetrics(),
+        )
+        self.tasks.spawn(self.move_to(advert_like, reason="split"), name="split-move")
+        return Reply({})
+
     # -- requests from peers ----------------------------------------------------------------------
 
     async def _route(
@@ -341,6 +512,11 @@ class Node:
             return Reply.fail("no-group", "this node is not in a group yet")
         if method.startswith("g."):
             return await group.handle(channel, method, header, segments)
+        if method == "n.split":
+            try:
+                return await self._on_split(channel, header)
+            except (KeyError, TypeError, ValueError) as exc:
+                return Reply.fail("bad-request", f"{type(exc).__name__}: {exc}")
         if method == "fl.msg":
             if header.get("gid") != group.group_id:
                 return Reply.fail("wrong-group", f"this node is in group {group.group_id}")

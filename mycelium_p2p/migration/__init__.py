@@ -1,0 +1,1 @@
+"""Migration: measure candidate groups' models on local data, move when it clearly pays."""

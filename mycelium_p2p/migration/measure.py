@@ -1,0 +1,51 @@
+"""Measuring a group's model on this node's own held-out data, through its own ClientApp."""
+
+from __future__ import annotations
+
+import uuid
+
+from flwr.app import ConfigRecord, Message, RecordDict
+
+from ..fl.client import ClientRunner
+from ..fl.grid import LEADER_NODE_ID, make_metadata
+from ..fl.leader import arrays_of, metric
+from ..group.state import ModelSnapshot
+from ..group.transport import ChannelServer
+from ..records import GroupAdvert
+
+
+async def score(runner: ClientRunner, snapshot: ModelSnapshot) -> float | None:
+    """The model's accuracy on our held-out data (our ClientApp's evaluate), or None."""
+    if snapshot.empty:
+        return None
+    content = RecordDict({"arrays": arrays_of(snapshot), "config": ConfigRecord({})})
+    message = Message(
+        metadata=make_metadata(
+            message_id=uuid.uuid4().hex,
+            src=LEADER_NODE_ID,
+            dst=runner.node_id,
+            message_type="evaluate",
+            group_id="migration",
+        ),
+        content=content,
+    )
+    reply = await runner.run(message)
+    if reply.has_error() or not reply.content.metric_records:
+        return None
+    return metric(next(iter(reply.content.metric_records.values())), "acc", -1.0)
+
+
+async def fetch_model(
+    channels: ChannelServer, advert: GroupAdvert, timeout: float
+) -> ModelSnapshot:
+    """A candidate group's current model, from its leader (open groups share it with anyone).
+
+    The digest is checked; raises ``ChannelError``/``RemoteError`` when it cannot be had.
+    """
+    header, segments = await channels.request(
+        advert.leader, advert.leader_key, "g.model", {"gid": advert.group_id}, timeout=timeout
+    )
+    snapshot = ModelSnapshot.of(int(header["round"]), header["content"], segments)
+    if header.get("content") is None or snapshot.digest != header.get("digest"):
+        return ModelSnapshot()
+    return snapshot
