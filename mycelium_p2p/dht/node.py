@@ -125,11 +125,11 @@ class DhtNode(Server):
         """Unused: ``_maintain`` refreshes buckets on our own schedule."""
 
     async def close(self) -> None:
-        """Stop every task and close the socket."""
-        await self.tasks.close()
+        """Close the socket, then stop every task (nothing new arrives to start more)."""
+        super().stop()
         if self.protocol is not None:
             self.protocol.cancel_outstanding()
-        super().stop()
+        await self.tasks.close()
 
     def stop(self) -> None:
         """Close the socket at once (a crash-like stop); prefer ``await close()``."""

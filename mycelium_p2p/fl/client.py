@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from flwr.app import Context, Message, RecordDict
@@ -51,11 +52,18 @@ class ClientRunner:
             run_config={},
         )
         self._lock = asyncio.Lock()  # one ClientApp call at a time: one model, one CPU budget
+        # our own thread: with many nodes in one process the shared default pool runs dry while
+        # every leader's strategy thread waits for a ClientApp call (a deadlock)
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="clientapp")
 
     async def run(self, message: Message) -> Message:
-        """Call the ClientApp in a worker thread; its exceptions become Error replies."""
+        """Call the ClientApp in this runner's thread; its exceptions become Error replies."""
         async with self._lock:
-            return await asyncio.to_thread(self._call, message)
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._thread, self._call, message)
+
+    def close(self) -> None:
+        self._thread.shutdown(wait=False, cancel_futures=True)
 
     def _call(self, message: Message) -> Message:
         from flwr.app import Error

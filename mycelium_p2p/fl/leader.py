@@ -6,7 +6,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -43,10 +45,12 @@ def arrays_of(snapshot: ModelSnapshot) -> ArrayRecord:
     return decode_content(snapshot.content, list(snapshot.segments))["arrays"]
 
 
-async def _in_thread(owner: GroupGrid, fn: Callable[..., Any], **kwargs: Any) -> Any:
-    """Run ``fn`` (a blocking ``strategy.start``) in a thread; if we are cancelled, unblock it."""
+async def _in_thread(
+    owner: GroupGrid, thread: ThreadPoolExecutor, fn: Callable[..., Any], **kwargs: Any
+) -> Any:
+    """Run ``fn`` (a blocking ``strategy.start``) in ``thread``; if we are cancelled, unblock it."""
     try:
-        return await asyncio.to_thread(fn, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(thread, partial(fn, **kwargs))
     except asyncio.CancelledError:
         owner.abort()
         raise
@@ -76,16 +80,57 @@ async def lead_rounds(
     reply_timeout: float = 120.0,
     max_rounds: int | None = None,
     on_updates: Callable[[dict[bytes, np.ndarray], ModelSnapshot], None] | None = None,
+    gate: asyncio.Event | None = None,
 ) -> None:
     """Run rounds while this node leads the term it led when called.
 
     ``on_updates`` gets each member's update of the round (its trained weights minus the model
     it was sent, flattened) and the committed model: the hook for splitting a group.
+    Each round waits for ``gate`` to be set (training can be paused).
     """
     term = group.term
+    thread = ThreadPoolExecutor(1, thread_name_prefix="strategy")  # not the shared pool
+    try:
+        await _lead(
+            group,
+            runner,
+            strategy,
+            thread,
+            initial=initial,
+            train_config=train_config,
+            on_round=on_round,
+            round_pause=round_pause,
+            reply_timeout=reply_timeout,
+            max_rounds=max_rounds,
+            on_updates=on_updates,
+            gate=gate,
+            term=term,
+        )
+    finally:
+        thread.shutdown(wait=False, cancel_futures=True)
+
+
+async def _lead(
+    group: GroupMember,
+    runner: ClientRunner,
+    strategy: Strategy,
+    thread: ThreadPoolExecutor,
+    *,
+    initial: Callable[[], ArrayRecord],
+    train_config: dict[str, Any],
+    on_round: Callable[[RoundReport], None],
+    round_pause: float,
+    reply_timeout: float,
+    max_rounds: int | None,
+    on_updates: Callable[[dict[bytes, np.ndarray], ModelSnapshot], None] | None,
+    gate: asyncio.Event | None,
+    term: int,
+) -> None:
     grid = GroupGrid(group, asyncio.get_running_loop(), runner.run, reply_timeout=reply_timeout)
     done = 0
     while group.is_leader and group.term == term and (max_rounds is None or done < max_rounds):
+        if gate is not None:
+            await gate.wait()
         base = group.model
         arrays = initial() if base.empty else arrays_of(base)
         started = time.monotonic()
@@ -93,6 +138,7 @@ async def lead_rounds(
         try:
             result = await _in_thread(
                 grid,
+                thread,
                 strategy.start,
                 grid=grid,
                 initial_arrays=arrays,

@@ -27,7 +27,7 @@ from flwr.clientapp import ClientApp
 
 from ..aio import TaskOwner
 from ..dht import DhtConfig, DhtNode, fetch_adverts, publish_advert
-from ..errors import ConfigError
+from ..errors import ConfigError, MyceliumError
 from ..fl import task as digits
 from ..fl.client import ClientRunner, load_client_app
 from ..fl.leader import RoundReport, lead_rounds
@@ -134,6 +134,10 @@ class Node:
         self.tcp_addr: Address = ("", 0)
         self.migration = MigrationPolicy(config.migration_config())
         self.moves: list[tuple[float, str, str]] = []  # (time, from group, to group)
+        self._migrating: asyncio.Task[None] | None = None
+        #: leaders run rounds while this is set (clear it to pause this node's group)
+        self.training = asyncio.Event()
+        self.training.set()
         self._rng = random.Random(config.seed ^ int.from_bytes(identity.public_key[:4], "big"))
 
     # -- set-up --------------------------------------------------------------------------------
@@ -186,17 +190,20 @@ class Node:
             f"tcp {advertise}:{tcp_port}"
         )
         await self._enter_group()
+        if self.group is not None and self.group.is_leader:
+            await publish_advert(self.dht, self._advert())  # findable once start() returns
         self.tasks.spawn(self._publish_presence(), name="presence")
         if c.migrate:
-            self.tasks.spawn(self._migrate_loop(), name="migration")
+            self.start_migration()
 
-    async def _enter_group(self) -> None:
+    async def _enter_group(self, *, as_configured: bool = True) -> None:
+        """Found or join the configured group, or (after a failed move) any that has room."""
         c = self.config
-        if c.create:
+        if c.create and as_configured:
             self._found(c.create)
             return
         adverts = await fetch_adverts(self.dht, c.task)
-        if c.group:
+        if c.group and as_configured:
             chosen = [a for a in adverts if c.group in (a.name, a.group_id)]
             if not chosen:
                 names = ", ".join(sorted({a.name for a in adverts})) or "none"
@@ -215,7 +222,7 @@ class Node:
                 return
             except JoinRefused as exc:
                 refusals.append(f"{advert.name}: {exc}")
-        if c.group:
+        if c.group and as_configured:
             raise ConfigError(f"cannot join group {c.group!r}: {'; '.join(refusals)}")
         self._found(f"{c.task}-{self.identity.node_id.hex()[:6]}")
 
@@ -285,6 +292,7 @@ class Node:
                     round_pause=c.round_pause,
                     reply_timeout=c.reply_timeout,
                     on_updates=self._split_policy(),
+                    gate=self.training,
                 ),
                 name="lead",
             ),
@@ -361,12 +369,18 @@ class Node:
 
     # -- moving between groups --------------------------------------------------------------------
 
+    def start_migration(self) -> None:
+        """Evaluate candidate groups every ``group_evaluation_interval`` from now on."""
+        self.config.migrate = True
+        if self._migrating is None:
+            self._migrating = self.tasks.spawn(self._migrate_loop(), name="migration")
+
     async def _migrate_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.group_evaluation_interval)
             try:
                 await self.evaluate_groups()
-            except (ChannelError, RemoteError, JoinRefused) as exc:
+            except MyceliumError as exc:  # a peer went away mid-check: try again next time
                 log.info("migration check failed: %s", exc)
 
     async def evaluate_groups(self) -> str:
@@ -423,16 +437,14 @@ class Node:
             await self._join(advert)
         except JoinRefused as exc:
             self.on_event(f"{advert.name} refused us ({exc}); finding another group")
-            await self._enter_group()
+            await self._enter_group(as_configured=False)
 
-    def _split_policy(self) -> Callable[[dict[bytes, Any], ModelSnapshot], None] | None:
-        if not self.config.split:
-            return None
+    def _split_policy(self) -> Callable[[dict[bytes, Any], ModelSnapshot], None]:
         policy = SplitPolicy()
 
         def on_updates(updates: dict[bytes, Any], model: ModelSnapshot) -> None:
             group = self.group
-            if group is None or not group.is_leader:
+            if not self.config.split or group is None or not group.is_leader:
                 return
             leaving = policy.observe(updates, self.identity.public_key)
             if leaving:
@@ -538,6 +550,7 @@ class Node:
         await self.tasks.close()
         await self.channels.close()
         await self.dht.close()
+        self.runner.close()
         if self._lock is not None:
             self._lock.release()
 

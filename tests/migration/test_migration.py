@@ -97,8 +97,17 @@ async def test_a_group_holding_two_domains_splits_them_apart() -> None:
         await wait_for(
             lambda: len({n.group.group_id for n in nodes if n.group}) == 2, 60, "the split"
         )
-        await wait_for(lambda: all(n.group is not None for n in nodes), 20, "rejoins")
-        groups = {}
-        for n in nodes:
-            groups.setdefault(n.group.group_id, set()).add(n.config.domain)
-        assert sorted(map(sorted, groups.values())) == [[0], [1]]  # pure groups
+
+        def domains_by_group() -> list[list[int]]:
+            groups: dict[str, set[int]] = {}
+            for n in nodes:
+                if n.group is not None:
+                    groups.setdefault(n.group.group_id, set()).add(n.config.domain)
+            return sorted(map(sorted, groups.values()))
+
+        # the followers move right after the founder: wait for every move to land
+        await wait_for(
+            lambda: domains_by_group() == [[0], [1]] and all(n.group for n in nodes),
+            20,
+            "two pure groups",
+        )

@@ -1,0 +1,372 @@
+#!/usr/bin/env python3
+"""Does migration learn better? Five arms on the real network code, several seeds.
+
+N nodes (default 32) share one process, each a full ``Node`` (DHT, group, Flower, migration)
+on loopback. scikit-learn's digits are split into K domains (rotations by 0/90/180/270 degrees,
+or per-domain label permutations with --shift labels), N/K nodes per domain, each holding a
+shard of its domain with a quarter held out. Arms:
+
+  global   one group of all nodes            random   K static random groups
+  migrate  K random groups, then migration    oracle   one group per domain
+           and splitting are switched on      local    every node alone
+
+Each arm runs until every group has completed --rounds rounds (or --max-seconds pass). Every
+half second each node's accuracy is measured: its current group's model on its own held-out
+data. Reported per arm, mean +- std over seeds: final per-node accuracy, rounds until the mean
+reaches 90%, group purity (share of each group's majority domain), migrations. Plots accuracy
+vs round per arm and the migration timeline to --out.
+
+    python scripts/bench_learning.py [--seeds 5] [--rounds 40] [--shift rotate|labels]
+        [--domains 4] [--nodes 32] [--json] [--overhead]
+
+--overhead also times rounds of the oracle network against a plain in-process loop doing the
+same local training, averaging and evaluation, and prints the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import random
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+import torch
+
+from mycelium_p2p.dht import DhtConfig, DhtNode
+from mycelium_p2p.fl import task
+from mycelium_p2p.fl.leader import arrays_of
+from mycelium_p2p.node.node import Node, NodeConfig
+
+ARMS = ("global", "random", "migrate", "oracle", "local")
+TICK = 0.5
+
+
+@dataclass
+class ArmRun:
+    accuracy: float
+    rounds_to_90: float | None
+    purity: float
+    migrations: int
+    curve: dict[int, float] = field(default_factory=dict)  # round -> mean accuracy
+    moves: list[tuple[float, int, int]] = field(default_factory=list)  # (t, node, new group #)
+    seconds: float = 0.0
+    rounds: int = 0
+
+
+def node_plan(arm: str, n: int, k: int, seed: int) -> list[dict[str, Any]]:
+    """Per node: its domain, shard and how it enters a group in this arm."""
+    per = n // k
+    rng = random.Random(seed)
+    random_group = [i % k for i in range(n)]
+    rng.shuffle(random_group)
+    plans = []
+    for i in range(n):
+        plan: dict[str, Any] = {"domain": i % k, "data_shard": f"{i // k}/{per}"}
+        if arm == "global":
+            plan["group_name"] = "global"
+        elif arm in ("random", "migrate"):
+            plan["group_name"] = f"random-{random_group[i]}"
+        elif arm == "oracle":
+            plan["group_name"] = f"domain-{i % k}"
+        else:
+            plan["group_name"] = f"local-{i}"
+        plans.append(plan)
+    return plans
+
+
+class Scorer:
+    """Each node's accuracy of a model on its own held-out data (cached data, one MLP)."""
+
+    def __init__(self, shift: str, seed: int) -> None:
+        self.shift, self.seed = shift, seed
+        self._data: dict[tuple[str, int], task.Dataset] = {}
+        self._cache: dict[tuple[str, int, bytes], float] = {}
+
+    def __call__(self, node: Node) -> tuple[int, float] | None:
+        group = node.group
+        if group is None or group.model.empty:
+            return None
+        key = (node.config.data_shard, node.config.domain)
+        cached = self._cache.get((*key, group.model.digest))
+        if cached is None:
+            data = self._data.get(key)
+            if data is None:
+                data = self._data[key] = task.load_digits_task(
+                    task.parse_shard(key[0]), key[1], shift=self.shift, seed=self.seed
+                )
+            model = task.MLP(data.num_features, data.num_classes)
+            task.load_arrays(model, arrays_of(group.model))
+            cached = task.evaluate(model, data.x_test, data.y_test)[1]
+            self._cache[(*key, group.model.digest)] = cached
+        return group.model.round, cached
+
+
+async def run_arm(arm: str, args: argparse.Namespace, seed: int) -> ArmRun:
+    k, n = args.domains, args.nodes
+    dht = DhtConfig(maintenance_interval=2.0)
+    seed_peer = DhtNode(config=dht)
+    await seed_peer.listen(0, "127.0.0.1")
+    plans = node_plan(arm, n, k, seed)
+    nodes: list[Node] = []
+    founded: set[str] = set()
+    scorer = Scorer(args.shift, seed)
+    samples: list[tuple[int, int, float]] = []  # (node, round, accuracy)
+    try:
+        for plan in plans:
+            name = plan["group_name"]
+            enter = {"group": name} if name in founded else {"create": name}
+            founded.add(name)
+            config = NodeConfig(
+                bootstrap=[seed_peer.address],
+                host="127.0.0.1",
+                domain=plan["domain"],
+                data_shard=plan["data_shard"],
+                shift=args.shift,
+                seed=seed,
+                capacity=n,
+                heartbeat_interval=1.0,
+                round_pause=args.round_pause,
+                dht=dht,
+                migrate=False,  # migration and splitting start once every node is in
+                split=False,
+                group_evaluation_interval=args.evaluation_interval,
+                advert_ttl=60.0,
+                **enter,
+            )
+            node = Node(config, identity=None, on_event=lambda text: None)
+            node.training.clear()  # nobody trains until every node is in
+            await node.start()
+            nodes.append(node)
+        for node in nodes:
+            if arm == "migrate":
+                node.config.split = True
+                node.start_migration()
+            node.training.set()
+        start, start_wall = time.monotonic(), time.time()
+        while time.monotonic() - start < args.max_seconds:
+            await asyncio.sleep(TICK)
+            for i, node in enumerate(nodes):
+                if (measured := scorer(node)) is not None:
+                    samples.append((i, *measured))
+            rounds = [
+                n.group.model.round for n in nodes if n.group is not None and n.group.is_leader
+            ]
+            if rounds and min(rounds) >= args.rounds:
+                break
+        seconds = time.monotonic() - start
+        final = [scorer(node) for node in nodes]
+        groups: dict[str, list[int]] = {}
+        for node in nodes:
+            if node.group is not None:
+                groups.setdefault(node.group.group_id, []).append(node.config.domain)
+        purity = sum(max(d.count(x) for x in set(d)) for d in groups.values()) / len(nodes)
+        index = {gid: j for j, gid in enumerate(sorted(groups))}
+        moves = [
+            (t - start_wall, i, index.get(to, -1))
+            for i, node in enumerate(nodes)
+            for t, _, to in node.moves
+        ]
+        leader_rounds = [n.group.model.round for n in nodes if n.group and n.group.is_leader]
+    finally:
+        for node in nodes:
+            await node.stop()
+        await seed_peer.close()
+    curve = _curve(samples, len(nodes), args.rounds)
+    reached = [r for r, acc in sorted(curve.items()) if acc >= 0.9]
+    return ArmRun(
+        accuracy=statistics.fmean(acc for _, acc in filter(None, final)),
+        rounds_to_90=reached[0] if reached else None,
+        purity=purity,
+        migrations=sum(len(node.moves) for node in nodes),
+        curve=curve,
+        moves=moves,
+        seconds=seconds,
+        rounds=min(leader_rounds) if leader_rounds else 0,
+    )
+
+
+def _curve(samples: list[tuple[int, int, float]], n: int, rounds: int) -> dict[int, float]:
+    """Mean over nodes of each node's latest accuracy at each round."""
+    latest: dict[int, float] = {}
+    by_round: dict[int, list[tuple[int, float]]] = {}
+    for node, rnd, acc in samples:
+        by_round.setdefault(rnd, []).append((node, acc))
+    curve = {}
+    for rnd in range(0, rounds + 1):
+        for node, acc in by_round.get(rnd, []):
+            latest[node] = acc
+        if latest:
+            curve[rnd] = statistics.fmean(latest.values())
+    return curve
+
+
+def plain_loop_seconds_per_round(args: argparse.Namespace, rounds: int) -> float:
+    """The same work without the network: oracle groups, local epochs, FedAvg, evaluation."""
+    k, n = args.domains, args.nodes
+    datasets = [task.load_digits_task((i // k, n // k), i % k, shift=args.shift) for i in range(n)]
+    models = [task.MLP() for _ in range(k)]
+    start = time.perf_counter()
+    for r in range(rounds):
+        for g in range(k):
+            states, weights = [], []
+            for i in range(g, n, k):
+                local = task.MLP()
+                local.load_state_dict(models[g].state_dict())
+                task.train_local(local, datasets[i], seed=r)
+                states.append(local.state_dict())
+                weights.append(len(datasets[i].x_train))
+            total = sum(weights)
+            models[g].load_state_dict(
+                {
+                    key: sum(s[key] * w / total for s, w in zip(states, weights, strict=True))
+                    for key in states[0]
+                }
+            )
+            for i in range(g, n, k):
+                task.evaluate(models[g], datasets[i].x_test, datasets[i].y_test)
+    return (time.perf_counter() - start) / rounds
+
+
+def plot(results: dict[str, list[ArmRun]], args: argparse.Namespace) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for arm, runs in results.items():
+        rounds = sorted(set().union(*(r.curve for r in runs)))
+        means = [
+            statistics.fmean(r.curve.get(x, np.nan) for r in runs if x in r.curve) for x in rounds
+        ]
+        ax.plot(rounds, means, label=arm)
+    ax.set_xlabel("group round")
+    ax.set_ylabel("per-node accuracy on its own domain")
+    ax.set_title(
+        f"digits, {args.domains} domains ({args.shift}), {args.nodes} nodes, {args.seeds} seed(s)"
+    )
+    ax.grid(alpha=0.3)
+    ax.legend()
+    curves = out / f"learning_{args.shift}_{args.domains}.png"
+    fig.savefig(curves, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    paths = [curves]
+    if "migrate" in results:
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        run = results["migrate"][0]
+        for t, node, group in run.moves:
+            ax.scatter(t, node, c=f"C{group % 10}", s=25)
+        ax.set_xlabel("seconds")
+        ax.set_ylabel("node")
+        ax.set_title("migration timeline (first seed): each dot is a move, colour = new group")
+        timeline = out / f"migrations_{args.shift}_{args.domains}.png"
+        fig.savefig(timeline, dpi=120, bbox_inches="tight")
+        plt.close(fig)
+        paths.append(timeline)
+    return paths
+
+
+def fmt(values: list[float], pct: bool = True) -> str:
+    scale = 100 if pct else 1
+    mean = statistics.fmean(values) * scale
+    std = statistics.pstdev(values) * scale if len(values) > 1 else 0.0
+    return f"{mean:.1f} ± {std:.1f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--nodes", type=int, default=32)
+    parser.add_argument("--domains", type=int, default=4)
+    parser.add_argument("--shift", choices=("rotate", "labels"), default="rotate")
+    parser.add_argument("--arms", default=",".join(ARMS))
+    parser.add_argument("--round-pause", type=float, default=0.4, help="seconds between rounds")
+    parser.add_argument(
+        "--evaluation-interval",
+        type=float,
+        default=1.0,
+        help="seconds between a node's migration checks (migrate arm)",
+    )
+    parser.add_argument("--max-seconds", type=float, default=150.0, help="per arm and seed")
+    parser.add_argument("--out", default="out/bench_learning")
+    parser.add_argument("--overhead", action="store_true")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    arms = [a for a in args.arms.split(",") if a]
+    if (
+        set(arms) - set(ARMS)
+        or not 1 <= args.domains <= 8
+        or args.nodes % args.domains
+        or not 1 <= args.seeds <= 20
+        or not 1 <= args.rounds <= 1000
+    ):
+        parser.error("bad --arms/--domains/--nodes/--seeds/--rounds")
+    logging.basicConfig(level=logging.ERROR)
+    logging.getLogger("flwr").setLevel(logging.ERROR)
+    torch.set_num_threads(1)
+
+    results: dict[str, list[ArmRun]] = {arm: [] for arm in arms}
+    for seed in range(args.seeds):
+        for arm in arms:
+            run = asyncio.run(run_arm(arm, args, seed))
+            results[arm].append(run)
+            print(
+                f"seed {seed} {arm:8s} acc {run.accuracy:.3f} purity {run.purity:.2f} "
+                f"moves {run.migrations:3d} rounds {run.rounds} in {run.seconds:.0f} s",
+                flush=True,
+            )
+    print(
+        f"\nlearning benchmark: digits, {args.domains} domains by {args.shift}, "
+        f"{args.nodes} nodes, {args.rounds} rounds, {args.seeds} seed(s)"
+    )
+    print("| arm | accuracy % (mean ± std) | rounds to 90% | purity | migrations |")
+    print("|---|---|---|---|---|")
+    summary: dict[str, dict[str, Any]] = {}
+    for arm, runs in results.items():
+        reached = [r.rounds_to_90 for r in runs if r.rounds_to_90 is not None]
+        to90 = f"{statistics.fmean(reached):.0f} ({len(reached)}/{len(runs)})" if reached else "-"
+        print(
+            f"| {arm} | {fmt([r.accuracy for r in runs])} | {to90} | "
+            f"{statistics.fmean(r.purity for r in runs):.2f} | "
+            f"{statistics.fmean(r.migrations for r in runs):.1f} |"
+        )
+        summary[arm] = {
+            "acc_mean": round(statistics.fmean(r.accuracy for r in runs), 4),
+            "acc_std": round(statistics.pstdev(r.accuracy for r in runs), 4),
+            "purity": round(statistics.fmean(r.purity for r in runs), 4),
+            "migrations": round(statistics.fmean(r.migrations for r in runs), 2),
+            "pure_runs": sum(r.purity == 1.0 for r in runs),
+        }
+    for path in plot(results, args):
+        print(f"saved {path}")
+    if args.overhead and "oracle" in results:
+        network = statistics.fmean(r.seconds / max(1, r.rounds) for r in results["oracle"])
+        plain = plain_loop_seconds_per_round(args, 10)
+        print(
+            f"\n| per round | seconds |\n|---|---|\n| network (oracle arm) | {network:.3f} |\n"
+            f"| plain loop, same work | {plain:.3f} |\n| ratio | {network / plain:.2f} |"
+        )
+        summary["overhead"] = {
+            "network_s": round(network, 4),
+            "plain_s": round(plain, 4),
+            "ratio": round(network / plain, 3),
+        }
+    if args.json:
+        print(json.dumps({"arms": summary}))
+
+
+if __name__ == "__main__":
+    main()
