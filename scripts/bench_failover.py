@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.helpers.procs import CLI, Proc
+from tests.helpers.procs import Proc, start_join, start_seed
 
 ROUND = re.compile(r"round (\d+) \(term (\d+)\)")
 TOOK_OVER = re.compile(r"leader of group .*, term (\d+), from round (\d+)")
@@ -73,45 +73,22 @@ def main() -> None:
 
     def start_node() -> Proc:
         i = next(names)
-        node = Proc(
-            [
-                *CLI,
-                "join",
-                "-b",
-                f"127.0.0.1:{port}",
-                "--host",
-                "127.0.0.1",
-                "--data-dir",
-                str(tmp / f"n{i}"),
-                "--heartbeat",
-                str(args.heartbeat),
-                "--round-pause",
-                "0.2",
-                "--data-shard",
-                f"{i % args.nodes}/{args.nodes}",
-            ]
+        return start_join(
+            procs,
+            port,
+            tmp / f"n{i}",
+            "--heartbeat",
+            str(args.heartbeat),
+            "--round-pause",
+            "0.2",
+            "--data-shard",
+            f"{i % args.nodes}/{args.nodes}",
         )
-        procs.append(node)
-        node.expect(r"(joined|founded) group", timeout=60)
-        return node
 
     failovers: list[float] = []
     lost = 0
     try:
-        seed = Proc(
-            [
-                *CLI,
-                "bootstrap",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--data-dir",
-                str(tmp / "seed"),
-            ]
-        )
-        procs.append(seed)
-        port = int(seed.expect(r"listening on udp 127\.0\.0\.1:(\d+)").group(1))
+        port = start_seed(procs, tmp / "seed")
         nodes = [start_node() for _ in range(args.nodes)]
         leader, term = nodes[0], 1
         leader.expect(r"leader of group")

@@ -209,8 +209,8 @@ class GroupGrid(Grid):
             group_id=meta.group_id,
         )
 
-        def error(code: int, reason: str) -> Message:
-            reply_meta = make_metadata(
+        def reply_metadata() -> Metadata:
+            return make_metadata(
                 message_id=uuid.uuid4().hex,
                 src=dst,
                 dst=LEADER_NODE_ID,
@@ -218,7 +218,9 @@ class GroupGrid(Grid):
                 group_id=meta.group_id,
                 reply_to=message_id,
             )
-            return Message(metadata=reply_meta, error=Error(code, reason))
+
+        def error(code: int, reason: str) -> Message:
+            return Message(metadata=reply_metadata(), error=Error(code, reason))
 
         member = self.group.roster.get(key) if key is not None else None
         if member is None:
@@ -270,15 +272,7 @@ class GroupGrid(Grid):
             return error(ErrorCode.REPLY_MESSAGE_UNAVAILABLE, problem)
         if meta.message_type.startswith("train"):
             self.trained[member.key] = next(iter(content.array_records.values()))
-        reply_meta = make_metadata(
-            message_id=uuid.uuid4().hex,
-            src=dst,
-            dst=LEADER_NODE_ID,
-            message_type=meta.message_type,
-            group_id=meta.group_id,
-            reply_to=message_id,
-        )
-        return Message(metadata=reply_meta, content=content)
+        return Message(metadata=reply_metadata(), content=content)
 
 
 def _copy(content: RecordDict) -> RecordDict:

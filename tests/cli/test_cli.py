@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from mycelium_p2p.cli import cli
-from tests.helpers.procs import CLI, Proc, processes, run_cli
+from tests.helpers.procs import CLI, Proc, processes, run_cli, start_seed
 
 
 def invoke(*args: str) -> tuple[int, str]:
@@ -64,20 +64,7 @@ def test_config_file_sets_defaults(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_bootstrap_publisher_and_groups_as_separate_processes(tmp_path: Path) -> None:
     with processes() as procs:
-        seed = Proc(
-            [
-                *CLI,
-                "bootstrap",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--data-dir",
-                str(tmp_path / "seed"),
-            ]
-        )
-        procs.append(seed)
-        port = int(seed.expect(r"listening on udp 127\.0\.0\.1:(\d+)").group(1))
+        port = start_seed(procs, tmp_path / "seed")
         for name, accuracy in (("alpha", 0.91), ("beta", 0.42)):
             pub = Proc(
                 [
@@ -116,6 +103,7 @@ def test_bootstrap_publisher_and_groups_as_separate_processes(tmp_path: Path) ->
         # a seed stops cleanly on SIGTERM, and a second seed refuses its data dir meanwhile
         clash = run_cli("bootstrap", "--port", "0", "--data-dir", str(tmp_path / "seed"))
         assert clash.returncode == 1 and "in use" in clash.stderr
+        seed = procs[0]
         assert seed.stop() == 0  # one SIGTERM
         assert "seed peer stopped" in seed.output()
 
@@ -179,20 +167,7 @@ def test_join_with_an_unreachable_bootstrap_is_one_line(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_invite_only_group_end_to_end_with_the_cli(tmp_path: Path) -> None:
     with processes() as procs:
-        seed = Proc(
-            [
-                *CLI,
-                "bootstrap",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--data-dir",
-                str(tmp_path / "seed"),
-            ]
-        )
-        procs.append(seed)
-        port = int(seed.expect(r"listening on udp 127\.0\.0\.1:(\d+)").group(1))
+        port = start_seed(procs, tmp_path / "seed")
         owner = Proc(
             [
                 *CLI,

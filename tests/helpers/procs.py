@@ -102,3 +102,32 @@ def run_cli(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[st
         cwd=REPO,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
+
+
+def start_seed(procs: list[Proc], data_dir: Path) -> int:
+    """Start `mycelium-p2p bootstrap` on a free loopback port; returns the port."""
+    seed = Proc(
+        [*CLI, "bootstrap", "--host", "127.0.0.1", "--port", "0", "--data-dir", str(data_dir)]
+    )
+    procs.append(seed)
+    return int(seed.expect(r"listening on udp 127\.0\.0\.1:(\d+)").group(1))
+
+
+def start_join(procs: list[Proc], port: int, data_dir: Path, *extra: str) -> Proc:
+    """Start `mycelium-p2p join` through the seed at ``port``; returns once it is in a group."""
+    node = Proc(
+        [
+            *CLI,
+            "join",
+            "-b",
+            f"127.0.0.1:{port}",
+            "--host",
+            "127.0.0.1",
+            "--data-dir",
+            str(data_dir),
+            *extra,
+        ]
+    )
+    procs.append(node)
+    node.expect(r"(joined|founded) group", timeout=60)
+    return node

@@ -9,38 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.procs import CLI, Proc, processes, run_cli
+from tests.helpers.procs import processes, run_cli, start_join, start_seed
 
-
-def start_seed(procs: list[Proc], tmp: Path) -> int:
-    seed = Proc(
-        [*CLI, "bootstrap", "--host", "127.0.0.1", "--port", "0", "--data-dir", str(tmp / "seed")]
-    )
-    procs.append(seed)
-    return int(seed.expect(r"listening on udp 127\.0\.0\.1:(\d+)").group(1))
-
-
-def start_node(procs: list[Proc], tmp: Path, port: int, name: str, *extra: str) -> Proc:
-    node = Proc(
-        [
-            *CLI,
-            "join",
-            "-b",
-            f"127.0.0.1:{port}",
-            "--host",
-            "127.0.0.1",
-            "--data-dir",
-            str(tmp / name),
-            "--heartbeat",
-            "0.5",
-            "--round-pause",
-            "0.2",
-            *extra,
-        ]
-    )
-    procs.append(node)
-    node.expect(r"(joined|founded) group", timeout=60)
-    return node
+FAST = ("--heartbeat", "0.5", "--round-pause", "0.2")
 
 
 def groups(port: int) -> list[dict]:
@@ -53,9 +24,10 @@ def groups(port: int) -> list[dict]:
 @pytest.mark.chaos
 def test_sigkill_of_the_leader_process_loses_no_round(tmp_path: Path) -> None:
     with processes() as procs:
-        port = start_seed(procs, tmp_path)
+        port = start_seed(procs, tmp_path / "seed")
         nodes = [
-            start_node(procs, tmp_path, port, f"n{i}", "--data-shard", f"{i}/3") for i in range(3)
+            start_join(procs, port, tmp_path / f"n{i}", "--data-shard", f"{i}/3", *FAST)
+            for i in range(3)
         ]
         leader = nodes[0]  # the founder leads term 1
         leader.expect(r"leader of group .*, term 1")
