@@ -60,7 +60,15 @@ class ClientRunner:
         """Call the ClientApp in this runner's thread; its exceptions become Error replies."""
         async with self._lock:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._thread, self._call, message)
+            try:
+                return await loop.run_in_executor(self._thread, self._call, message)
+            except RuntimeError:  # the node is stopping: its ClientApp thread is gone
+                from flwr.app import Error
+                from flwr.common.constant import ErrorCode
+
+                return Message(
+                    Error(ErrorCode.NODE_UNAVAILABLE, "node is stopping"), reply_to=message
+                )
 
     def close(self) -> None:
         self._thread.shutdown(wait=False, cancel_futures=True)

@@ -139,6 +139,8 @@ class GroupGrid(Grid):
             asyncio.get_running_loop()
             keys = [m.key for m in self.group.members()]  # already on the loop
         except RuntimeError:
+            if self._aborted or self.loop.is_closed():
+                raise StepDown("the leader stopped") from None
             keys = asyncio.run_coroutine_threadsafe(snapshot(), self.loop).result()
         self._keys = {flower_node_id(key): key for key in keys}
         return list(self._keys)
