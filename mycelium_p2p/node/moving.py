@@ -1,0 +1,185 @@
+"""Moving between groups: a node's migration checks, moves, and the splits its leader makes.
+
+``MovingMixin`` is part of ``Node`` (it uses the node's group, runner, DHT, channels, config and
+event hook); it lives here because moving is its own job next to running a node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..dht import fetch_adverts, publish_advert
+from ..errors import MyceliumError
+from ..group.member import GroupMember, JoinRefused
+from ..group.state import ModelSnapshot
+from ..group.transport import Channel, ChannelError, RemoteError, Reply
+from ..migration.measure import fetch_model, score
+from ..migration.split import SplitPolicy
+from ..records import GroupAdvert, GroupMetrics
+
+log = logging.getLogger(__name__)
+
+
+def joinable(advert: GroupAdvert) -> bool:
+    """Open, with room, and not dissolved (a leader that left alone advertises 0 members)."""
+    return advert.policy == "open" and advert.free_slots > 0 and advert.metrics.members > 0
+
+
+class MovingMixin:
+    """Migration and splitting, for ``Node``."""
+
+    # attributes provided by Node
+    group: GroupMember | None
+    moves: list[tuple[float, str, str]]
+
+    # -- moving between groups --------------------------------------------------------------------
+
+    def start_migration(self) -> None:
+        """Evaluate candidate groups every ``group_evaluation_interval`` from now on."""
+        self.config.migrate = True
+        if self._migrating is None:
+            self._migrating = self.tasks.spawn(self._migrate_loop(), name="migration")
+
+    async def _migrate_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.group_evaluation_interval)
+            try:
+                await self.evaluate_groups()
+            except MyceliumError as exc:  # a peer went away mid-check: try again next time
+                log.info("migration check failed: %s", exc)
+
+    async def evaluate_groups(self) -> str:
+        """Measure our group and a few candidates on our own data; move if it clearly pays.
+
+        Returns the decision's reason. Advertised accuracy is never used to decide.
+        """
+        group = self.group
+        if group is None:
+            return "not in a group"
+        own = await score(self.runner, group.model)
+        if own is None:
+            return "our group has no model yet"
+        adverts = [
+            a
+            for a in await fetch_adverts(self.dht, self.config.task)
+            if a.group_id != group.group_id and joinable(a)
+        ]
+        limit = self.migration.config.max_candidates
+        candidates = self._rng.sample(adverts, min(limit, len(adverts)))
+        scores: dict[str, float] = {}
+        for advert in candidates:
+            try:
+                model = await fetch_model(self.channels, advert, self.config.reply_timeout)
+            except (ChannelError, RemoteError) as exc:
+                log.debug("cannot fetch %s's model: %s", advert.name, exc)
+                continue
+            measured = await score(self.runner, model)
+            if measured is not None:
+                scores[advert.group_id] = measured
+        decision = self.migration.decide(own, scores, time.monotonic())
+        if decision.move_to is not None and self.group is group:
+            target = next(a for a in candidates if a.group_id == decision.move_to)
+            await self.move_to(target, reason=decision.reason)
+        return decision.reason
+
+    async def move_to(self, advert: GroupAdvert, reason: str = "") -> None:
+        """Leave our group cleanly and join ``advert``'s (back to finding a group if refused)."""
+        old = self.group
+        if old is None:
+            return
+        self._stop_leading()
+        alone = old.is_leader and len(old.roster) == 1
+        await old.leave()
+        if alone:  # an empty group dissolves: say so now rather than when its advert expires
+            self.rounds.clear()
+            await publish_advert(self.dht, self._advert(members=0))
+        await old.close()
+        self.group = None
+        self.migration.moved(time.monotonic())
+        self.moves.append((time.time(), old.group_id, advert.group_id))
+        self.on_event(f"moving from {old.info.name} to {advert.name}: {reason}")
+        try:
+            await self._join(advert)
+        except JoinRefused as exc:
+            self.on_event(f"{advert.name} refused us ({exc}); finding another group")
+            await self._enter_group(as_configured=False)
+
+    def _split_policy(self) -> Callable[[dict[bytes, Any], ModelSnapshot], None]:
+        policy = SplitPolicy()
+
+        def on_updates(updates: dict[bytes, Any], model: ModelSnapshot) -> None:
+            group = self.group
+            if not self.config.split or group is None or not group.is_leader:
+                return
+            leaving = policy.observe(updates, self.identity.public_key)
+            if leaving:
+                self.tasks.spawn(self._split(group, leaving, model), name="split")
+
+        return on_updates
+
+    async def _split(self, group: GroupMember, leaving: set[bytes], model: ModelSnapshot) -> None:
+        """Tell one side to found its own group (seeded with ``model``), and the rest to join it."""
+        members = {m.key: m for m in group.members()}
+        founder_key, *followers = sorted(k for k in leaving if k in members)
+        founder = members[founder_key]
+        name = f"{group.info.name}-{len(self.moves) + len(self.rounds)}"
+        self.on_event(
+            f"splitting {group.info.name}: {len(leaving)} member(s) pull elsewhere; "
+            f"they found {name}"
+        )
+        header, _ = await group.channels.request(
+            founder.addr,
+            founder.key,
+            "n.split",
+            {"gid": group.group_id, "found": name},
+            timeout=self.config.reply_timeout,
+        )
+        for key in followers:
+            member = members[key]
+            with contextlib.suppress(ChannelError, RemoteError):
+                await group.channels.request(
+                    member.addr,
+                    member.key,
+                    "n.split",
+                    {
+                        "gid": group.group_id,
+                        "join": header["group_id"],
+                        "addr": header["addr"],
+                        "key": founder.key,
+                    },
+                    timeout=self.config.reply_timeout,
+                )
+        for key in leaving:
+            group.roster.pop(key, None)
+
+    async def _on_split(self, channel: Channel, header: dict[str, Any]) -> Reply:
+        group = self.group
+        if group is None or channel.peer_key != group.leader_key:
+            return Reply.fail("not-leader", "splits come from our leader only")
+        if "found" in header:
+            model = group.model
+            self._stop_leading()
+            await group.leave()
+            await group.close()
+            self.group = None
+            new = self._found(str(header["found"]), model)
+            self.moves.append((time.time(), group.group_id, new.group_id))
+            return Reply({"group_id": new.group_id, "addr": list(self.tcp_addr)})
+        host, port = header["addr"]
+        advert_like = GroupAdvert(
+            group_id=str(header["join"]),
+            name=str(header["join"]),
+            task=self.config.task,
+            leader=(str(host), int(port)),
+            leader_key=bytes(header["key"]),
+            term=0,
+            policy="open",
+            metrics=GroupMetrics(),
+        )
+        self.tasks.spawn(self.move_to(advert_like, reason="split"), name="split-move")
+        return Reply({})
