@@ -91,91 +91,58 @@ async def lead_rounds(
     term = group.term
     thread = ThreadPoolExecutor(1, thread_name_prefix="strategy")  # not the shared pool
     try:
-        await _lead(
-            group,
-            runner,
-            strategy,
-            thread,
-            initial=initial,
-            train_config=train_config,
-            on_round=on_round,
-            round_pause=round_pause,
-            reply_timeout=reply_timeout,
-            max_rounds=max_rounds,
-            on_updates=on_updates,
-            gate=gate,
-            term=term,
-        )
+        grid = GroupGrid(group, asyncio.get_running_loop(), runner.run, reply_timeout=reply_timeout)
+        done = 0
+        while group.is_leader and group.term == term and (max_rounds is None or done < max_rounds):
+            if gate is not None:
+                await gate.wait()
+            base = group.model
+            arrays = initial() if base.empty else arrays_of(base)
+            started = time.monotonic()
+            grid.trained.clear()
+            try:
+                result = await _in_thread(
+                    grid,
+                    thread,
+                    strategy.start,
+                    grid=grid,
+                    initial_arrays=arrays,
+                    num_rounds=1,
+                    timeout=reply_timeout,
+                    train_config=ConfigRecord(dict(train_config)),
+                    evaluate_config=ConfigRecord({}),
+                )
+                if len(result.arrays) == 0:
+                    log.warning("group %s: no member trained this round", group.group_id)
+                    await asyncio.sleep(max(round_pause, 0.5))
+                    continue
+                snapshot = snapshot_of(base.round + 1, result.arrays)
+                if not await group.commit(snapshot):
+                    log.warning(
+                        "group %s: round %d not acknowledged by a majority",
+                        group.group_id,
+                        snapshot.round,
+                    )
+                    await asyncio.sleep(max(round_pause, 0.5))
+                    continue
+            except StepDown as exc:
+                log.info("group %s: leadership of term %d ended: %s", group.group_id, term, exc)
+                return
+            metrics = result.evaluate_metrics_clientapp.get(1)
+            done += 1
+            if on_updates is not None and grid.trained:
+                start = _flat(arrays)
+                on_updates({k: _flat(a) - start for k, a in grid.trained.items()}, snapshot)
+            on_round(
+                RoundReport(
+                    round=snapshot.round,
+                    term=term,
+                    accuracy=metric(metrics, "acc", 0.0),
+                    loss=metric(metrics, "loss", 0.0),
+                    members=len(group.roster),
+                    seconds=time.monotonic() - started,
+                )
+            )
+            await asyncio.sleep(round_pause)
     finally:
         thread.shutdown(wait=False, cancel_futures=True)
-
-
-async def _lead(
-    group: GroupMember,
-    runner: ClientRunner,
-    strategy: Strategy,
-    thread: ThreadPoolExecutor,
-    *,
-    initial: Callable[[], ArrayRecord],
-    train_config: dict[str, Any],
-    on_round: Callable[[RoundReport], None],
-    round_pause: float,
-    reply_timeout: float,
-    max_rounds: int | None,
-    on_updates: Callable[[dict[bytes, np.ndarray], ModelSnapshot], None] | None,
-    gate: asyncio.Event | None,
-    term: int,
-) -> None:
-    grid = GroupGrid(group, asyncio.get_running_loop(), runner.run, reply_timeout=reply_timeout)
-    done = 0
-    while group.is_leader and group.term == term and (max_rounds is None or done < max_rounds):
-        if gate is not None:
-            await gate.wait()
-        base = group.model
-        arrays = initial() if base.empty else arrays_of(base)
-        started = time.monotonic()
-        grid.trained.clear()
-        try:
-            result = await _in_thread(
-                grid,
-                thread,
-                strategy.start,
-                grid=grid,
-                initial_arrays=arrays,
-                num_rounds=1,
-                timeout=reply_timeout,
-                train_config=ConfigRecord(dict(train_config)),
-                evaluate_config=ConfigRecord({}),
-            )
-            if len(result.arrays) == 0:
-                log.warning("group %s: no member trained this round", group.group_id)
-                await asyncio.sleep(max(round_pause, 0.5))
-                continue
-            snapshot = snapshot_of(base.round + 1, result.arrays)
-            if not await group.commit(snapshot):
-                log.warning(
-                    "group %s: round %d not acknowledged by a majority",
-                    group.group_id,
-                    snapshot.round,
-                )
-                await asyncio.sleep(max(round_pause, 0.5))
-                continue
-        except StepDown as exc:
-            log.info("group %s: leadership of term %d ended: %s", group.group_id, term, exc)
-            return
-        metrics = result.evaluate_metrics_clientapp.get(1)
-        done += 1
-        if on_updates is not None and grid.trained:
-            start = _flat(arrays)
-            on_updates({k: _flat(a) - start for k, a in grid.trained.items()}, snapshot)
-        on_round(
-            RoundReport(
-                round=snapshot.round,
-                term=term,
-                accuracy=metric(metrics, "acc", 0.0),
-                loss=metric(metrics, "loss", 0.0),
-                members=len(group.roster),
-                seconds=time.monotonic() - started,
-            )
-        )
-        await asyncio.sleep(round_pause)
