@@ -19,20 +19,23 @@ vs round per arm and the migration timeline to --out.
     python scripts/bench_learning.py [--seeds 5] [--rounds 40] [--shift rotate|labels]
         [--domains 4] [--nodes 32] [--json] [--overhead]
 
---overhead also times rounds of the oracle network against a plain in-process loop doing the
-same local training, averaging and evaluation, and prints the ratio.
+--overhead also times rounds of the oracle network (no pause between rounds, nothing else
+running) against a plain in-process loop doing the same local training, averaging and
+evaluation, and prints the ratio; ``--arms '' --overhead`` measures only that.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import random
 import statistics
 import sys
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +52,7 @@ from mycelium_p2p.node.node import Node, NodeConfig
 
 ARMS = ("global", "random", "migrate", "oracle", "local")
 TICK = 0.5
+OVERHEAD_WARMUP = 3
 
 
 @dataclass
@@ -111,18 +115,19 @@ class Scorer:
         return group.model.round, cached
 
 
-async def run_arm(arm: str, args: argparse.Namespace, seed: int) -> ArmRun:
+@contextlib.asynccontextmanager
+async def network(
+    arm: str, args: argparse.Namespace, seed: int, round_pause: float
+) -> AsyncIterator[list[Node]]:
+    """The arm's nodes, started with training paused; everything stopped on exit."""
     k, n = args.domains, args.nodes
     dht = DhtConfig(maintenance_interval=2.0)
     seed_peer = DhtNode(config=dht)
     await seed_peer.listen(0, "127.0.0.1")
-    plans = node_plan(arm, n, k, seed)
     nodes: list[Node] = []
     founded: set[str] = set()
-    scorer = Scorer(args.shift, seed)
-    samples: list[tuple[int, int, float]] = []  # (node, round, accuracy)
     try:
-        for plan in plans:
+        for plan in node_plan(arm, n, k, seed):
             name = plan["group_name"]
             enter = {"group": name} if name in founded else {"create": name}
             founded.add(name)
@@ -135,7 +140,7 @@ async def run_arm(arm: str, args: argparse.Namespace, seed: int) -> ArmRun:
                 seed=seed,
                 capacity=n,
                 heartbeat_interval=1.0,
-                round_pause=args.round_pause,
+                round_pause=round_pause,
                 dht=dht,
                 migrate=False,  # migration and splitting start once every node is in
                 split=False,
@@ -147,6 +152,21 @@ async def run_arm(arm: str, args: argparse.Namespace, seed: int) -> ArmRun:
             node.training.clear()  # nobody trains until every node is in
             await node.start()
             nodes.append(node)
+        yield nodes
+    finally:
+        for node in nodes:
+            await node.stop()
+        await seed_peer.close()
+
+
+def leader_rounds(nodes: list[Node]) -> list[int]:
+    return [n.group.model.round for n in nodes if n.group is not None and n.group.is_leader]
+
+
+async def run_arm(arm: str, args: argparse.Namespace, seed: int) -> ArmRun:
+    scorer = Scorer(args.shift, seed)
+    samples: list[tuple[int, int, float]] = []  # (node, round, accuracy)
+    async with network(arm, args, seed, args.round_pause) as nodes:
         for node in nodes:
             if arm == "migrate":
                 node.config.split = True
@@ -158,9 +178,7 @@ async def run_arm(arm: str, args: argparse.Namespace, seed: int) -> ArmRun:
             for i, node in enumerate(nodes):
                 if (measured := scorer(node)) is not None:
                     samples.append((i, *measured))
-            rounds = [
-                n.group.model.round for n in nodes if n.group is not None and n.group.is_leader
-            ]
+            rounds = leader_rounds(nodes)
             if rounds and min(rounds) >= args.rounds:
                 break
         seconds = time.monotonic() - start
@@ -176,11 +194,7 @@ async def run_arm(arm: str, args: argparse.Namespace, seed: int) -> ArmRun:
             for i, node in enumerate(nodes)
             for t, _, to in node.moves
         ]
-        leader_rounds = [n.group.model.round for n in nodes if n.group and n.group.is_leader]
-    finally:
-        for node in nodes:
-            await node.stop()
-        await seed_peer.close()
+        rounds = leader_rounds(nodes)
     curve = _curve(samples, len(nodes), args.rounds)
     reached = [r for r, acc in sorted(curve.items()) if acc >= 0.9]
     return ArmRun(
@@ -191,7 +205,7 @@ async def run_arm(arm: str, args: argparse.Namespace, seed: int) -> ArmRun:
         curve=curve,
         moves=moves,
         seconds=seconds,
-        rounds=min(leader_rounds) if leader_rounds else 0,
+        rounds=min(rounds) if rounds else 0,
     )
 
 
@@ -210,13 +224,39 @@ def _curve(samples: list[tuple[int, int, float]], n: int, rounds: int) -> dict[i
     return curve
 
 
-def plain_loop_seconds_per_round(args: argparse.Namespace, rounds: int) -> float:
-    """The same work without the network: oracle groups, local epochs, FedAvg, evaluation."""
+async def network_seconds_per_round(args: argparse.Namespace, warmup: int, rounds: int) -> float:
+    """Wall time per round of the oracle network: K groups each completing one round.
+
+    Leaders do not pause between rounds (the pause is a setting, not work) and nothing else
+    runs in the process: no scoring. Timed after every group completed ``warmup`` rounds,
+    until the groups together completed ``rounds`` more each.
+    """
+    async with network("oracle", args, 0, round_pause=0.0) as nodes:
+        for node in nodes:
+            node.training.set()
+        while min(leader_rounds(nodes), default=0) < warmup:
+            await asyncio.sleep(0.01)
+        start, base = time.perf_counter(), sum(leader_rounds(nodes))
+        target = base + rounds * args.domains
+        while sum(leader_rounds(nodes)) < target:
+            await asyncio.sleep(0.01)
+        return (time.perf_counter() - start) / rounds
+
+
+def plain_loop_seconds_per_round(args: argparse.Namespace, warmup: int, rounds: int) -> float:
+    """The oracle network's work without the network: the same nodes, data and groups; each
+    round every node trains one local epoch from its group's model, the group averages the
+    weights by sample count (FedAvg), and every node evaluates the new model on its test split.
+    """
     k, n = args.domains, args.nodes
-    datasets = [task.load_digits_task((i // k, n // k), i % k, shift=args.shift) for i in range(n)]
+    datasets = [
+        task.load_digits_task((i // k, n // k), i % k, shift=args.shift, seed=0) for i in range(n)
+    ]
     models = [task.MLP() for _ in range(k)]
-    start = time.perf_counter()
-    for r in range(rounds):
+    start = 0.0
+    for r in range(warmup + rounds):
+        if r == warmup:
+            start = time.perf_counter()
         for g in range(k):
             states, weights = [], []
             for i in range(g, n, k):
@@ -285,6 +325,35 @@ def fmt(values: list[float], pct: bool = True) -> str:
     return f"{mean:.1f} ± {std:.1f}"
 
 
+def report_arms(results: dict[str, list[ArmRun]], args: argparse.Namespace) -> dict[str, Any]:
+    """Print the arms' table, save the plots; the summary per arm."""
+    print(
+        f"\nlearning benchmark: digits, {args.domains} domains by {args.shift}, "
+        f"{args.nodes} nodes, {args.rounds} rounds, {args.seeds} seed(s)"
+    )
+    print("| arm | accuracy % (mean ± std) | rounds to 90% | purity | migrations |")
+    print("|---|---|---|---|---|")
+    summary: dict[str, dict[str, Any]] = {}
+    for arm, runs in results.items():
+        reached = [r.rounds_to_90 for r in runs if r.rounds_to_90 is not None]
+        to90 = f"{statistics.fmean(reached):.0f} ({len(reached)}/{len(runs)})" if reached else "-"
+        print(
+            f"| {arm} | {fmt([r.accuracy for r in runs])} | {to90} | "
+            f"{statistics.fmean(r.purity for r in runs):.2f} | "
+            f"{statistics.fmean(r.migrations for r in runs):.1f} |"
+        )
+        summary[arm] = {
+            "acc_mean": round(statistics.fmean(r.accuracy for r in runs), 4),
+            "acc_std": round(statistics.pstdev(r.accuracy for r in runs), 4),
+            "purity": round(statistics.fmean(r.purity for r in runs), 4),
+            "migrations": round(statistics.fmean(r.migrations for r in runs), 2),
+            "pure_runs": sum(r.purity == 1.0 for r in runs),
+        }
+    for path in plot(results, args):
+        print(f"saved {path}")
+    return summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=5)
@@ -328,35 +397,13 @@ def main() -> None:
                 f"moves {run.migrations:3d} rounds {run.rounds} in {run.seconds:.0f} s",
                 flush=True,
             )
-    print(
-        f"\nlearning benchmark: digits, {args.domains} domains by {args.shift}, "
-        f"{args.nodes} nodes, {args.rounds} rounds, {args.seeds} seed(s)"
-    )
-    print("| arm | accuracy % (mean ± std) | rounds to 90% | purity | migrations |")
-    print("|---|---|---|---|---|")
-    summary: dict[str, dict[str, Any]] = {}
-    for arm, runs in results.items():
-        reached = [r.rounds_to_90 for r in runs if r.rounds_to_90 is not None]
-        to90 = f"{statistics.fmean(reached):.0f} ({len(reached)}/{len(runs)})" if reached else "-"
+    summary = report_arms(results, args) if arms else {}
+    if args.overhead:
+        network = asyncio.run(network_seconds_per_round(args, OVERHEAD_WARMUP, args.rounds))
+        plain = plain_loop_seconds_per_round(args, OVERHEAD_WARMUP, args.rounds)
         print(
-            f"| {arm} | {fmt([r.accuracy for r in runs])} | {to90} | "
-            f"{statistics.fmean(r.purity for r in runs):.2f} | "
-            f"{statistics.fmean(r.migrations for r in runs):.1f} |"
-        )
-        summary[arm] = {
-            "acc_mean": round(statistics.fmean(r.accuracy for r in runs), 4),
-            "acc_std": round(statistics.pstdev(r.accuracy for r in runs), 4),
-            "purity": round(statistics.fmean(r.purity for r in runs), 4),
-            "migrations": round(statistics.fmean(r.migrations for r in runs), 2),
-            "pure_runs": sum(r.purity == 1.0 for r in runs),
-        }
-    for path in plot(results, args):
-        print(f"saved {path}")
-    if args.overhead and "oracle" in results:
-        network = statistics.fmean(r.seconds / max(1, r.rounds) for r in results["oracle"])
-        plain = plain_loop_seconds_per_round(args, 10)
-        print(
-            f"\n| per round | seconds |\n|---|---|\n| network (oracle arm) | {network:.3f} |\n"
+            f"\n| per round ({args.rounds} rounds after {OVERHEAD_WARMUP}) | seconds |\n|---|---|\n"
+            f"| network (oracle groups, no pause) | {network:.3f} |\n"
             f"| plain loop, same work | {plain:.3f} |\n| ratio | {network / plain:.2f} |"
         )
         summary["overhead"] = {
