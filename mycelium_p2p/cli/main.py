@@ -329,6 +329,38 @@ def groups(
     help="Local epochs per round.",
 )
 @click.option("--lr", default=0.05, show_default=True, type=click.FloatRange(0, 10, min_open=True))
+@click.option(
+    "--migrate/--no-migrate",
+    default=True,
+    show_default=True,
+    help="Move to a group that serves this node's data better.",
+)
+@click.option(
+    "--evaluation-interval",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(0.5, 86400),
+    help="Seconds between measurements of candidate groups on this node's data.",
+)
+@click.option(
+    "--threshold",
+    default=0.05,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Accuracy gain (0-1) on this node's data that justifies a move.",
+)
+@click.option(
+    "--threads",
+    default=0,
+    type=click.IntRange(0, 256),
+    help="CPU threads for torch (0: torch's default). Use 1 when many nodes share a machine.",
+)
+@click.option(
+    "--events",
+    "events_file",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Also append every event as a JSON line to this file.",
+)
 def join(
     bootstrap: tuple[str, ...],
     peers_file: Path | None,
@@ -352,21 +384,31 @@ def join(
     round_pause: float,
     epochs: int,
     lr: float,
+    migrate: bool,
+    evaluation_interval: float,
+    threshold: float,
+    threads: int,
+    events_file: str | None,
 ) -> None:
     """Run a full node: join the network, find or found a group, train with it."""
     if group and create:
         raise click.UsageError("--group and --create exclude each other")
     addrs = bootstrap_addresses(bootstrap, peers_file, required=create is None)
     from ..node import run_until_signalled
-    from ..node.node import Node, NodeConfig
+    from ..node.node import Node, NodeConfig, NodeEvent
 
     quiet_flower()
+    if threads:
+        import torch
 
-    def event(text: str) -> None:
-        now = time.time()
-        click.echo(
-            f"{time.strftime('%H:%M:%S', time.localtime(now))}.{int(now % 1 * 1000):03d} {text}"
-        )
+        torch.set_num_threads(threads)
+    journal = open(events_file, "a", buffering=1) if events_file else None  # noqa: SIM115
+
+    def event(ev: NodeEvent) -> None:
+        stamp = time.strftime("%H:%M:%S", time.localtime(ev.at))
+        click.echo(f"{stamp}.{int(ev.at % 1 * 1000):03d} {ev.text}")
+        if journal is not None:
+            journal.write(json.dumps(ev.as_json()) + "\n")
 
     async def main() -> None:
         config = NodeConfig(
@@ -391,6 +433,9 @@ def join(
             round_pause=round_pause,
             local_epochs=epochs,
             learning_rate=lr,
+            migrate=migrate,
+            group_evaluation_interval=evaluation_interval,
+            performance_threshold=threshold,
         )
         node = Node(config, on_event=event)
 
@@ -400,11 +445,15 @@ def join(
                 await stop.wait()
             finally:
                 await node.stop()
-                event("left the group and stopped")
+                node.emit("stopped", "left the group and stopped")
 
         await run_until_signalled(serve)
 
-    run_async(main())
+    try:
+        run_async(main())
+    finally:
+        if journal is not None:
+            journal.close()
 
 
 @cli.command()
@@ -510,41 +559,75 @@ def id_(data_dir: Path, as_json: bool) -> None:
 
 
 @cli.command()
-@click.option("--peers", default=30, show_default=True, type=click.IntRange(4, 500))
-@click.option("--groups", "n_groups", default=6, show_default=True, type=click.IntRange(1, 50))
+@click.option("--nodes", default=12, show_default=True, type=click.IntRange(2, 64))
+@click.option("--domains", default=3, show_default=True, type=click.IntRange(1, 8))
 @click.option(
     "--duration",
-    default=60.0,
+    default=90.0,
     show_default=True,
-    type=click.FloatRange(1, 3600),
-    help="Seconds to run.",
+    type=click.FloatRange(5, 3600),
+    help="Seconds of training once the groups are founded.",
 )
 @click.option(
-    "--kill-every",
-    default=6.0,
+    "--evaluation-interval",
+    default=5.0,
     show_default=True,
-    type=click.FloatRange(0.5),
-    help="Seconds between peer kills.",
+    type=click.FloatRange(0.5, 600),
+    help="Seconds between each node's measurements of other groups.",
 )
-@click.option("--seed", default=0, show_default=True, help="Random seed of the kills.")
-def demo(peers: int, n_groups: int, duration: float, kill_every: float, seed: int) -> None:
-    """Run a whole local network on loopback and watch it live."""
+@click.option(
+    "--kill-leader/--no-kill-leader",
+    default=True,
+    show_default=True,
+    help="SIGKILL one leader halfway (and restart it 10 s later).",
+)
+@click.option(
+    "--out",
+    default="mycelium-demo",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where the summary, plot, logs and event files go.",
+)
+@click.option("--live/--no-live", default=True, show_default=True, help="The live terminal view.")
+@click.option("--seed", default=0, show_default=True, help="Random seed (which leader dies).")
+def demo(
+    nodes: int,
+    domains: int,
+    duration: float,
+    evaluation_interval: float,
+    kill_leader: bool,
+    out: str,
+    live: bool,
+    seed: int,
+) -> None:
+    """Run a whole network of node processes on loopback and watch groups form and migrate."""
     from rich.console import Console
 
-    from .demo import run_registry_demo, summary_table
+    from ..node import run_until_signalled
+    from .demo import DemoConfig, run_demo, summary_table
 
     console = Console()
-    stats = run_async(
-        run_registry_demo(
-            peers=peers,
-            groups=n_groups,
-            duration=duration,
-            kill_every=kill_every,
-            seed=seed,
-            console=console,
-        )
+    config = DemoConfig(
+        nodes=nodes,
+        domains=domains,
+        duration=duration,
+        evaluation_interval=evaluation_interval,
+        kill_leader=kill_leader,
+        seed=seed,
+        out=Path(out),
+        live=live,
     )
-    console.print(summary_table(stats, n_groups))
+    result: dict[str, Any] = {}
+
+    async def serve(stop: asyncio.Event) -> None:
+        result.update(await run_demo(config, console, stop))
+
+    run_async(run_until_signalled(serve))
+    console.print(summary_table(result))
+    console.print(f"plot: {result['plot']}   summary: {Path(out) / 'summary.json'}")
+    alive = [name for name, code in result["exit_codes"].items() if code is None]
+    if alive:
+        raise click.ClickException(f"processes still running: {', '.join(alive)}")
 
 
 def main() -> None:

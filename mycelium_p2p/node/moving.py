@@ -36,6 +36,7 @@ class MovingMixin:
     # attributes provided by Node
     group: GroupMember | None
     moves: list[tuple[float, str, str]]
+    emit: Callable[..., None]
 
     # -- moving between groups --------------------------------------------------------------------
 
@@ -82,6 +83,19 @@ class MovingMixin:
             if measured is not None:
                 scores[advert.group_id] = measured
         decision = self.migration.decide(own, scores, time.monotonic())
+        best = max(scores, key=scores.__getitem__, default=None)
+        self.emit(
+            "evaluated",
+            f"own data: {own:.3f} in {group.info.name}"
+            + (f", best candidate {scores[best]:.3f}" if best else ", no candidate")
+            + f" ({decision.reason})",
+            group=group.info.name,
+            group_id=group.group_id,
+            accuracy=own,
+            best=scores[best] if best else None,
+            best_id=best,
+            candidates=len(scores),
+        )
         if decision.move_to is not None and self.group is group:
             target = next(a for a in candidates if a.group_id == decision.move_to)
             await self.move_to(target, reason=decision.reason)
@@ -102,11 +116,24 @@ class MovingMixin:
         self.group = None
         self.migration.moved(time.monotonic())
         self.moves.append((time.time(), old.group_id, advert.group_id))
-        self.on_event(f"moving from {old.info.name} to {advert.name}: {reason}")
+        self.emit(
+            "moving",
+            f"moving from {old.info.name} to {advert.name}: {reason}",
+            group=old.info.name,
+            group_id=old.group_id,
+            to=advert.name,
+            to_id=advert.group_id,
+            reason=reason,
+        )
         try:
             await self._join(advert)
         except JoinRefused as exc:
-            self.on_event(f"{advert.name} refused us ({exc}); finding another group")
+            self.emit(
+                "refused",
+                f"{advert.name} refused us ({exc}); finding another group",
+                group_id=advert.group_id,
+                reason=str(exc),
+            )
             await self._enter_group(as_configured=False)
 
     def _split_policy(self) -> Callable[[dict[bytes, Any], ModelSnapshot], None]:
@@ -128,9 +155,14 @@ class MovingMixin:
         founder_key, *followers = sorted(k for k in leaving if k in members)
         founder = members[founder_key]
         name = f"{group.info.name}-{len(self.moves) + len(self.rounds)}"
-        self.on_event(
+        self.emit(
+            "split",
             f"splitting {group.info.name}: {len(leaving)} member(s) pull elsewhere; "
-            f"they found {name}"
+            f"they found {name}",
+            group=group.info.name,
+            group_id=group.group_id,
+            leaving=len(leaving),
+            to=name,
         )
         header, _ = await group.channels.request(
             founder.addr,

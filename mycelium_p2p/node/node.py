@@ -42,7 +42,25 @@ from .lifecycle import DataDirLock
 from .moving import MovingMixin, joinable
 
 log = logging.getLogger(__name__)
-Event = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class NodeEvent:
+    """Something a node did, for people (``text``) and for programs (``kind`` and ``fields``).
+
+    Kinds: up, founded, joined, leader, follower, round, evaluated, moving, refused, split.
+    """
+
+    kind: str
+    text: str
+    fields: dict[str, Any]
+    at: float
+
+    def as_json(self) -> dict[str, Any]:
+        return {"t": self.at, "kind": self.kind, **self.fields}
+
+
+Event = Callable[[NodeEvent], None]
 
 
 @dataclass
@@ -114,7 +132,7 @@ class Node(MovingMixin):
                 Identity.load_or_create(config.data_dir) if config.data_dir else Identity.generate()
             )
         self.identity = identity
-        self.on_event = on_event or (lambda text: log.info("%s", text))
+        self.on_event = on_event or (lambda event: log.info("%s", event.text))
         self.dht = DhtNode(identity, config.dht)
         self.channels = ChannelServer(identity, self._route)
         self.group: GroupMember | None = None
@@ -133,6 +151,11 @@ class Node(MovingMixin):
         self.training = asyncio.Event()
         self.training.set()
         self._rng = random.Random(config.seed ^ int.from_bytes(identity.public_key[:4], "big"))
+
+    def emit(self, kind: str, text: str, **fields: Any) -> None:
+        """Report an event to ``on_event`` (with this node's id in its fields)."""
+        fields = {"node": self.identity.node_id.hex()[:12], **fields}
+        self.on_event(NodeEvent(kind, text, fields, time.time()))
 
     # -- set-up --------------------------------------------------------------------------------
 
@@ -179,9 +202,13 @@ class Node(MovingMixin):
         self.tcp_addr = (advertise, tcp_port)
         if c.bootstrap:
             await self.dht.bootstrap(c.bootstrap)
-        self.on_event(
+        self.emit(
+            "up",
             f"node {self.identity.node_id.hex()[:12]} up: udp {self.dht.address[1]}, "
-            f"tcp {advertise}:{tcp_port}"
+            f"tcp {advertise}:{tcp_port}",
+            udp=self.dht.address[1],
+            tcp=f"{advertise}:{tcp_port}",
+            domain=c.domain,
         )
         await self._enter_group()
         if self.group is not None and self.group.is_leader:
@@ -232,9 +259,14 @@ class Node(MovingMixin):
             config=self.config.group_config(),
         )
         self._adopt(group)
-        self.on_event(
+        self.emit(
+            "joined",
             f"joined group {advert.name} ({advert.group_id}) as member, "
-            f"term {group.term}, round {group.model.round}"
+            f"term {group.term}, round {group.model.round}",
+            group=group.info.name,
+            group_id=group.group_id,
+            term=group.term,
+            round=group.model.round,
         )
         group.start()
 
@@ -245,7 +277,14 @@ class Node(MovingMixin):
         if model is not None:
             group.adopt_model(model)
         self._adopt(group)
-        self.on_event(f"founded group {name} ({info.group_id}), {c.policy}, capacity {c.capacity}")
+        self.emit(
+            "founded",
+            f"founded group {name} ({info.group_id}), {c.policy}, capacity {c.capacity}",
+            group=name,
+            group_id=info.group_id,
+            policy=c.policy,
+            capacity=c.capacity,
+        )
         group.found()
         group.start()
         return group
@@ -268,9 +307,14 @@ class Node(MovingMixin):
 
     def _on_leader(self, term: int) -> None:
         assert self.group is not None
-        self.on_event(
+        self.emit(
+            "leader",
             f"leader of group {self.group.info.name}, term {term}, "
-            f"from round {self.group.model.round}"
+            f"from round {self.group.model.round}",
+            group=self.group.info.name,
+            group_id=self.group.group_id,
+            term=term,
+            round=self.group.model.round,
         )
         c = self.config
         self._stop_leading()
@@ -295,7 +339,13 @@ class Node(MovingMixin):
 
     def _on_follower(self) -> None:
         self._stop_leading()
-        self.on_event("stepped down: a newer term exists")
+        group = self.group
+        self.emit(
+            "follower",
+            "stepped down: a newer term exists",
+            group_id=group.group_id if group else None,
+            term=group.term if group else 0,
+        )
 
     def _stop_leading(self) -> None:
         for task in self._leading:
@@ -304,9 +354,19 @@ class Node(MovingMixin):
 
     def _on_round(self, report: RoundReport) -> None:
         self.rounds.append(report)
-        self.on_event(
+        group = self.group
+        self.emit(
+            "round",
             f"round {report.round} (term {report.term}): accuracy {report.accuracy:.3f}, "
-            f"loss {report.loss:.3f}, {report.members} members, {report.seconds:.2f} s"
+            f"loss {report.loss:.3f}, {report.members} members, {report.seconds:.2f} s",
+            group=group.info.name if group else None,
+            group_id=group.group_id if group else None,
+            round=report.round,
+            term=report.term,
+            accuracy=report.accuracy,
+            loss=report.loss,
+            members=report.members,
+            seconds=report.seconds,
         )
         self.tasks.spawn(publish_advert(self.dht, self._advert()), name="advert")
 

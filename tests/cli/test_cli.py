@@ -124,15 +124,6 @@ def test_peers_example_parses() -> None:
     assert peers == [("198.18.0.1", 8468), ("198.18.0.2", 8468)]
 
 
-@pytest.mark.slow
-def test_demo_runs_end_to_end_in_a_short_mode() -> None:
-    code, out = invoke(
-        "demo", "--duration", "4", "--peers", "8", "--groups", "2", "--kill-every", "1"
-    )
-    assert code == 0, out
-    assert "demo summary" in out and "index lookups" in out
-
-
 @pytest.mark.parametrize(
     ("args", "message"),
     [
