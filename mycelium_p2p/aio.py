@@ -7,8 +7,14 @@ import logging
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from .errors import MyceliumError
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+class OwnerClosed(MyceliumError, RuntimeError):
+    """A task was spawned on a ``TaskOwner`` that is shutting down (its owner is going away)."""
 
 
 class TaskOwner:
@@ -22,7 +28,7 @@ class TaskOwner:
     def spawn(self, coro: Coroutine[Any, Any, T], *, name: str | None = None) -> asyncio.Task[T]:
         if self._closed:
             coro.close()
-            raise RuntimeError(f"{self.name} is closed; no new tasks")
+            raise OwnerClosed(f"{self.name} is closed; no new tasks")
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._finished)

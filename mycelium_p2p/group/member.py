@@ -495,7 +495,7 @@ class GroupMember:
         return True
 
     def _fetch_model_soon(self, key: bytes, addr: Address) -> None:
-        if self._fetching:
+        if self._fetching or self.tasks.closed:
             return
         self._fetching = True
 

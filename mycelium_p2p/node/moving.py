@@ -152,7 +152,10 @@ class MovingMixin:
     async def _split(self, group: GroupMember, leaving: set[bytes], model: ModelSnapshot) -> None:
         """Tell one side to found its own group (seeded with ``model``), and the rest to join it."""
         members = {m.key: m for m in group.members()}
-        founder_key, *followers = sorted(k for k in leaving if k in members)
+        present = sorted(k for k in leaving if k in members)
+        if not present:  # they all left on their own meanwhile
+            return
+        founder_key, *followers = present
         founder = members[founder_key]
         name = f"{group.info.name}-{len(self.moves) + len(self.rounds)}"
         self.emit(
