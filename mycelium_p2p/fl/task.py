@@ -8,6 +8,7 @@ tasks to specialise on. ``make_client_app`` wraps it all in a Flower message-API
 from __future__ import annotations
 
 import re
+import threading
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -332,10 +333,17 @@ def make_client_app(load: Callable[[Context], Dataset] | None = None) -> ClientA
     """The default ``ClientApp``: train and evaluate the MLP on ``load(context)``'s data."""
     load_data = load or _node_config_loader()
     app = ClientApp()
+    # Every message brings all the weights, so a model is built (and randomly initialised) once
+    # per thread and shape, then only loaded: one per node, since a node calls from one thread.
+    models = threading.local()
 
     def receive(msg: Message, context: Context) -> tuple[Dataset, MLP]:
         data = load_data(context)
-        model = MLP(data.num_features, data.num_classes)
+        cache: dict[tuple[int, int], MLP] = models.__dict__.setdefault("by_shape", {})
+        shape = (data.num_features, data.num_classes)
+        if shape not in cache:
+            cache[shape] = MLP(*shape)
+        model = cache[shape]
         load_arrays(model, msg.content["arrays"])
         return data, model
 

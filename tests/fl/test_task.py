@@ -341,6 +341,23 @@ def test_client_app_evaluates(identity: None) -> None:
     assert metrics["num-examples"] == len(load_digits_task((0, 2), 1).y_test)
 
 
+def test_client_app_replies_depend_only_on_the_message(identity: None) -> None:
+    """The app reuses its model between messages: nothing of an earlier call may leak."""
+    ctx = context(**{"data-shard": "1/3", "seed": 0})
+    used = make_client_app()
+    first = used(message("train", initial_arrays(seed=1), **{"server-round": 1}), ctx)
+    kept = {k: a.numpy().copy() for k, a in first.content["arrays"].items()}
+    used(message("evaluate", initial_arrays(seed=2)), ctx)
+    for kind in ("train", "evaluate"):
+        sent = message(kind, initial_arrays(seed=3), **{"server-round": 2})
+        again = message(kind, initial_arrays(seed=3), **{"server-round": 2})
+        reused, fresh = used(sent, ctx).content, make_client_app()(again, ctx).content
+        assert dict(reused["metrics"]) == dict(fresh["metrics"])
+        for key, array in fresh.get("arrays", {}).items():
+            assert np.array_equal(reused["arrays"][key].numpy(), array.numpy())
+    assert all(np.array_equal(first.content["arrays"][k].numpy(), a) for k, a in kept.items())
+
+
 def test_client_app_reads_a_data_file(identity: None, tmp_path: Path) -> None:
     path = tmp_path / "mine.npz"
     np.savez(path, x=np.random.default_rng(0).random((40, 5)), y=np.arange(40) % 4)
