@@ -19,6 +19,7 @@ from ..group.member import GroupMember, StepDown
 from ..group.state import ModelSnapshot
 from .client import ClientRunner
 from .grid import GroupGrid
+from .npy import to_ndarray
 from .wire import decode_content, encode_content
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ async def _in_thread(
 
 
 def _flat(arrays: ArrayRecord) -> np.ndarray:
-    return np.concatenate([a.ravel().astype(np.float64) for a in arrays.to_numpy_ndarrays()])
+    return np.concatenate([to_ndarray(a).ravel().astype(np.float64) for a in arrays.values()])
 
 
 def metric(metrics: Any, word: str, default: float) -> float:

@@ -21,6 +21,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.clientapp import ClientApp
 
 from ..errors import MyceliumError
+from .npy import from_ndarray, to_ndarray
 
 _SHARD = re.compile(r"\s*([0-9]+)\s*/\s*([0-9]+)\s*")
 _MAX_CLASSES = 10_000  # a label beyond this is a data bug, not a model to allocate
@@ -283,12 +284,13 @@ def evaluate(model: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> tuple[floa
 
 def model_arrays(model: torch.nn.Module) -> ArrayRecord:
     """The model's weights as a Flower ``ArrayRecord``."""
-    return ArrayRecord(torch_state_dict=model.state_dict())
+    state = model.state_dict()
+    return ArrayRecord({k: from_ndarray(t.detach().cpu().numpy()) for k, t in state.items()})
 
 
 def load_arrays(model: torch.nn.Module, arrays: ArrayRecord) -> None:
     """Load weights into ``model``; ``ValueError`` if their names or shapes do not fit it."""
-    state = arrays.to_torch_state_dict()
+    state = {k: torch.from_numpy(to_ndarray(a)) for k, a in arrays.items()}
     expected = model.state_dict()
     if state.keys() != expected.keys():
         missing, extra = expected.keys() - state.keys(), state.keys() - expected.keys()

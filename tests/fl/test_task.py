@@ -275,6 +275,17 @@ def test_initial_arrays_are_seeded_and_leave_global_rng_alone() -> None:
     assert not np.array_equal(a.to_numpy_ndarrays()[0], c.to_numpy_ndarrays()[0])
 
 
+def test_model_arrays_are_flowers_and_load_back() -> None:
+    model = MLP()
+    ours, flowers = model_arrays(model), ArrayRecord(torch_state_dict=model.state_dict())
+    assert list(ours.keys()) == list(flowers.keys())
+    assert all(ours[k].data == flowers[k].data for k in flowers)
+    other = MLP()
+    load_arrays(other, flowers)
+    pairs = zip(other.parameters(), model.parameters(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
+
+
 def test_load_arrays_rejects_a_different_model() -> None:
     model = MLP()
     with pytest.raises(ValueError, match="shape"):

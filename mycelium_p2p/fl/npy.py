@@ -1,0 +1,66 @@
+"""Flower ``Array`` <-> numpy without a ``np.save`` / ``np.load`` per array.
+
+A Flower ``Array`` holds its array as ``.npy`` bytes, and ``Array.numpy()`` /
+``Array.from_numpy_ndarray`` format or parse that file's text header every time (about 100 us
+an array: most of what converting a small model costs). A C-ordered array's header depends only
+on its dtype and shape, so we build it once per (dtype, shape) and write the exact bytes
+``np.save`` writes; reading, an array whose header is byte for byte that header is taken
+straight from the buffer. Anything else (Fortran order, object or structured dtypes, another
+``stype``, a header written some other way) goes through Flower's own methods.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import math
+
+import numpy as np
+from flwr.app import Array
+from flwr.common.constant import SType
+from numpy.lib import format as npy_format
+
+_PLAIN_KINDS = "biufc"  # bool, integers, floats, complex: no pickling, no fields
+
+
+@functools.lru_cache(maxsize=256)  # peers choose shapes: bounded
+def _header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
+    out = io.BytesIO()
+    npy_format.write_array_header_1_0(
+        out, {"descr": npy_format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
+    )
+    return out.getvalue()
+
+
+def to_ndarray(array: Array) -> np.ndarray:
+    """What ``array.numpy()`` returns (a new, writable array), without parsing its header."""
+    if array.stype == SType.NUMPY:
+        try:
+            dtype = np.dtype(array.dtype)
+        except TypeError:
+            dtype = None
+        if dtype is not None and dtype.kind in _PLAIN_KINDS and dtype.fields is None:
+            shape = tuple(int(d) for d in array.shape)
+            header = _header(dtype, shape)
+            data = array.data
+            if len(data) == len(header) + dtype.itemsize * math.prod(shape) and data.startswith(
+                header
+            ):
+                flat = np.frombuffer(data, dtype=dtype, offset=len(header))
+                return flat.reshape(shape).copy()
+    return array.numpy()
+
+
+def from_ndarray(ndarray: np.ndarray) -> Array:
+    """What ``Array.from_numpy_ndarray(ndarray)`` returns (the same bytes), without ``np.save``."""
+    dtype = ndarray.dtype
+    fortran_only = ndarray.flags.f_contiguous and not ndarray.flags.c_contiguous
+    if dtype.kind not in _PLAIN_KINDS or dtype.fields is not None or fortran_only:
+        return Array.from_numpy_ndarray(ndarray)
+    shape = tuple(int(d) for d in ndarray.shape)
+    return Array(
+        dtype=str(dtype),
+        shape=shape,
+        stype=SType.NUMPY,
+        data=_header(dtype, shape) + ndarray.tobytes(),
+    )
