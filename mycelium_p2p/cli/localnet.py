@@ -196,6 +196,10 @@ class LocalNet:
         peer.meta.update(meta)
         return peer
 
+    def start(self, name: str, args: list[str], prefix: Sequence[str] | None = None) -> Peer:
+        """Start any long-running command (an observer, say) as a peer of this network."""
+        return self._start(name, args, events=False, prefix=prefix)
+
     def restart(self, name: str) -> Peer:
         """Start a stopped or killed peer again with the same arguments and data directory."""
         old = self.peers[name]

@@ -219,19 +219,20 @@ def groups(
 
     async def main() -> None:
         async with dht_client(await resolve(addrs), timeout=timeout) as dht:
-            adverts = await with_timeout(fetch_adverts(dht, task), timeout, "group lookup")
             if not watch:
+                adverts = await with_timeout(fetch_adverts(dht, task), timeout, "group lookup")
                 emit_json(adverts) if as_json else console.print(groups_table(adverts))
                 return
             with contextlib.ExitStack() as stack:
-                live = None
-                if as_json:
-                    emit_json(adverts)
-                else:
-                    live = stack.enter_context(Live(groups_table(adverts), console=console))
-                for _ in itertools.count(2) if count == 0 else range(2, count + 1):
-                    await asyncio.sleep(interval)
-                    adverts = await with_timeout(fetch_adverts(dht, task), timeout, "lookup")
+                live = None if as_json else stack.enter_context(Live(console=console))
+                for n in itertools.count(1) if count == 0 else range(1, count + 1):
+                    if n > 1:
+                        await asyncio.sleep(interval)
+                    try:
+                        adverts = await with_timeout(fetch_adverts(dht, task), timeout, "lookup")
+                    except NetworkError as exc:  # watching goes on through a bad moment
+                        click.echo(f"lookup failed: {exc}", err=True)
+                        continue
                     if live is None:
                         emit_json(adverts)
                     else:
@@ -350,6 +351,13 @@ def groups(
     help="Accuracy gain (0-1) on this node's data that justifies a move.",
 )
 @click.option(
+    "--reply-timeout",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(0.5, 3600),
+    help="Seconds a leader waits for a member's training reply.",
+)
+@click.option(
     "--threads",
     default=0,
     type=click.IntRange(0, 256),
@@ -387,6 +395,7 @@ def join(
     migrate: bool,
     evaluation_interval: float,
     threshold: float,
+    reply_timeout: float,
     threads: int,
     events_file: str | None,
 ) -> None:
@@ -436,6 +445,7 @@ def join(
             migrate=migrate,
             group_evaluation_interval=evaluation_interval,
             performance_threshold=threshold,
+            reply_timeout=reply_timeout,
         )
         node = Node(config, on_event=event)
 

@@ -94,6 +94,8 @@ class GroupMember:
         self._highest_term = 0
         self._leader_lost = asyncio.Event()
         self._fetching = False
+        self._quorum_lost_at: float | None = None
+        self._led_at = time.monotonic()  # last moment this group had a leader we knew of
 
     # -- queries -------------------------------------------------------------------------------
 
@@ -118,6 +120,12 @@ class GroupMember:
 
     def lease_lapsed(self) -> bool:
         return not self.is_leader and self._now() >= self._lease_until
+
+    def leaderless_for(self) -> float:
+        """Seconds since this node last led or heard from a leader (0 while it has one)."""
+        if self.is_leader or self._now() < self._lease_until:
+            self._led_at = self._now()
+        return self._now() - self._led_at
 
     # -- starting ------------------------------------------------------------------------------
 
@@ -315,11 +323,43 @@ class GroupMember:
         except JoinRefused as exc:
             log.warning("group %s dropped us and refused us back: %s", self.group_id, exc)
 
+    def _heard_within(self, seconds: float) -> int:
+        """Roster members (this leader included) heard from in the last ``seconds``."""
+        cutoff = self._now() - seconds
+        return sum(1 for k, m in self.roster.items() if k == self.me or m.last_seen >= cutoff)
+
+    def has_quorum(self) -> bool:
+        """A majority of the roster answered within the lease: changes to it may be made."""
+        return self._heard_within(self.config.lease_timeout) >= majority(len(self.roster))
+
     def _drop_silent_members(self) -> None:
-        cutoff = self._now() - self.config.member_timeout
-        for key in [k for k, m in self.roster.items() if k != self.me and m.last_seen < cutoff]:
-            log.info("group %s: member %s went silent", self.group_id, key.hex()[:8])
-            del self.roster[key]
+        """Drop members silent beyond ``member_timeout``, but only while a majority still talks.
+
+        A leader cut off from most of its group (a partition) must not shrink the roster to the
+        members it still reaches: that would let it commit rounds on its side while the other
+        side elects a leader of its own. Instead it keeps the roster (so it commits nothing)
+        and, once that has lasted a lease, steps down.
+        """
+        now = self._now()
+        cutoff = now - self.config.member_timeout
+        silent = [k for k, m in self.roster.items() if k != self.me and m.last_seen < cutoff]
+        if len(self.roster) - len(silent) >= majority(len(self.roster)):
+            for key in silent:
+                log.info("group %s: member %s went silent", self.group_id, key.hex()[:8])
+                del self.roster[key]
+            self._quorum_lost_at = None
+            return
+        if self._quorum_lost_at is None:
+            self._quorum_lost_at = now
+        elif now - self._quorum_lost_at > self.config.lease_timeout:
+            log.warning(
+                "group %s: %d of %d members silent; stepping down",
+                self.group_id,
+                len(silent),
+                len(self.roster),
+            )
+            self._quorum_lost_at = None
+            self._resign()
 
     # -- election --------------------------------------------------------------------------------
 
@@ -372,6 +412,7 @@ class GroupMember:
         await asyncio.sleep((len(voters) + rank) * self.config.stagger)
 
     def _become_leader(self, term: int) -> None:
+        self._quorum_lost_at = None
         self.role = "leader"
         self.leader_key, self.leader_addr = self.me, self.my_addr
         now = self._now()
@@ -399,10 +440,14 @@ class GroupMember:
         self._highest_term = max(self._highest_term, term)
         if self.is_leader:
             log.info("group %s: stepping down, term %d is newer", self.group_id, term)
-            self.role = "member"
-            self.leader_key = self.leader_addr = None
-            self._lease_until = 0.0
-            self.on_follower()
+            self._resign()
+
+    def _resign(self) -> None:
+        """Stop leading; as a member, find the leader or stand in the next election."""
+        self.role = "member"
+        self.leader_key = self.leader_addr = None
+        self._lease_until = 0.0
+        self.on_follower()
 
     def _adopt_leader(self, key: bytes, addr: Address, term: int) -> None:
         if self.is_leader and key != self.me:
@@ -561,6 +606,8 @@ class GroupMember:
                     )
                 except InviteError as exc:
                     return Reply.fail("invite", f"group {self.info.name} is invite-only: {exc}")
+            if not self.has_quorum():  # admitting while cut off could build a second majority
+                return Reply.fail("no-quorum", f"group {self.info.name} is regrouping; try later")
             if len(self.roster) >= self.info.capacity:
                 return Reply.fail(
                     "full",

@@ -101,8 +101,40 @@ class MovingMixin:
             await self.move_to(target, reason=decision.reason)
         return decision.reason
 
+    async def _watch_group(self) -> None:
+        """Leave a group that has had no leader for ``stall_timeout`` (most of it died or is cut
+        off: it cannot elect one) for another group, or found one seeded with its model."""
+        c = self.config
+        limit = c.stall_timeout or 10 * c.heartbeat_interval
+        while True:
+            await asyncio.sleep(c.heartbeat_interval)
+            group = self.group
+            if group is None or group.leaderless_for() < limit:
+                continue
+            async with self._group_change:
+                if self.group is not group:
+                    continue
+                self.emit(
+                    "regroup",
+                    f"group {group.info.name} has had no leader for {limit:g} s; "
+                    "finding another group",
+                    group=group.info.name,
+                    group_id=group.group_id,
+                )
+                model = group.model
+                self._stop_leading()
+                with contextlib.suppress(MyceliumError, asyncio.TimeoutError):
+                    await asyncio.wait_for(group.leave(), 2.0)
+                await group.close()
+                self.group = None
+                await self._enter_group(as_configured=False, model=model)
+
     async def move_to(self, advert: GroupAdvert, reason: str = "") -> None:
         """Leave our group cleanly and join ``advert``'s (back to finding a group if refused)."""
+        async with self._group_change:
+            await self._move_to(advert, reason)
+
+    async def _move_to(self, advert: GroupAdvert, reason: str) -> None:
         old = self.group
         if old is None:
             return

@@ -48,7 +48,8 @@ log = logging.getLogger(__name__)
 class NodeEvent:
     """Something a node did, for people (``text``) and for programs (``kind`` and ``fields``).
 
-    Kinds: up, founded, joined, leader, follower, round, evaluated, moving, refused, split.
+    Kinds: up, founded, joined, leader, follower, round, evaluated, moving, refused, split,
+    regroup, stopped.
     """
 
     kind: str
@@ -91,6 +92,7 @@ class NodeConfig:
     migrate: bool = True
     split: bool = True  # leaders split groups whose members' updates disagree
     round_pause: float = 0.5
+    stall_timeout: float = 0.0  # leave a group leaderless this long (0: 10 heartbeats)
     local_epochs: int = 1
     learning_rate: float = 0.05
     advert_ttl: float = 120.0
@@ -105,6 +107,11 @@ class NodeConfig:
             performance_threshold=self.performance_threshold,
             cooldown=2 * self.group_evaluation_interval,
         )
+
+    @property
+    def record_interval(self) -> float:
+        """How often a node's presence, and at most its group's advert, go to the DHT."""
+        return max(5.0, 5 * self.heartbeat_interval)
 
 
 def _reachable_ip(host: str, peers: list[Address]) -> str:
@@ -140,6 +147,8 @@ class Node(MovingMixin):
         self.rounds: list[RoundReport] = []
         self._leading: list[asyncio.Task[Any]] = []
         self._advert_seq = 0
+        self._advert_stale = False
+        self._advert_refresh: asyncio.Task[None] | None = None
         self._heartbeat_seq = 0
         self._app, self._initial = self._load_task()
         self.runner = ClientRunner(self._app, identity.public_key, self._node_config())
@@ -150,6 +159,7 @@ class Node(MovingMixin):
         #: leaders run rounds while this is set (clear it to pause this node's group)
         self.training = asyncio.Event()
         self.training.set()
+        self._group_change = asyncio.Lock()  # one move, split or regroup at a time
         self._rng = random.Random(config.seed ^ int.from_bytes(identity.public_key[:4], "big"))
 
     def emit(self, kind: str, text: str, **fields: Any) -> None:
@@ -214,10 +224,13 @@ class Node(MovingMixin):
         if self.group is not None and self.group.is_leader:
             await publish_advert(self.dht, self._advert())  # findable once start() returns
         self.tasks.spawn(self._publish_presence(), name="presence")
+        self.tasks.spawn(self._watch_group(), name="group-watch")
         if c.migrate:
             self.start_migration()
 
-    async def _enter_group(self, *, as_configured: bool = True) -> None:
+    async def _enter_group(
+        self, *, as_configured: bool = True, model: ModelSnapshot | None = None
+    ) -> None:
         """Found or join the configured group, or (after a failed move) any that has room."""
         c = self.config
         if c.create and as_configured:
@@ -245,7 +258,7 @@ class Node(MovingMixin):
                 refusals.append(f"{advert.name}: {exc}")
         if c.group and as_configured:
             raise ConfigError(f"cannot join group {c.group!r}: {'; '.join(refusals)}")
-        self._found(f"{c.task}-{self.identity.node_id.hex()[:6]}")
+        self._found(f"{c.task}-{self.identity.node_id.hex()[:6]}", model)
 
     async def _join(self, advert: GroupAdvert) -> None:
         group = await GroupMember.join_group(
@@ -368,7 +381,19 @@ class Node(MovingMixin):
             members=report.members,
             seconds=report.seconds,
         )
-        self.tasks.spawn(publish_advert(self.dht, self._advert()), name="advert")
+        self._advert_stale = True
+        if self._advert_refresh is None or self._advert_refresh.done():
+            self._advert_refresh = self.tasks.spawn(self._refresh_advert(), name="advert")
+            self._leading.append(self._advert_refresh)  # it ends when leading does
+
+    async def _refresh_advert(self) -> None:
+        """Publish the latest metrics now, then at most once per ``record_interval``: rounds
+        can be far faster than anyone reads adverts, and each publication is a lookup and k
+        signed stores."""
+        while self._advert_stale:
+            self._advert_stale = False
+            await publish_advert(self.dht, self._advert())
+            await asyncio.sleep(self.config.record_interval)
 
     def _advert(self, members: int | None = None):  # type: ignore[no-untyped-def]
         group = self.group
@@ -397,7 +422,7 @@ class Node(MovingMixin):
 
     async def _publish_presence(self) -> None:
         """A signed heartbeat in the group's roster key: who is where, in which role."""
-        interval = max(5.0, 5 * self.config.heartbeat_interval)
+        interval = self.config.record_interval
         while True:
             group = self.group
             if group is not None:

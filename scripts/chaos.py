@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""Kill peers for a while and check the network's invariants all the time.
+
+    python scripts/chaos.py [--nodes 20] [--duration 600] [--seed 1] [--loopback] [--json]
+
+Peers are separate processes, each on its own network-namespace host where namespaces are
+available (root, `ip netns`), else on loopback (then without partitions). See
+tests/helpers/chaos.py for what is done and checked. Exits 1 if an invariant was violated or a
+round was lost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.helpers.chaos import ChaosConfig, ChaosRun
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--nodes", type=int, default=20)
+    parser.add_argument("--duration", type=float, default=600.0, help="seconds of chaos")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--every", type=float, default=7.0, help="seconds between harms")
+    parser.add_argument("--loopback", action="store_true", help="no namespaces, even as root")
+    parser.add_argument("--netns", action="store_true", help="fail if namespaces are missing")
+    parser.add_argument("--workdir", help="keep logs and events here (default: a temp dir)")
+    parser.add_argument("--json", action="store_true", help="last line: the summary as JSON")
+    args = parser.parse_args()
+    if not 3 <= args.nodes <= 97:
+        parser.error("--nodes must be 3..97")
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="mycelium-chaos-"))
+    config = ChaosConfig(
+        workdir=workdir,
+        nodes=args.nodes,
+        duration=args.duration,
+        seed=args.seed,
+        action_every=args.every,
+        use_netns=False if args.loopback else (True if args.netns else None),
+    )
+    summary = ChaosRun(config).run(log=lambda text: print(text, flush=True))
+    out = summary.as_json()
+    for key in (
+        "mode",
+        "nodes",
+        "time_to_all_in_groups",
+        "rss_mb_per_node",
+        "kills",
+        "restarts",
+        "failovers",
+        "partitions",
+        "worst_discovery_gap",
+        "worst_failover",
+        "worst_heal",
+        "rounds_completed",
+        "rounds_lost",
+        "errors_logged",
+        "invariant_violations",
+    ):
+        value = out[key]
+        print(f"{key:<24} {value:.2f}" if isinstance(value, float) else f"{key:<24} {value}")
+    print(f"{'actions':<24} {out['actions']}")
+    for violation in summary.violations:
+        print(f"VIOLATION {violation}")
+    print(f"logs and events: {workdir}")
+    if args.json:
+        print(json.dumps(out))
+    return 1 if summary.violations or summary.rounds_lost else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

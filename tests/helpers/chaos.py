@@ -1,0 +1,591 @@
+"""Chaos runs: real node processes, real SIGKILL and SIGSTOP, cut links, a partitioned LAN.
+
+A run starts two bootstrap peers, ``nodes`` full nodes and two observers (``mycelium-p2p groups
+--watch --json``), each on its own network-namespace host where namespaces are available
+(``tests.helpers.netns``), else all on loopback. Then, for ``duration`` seconds, it does
+something bad every few seconds, chosen by ``seed``:
+
+  kill-leader     SIGKILL a group's leader, restart it a few seconds later
+  kill-member     SIGKILL a member, restart it
+  kill-bootstrap  SIGKILL a bootstrap peer, restart it on the same address
+  stop-leader     SIGSTOP a leader (alive but silent) for a few seconds, then SIGCONT
+  cut-transfer    cut a member off right when its group's next round sends it the model
+                  (its link down; on loopback: SIGSTOP) and reconnect it
+  partition       split the LAN in two halves and heal it (namespaces only)
+
+and checks, continuously, from the nodes' event files (``join --events``) and the observers'
+listings: every live group is listed within 5 s of a kill; no group's round counter goes back
+or repeats (a repeat is a lost round); no two nodes lead, or complete rounds in, the same term
+of a group; no process we did not kill exits; after a partition heals, both halves list the
+same groups and every group has at most one leader within 10 s.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mycelium_p2p.cli.localnet import CLI, LocalNet, Peer
+from tests.helpers import netns
+
+SEED_PORT = 8468
+NODE_PORT = 8470
+ACTIONS = (
+    "kill-leader",
+    "kill-member",
+    "kill-bootstrap",
+    "stop-leader",
+    "cut-transfer",
+    "partition",
+)
+
+
+@dataclass
+class ChaosConfig:
+    """One chaos run. The defaults are the CI run (about 7 minutes on two cores)."""
+
+    workdir: Path
+    nodes: int = 20
+    duration: float = 240.0  # seconds of chaos once every node is in a group
+    seed: int = 0
+    action_every: float = 7.0
+    use_netns: bool | None = None  # None: namespaces where available, else loopback
+    heartbeat: float = 0.5
+    round_pause: float = 1.0
+    reply_timeout: float = 10.0
+    capacity: int = 6
+    domains: int = 4
+    discovery_deadline: float = 5.0
+    heal_deadline: float = 10.0
+    startup_timeout: float = 240.0
+
+
+@dataclass
+class Summary:
+    mode: str = "loopback"
+    nodes: int = 0
+    seconds: float = 0.0
+    actions: dict[str, int] = field(default_factory=dict)
+    kills: int = 0
+    restarts: int = 0
+    failovers: int = 0
+    partitions: int = 0
+    worst_discovery_gap: float = 0.0
+    worst_failover: float = 0.0
+    failover_times: list[float] = field(default_factory=list)
+    worst_heal: float = 0.0
+    rounds_completed: int = 0
+    rounds_lost: int = 0
+    violations: list[str] = field(default_factory=list)
+    errors_logged: int = 0
+    time_to_all_in_groups: float = 0.0
+    rss_mb_per_node: float = 0.0
+    startup_seconds: float = 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["invariant_violations"] = len(self.violations)
+        return out
+
+
+class Invariants:
+    """Fed with node events (in time order); records violations as they happen."""
+
+    def __init__(self, summary: Summary) -> None:
+        self.summary = summary
+        self.top_round: dict[str, int] = {}  # group -> highest completed round
+        self.term_rounds: dict[tuple[str, int], str] = {}  # (group, term) -> who completed rounds
+        self.term_leader: dict[tuple[str, int], str] = {}  # (group, term) -> who was elected
+        self.role: dict[str, tuple[str | None, str]] = {}  # peer -> (group, role)
+        self.last_round: dict[str, tuple[float, str]] = {}  # group -> (time, leader peer)
+
+    def violation(self, text: str) -> None:
+        self.summary.violations.append(f"{time.strftime('%H:%M:%S')} {text}")
+
+    def on_event(self, e: dict[str, Any]) -> None:
+        peer, kind, gid = e["peer"], e.get("kind"), e.get("group_id")
+        if kind in ("founded", "leader") and gid:
+            self.role[peer] = (gid, "leader")
+        elif kind in ("joined", "follower") and gid:
+            self.role[peer] = (gid, "member")
+        elif kind in ("moving", "stopped", "up", "regroup"):
+            self.role[peer] = (None, "none")
+        if kind == "leader" and gid:
+            key = (gid, int(e.get("term", 0)))
+            first = self.term_leader.setdefault(key, peer)
+            if first != peer:
+                self.violation(f"two leaders elected in term {key[1]} of {gid}: {first}, {peer}")
+        if kind == "round" and gid:
+            self._on_round(peer, gid, int(e["round"]), int(e["term"]), float(e["t"]))
+
+    def _on_round(self, peer: str, gid: str, rnd: int, term: int, at: float) -> None:
+        self.summary.rounds_completed += 1
+        first = self.term_rounds.setdefault((gid, term), peer)
+        if first != peer:
+            self.violation(f"{first} and {peer} both completed rounds in term {term} of {gid}")
+        top = self.top_round.get(gid, 0)
+        if rnd <= top:
+            self.summary.rounds_lost += 1
+            what = "repeated" if rnd == top else "went back to"
+            self.violation(f"{gid} {what} round {rnd} (had {top}) under {peer}, term {term}")
+        self.top_round[gid] = max(top, rnd)
+        self.last_round[gid] = (at, peer)
+
+    def leaders(self, alive: Callable[[str], bool]) -> dict[str, set[str]]:
+        """Group -> the live peers whose last word was that they lead it."""
+        out: dict[str, set[str]] = {}
+        for peer, (gid, role) in self.role.items():
+            if gid and role == "leader" and alive(peer):
+                out.setdefault(gid, set()).add(peer)
+        return out
+
+
+@dataclass
+class _Check:
+    """Something that must become true before ``deadline``."""
+
+    what: str
+    started: float
+    deadline: float
+    test: Callable[[], bool]
+    on_pass: Callable[[float], None]
+
+
+class ChaosRun:
+    def __init__(self, config: ChaosConfig) -> None:
+        self.config = config
+        self.rng = random.Random(config.seed)
+        self.summary = Summary(nodes=config.nodes)
+        self.invariants = Invariants(self.summary)
+        self.lan: netns.Lan | None = None
+        self.net = LocalNet(config.workdir)
+        self.host_of: dict[str, int] = {}
+        self.seeds: list[str] = []
+        self.nodes: list[str] = []
+        self.expected_down: set[str] = set()  # killed or stopped by us, until restarted
+        self.stopped: set[str] = set()  # SIGSTOPped right now
+        self.pending: list[tuple[float, str, Callable[[], None]]] = []  # (when, what, do)
+        self.checks: list[_Check] = []
+        self.listings: dict[str, tuple[float, set[str]]] = {}  # observer -> (time, group ids)
+        self._obs_offset: dict[str, int] = {}
+        self.partitioned = False
+        self.pending_failover: dict[str, tuple[float, str]] = {}  # group -> (time, old leader)
+        self._held: list[dict[str, Any]] = []
+
+    # -- addresses -------------------------------------------------------------------------------
+
+    def _addr(self, name: str) -> str:
+        return self.lan.addr(self.host_of[name]) if self.lan else "127.0.0.1"
+
+    def _prefix(self, name: str) -> list[str]:
+        return ["ip", "netns", "exec", self.lan.ns(self.host_of[name])] if self.lan else []
+
+    def _bootstrap(self) -> list[tuple[str, int]]:
+        return [(self._addr(s), self.seed_ports[s]) for s in self.seeds]
+
+    # -- starting ----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        c = self.config
+        use = c.use_netns
+        reason = netns.netns_unavailable() if use is not False else "not asked for"
+        if use and reason:
+            raise netns.NetnsUnavailable(reason)
+        hosts = 2 + c.nodes
+        if not reason:
+            self.lan = netns.Lan(hosts).up()
+            self.summary.mode = f"netns ({hosts} hosts on a bridge, 198.18.0.0/24)"
+        started = time.monotonic()
+        self.seeds = ["seed0", "seed1"]
+        self.nodes = [f"n{i:02d}" for i in range(c.nodes)]
+        for i, name in enumerate(self.seeds + self.nodes):
+            self.host_of[name] = i
+        self.seed_ports: dict[str, int] = {}
+        for name in self.seeds:
+            port = SEED_PORT if self.lan else 0
+            _, self.seed_ports[name] = self.net.start_bootstrap(
+                name, self._addr(name), port, prefix=self._prefix(name)
+            )
+            if not self.lan:  # a restart must come back on the same port
+                peer = self.net.peers[name]
+                peer.args[peer.args.index("--port") + 1] = str(self.seed_ports[name])
+        for i, name in enumerate(self.nodes):
+            self._start_node(name, i)
+            if i < c.domains:  # founders first, so the others find groups with room
+                self.net.wait_for_output(self.net.peers[name], "founded group", c.startup_timeout)
+        for name in self.seeds:
+            self.net.start(
+                f"obs-{name}",
+                [
+                    *CLI,
+                    "groups",
+                    "--watch",
+                    "--json",
+                    "--interval",
+                    "1",
+                    "--timeout",
+                    "4",
+                    "-b",
+                    f"{self._addr(name)}:{self.seed_ports[name]}",
+                ],
+                prefix=self._prefix(name),
+            )
+            self.host_of[f"obs-{name}"] = self.host_of[name]
+        deadline = time.monotonic() + c.startup_timeout
+        while time.monotonic() < deadline:
+            self._follow()
+            grouped = {p for p, (g, _) in self.invariants.role.items() if g}
+            if grouped >= set(self.nodes):
+                break
+            time.sleep(0.5)
+        else:
+            missing = sorted(set(self.nodes) - set(self.invariants.role))
+            raise TimeoutError(f"nodes not in a group after {c.startup_timeout:g} s: {missing}")
+        self.summary.time_to_all_in_groups = time.monotonic() - started
+
+    def _start_node(self, name: str, i: int, found: bool = True) -> Peer:
+        c = self.config
+        options = [
+            *("--domain", str(i % c.domains), "--data-shard", f"{i // c.domains}/5"),
+            *("--heartbeat", str(c.heartbeat), "--round-pause", str(c.round_pause)),
+            *("--reply-timeout", str(c.reply_timeout), "--threads", "1"),
+            *("--evaluation-interval", "10"),
+        ]
+        if self.lan:
+            options += ["--port", str(NODE_PORT)]
+        if found and i < c.domains:
+            options += ["--create", f"g{i}", "--capacity", str(c.capacity)]
+        return self.net.start_node(
+            name, self._bootstrap(), *options, host=self._addr(name), prefix=self._prefix(name)
+        )
+
+    # -- following ---------------------------------------------------------------------------------
+
+    def _alive(self, name: str) -> bool:
+        peer = self.net.peers.get(name)
+        return peer is not None and peer.alive and name not in self.expected_down
+
+    def _follow(self) -> None:
+        now = time.time()
+        self._held += self.net.new_events()
+        self._held.sort(key=lambda e: e.get("t", 0.0))
+        ready = [e for e in self._held if e.get("t", 0.0) < now - 0.5]  # late writers catch up
+        self._held = self._held[len(ready) :]
+        for event in ready:
+            self.invariants.on_event(event)
+            self._on_event(event)
+        for name in self.seeds:
+            self._read_observer(f"obs-{name}")
+        for name, peer in self.net.peers.items():
+            code = peer.returncode
+            if code is not None and name not in self.expected_down:
+                self.invariants.violation(f"{name} exited by itself with code {code}")
+                self.expected_down.add(name)  # report once
+
+    def _on_event(self, e: dict[str, Any]) -> None:
+        gid = e.get("group_id")
+        if e.get("kind") == "round" and gid in self.pending_failover:
+            at, old = self.pending_failover[gid]
+            if e["peer"] != old and e["t"] > at:
+                del self.pending_failover[gid]
+                took = e["t"] - at
+                self.summary.failovers += 1
+                self.summary.failover_times.append(round(took, 2))
+                self.summary.worst_failover = max(self.summary.worst_failover, took)
+
+    def _read_observer(self, name: str) -> None:
+        peer = self.net.peers.get(name)
+        if peer is None:
+            return
+        try:
+            with open(peer.log_path, "rb") as fh:
+                fh.seek(self._obs_offset.get(name, 0))
+                chunk = fh.read()
+        except FileNotFoundError:
+            return
+        complete = chunk[: chunk.rfind(b"\n") + 1]
+        self._obs_offset[name] = self._obs_offset.get(name, 0) + len(complete)
+        for line in complete.splitlines():
+            if line.startswith(b"["):
+                try:
+                    listed = {a["group_id"] for a in json.loads(line) if a["members"] > 0}
+                except (ValueError, KeyError, TypeError):
+                    continue
+                self.listings[name] = (time.monotonic(), listed)
+
+    def _run_checks(self) -> None:
+        now = time.monotonic()
+        for check in list(self.checks):
+            if check.test():
+                check.on_pass(now - check.started)
+                self.checks.remove(check)
+            elif now > check.deadline:
+                self.invariants.violation(
+                    f"{check.what}: not within {check.deadline - check.started:g} s"
+                )
+                self.checks.remove(check)
+
+    def _live_groups(self) -> set[str]:
+        """Groups whose leader is alive and has completed a round in the last 10 s."""
+        now = time.time()
+        return {
+            gid
+            for gid, (at, peer) in self.invariants.last_round.items()
+            if now - at < 10 and self._alive(peer) and peer not in self.stopped
+        }
+
+    def _expect_listed(self, what: str) -> None:
+        """Every live group must be listed by an observer within the discovery deadline."""
+        if self.partitioned:
+            return
+        started = time.monotonic()
+        wanted = self._live_groups()
+
+        def listed_since() -> set[str]:
+            out: set[str] = set()
+            for at, groups in self.listings.values():
+                if at > started:
+                    out |= groups
+            return out
+
+        def passed(took: float) -> None:
+            self.summary.worst_discovery_gap = max(self.summary.worst_discovery_gap, took)
+
+        self.checks.append(
+            _Check(
+                f"groups {sorted(wanted)} listed after {what}",
+                started,
+                started + self.config.discovery_deadline,
+                lambda: wanted <= listed_since(),
+                passed,
+            )
+        )
+
+    # -- doing harm --------------------------------------------------------------------------------
+
+    def _later(self, delay: float, what: str, do: Callable[[], None]) -> None:
+        self.pending.append((time.monotonic() + delay, what, do))
+
+    def _kill(self, name: str, restart_after: float) -> None:
+        peer = self.net.peers[name]
+        self.expected_down.add(name)
+        peer.signal(signal.SIGKILL)
+        self.summary.kills += 1
+        self._later(restart_after, f"restart {name}", lambda: self._restart(name))
+
+    def _restart(self, name: str) -> None:
+        self.stopped.discard(name)
+        if name in self.nodes:  # same identity and data; a founder now joins like anyone
+            self._start_node(name, self.nodes.index(name), found=False)
+        else:
+            self.net.restart(name)
+        self.expected_down.discard(name)
+        self.summary.restarts += 1
+
+    def _leaders(self, min_members: int = 3) -> list[tuple[str, str]]:
+        """(group, leader) of groups with a live leader and at least ``min_members`` live."""
+        members: dict[str, int] = {}
+        for peer, (gid, _) in self.invariants.role.items():
+            if gid and self._alive(peer):
+                members[gid] = members.get(gid, 0) + 1
+        return sorted(
+            (gid, peer)
+            for gid, peers in self.invariants.leaders(self._alive).items()
+            for peer in peers
+            if members.get(gid, 0) >= min_members and peer not in self.stopped
+        )
+
+    def _members(self) -> list[str]:
+        return sorted(
+            p
+            for p, (gid, role) in self.invariants.role.items()
+            if gid and role == "member" and self._alive(p) and p not in self.stopped
+        )
+
+    def act(self, action: str) -> str | None:
+        """Do ``action``; returns what was done (None when nothing fitted right now)."""
+        rng = self.rng
+        if action == "kill-leader":
+            leaders = self._leaders()
+            if not leaders:
+                return None
+            gid, peer = rng.choice(leaders)
+            self.pending_failover[gid] = (time.time(), peer)
+            self._kill(peer, rng.uniform(3, 8))
+            self._expect_listed(f"killing leader {peer}")
+            return f"SIGKILL leader {peer} of {gid}"
+        if action == "kill-member":
+            members = self._members()
+            if not members:
+                return None
+            peer = rng.choice(members)
+            self._kill(peer, rng.uniform(3, 8))
+            self._expect_listed(f"killing member {peer}")
+            return f"SIGKILL member {peer}"
+        if action == "kill-bootstrap":
+            seed = rng.choice([s for s in self.seeds if self._alive(s)] or [None])
+            if seed is None:
+                return None
+            self._kill(seed, 3.0)
+            self._expect_listed(f"killing bootstrap peer {seed}")
+            return f"SIGKILL bootstrap {seed}"
+        if action == "stop-leader":
+            leaders = self._leaders()
+            if not leaders:
+                return None
+            gid, peer = rng.choice(leaders)
+            self.pending_failover[gid] = (time.time(), peer)
+            self._pause(peer, 4.0)
+            return f"SIGSTOP leader {peer} of {gid} for 4 s"
+        if action == "cut-transfer":
+            members = self._members()
+            if not members:
+                return None
+            peer = rng.choice(members)
+            gid = self.invariants.role[peer][0]
+            assert gid is not None
+            # the next round starts round_pause after the last one: cut just after it starts
+            at, _ = self.invariants.last_round.get(gid, (time.time(), ""))
+            wait = min(3.0, max(0.0, at + self.config.round_pause + 0.1 - time.time()))
+            self._later(wait, f"cut {peer} off mid-round", lambda: self._cut(peer, 3.0))
+            return f"cut member {peer} of {gid} off in {wait:.1f} s, for 3 s"
+        if action == "partition":
+            if not self.lan or self.partitioned:
+                return None
+            return self._partition(8.0)
+        raise ValueError(action)
+
+    def _cut(self, name: str, seconds: float) -> None:
+        """Its link down (on loopback: SIGSTOP, the closest thing), then back."""
+        lan = self.lan
+        if lan is None:
+            self._pause(name, seconds)
+            return
+        lan.link_down(self.host_of[name])
+        self._later(seconds, f"reconnect {name}", lambda: lan.link_up(self.host_of[name]))
+
+    def _pause(self, name: str, seconds: float) -> None:
+        peer = self.net.peers[name]
+        self.stopped.add(name)
+        peer.signal(signal.SIGSTOP)
+
+        def resume() -> None:
+            self.stopped.discard(name)
+            peer.signal(signal.SIGCONT)
+
+        self._later(seconds, f"SIGCONT {name}", resume)
+
+    def _partition(self, seconds: float) -> str:
+        assert self.lan is not None
+        lan = self.lan
+        names = self.seeds + self.nodes
+        side_b = [self.host_of[n] for n in names[1::2]]  # seed1 and every other node
+        lan.partition(side_b)
+        self.partitioned = True
+        self.summary.partitions += 1
+
+        def heal() -> None:
+            lan.heal()
+            self.partitioned = False
+            self._expect_healed()
+
+        self._later(seconds, "heal the partition", heal)
+        return (
+            f"partition: {len(side_b)} hosts cut from {len(names) - len(side_b)} for {seconds:g} s"
+        )
+
+    def _expect_healed(self) -> None:
+        started = time.monotonic()
+
+        def one_network() -> bool:
+            fresh = [g for at, g in self.listings.values() if at > started]
+            if len(fresh) < len(self.listings) or not fresh:
+                return False
+            same = all(g == fresh[0] for g in fresh)
+            single = all(
+                len(peers) <= 1
+                for peers in self.invariants.leaders(
+                    lambda p: self._alive(p) and p not in self.stopped
+                ).values()
+            )
+            return same and single
+
+        def passed(took: float) -> None:
+            self.summary.worst_heal = max(self.summary.worst_heal, took)
+
+        self.checks.append(
+            _Check(
+                "one network and one leader per group after healing",
+                started,
+                started + self.config.heal_deadline,
+                one_network,
+                passed,
+            )
+        )
+
+    # -- the run -----------------------------------------------------------------------------------
+
+    def run(self, log: Callable[[str], None] = print) -> Summary:
+        c = self.config
+        t_start = time.monotonic()
+        try:
+            self.start()
+            self.summary.startup_seconds = time.monotonic() - t_start
+            self.summary.rss_mb_per_node = self._rss_mb()
+            log(
+                f"{c.nodes} nodes in groups after {self.summary.time_to_all_in_groups:.1f} s "
+                f"({self.summary.mode}); {self.summary.rss_mb_per_node:.0f} MB RSS per node"
+            )
+            order = [a for a in ACTIONS if self.lan or a != "partition"]
+            self.rng.shuffle(order)  # every kind of harm early, then at random
+            chaos_end = time.monotonic() + c.duration
+            next_action = time.monotonic() + 2.0
+            while time.monotonic() < chaos_end or self.pending or self.checks:
+                now = time.monotonic()
+                if now > chaos_end + 60:
+                    self.invariants.violation("the run did not settle within 60 s")
+                    break
+                self._follow()
+                for item in [p for p in self.pending if p[0] <= now]:
+                    self.pending.remove(item)
+                    item[2]()
+                    log(f"{now - t_start:7.1f}s  {item[1]}")
+                self._run_checks()
+                if now >= next_action and now < chaos_end:
+                    action = order.pop(0) if order else self.rng.choice(ACTIONS)
+                    done = self.act(action)
+                    if done:
+                        self.summary.actions[action] = self.summary.actions.get(action, 0) + 1
+                        log(f"{now - t_start:7.1f}s  {done}")
+                    next_action = now + c.action_every * self.rng.uniform(0.6, 1.4)
+                time.sleep(0.2)
+            time.sleep(1.0)
+            self._follow()
+        finally:
+            self.summary.seconds = time.monotonic() - t_start
+            self.net.stop_all()
+            self.summary.errors_logged = self._errors_logged()
+            if self.lan is not None:
+                self.lan.teardown()
+        return self.summary
+
+    def _rss_mb(self) -> float:
+        sizes = []
+        for name in self.nodes:
+            try:
+                status = Path(f"/proc/{self.net.peers[name].pid}/status").read_text()
+            except FileNotFoundError:
+                continue
+            for line in status.splitlines():
+                if line.startswith("VmRSS:"):
+                    sizes.append(int(line.split()[1]) / 1024)
+        return sum(sizes) / len(sizes) if sizes else 0.0
+
+    def _errors_logged(self) -> int:
+        return sum(peer.output().count("Traceback") for peer in self.net.peers.values())
