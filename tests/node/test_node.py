@@ -199,3 +199,41 @@ async def test_a_node_that_joined_just_before_the_leader_died_finds_the_new_lead
             )
         finally:
             await late.stop()
+
+
+@run_async(timeout=120)
+async def test_a_leader_that_loses_its_majority_commits_nothing_steps_down_and_regroups() -> None:
+    configs = [{"data_shard": f"{i}/3", "stall_timeout": 3.0} for i in range(3)]
+    async with learning_network(configs) as (_, *nodes):
+        (leader,) = leaders(nodes)
+        group = leader.group
+        await wait_for(lambda: len(leader.rounds) >= 2, 60, "2 rounds")
+        for node in nodes:
+            if node is not leader:
+                await crash(node)  # two of three gone: what is left is not a majority
+        committed = group.model.round
+        await wait_for(lambda: not group.is_leader, 10, "the cut-off leader stepping down")
+        assert len(group.roster) == 3  # nobody dropped without a majority
+        assert group.model.round <= committed + 1  # at most the round already in flight
+        # no leader for stall_timeout: it regroups under a new id and keeps its model
+        await wait_for(
+            lambda: leader.group not in (None, group) and leader.group.is_leader,
+            15,
+            "regrouping into a new group it leads",
+        )
+        assert leader.group.group_id != group.group_id
+        assert leader.group.model.round >= group.model.round
+        await wait_for(lambda: leader.rounds and leader.rounds[-1].members == 1, 30, "a round")
+
+
+@run_async(timeout=120)
+async def test_a_leader_drops_a_dead_member_while_the_majority_answers() -> None:
+    configs = [{"data_shard": f"{i}/3"} for i in range(3)]
+    async with learning_network(configs) as (_, *nodes):
+        (leader,) = leaders(nodes)
+        await wait_for(lambda: len(leader.rounds) >= 2, 60, "2 rounds")
+        await crash(next(n for n in nodes if n is not leader))
+        await wait_for(lambda: len(leader.group.roster) == 2, 10, "the dead member dropped")
+        done = len(leader.rounds)
+        await wait_for(lambda: len(leader.rounds) >= done + 2, 30, "rounds with two")
+        assert leader.group.is_leader and leader.rounds[-1].members == 2
