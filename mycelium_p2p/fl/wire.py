@@ -52,7 +52,7 @@ def decode_content(records: Any, segments: list[bytes]) -> RecordDict:
             if kind == "a":
                 if not isinstance(payload, list) or len(payload) > _MAX_ARRAYS:
                     raise WireError(f"array record {name!r} is malformed")
-                arrays = {}
+                arrays = ArrayRecord()  # filled in place: ArrayRecord(dict) rebuilds every Array
                 for key, dtype, shape, stype, index in payload:
                     if not (isinstance(index, int) and 0 <= index < len(segments)):
                         raise WireError(f"array {key!r} points at a missing segment")
@@ -62,7 +62,7 @@ def decode_content(records: Any, segments: list[bytes]) -> RecordDict:
                         stype=str(stype),
                         data=segments[index],
                     )
-                out[name] = ArrayRecord(array_dict=arrays, keep_input=True)
+                out[name] = arrays
             elif kind == "c":
                 out[name] = ConfigRecord(payload)
             elif kind == "m":
