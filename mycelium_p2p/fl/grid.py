@@ -248,13 +248,16 @@ class GroupGrid(Grid):
                 "records": records,
             }
             try:
-                answer, segs = await self.group.channels.request(
-                    member.addr,
-                    member.key,
-                    "fl.msg",
-                    {"gid": self.group.group_id, **header},
-                    segments,
-                    timeout=timeout,
+                answer, segs = await self._while_present(
+                    member,
+                    self.group.channels.request(
+                        member.addr,
+                        member.key,
+                        "fl.msg",
+                        {"gid": self.group.group_id, **header},
+                        segments,
+                        timeout=timeout,
+                    ),
                 )
             except RemoteError as exc:
                 if exc.code == "stale-term":
@@ -275,6 +278,22 @@ class GroupGrid(Grid):
         if meta.message_type.startswith("train"):
             self.trained[member.key] = next(iter(content.array_records.values()))
         return Message(metadata=reply_metadata(), content=content)
+
+    async def _while_present(self, member: Any, request: Any) -> Any:
+        """Await ``request`` unless the member goes silent first (a cut cable sends no reset):
+        then the round goes on without it instead of waiting out the reply timeout."""
+        task = asyncio.ensure_future(request)
+        config = self.group.config
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=config.heartbeat_interval)
+                if done:
+                    return task.result()
+                now = self.group.roster.get(member.key)
+                if now is None or time.monotonic() - now.last_seen > config.member_timeout:
+                    raise ChannelError(f"member {member.key.hex()[:8]} went silent mid-round")
+        finally:
+            task.cancel()
 
 
 def _copy(content: RecordDict) -> RecordDict:

@@ -328,8 +328,10 @@ class ChaosRun:
                 check.on_pass(now - check.started)
                 self.checks.remove(check)
             elif now > check.deadline:
+                why = check.explain()
+                limit = check.deadline - check.started
                 self.invariants.violation(
-                    f"{check.what}: not within {check.deadline - check.started:g} s"
+                    f"{check.what}: not within {limit:g} s" + (f" ({why})" if why else "")
                 )
                 self.checks.remove(check)
 
@@ -504,6 +506,7 @@ class ChaosRun:
 
     def _expect_healed(self) -> None:
         started = time.monotonic()
+        existing = set(self.invariants.last_round)  # groups born after the heal may lag
 
         def views() -> list[set[str]]:
             return [g for at, g in self.listings.values() if at > started]
@@ -517,11 +520,11 @@ class ChaosRun:
             fresh = views()
             if len(fresh) < len(self.listings) or not fresh:
                 return False
-            live = self._live_groups()
+            live = self._live_groups() & existing
             return all(live <= g for g in fresh) and not split_leaders()
 
         def explain() -> str:
-            live = self._live_groups()
+            live = self._live_groups() & existing
             missing = " / ".join(str(sorted(live - g)) for g in views()) or "no fresh listing"
             return f"live groups missing per observer: {missing}; split: {split_leaders()}"
 

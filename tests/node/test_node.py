@@ -237,3 +237,23 @@ async def test_a_leader_drops_a_dead_member_while_the_majority_answers() -> None
         done = len(leader.rounds)
         await wait_for(lambda: len(leader.rounds) >= done + 2, 30, "rounds with two")
         assert leader.group.is_leader and leader.rounds[-1].members == 2
+
+
+@run_async(timeout=120)
+async def test_a_member_silent_mid_round_does_not_hold_the_round_for_the_timeout() -> None:
+    configs = [{"data_shard": f"{i}/3", "reply_timeout": 60.0} for i in range(3)]
+    async with learning_network(configs) as (_, *nodes):
+        (leader,) = leaders(nodes)
+        await wait_for(lambda: len(leader.rounds) >= 2, 60, "2 rounds")
+        frozen = next(n for n in nodes if n is not leader)
+
+        async def never_answers(*_args, **_kwargs):
+            await asyncio.sleep(3600)
+
+        # like a cut cable: the connection stays open, nothing comes back, no heartbeats
+        frozen.runner.handle = never_answers
+        frozen.group.tasks.cancel()
+        done = len(leader.rounds)
+        # the reply timeout is 60 s; the round goes on once the member is 5 heartbeats silent
+        await wait_for(lambda: len(leader.rounds) >= done + 2, 20, "rounds without it")
+        assert leader.rounds[-1].members == 2
