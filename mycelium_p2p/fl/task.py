@@ -284,8 +284,10 @@ def evaluate(model: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> tuple[floa
 
 def model_arrays(model: torch.nn.Module) -> ArrayRecord:
     """The model's weights as a Flower ``ArrayRecord``."""
-    state = model.state_dict()
-    return ArrayRecord({k: from_ndarray(t.detach().cpu().numpy()) for k, t in state.items()})
+    record = ArrayRecord()  # filled in place: ArrayRecord(dict) would build every Array twice
+    for key, tensor in model.state_dict().items():
+        record[key] = from_ndarray(tensor.detach().cpu().numpy())
+    return record
 
 
 def load_arrays(model: torch.nn.Module, arrays: ArrayRecord) -> None:
