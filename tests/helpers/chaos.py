@@ -379,6 +379,7 @@ class ChaosRun:
     def _kill(self, name: str, restart_after: float) -> None:
         peer = self.net.peers[name]
         self.expected_down.add(name)
+        self.invariants.role[name] = (None, "none")  # a restarted node starts from nothing
         peer.signal(signal.SIGKILL)
         self.summary.kills += 1
         self._later(restart_after, f"restart {name}", lambda: self._restart(name))
