@@ -1,0 +1,245 @@
+"""``mycelium-p2p join``: run a full node."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import click
+
+from ..addresses import resolve
+from .common import (
+    bootstrap_addresses,
+    bootstrap_option,
+    data_dir_option,
+    peers_file_option,
+    quiet_flower,
+    run_async,
+)
+
+
+@click.command()
+@bootstrap_option
+@peers_file_option
+@click.option("--host", default="0.0.0.0", show_default=True, help="Interface to listen on.")
+@click.option(
+    "--port",
+    default=0,
+    type=click.IntRange(0, 65535),
+    help="UDP port (DHT) and TCP port (models); 0 picks free ones.",
+)
+@click.option(
+    "--advertise-host",
+    help="Address other machines dial (default: the interface that reaches the bootstrap peer).",
+)
+@data_dir_option
+@click.option("--task", default="digits", show_default=True, help="What the group learns.")
+@click.option("--group", help="Join this group (name or id).")
+@click.option("--create", help="Found a new group with this name.")
+@click.option(
+    "--capacity",
+    default=10,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    help="With --create: most members.",
+)
+@click.option(
+    "--policy",
+    default="open",
+    show_default=True,
+    type=click.Choice(["open", "invite-only"]),
+    help="With --create: who may join.",
+)
+@click.option("--invite", help="An invite (from `mycelium-p2p invite`) for an invite-only group.")
+@click.option(
+    "--strategy",
+    default="fedavg",
+    show_default=True,
+    type=click.Choice(["fedavg", "fedprox", "fedmedian", "fedtrimmedavg", "krum"]),
+)
+@click.option(
+    "--client-app",
+    metavar="MODULE:ATTR",
+    help="Your own Flower ClientApp (its module also defines initial_arrays()).",
+)
+@click.option(
+    "--data-shard",
+    default="0/1",
+    show_default=True,
+    metavar="I/N",
+    help="This node's share of the digits data.",
+)
+@click.option(
+    "--domain",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 1000),
+    help="Rotate images by DOMAIN*90 degrees (or permute labels with --shift labels).",
+)
+@click.option(
+    "--shift", default="rotate", show_default=True, type=click.Choice(["rotate", "labels"])
+)
+@click.option(
+    "--data",
+    "data_file",
+    type=click.Path(dir_okay=False),
+    help="Your own data: FILE.npz (arrays x, y) or FILE.csv (label last).",
+)
+@click.option(
+    "--heartbeat",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(0.05, 60),
+    help="Seconds between heartbeats.",
+)
+@click.option(
+    "--round-pause",
+    default=0.5,
+    show_default=True,
+    type=click.FloatRange(0, 3600),
+    help="Seconds the leader waits between rounds.",
+)
+@click.option(
+    "--epochs",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 100),
+    help="Local epochs per round.",
+)
+@click.option("--lr", default=0.05, show_default=True, type=click.FloatRange(0, 10, min_open=True))
+@click.option(
+    "--migrate/--no-migrate",
+    default=True,
+    show_default=True,
+    help="Move to a group that serves this node's data better.",
+)
+@click.option(
+    "--evaluation-interval",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(0.5, 86400),
+    help="Seconds between measurements of candidate groups on this node's data.",
+)
+@click.option(
+    "--threshold",
+    default=0.05,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Accuracy gain (0-1) on this node's data that justifies a move.",
+)
+@click.option(
+    "--reply-timeout",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(0.5, 3600),
+    help="Seconds a leader waits for a member's training reply.",
+)
+@click.option(
+    "--threads",
+    default=0,
+    type=click.IntRange(0, 256),
+    help="CPU threads for torch (0: torch's default). Use 1 when many nodes share a machine.",
+)
+@click.option(
+    "--events",
+    "events_file",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Also append every event as a JSON line to this file.",
+)
+def join(
+    bootstrap: tuple[str, ...],
+    peers_file: Path | None,
+    host: str,
+    port: int,
+    advertise_host: str | None,
+    data_dir: Path,
+    task: str,
+    group: str | None,
+    create: str | None,
+    capacity: int,
+    policy: str,
+    invite: str | None,
+    strategy: str,
+    client_app: str | None,
+    data_shard: str,
+    domain: int,
+    shift: str,
+    data_file: str | None,
+    heartbeat: float,
+    round_pause: float,
+    epochs: int,
+    lr: float,
+    migrate: bool,
+    evaluation_interval: float,
+    threshold: float,
+    reply_timeout: float,
+    threads: int,
+    events_file: str | None,
+) -> None:
+    """Run a full node: join the network, find or found a group, train with it."""
+    if group and create:
+        raise click.UsageError("--group and --create exclude each other")
+    addrs = bootstrap_addresses(bootstrap, peers_file, required=create is None)
+    from ..node import run_until_signalled
+    from ..node.node import Node, NodeConfig, NodeEvent
+
+    quiet_flower()
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    journal = open(events_file, "a", buffering=1) if events_file else None  # noqa: SIM115
+
+    def event(ev: NodeEvent) -> None:
+        stamp = time.strftime("%H:%M:%S", time.localtime(ev.at))
+        click.echo(f"{stamp}.{int(ev.at % 1 * 1000):03d} {ev.text}")
+        if journal is not None:
+            journal.write(json.dumps(ev.as_json()) + "\n")
+
+    async def main() -> None:
+        config = NodeConfig(
+            bootstrap=await resolve(addrs),
+            host=host,
+            port=port,
+            advertise_host=advertise_host,
+            data_dir=data_dir,
+            task=task,
+            group=group,
+            create=create,
+            capacity=capacity,
+            policy=policy,
+            invite=invite,
+            strategy=strategy,
+            client_app=client_app,
+            data_shard=data_shard,
+            domain=domain,
+            shift=shift,
+            data_file=data_file,
+            heartbeat_interval=heartbeat,
+            round_pause=round_pause,
+            local_epochs=epochs,
+            learning_rate=lr,
+            migrate=migrate,
+            group_evaluation_interval=evaluation_interval,
+            performance_threshold=threshold,
+            reply_timeout=reply_timeout,
+        )
+        node = Node(config, on_event=event)
+
+        async def serve(stop: asyncio.Event) -> None:
+            try:
+                await node.start()
+                await stop.wait()
+            finally:
+                await node.stop()
+                node.emit("stopped", "left the group and stopped")
+
+        await run_until_signalled(serve)
+
+    try:
+        run_async(main())
+    finally:
+        if journal is not None:
+            journal.close()

@@ -1,0 +1,190 @@
+"""Commands that look at the network or at a node's identity: groups, nodes, id, invite."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..addresses import resolve
+from ..errors import NetworkError
+from ..identity import Identity, node_id_for
+from .common import (
+    bootstrap_addresses,
+    bootstrap_option,
+    data_dir_option,
+    peers_file_option,
+    run_async,
+    with_timeout,
+)
+
+
+@click.command()
+@bootstrap_option
+@peers_file_option
+@click.option("--task", help="Only groups learning this task.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (one document per refresh).")
+@click.option("--watch", is_flag=True, help="Keep refreshing until Ctrl-C.")
+@click.option("--interval", default=2.0, show_default=True, type=click.FloatRange(0.1))
+@click.option("--count", default=0, type=click.IntRange(0), help="With --watch: stop after N.")
+@click.option(
+    "--timeout",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(0.1),
+    help="Seconds to wait for the network.",
+)
+def groups(
+    bootstrap: tuple[str, ...],
+    peers_file: Path | None,
+    task: str | None,
+    as_json: bool,
+    watch: bool,
+    interval: float,
+    count: int,
+    timeout: float,
+) -> None:
+    """List groups and their verified metrics."""
+    from rich.console import Console
+    from rich.live import Live
+
+    from ..dht import fetch_adverts
+    from ..node import dht_client
+    from .render import groups_table
+
+    addrs = bootstrap_addresses(bootstrap, peers_file, required=True)
+    console = Console()
+
+    def emit_json(adverts: list[Any]) -> None:
+        click.echo(json.dumps([a.to_json() for a in adverts]))
+
+    async def main() -> None:
+        async with dht_client(await resolve(addrs), timeout=timeout) as dht:
+            if not watch:
+                adverts = await with_timeout(fetch_adverts(dht, task), timeout, "group lookup")
+                emit_json(adverts) if as_json else console.print(groups_table(adverts))
+                return
+            with contextlib.ExitStack() as stack:
+                live = None if as_json else stack.enter_context(Live(console=console))
+                for n in itertools.count(1) if count == 0 else range(1, count + 1):
+                    if n > 1:
+                        await asyncio.sleep(interval)
+                    try:
+                        adverts = await with_timeout(fetch_adverts(dht, task), timeout, "lookup")
+                    except NetworkError as exc:  # watching goes on through a bad moment
+                        click.echo(f"lookup failed: {exc}", err=True)
+                        continue
+                    if live is None:
+                        emit_json(adverts)
+                    else:
+                        live.update(groups_table(adverts))
+
+    run_async(main())
+
+
+@click.command()
+@bootstrap_option
+@peers_file_option
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(0.1))
+def nodes(
+    bootstrap: tuple[str, ...], peers_file: Path | None, as_json: bool, timeout: float
+) -> None:
+    """List nodes with their group and role (from their signed heartbeats)."""
+    from rich.console import Console
+
+    from ..dht import fetch_adverts
+    from ..node import dht_client
+    from ..records import record_key, roster_topic
+    from .render import nodes_table
+
+    addrs = bootstrap_addresses(bootstrap, peers_file, required=True)
+
+    async def main() -> list[dict[str, Any]]:
+        async with dht_client(await resolve(addrs), timeout=timeout) as dht:
+            adverts = await with_timeout(fetch_adverts(dht), timeout, "group lookup")
+            rosters = await with_timeout(
+                asyncio.gather(
+                    *(dht.get_records(record_key(roster_topic(a.group_id))) for a in adverts)
+                ),
+                timeout,
+                "roster lookup",
+            )
+        rows = []
+        for advert, records in zip(adverts, rosters, strict=True):
+            for r in records:
+                rows.append(
+                    {
+                        "node_id": node_id_for(r.signer).hex(),
+                        "group": advert.name,
+                        "group_id": advert.group_id,
+                        "role": r.body["role"],
+                        "round": r.body["round"],
+                        "addr": f"{r.body['addr'][0]}:{r.body['addr'][1]}",
+                    }
+                )
+        return sorted(rows, key=lambda row: (row["group"], row["role"] != "leader", row["node_id"]))
+
+    rows = run_async(main())
+    if as_json:
+        click.echo(json.dumps(rows))
+    else:
+        Console().print(nodes_table(rows))
+
+
+@click.command("id")
+@data_dir_option
+@click.option("--json", "as_json", is_flag=True)
+def id_(data_dir: Path, as_json: bool) -> None:
+    """Show this node's id and public key (creating the key on first use)."""
+    identity = Identity.load_or_create(data_dir)
+    info = {
+        "node_id": identity.node_id.hex(),
+        "public_key": identity.public_key.hex(),
+        "data_dir": str(data_dir),
+    }
+    if as_json:
+        click.echo(json.dumps(info))
+    else:
+        for key, value in info.items():
+            click.echo(f"{key:<11} {value}")
+
+
+@click.command()
+@click.option("--group", "group_ref", required=True, help="The group's id (or its unique prefix).")
+@click.option(
+    "--node-key",
+    required=True,
+    help="The invited node's public key (hex), as `mycelium-p2p id` prints it.",
+)
+@click.option(
+    "--ttl",
+    default=86400.0,
+    show_default=True,
+    type=click.FloatRange(1),
+    help="Seconds the invite stays valid.",
+)
+@data_dir_option
+def invite(group_ref: str, node_key: str, ttl: float, data_dir: Path) -> None:
+    """Issue an invite into an invite-only group this node belongs to."""
+    from ..group.invite import issue_invite
+
+    try:
+        member_key = bytes.fromhex(node_key)
+    except ValueError:
+        raise click.BadParameter("not hex", param_hint="--node-key") from None
+    if len(member_key) != 32:
+        raise click.BadParameter("a node key is 64 hex digits", param_hint="--node-key")
+    keys = sorted((data_dir / "groups").glob(f"{group_ref}*.key"))
+    if len(keys) != 1:
+        known = ", ".join(p.stem for p in sorted((data_dir / "groups").glob("*.key"))) or "none"
+        reason = "matches several groups" if keys else "is not a group this node belongs to"
+        raise click.ClickException(f"--group {group_ref} {reason} (known here: {known})")
+    group_key = Identity.load(keys[0])
+    click.echo(issue_invite(group_key, member_key, now=time.time(), ttl=ttl))
