@@ -2,6 +2,7 @@
 """Kill peers for a while and check the network's invariants all the time.
 
     python scripts/chaos.py [--nodes 20] [--duration 600] [--seed 1] [--loopback] [--json]
+    python scripts/chaos.py --calm --nodes 50 --duration 60     # scale: memory, time to groups
 
 Peers are separate processes, each on its own network-namespace host where namespaces are
 available (root, `ip netns`), else on loopback (then without partitions). See
@@ -28,6 +29,7 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=600.0, help="seconds of chaos")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--every", type=float, default=7.0, help="seconds between harms")
+    parser.add_argument("--calm", action="store_true", help="do no harm: only watch (a scale run)")
     parser.add_argument("--loopback", action="store_true", help="no namespaces, even as root")
     parser.add_argument("--netns", action="store_true", help="fail if namespaces are missing")
     parser.add_argument("--workdir", help="keep logs and events here (default: a temp dir)")
@@ -42,6 +44,7 @@ def main() -> int:
         duration=args.duration,
         seed=args.seed,
         action_every=args.every,
+        harm=not args.calm,
         use_netns=False if args.loopback else (True if args.netns else None),
     )
     summary = ChaosRun(config).run(log=lambda text: print(text, flush=True))

@@ -167,7 +167,8 @@ def demo(
     from rich.console import Console
 
     from ..node import run_until_signalled
-    from .demo import DemoConfig, run_demo, summary_table
+    from .demo import DemoConfig, run_demo
+    from .demo_view import summary_table
 
     console = Console()
     config = DemoConfig(

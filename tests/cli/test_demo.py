@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mycelium_p2p.cli.demo import DemoState, NodeView
+from mycelium_p2p.cli.demo_view import DemoState, NodeView
 from mycelium_p2p.cli.localnet import LocalNet, Peer
 from tests.helpers.procs import CLI, REPO
 

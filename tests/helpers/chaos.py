@@ -65,6 +65,7 @@ class ChaosConfig:
     discovery_deadline: float = 5.0
     heal_deadline: float = 10.0
     startup_timeout: float = 240.0
+    harm: bool = True  # False: only watch (the scale run)
 
 
 @dataclass
@@ -571,7 +572,7 @@ class ChaosRun:
                     item[2]()
                     log(f"{now - t_start:7.1f}s  {item[1]}")
                 self._run_checks()
-                if now >= next_action and now < chaos_end:
+                if c.harm and now >= next_action and now < chaos_end:
                     kinds = [a for a in ACTIONS if self.lan or a != "partition"]
                     action = (
                         order.pop(0)
