@@ -283,6 +283,8 @@ class GroupGrid(Grid):
         """Await ``request`` unless the member goes silent first (a cut cable sends no reset):
         then the round goes on without it instead of waiting out the reply timeout."""
         task = asyncio.ensure_future(request)
+        # if we stop waiting, whatever it ends with is not ours to report
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
         config = self.group.config
         try:
             while True:

@@ -129,6 +129,12 @@ async def lead_rounds(
             except StepDown as exc:
                 log.info("group %s: leadership of term %d ended: %s", group.group_id, term, exc)
                 return
+            except (asyncio.CancelledError, KeyboardInterrupt):
+                raise
+            except Exception:  # one broken round (a strategy or ClientApp bug) is not the end
+                log.exception("group %s: round %d failed", group.group_id, base.round + 1)
+                await asyncio.sleep(max(round_pause, 1.0))
+                continue
             metrics = result.evaluate_metrics_clientapp.get(1)
             done += 1
             if on_updates is not None and grid.trained:

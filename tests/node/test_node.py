@@ -257,3 +257,25 @@ async def test_a_member_silent_mid_round_does_not_hold_the_round_for_the_timeout
         # the reply timeout is 60 s; the round goes on once the member is 5 heartbeats silent
         await wait_for(lambda: len(leader.rounds) >= done + 2, 20, "rounds without it")
         assert leader.rounds[-1].members == 2
+
+
+@run_async(timeout=120)
+async def test_a_round_that_raises_does_not_stop_the_group(monkeypatch) -> None:
+    from flwr.serverapp.strategy import FedAvg
+
+    from mycelium_p2p.node import node as node_module
+
+    failures = []
+
+    class Flaky(FedAvg):
+        def start(self, *args, **kwargs):  # the first two rounds blow up inside the strategy
+            if len(failures) < 2:
+                failures.append(1)
+                raise SystemError("AST constructor recursion depth mismatch")
+            return super().start(*args, **kwargs)
+
+    small = {"min_train_nodes": 1, "min_evaluate_nodes": 1, "min_available_nodes": 1}
+    monkeypatch.setattr(node_module, "make_strategy", lambda name: Flaky(**small))
+    async with learning_network([{"create": "flaky"}]) as (_, node):
+        await wait_for(lambda: len(node.rounds) >= 2, 60, "rounds after two failures")
+        assert len(failures) == 2 and node.group.is_leader
