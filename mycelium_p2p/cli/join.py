@@ -229,12 +229,15 @@ def join(
         node = Node(config, on_event=event)
 
         async def serve(stop: asyncio.Event) -> None:
+            started = False
             try:
                 await node.start()
+                started = True
                 await stop.wait()
             finally:
                 await node.stop()
-                node.emit("stopped", "left the group and stopped")
+                if started:
+                    node.emit("stopped", "left the group and stopped")
 
         await run_until_signalled(serve)
 

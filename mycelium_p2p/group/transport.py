@@ -394,7 +394,7 @@ class ChannelServer:
                     raise
             except (OSError, asyncio.TimeoutError) as exc:
                 raise ChannelError(
-                    f"cannot connect to {address[0]}:{address[1]}: {exc or 'timed out'}"
+                    f"cannot connect to {address[0]}:{address[1]}: {str(exc) or 'timed out'}"
                 ) from None
             io = _Socket(sock)
             try:

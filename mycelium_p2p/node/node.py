@@ -258,6 +258,12 @@ class Node(MovingMixin):
                 refusals.append(f"{advert.name}: {exc}")
         if c.group and as_configured:
             raise ConfigError(f"cannot join group {c.group!r}: {'; '.join(refusals)}")
+        if refusals:  # say why, or a firewalled node founds groups of one without a word
+            self.emit(
+                "refused",
+                f"could not join any advertised group ({'; '.join(refusals)}); founding one",
+                reason="; ".join(refusals),
+            )
         self._found(f"{c.task}-{self.identity.node_id.hex()[:6]}", model)
 
     async def _join(self, advert: GroupAdvert) -> None:
