@@ -203,8 +203,9 @@ async def test_a_node_that_joined_just_before_the_leader_died_finds_the_new_lead
 
 @run_async(timeout=120)
 async def test_a_leader_that_loses_its_majority_commits_nothing_steps_down_and_regroups() -> None:
-    configs = [{"data_shard": f"{i}/3", "stall_timeout": 3.0} for i in range(3)]
+    configs = [{"data_shard": f"{i}/3", "stall_timeout": 6.0} for i in range(3)]
     async with learning_network(configs) as (_, *nodes):
+        await wait_for(lambda: len(leaders(nodes)) == 1, 30, "one group with one leader")
         (leader,) = leaders(nodes)
         group = leader.group
         await wait_for(lambda: len(leader.rounds) >= 2, 60, "2 rounds")
@@ -218,7 +219,7 @@ async def test_a_leader_that_loses_its_majority_commits_nothing_steps_down_and_r
         # no leader for stall_timeout: it regroups under a new id and keeps its model
         await wait_for(
             lambda: leader.group not in (None, group) and leader.group.is_leader,
-            15,
+            30,
             "regrouping into a new group it leads",
         )
         assert leader.group.group_id != group.group_id
