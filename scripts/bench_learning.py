@@ -68,11 +68,14 @@ class ArmRun:
     rounds: int = 0
 
 
-def node_plan(arm: str, n: int, k: int, seed: int) -> list[dict[str, Any]]:
-    """Per node: its domain, shard and how it enters a group in this arm."""
+def node_plan(arm: str, n: int, k: int, seed: int, start_groups: int = 0) -> list[dict[str, Any]]:
+    """Per node: its domain, shard and how it enters a group in this arm.
+
+    ``random`` and ``migrate`` start from ``start_groups`` random groups (default: ``k``).
+    """
     per = n // k
     rng = random.Random(seed)
-    random_group = [i % k for i in range(n)]
+    random_group = [i % (start_groups or k) for i in range(n)]
     rng.shuffle(random_group)
     plans = []
     for i in range(n):
@@ -128,7 +131,7 @@ async def network(
     nodes: list[Node] = []
     founded: set[str] = set()
     try:
-        for plan in node_plan(arm, n, k, seed):
+        for plan in node_plan(arm, n, k, seed, args.start_groups):
             name = plan["group_name"]
             enter = {"group": name} if name in founded else {"create": name}
             founded.add(name)
@@ -397,6 +400,13 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=32)
     parser.add_argument("--domains", type=int, default=4)
     parser.add_argument("--shift", choices=("rotate", "labels"), default="rotate")
+    parser.add_argument(
+        "--start-groups",
+        type=int,
+        default=0,
+        help="random groups the random and migrate arms start from (default: --domains, "
+        "or 4 with --domains 1)",
+    )
     parser.add_argument("--arms", default=",".join(ARMS))
     parser.add_argument("--round-pause", type=float, default=0.4, help="seconds between rounds")
     parser.add_argument(
@@ -419,6 +429,8 @@ def main() -> None:
         or not 1 <= args.rounds <= 1000
     ):
         parser.error("bad --arms/--domains/--nodes/--seeds/--rounds")
+    if args.start_groups == 0:
+        args.start_groups = 4 if args.domains == 1 else args.domains
     logging.basicConfig(level=logging.ERROR)
     logging.getLogger("flwr").setLevel(logging.ERROR)
     torch.set_num_threads(1)
