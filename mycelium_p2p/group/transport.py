@@ -31,7 +31,7 @@ from typing import Any
 
 import msgpack
 
-from ..aio import TaskOwner
+from ..aio import OwnerClosed, TaskOwner
 from ..errors import MyceliumError
 from ..identity import PUBLIC_KEY_SIZE, Identity, verify_signature
 
@@ -407,9 +407,13 @@ class ChannelServer:
             except ChannelError:
                 io.close()
                 raise
-            channel = Channel(
-                io, peer_key, self.handler, max_frame=self.max_frame, tasks=self.tasks
-            )
+            try:
+                channel = Channel(
+                    io, peer_key, self.handler, max_frame=self.max_frame, tasks=self.tasks
+                )
+            except OwnerClosed:  # this server is shutting down
+                io.close()
+                raise ChannelError("the channel server is closed") from None
             self._adopt(channel)
             return channel
 
