@@ -66,6 +66,7 @@ class ArmRun:
     moves: list[tuple[float, int, int]] = field(default_factory=list)  # (t, node, new group #)
     seconds: float = 0.0
     rounds: int = 0
+    in_transit: int = 0  # nodes between two groups when the run ended
 
 
 def node_plan(arm: str, n: int, k: int, seed: int, start_groups: int = 0) -> list[dict[str, Any]]:
@@ -191,7 +192,10 @@ async def run_arm(arm: str, args: argparse.Namespace, seed: int) -> ArmRun:
         for node in nodes:
             if node.group is not None:
                 groups.setdefault(node.group.group_id, []).append(node.config.domain)
-        purity = sum(max(d.count(x) for x in set(d)) for d in groups.values()) / len(nodes)
+        # over the nodes in a group: one caught between two groups is in transit, not misplaced
+        grouped = sum(len(d) for d in groups.values()) or 1
+        purity = sum(max(d.count(x) for x in set(d)) for d in groups.values()) / grouped
+        in_transit = len(nodes) - sum(len(d) for d in groups.values())
         index = {gid: j for j, gid in enumerate(sorted(groups))}
         moves = [
             (t - start_wall, i, index.get(to, -1))
@@ -205,6 +209,7 @@ async def run_arm(arm: str, args: argparse.Namespace, seed: int) -> ArmRun:
         accuracy=statistics.fmean(acc for _, acc in filter(None, final)),
         rounds_to_90=reached[0] if reached else None,
         purity=purity,
+        in_transit=in_transit,
         migrations=sum(len(node.moves) for node in nodes),
         curve=curve,
         moves=moves,
@@ -442,7 +447,8 @@ def main() -> None:
             results[arm].append(run)
             print(
                 f"seed {seed} {arm:8s} acc {run.accuracy:.3f} purity {run.purity:.2f} "
-                f"moves {run.migrations:3d} rounds {run.rounds} in {run.seconds:.0f} s",
+                f"moves {run.migrations:3d} rounds {run.rounds} in {run.seconds:.0f} s"
+                f"{f', {run.in_transit} in transit' if run.in_transit else ''}",
                 flush=True,
             )
     summary = report_arms(results, args) if arms else {}
