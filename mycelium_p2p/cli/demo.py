@@ -37,7 +37,7 @@ class DemoConfig:
 
     nodes: int = 12
     domains: int = 3
-    duration: float = 90.0  # seconds of training once every node is up
+    duration: float = 60.0  # seconds of training once every node is in a group
     evaluation_interval: float = 5.0
     round_pause: float = 0.5
     kill_leader: bool = True
@@ -107,11 +107,13 @@ async def run_demo(config: DemoConfig, console: Console, stop: asyncio.Event) ->
             live.update(view(state, phase))
             for i in range(k):  # group i is founded by a node of domain i
                 net.start_node(names[i], [seed], "--create", GROUP_NAMES[i], *options(i))
-            await _wait_listed(net, seed, state, k, stop)
-            phase = "nodes joining mixed groups"
-            for i in range(k, config.nodes):  # everyone else starts in a group of mixed domains
+            # everyone else starts in a group of mixed domains; they start while the founders
+            # do (starting a node is mostly importing torch) and find their groups a bit later
+            for i in range(k, config.nodes):
                 target = GROUP_NAMES[(i + i // k) % k]
                 net.start_node(names[i], [seed], "--group", target, *options(i))
+            await _wait_listed(net, seed, state, k, stop)
+            phase = "nodes joining mixed groups"
             # the clock of --duration starts once every node is in a group
             t0 = time.monotonic() + STARTUP_TIMEOUT
             next_query, killed_node, restart_at = 0.0, None, None
@@ -195,6 +197,7 @@ def _kill_a_leader(net: LocalNet, state: DemoState, rng: random.Random) -> str |
     if not peer.signal(signal.SIGKILL):
         return None
     state.killed[group.group_id] = (at, group.term)
+    state.kills.append((at, peer.name))
     state.nodes[peer.name].role = "killed"
     state.nodes[peer.name].group_id = None
     state.membership_trace.append((time.time(), peer.name, None))

@@ -51,6 +51,7 @@ class DemoState:
     started: float = field(default_factory=time.time)
     failovers: list[float] = field(default_factory=list)
     killed: dict[str, tuple[float, int]] = field(default_factory=dict)  # group_id -> (t, term)
+    kills: list[tuple[float, str]] = field(default_factory=list)  # (t, node) of each SIGKILL
     moves: int = 0
     printed: int = 0  # log lines already printed (without the live view)
 
@@ -290,6 +291,9 @@ def save_plot(state: DemoState, path: Path) -> Path | None:
         for (t0, g), t1 in zip(spans, ends, strict=True):
             if g:
                 bottom.barh(row, t1 - t0, left=t0, color=group_colour[g], height=0.8)
+    rows = {name: row for row, name in enumerate(state.nodes)}
+    for t, name in state.kills:
+        bottom.plot(t - state.started, rows[name], "x", color="red", markersize=10, mew=2)
     bottom.set_yticks(range(len(state.nodes)))
     bottom.set_yticklabels([f"{n} d{domain_of[n]}" for n in state.nodes], fontsize=7)
     bottom.set_xlabel("seconds")

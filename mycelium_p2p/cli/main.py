@@ -126,7 +126,7 @@ def bootstrap(
 @click.option("--domains", default=3, show_default=True, type=click.IntRange(1, 8))
 @click.option(
     "--duration",
-    default=90.0,
+    default=60.0,
     show_default=True,
     type=click.FloatRange(5, 3600),
     help="Seconds of training once the groups are founded.",

@@ -42,6 +42,7 @@ from .lifecycle import DataDirLock
 from .moving import MovingMixin, joinable
 
 log = logging.getLogger(__name__)
+GROUP_LOOKUP_RETRIES = 5  # once a second, for a --group not advertised yet
 
 
 @dataclass(frozen=True)
@@ -239,6 +240,12 @@ class Node(MovingMixin):
         adverts = await fetch_adverts(self.dht, c.task)
         if c.group and as_configured:
             chosen = [a for a in adverts if c.group in (a.name, a.group_id)]
+            for _ in range(GROUP_LOOKUP_RETRIES):  # a group founded a moment ago may be on its way
+                if chosen:
+                    break
+                await asyncio.sleep(1.0)
+                adverts = await fetch_adverts(self.dht, c.task)
+                chosen = [a for a in adverts if c.group in (a.name, a.group_id)]
             if not chosen:
                 names = ", ".join(sorted({a.name for a in adverts})) or "none"
                 raise ConfigError(
