@@ -336,7 +336,10 @@ class GroupMember(MemberRequests):
         now = self._now()
         cutoff = now - self.config.member_timeout
         silent = [k for k, m in self.roster.items() if k != self.me and m.last_seen < cutoff]
-        if len(self.roster) - len(silent) >= majority(len(self.roster)):
+        # Count only members heard within a lease as present: after a partition the members on
+        # the far side fall silent at slightly different moments, and dropping them one by one,
+        # each time with a "majority" of what is left, is how a minority shrinks into a majority.
+        if not silent or self.has_quorum():
             for key in silent:
                 log.info("group %s: member %s went silent", self.group_id, key.hex()[:8])
                 del self.roster[key]

@@ -1,0 +1,49 @@
+"""A leader's roster changes: who may be dropped, and when a cut-off leader gives up."""
+
+from __future__ import annotations
+
+import time
+
+from mycelium_p2p.group.member import GroupMember
+from mycelium_p2p.group.state import GroupConfig, GroupInfo, Member
+from mycelium_p2p.identity import Identity
+
+
+def leader_with(ages: list[float]) -> GroupMember:
+    """A leader whose other members were last heard ``ages`` seconds ago (heartbeat 0.5 s:
+    lease 1.25 s, member timeout 2.5 s)."""
+    info = GroupInfo(Identity.generate(), "g", "digits", "open", 10)
+    group = GroupMember(
+        Identity.generate(), None, info, ("127.0.0.1", 1), GroupConfig(heartbeat_interval=0.5)
+    )
+    group.role = "leader"
+    now = time.monotonic()
+    for i, age in enumerate(ages):
+        key = bytes([i + 1]) * 32
+        group.roster[key] = Member(key, ("127.0.0.1", 2 + i), 0, now - age)
+    return group
+
+
+def test_dead_members_are_dropped_while_a_majority_answers() -> None:
+    group = leader_with([0.1, 0.2, 0.3, 2.6, 2.7])  # 4 of 6 fresh
+    group._drop_silent_members()
+    assert len(group.roster) == 4 and group.is_leader
+
+
+def test_half_the_group_falling_silent_one_by_one_is_not_dropped_one_by_one() -> None:
+    # a partition: the far half stopped answering at the same moment, but their last
+    # heartbeats were a little apart, so one of them crosses the member timeout first
+    group = leader_with([0.1, 0.2, 2.6, 2.3, 2.1])  # 3 of 6 fresh
+    group._drop_silent_members()
+    assert len(group.roster) == 6  # not even the first one: that would make 3 a majority of 5
+
+
+def test_a_leader_without_a_majority_steps_down_after_a_lease() -> None:
+    group = leader_with([0.1, 2.6, 2.7])
+    stepped = []
+    group.on_follower = lambda: stepped.append(True)
+    group._drop_silent_members()
+    assert group.is_leader  # not yet: a moment's silence is not a partition
+    group._quorum_lost_at = time.monotonic() - 2.0  # the loss has lasted beyond a lease
+    group._drop_silent_members()
+    assert not group.is_leader and stepped and len(group.roster) == 4
