@@ -57,6 +57,7 @@ def main() -> int:
         "kills",
         "restarts",
         "failovers",
+        "regrouped",
         "partitions",
         "worst_discovery_gap",
         "worst_failover",

@@ -45,6 +45,7 @@ WEIGHTS = {  # how often each harm is picked once each has been done once
     "partition": 1,
 }
 ACTIONS = tuple(WEIGHTS)
+FAILOVER_WINDOW = 30.0  # s: a killed leader's group trains again within this, or it regrouped
 
 
 @dataclass
@@ -77,6 +78,7 @@ class Summary:
     kills: int = 0
     restarts: int = 0
     failovers: int = 0
+    regrouped: int = 0  # killed or frozen leaders whose members went to other groups instead
     partitions: int = 0
     worst_discovery_gap: float = 0.0
     worst_failover: float = 0.0
@@ -106,12 +108,16 @@ class Invariants:
         self.term_leader: dict[tuple[str, int], str] = {}  # (group, term) -> who was elected
         self.role: dict[str, tuple[str | None, str]] = {}  # peer -> (group, role)
         self.last_round: dict[str, tuple[float, str]] = {}  # group -> (time, leader peer)
+        self.ended: dict[str, float] = {}  # group -> when its leader left it (moved, regrouped)
 
     def violation(self, text: str) -> None:
         self.summary.violations.append(f"{time.strftime('%H:%M:%S')} {text}")
 
     def on_event(self, e: dict[str, Any]) -> None:
         peer, kind, gid = e["peer"], e.get("kind"), e.get("group_id")
+        was = self.role.get(peer, (None, "none"))
+        if kind in ("moving", "regroup", "stopped") and was[1] == "leader" and was[0]:
+            self.ended[was[0]] = float(e["t"])
         if kind in ("founded", "leader") and gid:
             self.role[peer] = (gid, "leader")
         elif kind in ("joined", "follower") and gid:
@@ -234,8 +240,7 @@ class ChaosRun:
                     "1",
                     "--timeout",
                     "4",
-                    "-b",
-                    f"{self._addr(name)}:{self.seed_ports[name]}",
+                    *(f"--bootstrap={self._addr(s)}:{self.seed_ports[s]}" for s in self.seeds),
                 ],
                 prefix=self._prefix(name),
             )
@@ -295,7 +300,10 @@ class ChaosRun:
         gid = e.get("group_id")
         if e.get("kind") == "round" and gid in self.pending_failover:
             at, old = self.pending_failover[gid]
-            if e["peer"] != old and e["t"] > at:
+            if e["t"] - at > FAILOVER_WINDOW:  # the group dissolved; a later round is a revival
+                del self.pending_failover[gid]
+                self.summary.regrouped += 1
+            elif e["peer"] != old and e["t"] > at:
                 del self.pending_failover[gid]
                 took = e["t"] - at
                 self.summary.failovers += 1
@@ -339,10 +347,14 @@ class ChaosRun:
     def _live_groups(self) -> set[str]:
         """Groups whose leader is alive and has completed a round in the last 10 s."""
         now = time.time()
+        ended = self.invariants.ended
         return {
             gid
             for gid, (at, peer) in self.invariants.last_round.items()
-            if now - at < 10 and self._alive(peer) and peer not in self.stopped
+            if now - at < 10
+            and self._alive(peer)
+            and peer not in self.stopped
+            and ended.get(gid, 0.0) < at
         }
 
     def _expect_listed(self, what: str) -> None:
@@ -367,8 +379,9 @@ class ChaosRun:
                 f"groups {sorted(wanted)} listed after {what}",
                 started,
                 started + self.config.discovery_deadline,
-                lambda: wanted <= listed_since(),
+                lambda: wanted & self._live_groups() <= listed_since(),
                 passed,
+                lambda: f"missing: {sorted(wanted & self._live_groups() - listed_since())}",
             )
         )
 
@@ -587,6 +600,7 @@ class ChaosRun:
                 time.sleep(0.2)
             time.sleep(1.0)
             self._follow()
+            self.summary.regrouped += len(self.pending_failover)
         finally:
             self.summary.seconds = time.monotonic() - t_start
             self.net.stop_all()
