@@ -259,8 +259,9 @@ class ChaosRun:
 
     def _start_node(self, name: str, i: int, found: bool = True) -> Peer:
         c = self.config
+        per_domain = -(-c.nodes // c.domains)
         options = [
-            *("--domain", str(i % c.domains), "--data-shard", f"{i // c.domains}/5"),
+            *("--domain", str(i % c.domains), "--data-shard", f"{i // c.domains}/{per_domain}"),
             *("--heartbeat", str(c.heartbeat), "--round-pause", str(c.round_pause)),
             *("--reply-timeout", str(c.reply_timeout), "--threads", "1"),
             *("--evaluation-interval", "10"),
