@@ -130,6 +130,13 @@ from .common import (
     help="Accuracy gain (0-1) on this node's data that justifies a move.",
 )
 @click.option(
+    "--bootstrap-wait",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(0, 86400),
+    help="Seconds to keep trying the bootstrap peers at start before giving up.",
+)
+@click.option(
     "--reply-timeout",
     default=60.0,
     show_default=True,
@@ -174,6 +181,7 @@ def join(
     migrate: bool,
     evaluation_interval: float,
     threshold: float,
+    bootstrap_wait: float,
     reply_timeout: float,
     threads: int,
     events_file: str | None,
@@ -225,6 +233,7 @@ def join(
             group_evaluation_interval=evaluation_interval,
             performance_threshold=threshold,
             reply_timeout=reply_timeout,
+            bootstrap_wait=bootstrap_wait,
         )
         node = Node(config, on_event=event)
 

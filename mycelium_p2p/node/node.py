@@ -27,7 +27,7 @@ from flwr.clientapp import ClientApp
 
 from ..aio import TaskOwner
 from ..dht import DhtConfig, DhtNode, fetch_adverts, publish_advert
-from ..errors import ConfigError
+from ..errors import BootstrapError, ConfigError
 from ..fl import task as digits
 from ..fl.client import ClientRunner, load_client_app
 from ..fl.leader import RoundReport, lead_rounds
@@ -93,6 +93,7 @@ class NodeConfig:
     migrate: bool = True
     split: bool = True  # leaders split groups whose members' updates disagree
     round_pause: float = 0.5
+    bootstrap_wait: float = 60.0  # keep trying the bootstrap peers this long at start
     stall_timeout: float = 0.0  # leave a group leaderless this long (0: 10 heartbeats)
     local_epochs: int = 1
     learning_rate: float = 0.05
@@ -212,7 +213,7 @@ class Node(MovingMixin):
         advertise = c.advertise_host or _reachable_ip(c.host, c.bootstrap)
         self.tcp_addr = (advertise, tcp_port)
         if c.bootstrap:
-            await self.dht.bootstrap(c.bootstrap)
+            await self._bootstrap()
         self.emit(
             "up",
             f"node {self.identity.node_id.hex()[:12]} up: udp {self.dht.address[1]}, "
@@ -228,6 +229,20 @@ class Node(MovingMixin):
         self.tasks.spawn(self._watch_group(), name="group-watch")
         if c.migrate:
             self.start_migration()
+
+    async def _bootstrap(self) -> None:
+        """Join the DHT; keep trying for ``bootstrap_wait`` s (a seed may be booting or busy)."""
+        c = self.config
+        deadline = time.monotonic() + c.bootstrap_wait
+        while True:
+            try:
+                await self.dht.bootstrap(c.bootstrap)
+                return
+            except BootstrapError as exc:
+                if time.monotonic() >= deadline:
+                    raise
+                self.emit("waiting", f"{exc}; trying again")
+                await asyncio.sleep(2.0)
 
     async def _enter_group(
         self, *, as_configured: bool = True, model: ModelSnapshot | None = None
