@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..dht import fetch_adverts, publish_advert
@@ -37,6 +37,7 @@ class MovingMixin:
     group: GroupMember | None
     moves: list[tuple[float, str, str]]
     emit: Callable[..., None]
+    _leave_group: Callable[[], Awaitable[None]]
 
     # -- moving between groups --------------------------------------------------------------------
 
@@ -121,13 +122,8 @@ class MovingMixin:
                     group=group.info.name,
                     group_id=group.group_id,
                 )
-                model = group.model
-                self._stop_leading()
-                with contextlib.suppress(MyceliumError, asyncio.TimeoutError):
-                    await asyncio.wait_for(group.leave(), 2.0)
-                await group.close()
-                self.group = None
-                await self._enter_group(as_configured=False, model=model)
+                await self._leave_group()
+                await self._enter_group(as_configured=False, model=group.model)
 
     async def move_to(self, advert: GroupAdvert, reason: str = "") -> None:
         """Leave our group cleanly and join ``advert``'s (back to finding a group if refused)."""
@@ -139,13 +135,11 @@ class MovingMixin:
         if old is None:
             return
         self._stop_leading()
-        alone = old.is_leader and len(old.roster) == 1
-        await old.leave()
-        if alone:  # an empty group dissolves: say so now rather than when its advert expires
+        if old.is_leader and len(old.roster) == 1:
+            # an empty group dissolves: say so now rather than when its advert expires
             self.rounds.clear()
             await publish_advert(self.dht, self._advert(members=0))
-        await old.close()
-        self.group = None
+        await self._leave_group()
         self.migration.moved(time.monotonic())
         self.moves.append((time.time(), old.group_id, advert.group_id))
         self.emit(
@@ -229,12 +223,8 @@ class MovingMixin:
         if group is None or channel.peer_key != group.leader_key:
             return Reply.fail("not-leader", "splits come from our leader only")
         if "found" in header:
-            model = group.model
-            self._stop_leading()
-            await group.leave()
-            await group.close()
-            self.group = None
-            new = self._found(str(header["found"]), model)
+            await self._leave_group()
+            new = self._found(str(header["found"]), group.model)
             self.moves.append((time.time(), group.group_id, new.group_id))
             return Reply({"group_id": new.group_id, "addr": list(self.tcp_addr)})
         host, port = header["addr"]

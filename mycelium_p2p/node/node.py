@@ -500,13 +500,18 @@ class Node(MovingMixin):
 
     # -- stopping --------------------------------------------------------------------------------
 
+    async def _leave_group(self) -> None:
+        """Stop leading, say goodbye (at most 2 s: the others may be gone) and close the group."""
+        self._stop_leading()
+        group, self.group = self.group, None
+        if group is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(group.leave(), 2.0)
+            await group.close()
+
     async def stop(self) -> None:
         """Leave the group cleanly and close everything (what SIGINT/SIGTERM do)."""
-        self._stop_leading()
-        if self.group is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.group.leave(), 2.0)
-            await self.group.close()
+        await self._leave_group()
         await self.tasks.close()
         await self.channels.close()
         await self.dht.close()
