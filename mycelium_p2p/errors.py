@@ -78,3 +78,7 @@ class NetworkError(MyceliumError):
 
 class BootstrapError(NetworkError):
     """No bootstrap peer answered."""
+
+
+class StoppedAbruptly(MyceliumError):
+    """A second SIGINT/SIGTERM cut a clean shutdown short."""

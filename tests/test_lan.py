@@ -117,6 +117,8 @@ def test_groups_form_across_namespaces_and_teardown_leaves_nothing() -> None:
             time.sleep(1.0)
         assert all(proc.popen.poll() is None for proc in lan.procs)
     assert lan.leftovers() == []
-    assert all(proc.popen.returncode == 0 for proc in net.joins), [
-        proc.output() for proc in net.joins
-    ]
+    codes = [proc.popen.returncode for proc in net.joins]
+    assert codes == [0] * len(codes), "\n".join(
+        f"--- {proc.name} exited with {code}:\n{proc.output()[-3000:]}"
+        for proc, code in zip(net.joins, codes, strict=True)
+    )

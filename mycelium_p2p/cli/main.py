@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from ..addresses import resolve
-from ..errors import MyceliumError
+from ..errors import MyceliumError, StoppedAbruptly
 from ..identity import Identity
 from .common import (
     DEFAULT_PORT,
@@ -36,6 +36,9 @@ class _Cli(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except StoppedAbruptly as exc:
+            click.echo(f"Stopped: {exc}", err=True)
+            raise click.exceptions.Exit(130) from None
         except MyceliumError as exc:
             raise click.ClickException(str(exc)) from None
         except OSError as exc:

@@ -6,11 +6,12 @@ import asyncio
 import fcntl
 import os
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import IO
 
-from ..errors import ConfigError
+from ..errors import ConfigError, StoppedAbruptly
 
 LOCK_FILE = "node.lock"
 
@@ -60,14 +61,18 @@ async def run_until_signalled(
 ) -> None:
     """Run ``main(stop)``; SIGINT or SIGTERM sets ``stop`` so ``main`` can shut down cleanly.
 
-    ``main`` should return soon after ``stop`` is set. A second signal cancels it outright.
+    ``main`` should return soon after ``stop`` is set. A second signal cancels it outright:
+    ``StoppedAbruptly`` is raised then (the CLI's exit code 130), never a bare cancellation.
     """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     task = asyncio.current_task()
+    forced = False
 
     def on_signal() -> None:
-        if stop.is_set() and task is not None:
+        nonlocal forced
+        if stop.is_set() and task is not None and not forced:
+            forced = True
             task.cancel()
         stop.set()
 
@@ -75,6 +80,14 @@ async def run_until_signalled(
         loop.add_signal_handler(sig, on_signal)
     try:
         await main(stop)
+    except asyncio.CancelledError:
+        if not forced or task is None:
+            raise
+        if sys.version_info >= (3, 11):
+            task.uncancel()  # the cancellation was ours and ends here, as an error
+        raise StoppedAbruptly(
+            "a second signal: stopped without finishing the clean shutdown"
+        ) from None
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

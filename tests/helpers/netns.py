@@ -206,9 +206,10 @@ class HostProc:
                 )
             time.sleep(0.1)
 
-    def stop(self, timeout: float = 10.0) -> int:
-        """SIGTERM, then SIGKILL if it does not exit in time; returns the exit code."""
-        if self.popen.poll() is None:
+    def stop(self, timeout: float = 10.0, *, signalled: bool = False) -> int:
+        """SIGTERM (unless ``signalled`` already: a second one would cut the clean shutdown
+        short), then SIGKILL if it does not exit in time; returns the exit code."""
+        if self.popen.poll() is None and not signalled:
             self.popen.send_signal(signal.SIGTERM)
         try:
             return self.popen.wait(timeout)
@@ -337,11 +338,11 @@ class Lan:
 
     def teardown(self) -> None:
         """Stop our processes by pid, then delete our namespaces and temp dir. Idempotent."""
-        for proc in reversed(self.procs):  # joins before the seed
+        for proc in reversed(self.procs):  # joins before the seed, all at once
             if proc.popen.poll() is None:
                 proc.popen.send_signal(signal.SIGTERM)
         for proc in reversed(self.procs):
-            proc.stop()
+            proc.stop(signalled=True)
             proc.output()  # keep it: the log goes with the temp dir
         for ns in reversed(self.created):
             _delete_namespace(ns)
