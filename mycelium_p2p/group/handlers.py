@@ -61,6 +61,7 @@ class MemberRequests:
                 "g.model": self._on_model,
                 "g.leave": self._on_leave,
                 "g.resign": self._on_resign,
+                "g.roster": self._on_roster,
                 "g.leader": self._on_leader_query,
             }[method]
         except KeyError:
@@ -99,8 +100,10 @@ class MemberRequests:
                     "full",
                     f"group {self.info.name} is full ({len(self.roster)}/{self.info.capacity})",
                 )
+        if peer not in self.roster:
+            log.info("group %s: %s joined", self.group_id, peer.hex()[:8])
         self.roster[peer] = Member(peer, addr, 0, self._now())
-        log.info("group %s: %s joined", self.group_id, peer.hex()[:8])
+        self.roster_changed()
         reply = {
             "term": self.term,
             "roster": self._roster_wire(),
@@ -192,6 +195,7 @@ class MemberRequests:
         if self.is_leader and peer in self.roster and peer != self.me:
             del self.roster[peer]
             log.info("group %s: %s left", self.group_id, peer.hex()[:8])
+            self.roster_changed()
         return Reply({})
 
     async def _on_leader_query(self, peer: bytes, header: dict[str, Any], _: list[bytes]) -> Reply:
@@ -204,7 +208,17 @@ class MemberRequests:
         )
 
     async def _on_resign(self, peer: bytes, header: dict[str, Any], _: list[bytes]) -> Reply:
-        if peer == self.leader_key:
+        if peer == self.leader_key and int(header.get("term", self.term)) >= self.term:
+            if "roster" in header:  # elect among the members the leader knew, not our old view
+                self._adopt_roster(header["roster"])
             self._lease_until = 0.0
             self._leader_lost.set()
+        return Reply({})
+
+    async def _on_roster(self, peer: bytes, header: dict[str, Any], _: list[bytes]) -> Reply:
+        refusal = self.fence(int(header["term"]), peer)
+        if refusal is not None:
+            return Reply.fail(refusal, f"my term is {self.term}")
+        if not self.is_leader:
+            self._adopt_roster(header["roster"])
         return Reply({})

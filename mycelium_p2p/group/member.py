@@ -11,10 +11,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..aio import TaskOwner
+from ..aio import OwnerClosed, TaskOwner
 from ..errors import MyceliumError
 from ..identity import Identity
 from .election import ElectionState, candidate_rank, electorate, majority
@@ -88,6 +88,8 @@ class GroupMember(MemberRequests):
         self._leader_lost = asyncio.Event()
         self._fetching = False
         self._quorum_lost_at: float | None = None
+        self._roster_dirty = False
+        self._roster_push: asyncio.Task[None] | None = None
         self._led_at = time.monotonic()  # last moment this group had a leader we knew of
 
     # -- queries -------------------------------------------------------------------------------
@@ -196,10 +198,13 @@ class GroupMember(MemberRequests):
         """Leave cleanly: a member tells its leader; a leader tells members to elect now."""
         timeout = min(1.0, self.config.request_timeout)
         if self.is_leader:
+            # with the roster as it is now: members that joined a moment ago may not know each
+            # other yet, and an election counted on an old roster can seat two leaders
             others = [m for m in self.members() if m.key != self.me]
+            header = {"term": self.term, "roster": [m.wire() for m in others]}
             await asyncio.gather(
                 *(
-                    self._request(m.key, m.addr, "g.resign", {"term": self.term}, timeout=timeout)
+                    self._request(m.key, m.addr, "g.resign", header, timeout=timeout)
                     for m in others
                 ),
                 return_exceptions=True,
@@ -259,6 +264,7 @@ class GroupMember(MemberRequests):
     async def _heartbeat(self) -> None:
         if self.leader_key is None or self.leader_addr is None:
             return
+        leader, woken = self.leader_key, self._leader_lost.is_set()
         try:
             header, _ = await self._request(
                 self.leader_key,
@@ -277,6 +283,8 @@ class GroupMember(MemberRequests):
             if "cannot connect" in str(exc) or "connection" in str(exc):
                 self._lease_until = 0.0  # refused or reset: the leader is gone, not slow
             return
+        if self.leader_key != leader or (self._leader_lost.is_set() and not woken):
+            return  # it resigned, or another leader announced itself, while we waited
         self._lease_until = self._now() + self.config.lease_timeout
         self.election.observe(int(header["term"]))
         self._adopt_roster(header["roster"])
@@ -343,6 +351,8 @@ class GroupMember(MemberRequests):
             for key in silent:
                 log.info("group %s: member %s went silent", self.group_id, key.hex()[:8])
                 del self.roster[key]
+            if silent:
+                self.roster_changed()
             self._quorum_lost_at = None
             return
         if self._quorum_lost_at is None:
@@ -461,6 +471,37 @@ class GroupMember(MemberRequests):
             roster[key] = Member(key, (host, port), int(round_), known.last_seen if known else now)
         roster[self.me] = Member(self.me, self.my_addr, self.model.round)
         self.roster = roster
+
+    def roster_changed(self) -> None:
+        """As leader: send the members the new roster now, not at their next heartbeat. A member
+        standing for election with a roster that lacks the newest members counts its majority
+        among too few voters, and two candidates can both win a term."""
+        if not self.is_leader:
+            return
+        self._roster_dirty = True
+        if self._roster_push is None or self._roster_push.done():
+            with contextlib.suppress(OwnerClosed):
+                self._roster_push = self.tasks.spawn(self._push_roster(), name="roster-push")
+
+    def remove_members(self, keys: Iterable[bytes]) -> None:
+        """As leader: take members off the roster (they were told to go elsewhere)."""
+        for key in keys:
+            if key != self.me:
+                self.roster.pop(key, None)
+        self.roster_changed()
+
+    async def _push_roster(self) -> None:
+        while self._roster_dirty and self.is_leader:
+            self._roster_dirty = False
+            header = {"term": self.term, "roster": self._roster_wire()}
+            await asyncio.gather(
+                *(
+                    self._request(m.key, m.addr, "g.roster", header)
+                    for m in self.members()
+                    if m.key != self.me
+                ),
+                return_exceptions=True,
+            )
 
     # -- the leader's side of training -----------------------------------------------------------
 

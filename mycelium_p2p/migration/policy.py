@@ -57,6 +57,12 @@ class MigrationPolicy:
             return Decision(None, f"cooling down ({now - self.last_move:.0f}/{c.cooldown:.0f} s)")
         return Decision(best, f"{best} serves our data better: {winners[best]:.3f} vs {own:.3f}")
 
+    def settled(self, now: float) -> None:
+        """We are in a new group without having chosen it (a split, a regroup): give it the
+        cooldown and forget the streaks measured from the old one. Not counted as a move."""
+        self.last_move = now
+        self._streak.clear()
+
     def moved(self, now: float) -> None:
         self.moves += 1
         self.last_move = now

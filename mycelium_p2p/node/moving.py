@@ -123,6 +123,7 @@ class MovingMixin:
                     group_id=group.group_id,
                 )
                 await self._leave_group()
+                self.migration.settled(time.monotonic())
                 await self._enter_group(as_configured=False, model=group.model)
 
     async def move_to(self, advert: GroupAdvert, reason: str = "") -> None:
@@ -215,8 +216,7 @@ class MovingMixin:
                     },
                     timeout=self.config.reply_timeout,
                 )
-        for key in leaving:
-            group.roster.pop(key, None)
+        group.remove_members(leaving)
 
     async def _on_split(self, channel: Channel, header: dict[str, Any]) -> Reply:
         group = self.group
@@ -225,6 +225,7 @@ class MovingMixin:
         if "found" in header:
             await self._leave_group()
             new = self._found(str(header["found"]), group.model)
+            self.migration.settled(time.monotonic())  # a founder that left at once strands it
             self.moves.append((time.time(), group.group_id, new.group_id))
             return Reply({"group_id": new.group_id, "addr": list(self.tcp_addr)})
         host, port = header["addr"]

@@ -17,6 +17,8 @@ def leader_with(ages: list[float]) -> GroupMember:
         Identity.generate(), None, info, ("127.0.0.1", 1), GroupConfig(heartbeat_interval=0.5)
     )
     group.role = "leader"
+    group.pushes = []  # type: ignore[attr-defined]
+    group.roster_changed = lambda: group.pushes.append(len(group.roster))  # type: ignore[method-assign]
     now = time.monotonic()
     for i, age in enumerate(ages):
         key = bytes([i + 1]) * 32
@@ -28,6 +30,7 @@ def test_dead_members_are_dropped_while_a_majority_answers() -> None:
     group = leader_with([0.1, 0.2, 0.3, 2.6, 2.7])  # 4 of 6 fresh
     group._drop_silent_members()
     assert len(group.roster) == 4 and group.is_leader
+    assert group.pushes == [4]  # the members hear of it at once
 
 
 def test_half_the_group_falling_silent_one_by_one_is_not_dropped_one_by_one() -> None:
@@ -36,6 +39,7 @@ def test_half_the_group_falling_silent_one_by_one_is_not_dropped_one_by_one() ->
     group = leader_with([0.1, 0.2, 2.6, 2.3, 2.1])  # 3 of 6 fresh
     group._drop_silent_members()
     assert len(group.roster) == 6  # not even the first one: that would make 3 a majority of 5
+    assert group.pushes == []
 
 
 def test_a_leader_without_a_majority_steps_down_after_a_lease() -> None:

@@ -1,0 +1,104 @@
+"""Roster knowledge across a group: members that joined a moment ago, and a leader leaving.
+
+Real ``GroupMember``s on real channels in this process; heartbeats are slowed down so that
+anything the members know came from the roster pushes and the leader's resignation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from mycelium_p2p.group.member import GroupMember
+from mycelium_p2p.group.state import GroupConfig, GroupInfo
+from mycelium_p2p.group.transport import Channel, ChannelServer, Reply
+from mycelium_p2p.identity import Identity
+from tests.conftest import run_async, wait_for
+
+SLOW = GroupConfig(heartbeat_interval=20.0, request_timeout=2.0)  # no heartbeat in a test
+
+
+class Peer:
+    """One node's channel server, routing ``g.*`` requests to its group."""
+
+    def __init__(self) -> None:
+        self.identity = Identity.generate()
+        self.group: GroupMember | None = None
+        self.channels = ChannelServer(self.identity, self._handle)
+        self.addr = ("127.0.0.1", 0)
+
+    async def _handle(
+        self, channel: Channel, method: str, header: dict[str, Any], segments: list[bytes]
+    ) -> Reply:
+        if self.group is None:
+            return Reply.fail("no-group", "not in a group")
+        return await self.group.handle(channel, method, header, segments)
+
+    async def listen(self) -> Peer:
+        self.addr = await self.channels.listen("127.0.0.1", 0)
+        return self
+
+
+@asynccontextmanager
+async def group_of(members: int, config: GroupConfig = SLOW) -> AsyncIterator[list[Peer]]:
+    """A founder and ``members`` joiners, all admitted within a few milliseconds."""
+    peers = [await Peer().listen() for _ in range(members + 1)]
+    founder = peers[0]
+    info = GroupInfo(Identity.generate(), "g", "digits", "open", 10)
+    founder.group = GroupMember(founder.identity, founder.channels, info, founder.addr, config)
+    founder.group.found()
+    try:
+        for peer in peers[1:]:
+            peer.group = await GroupMember.join_group(
+                peer.identity,
+                peer.channels,
+                peer.addr,
+                group_id=info.group_id,
+                leader_addr=founder.addr,
+                leader_key=founder.identity.public_key,
+                config=config,
+            )
+        yield peers
+    finally:
+        for peer in peers:
+            if peer.group is not None:
+                await peer.group.close()
+            await peer.channels.close()
+
+
+def roster_of(peer: Peer) -> set[bytes]:
+    assert peer.group is not None
+    return set(peer.group.roster)
+
+
+@run_async(timeout=30)
+async def test_members_learn_of_each_other_at_once_not_at_the_next_heartbeat() -> None:
+    async with group_of(4) as peers:
+        everyone = {p.identity.public_key for p in peers}
+        assert roster_of(peers[1]) != everyone  # the first joiner heard of nobody after it
+        await wait_for(lambda: all(roster_of(p) == everyone for p in peers), 5, "roster pushes")
+
+
+@run_async(timeout=60)
+async def test_a_leader_leaving_right_after_joins_leaves_exactly_one_successor() -> None:
+    async with group_of(4) as peers:
+        founder, members = peers[0], peers[1:]
+        for peer in members:
+            assert peer.group is not None
+            peer.group.start()
+        assert founder.group is not None
+        await founder.group.leave()  # at once: before any heartbeat
+        await founder.group.close()
+        founder.group = None
+
+        def leaders() -> list[GroupMember]:
+            return [p.group for p in members if p.group is not None and p.group.is_leader]
+
+        await wait_for(lambda: len(leaders()) >= 1, 30, "a new leader")
+        await asyncio.sleep(2.0)  # time for a second, rival election to finish
+        (leader,) = leaders()
+        assert set(leader.roster) == {p.identity.public_key for p in members}
+        terms = {p.group.term for p in members if p.group is not None}
+        assert terms == {leader.term}
