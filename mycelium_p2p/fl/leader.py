@@ -35,6 +35,7 @@ class RoundReport:
     loss: float
     members: int
     seconds: float
+    digest: str = ""  # the committed model's digest (hex): the same round is the same model
 
 
 def snapshot_of(round_: int, arrays: ArrayRecord) -> ModelSnapshot:
@@ -148,6 +149,7 @@ async def lead_rounds(
                     loss=metric(metrics, "loss", 0.0),
                     members=len(group.roster),
                     seconds=time.monotonic() - started,
+                    digest=snapshot.digest.hex(),
                 )
             )
             await asyncio.sleep(round_pause)

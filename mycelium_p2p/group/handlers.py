@@ -62,6 +62,7 @@ class MemberRequests:
                 "g.leave": self._on_leave,
                 "g.resign": self._on_resign,
                 "g.roster": self._on_roster,
+                "g.redirect": self._on_redirect,
                 "g.leader": self._on_leader_query,
             }[method]
         except KeyError:
@@ -213,6 +214,17 @@ class MemberRequests:
                 self._adopt_roster(header["roster"])
             self._lease_until = 0.0
             self._leader_lost.set()
+        return Reply({})
+
+    async def _on_redirect(self, peer: bytes, header: dict[str, Any], _: list[bytes]) -> Reply:
+        refusal = self.fence(int(header["term"]), peer)
+        if refusal is not None:
+            return Reply.fail(refusal, f"my term is {self.term}")
+        addr, key = _addr(header["addr"]), header["key"]
+        if not isinstance(key, bytes) or len(key) != 32:
+            raise ValueError("key must be 32 bytes")
+        if not self.is_leader:
+            self.tasks.spawn(self._follow(addr, key), name="redirect")
         return Reply({})
 
     async def _on_roster(self, peer: bytes, header: dict[str, Any], _: list[bytes]) -> Reply:

@@ -215,6 +215,37 @@ class GroupMember(MemberRequests):
                 return_exceptions=True,
             )
 
+    async def yield_to(self, leader_addr: Address, leader_key: bytes) -> bool:
+        """As one of two leaders of this group (its history forked): send our members to the
+        other leader and join it ourselves. True once it admitted us."""
+        if not self.is_leader:
+            return False
+        header = {"term": self.term, "addr": list(leader_addr), "key": leader_key}
+        await asyncio.gather(
+            *(
+                self._request(m.key, m.addr, "g.redirect", header)
+                for m in self.members()
+                if m.key != self.me
+            ),
+            return_exceptions=True,
+        )
+        self._resign()
+        try:
+            await self.join(leader_addr, leader_key)
+        except JoinRefused as exc:
+            log.warning("group %s: the other leader refused us: %s", self.group_id, exc)
+            return False
+        return True
+
+    async def _follow(self, leader_addr: Address, leader_key: bytes) -> None:
+        """Our leader sent us to another leader of this group."""
+        try:
+            await self.join(leader_addr, leader_key)
+        except JoinRefused as exc:
+            log.info("group %s: redirected but refused: %s", self.group_id, exc)
+            self._lease_until = 0.0
+            self._leader_lost.set()
+
     async def close(self) -> None:
         await self.tasks.close()
 

@@ -1,4 +1,4 @@
-"""Moving between groups: a node's migration checks, moves, and the splits its leader makes.
+"""Moving between groups: a node's migration checks, moves, splits, regroups and merges.
 
 ``MovingMixin`` is part of ``Node`` (it uses the node's group, runner, DHT, channels, config and
 event hook); it lives here because moving is its own job next to running a node.
@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ..dht import fetch_adverts, publish_advert
+from ..dht import fetch_advert, fetch_adverts, publish_advert
 from ..errors import MyceliumError
 from ..group.member import GroupMember, JoinRefused
 from ..group.state import ModelSnapshot
@@ -122,6 +122,43 @@ class MovingMixin:
                     group=group.info.name,
                     group_id=group.group_id,
                 )
+                await self._leave_group()
+                self.migration.settled(time.monotonic())
+                await self._enter_group(as_configured=False, model=group.model)
+
+    async def _watch_rivals(self, group: GroupMember) -> None:
+        """While leading: if the group's advert names another leader that is ahead of us (a
+        higher term, or the same term and more rounds), the group forked: join that leader."""
+        me = self.identity.public_key
+        while True:
+            await asyncio.sleep(self.config.record_interval)
+            if self.group is not group or not group.is_leader:
+                return
+            try:
+                advert = await fetch_advert(self.dht, group.group_id)
+            except (MyceliumError, OSError) as exc:
+                log.debug("rival check of %s failed: %s", group.group_id, exc)
+                continue
+            if advert is None or advert.leader_key == me:
+                continue
+            theirs = (advert.term, advert.metrics.round, advert.leader_key)
+            if theirs > (group.term, group.model.round, me):
+                self.tasks.spawn(self._yield(group, advert), name="yield")
+                return
+
+    async def _yield(self, group: GroupMember, advert: GroupAdvert) -> None:
+        async with self._group_change:
+            if self.group is not group or not group.is_leader:
+                return
+            self.emit(
+                "merge",
+                f"group {group.info.name} has another leader ahead of us (term {advert.term}, "
+                f"round {advert.metrics.round}); joining it with our members",
+                group=group.info.name,
+                group_id=group.group_id,
+                term=advert.term,
+            )
+            if not await group.yield_to(advert.leader, advert.leader_key):
                 await self._leave_group()
                 self.migration.settled(time.monotonic())
                 await self._enter_group(as_configured=False, model=group.model)

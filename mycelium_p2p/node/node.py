@@ -50,7 +50,7 @@ class NodeEvent:
     """Something a node did, for people (``text``) and for programs (``kind`` and ``fields``).
 
     Kinds: up, founded, joined, leader, follower, round, evaluated, moving, refused, split,
-    regroup, stopped.
+    regroup, merge, stopped.
     """
 
     kind: str
@@ -356,6 +356,7 @@ class Node(MovingMixin):
             group_id=self.group.group_id,
             term=term,
             round=self.group.model.round,
+            digest=self.group.model.digest.hex(),
         )
         c = self.config
         self._stop_leading()
@@ -376,6 +377,7 @@ class Node(MovingMixin):
                 name="lead",
             ),
             self.dht.keep_published(self._advert, interval=c.advert_ttl / 3),
+            self.tasks.spawn(self._watch_rivals(self.group), name="rivals"),
         ]
 
     def _on_follower(self) -> None:
@@ -408,6 +410,7 @@ class Node(MovingMixin):
             loss=report.loss,
             members=report.members,
             seconds=report.seconds,
+            digest=report.digest,
         )
         self._advert_stale = True
         if self._advert_refresh is None or self._advert_refresh.done():
@@ -501,13 +504,14 @@ class Node(MovingMixin):
     # -- stopping --------------------------------------------------------------------------------
 
     async def _leave_group(self) -> None:
-        """Stop leading, say goodbye (at most 2 s: the others may be gone) and close the group."""
+        """Stop leading, close the group (its loop must not win an election meanwhile) and say
+        goodbye (at most 2 s: the others may be gone)."""
         self._stop_leading()
         group, self.group = self.group, None
         if group is not None:
+            await group.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(group.leave(), 2.0)
-            await group.close()
 
     async def stop(self) -> None:
         """Leave the group cleanly and close everything (what SIGINT/SIGTERM do)."""

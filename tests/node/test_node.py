@@ -280,3 +280,38 @@ async def test_a_round_that_raises_does_not_stop_the_group(monkeypatch) -> None:
     async with learning_network([{"create": "flaky"}]) as (_, node):
         await wait_for(lambda: len(node.rounds) >= 2, 60, "rounds after two failures")
         assert len(failures) == 2 and node.group.is_leader
+
+
+@run_async(timeout=150)
+async def test_two_leaders_of_one_group_merge_into_the_one_ahead() -> None:
+    configs = [{"data_shard": f"{i}/3"} for i in range(3)]
+    async with learning_network(configs) as (_, *nodes):
+        (leader,) = leaders(nodes)
+        await wait_for(lambda: len(leader.rounds) >= 2, 60, "2 rounds")
+        rival, member = (n for n in nodes if n is not leader)
+        # fork the group the way diverged rosters did in a chaos run: the leader no longer
+        # counts the rival, and the rival leads a newer term on its own
+        leader.group.remove_members([rival.identity.public_key])
+        forked = rival.group
+        forked.roster = {k: m for k, m in forked.roster.items() if k == rival.identity.public_key}
+        forked.election.won(leader.group.term + 1)
+        forked._become_leader(forked.term)
+        assert len(leaders(nodes)) == 2
+
+        # the leader behind finds the other in the group's advert, sends its member there and
+        # follows: one leader, one roster, rounds with everyone
+        def merged() -> bool:
+            everyone = {n.identity.public_key for n in nodes}
+            led_by = {n.group.leader_key for n in nodes if n.group is not None}
+            return (
+                leaders(nodes) == [rival]
+                and set(forked.roster) == everyone
+                and led_by == {rival.identity.public_key}
+            )
+
+        await wait_for(merged, 60, "the fork merged")
+        assert leader.group is not None and member.group is not None
+        assert leader.group.group_id == member.group.group_id == forked.group_id
+        done = len(rival.rounds)
+        await wait_for(lambda: len(rival.rounds) >= done + 2, 60, "rounds after the merge")
+        assert rival.rounds[-1].members == 3
