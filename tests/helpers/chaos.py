@@ -15,9 +15,11 @@ something bad every few seconds, chosen by ``seed``:
 
 and checks, continuously, from the nodes' event files (``join --events``) and the observers'
 listings: every live group is listed within 5 s of a kill; no group's round counter goes back
-or repeats (a repeat is a lost round); no two nodes lead, or complete rounds in, the same term
-of a group; no process we did not kill exits; after a partition heals, both halves list every
-live group and every group has at most one leader within 10 s.
+or repeats with another model (a fork: a lost round; a leader woken from SIGSTOP may report a
+round late that it had committed before, and the same digest tells it apart); no two nodes
+lead, or complete rounds in, the same term of a group; no process we did not kill exits;
+after a partition heals, both halves list every live group and every group has at most one
+leader within 10 s.
 """
 
 from __future__ import annotations
@@ -104,6 +106,7 @@ class Invariants:
     def __init__(self, summary: Summary) -> None:
         self.summary = summary
         self.top_round: dict[str, int] = {}  # group -> highest completed round
+        self.models: dict[tuple[str, int], str] = {}  # (group, round) -> model digest
         self.term_rounds: dict[tuple[str, int], str] = {}  # (group, term) -> who completed rounds
         self.term_leader: dict[tuple[str, int], str] = {}  # (group, term) -> who was elected
         self.role: dict[str, tuple[str | None, str]] = {}  # peer -> (group, role)
@@ -116,7 +119,7 @@ class Invariants:
     def on_event(self, e: dict[str, Any]) -> None:
         peer, kind, gid = e["peer"], e.get("kind"), e.get("group_id")
         was = self.role.get(peer, (None, "none"))
-        if kind in ("moving", "regroup", "stopped") and was[1] == "leader" and was[0]:
+        if kind in ("moving", "regroup", "merge", "stopped") and was[1] == "leader" and was[0]:
             self.ended[was[0]] = float(e["t"])
         if kind in ("founded", "leader") and gid:
             self.role[peer] = (gid, "leader")
@@ -125,20 +128,31 @@ class Invariants:
         elif kind in ("moving", "stopped", "up", "regroup"):
             self.role[peer] = (None, "none")
         if kind == "leader" and gid:
+            if e.get("digest") and e.get("round"):  # the model it leads from is that round's
+                self.models.setdefault((gid, int(e["round"])), str(e["digest"]))
             key = (gid, int(e.get("term", 0)))
             first = self.term_leader.setdefault(key, peer)
             if first != peer:
                 self.violation(f"two leaders elected in term {key[1]} of {gid}: {first}, {peer}")
         if kind == "round" and gid:
-            self._on_round(peer, gid, int(e["round"]), int(e["term"]), float(e["t"]))
+            digest = str(e.get("digest", ""))
+            self._on_round(peer, gid, int(e["round"]), int(e["term"]), float(e["t"]), digest)
 
-    def _on_round(self, peer: str, gid: str, rnd: int, term: int, at: float) -> None:
+    def _on_round(self, peer: str, gid: str, rnd: int, term: int, at: float, digest: str) -> None:
         self.summary.rounds_completed += 1
         first = self.term_rounds.setdefault((gid, term), peer)
         if first != peer:
             self.violation(f"{first} and {peer} both completed rounds in term {term} of {gid}")
+        known = self.models.get((gid, rnd))
+        if known is None:
+            self.models[(gid, rnd)] = digest
+        elif digest and known == digest:
+            return  # reported late (its leader was frozen), the very model the group went on from
         top = self.top_round.get(gid, 0)
-        if rnd <= top:
+        if known is not None and digest and known != digest:
+            self.summary.rounds_lost += 1
+            self.violation(f"{gid} round {rnd} has two models (under {peer}, term {term})")
+        elif rnd <= top:
             self.summary.rounds_lost += 1
             what = "repeated" if rnd == top else "went back to"
             self.violation(f"{gid} {what} round {rnd} (had {top}) under {peer}, term {term}")
