@@ -216,25 +216,21 @@ class GroupMember(MemberRequests):
             )
 
     async def yield_to(self, leader_addr: Address, leader_key: bytes) -> bool:
-        """As one of two leaders of this group (its history forked): send our members to the
-        other leader and join it ourselves. True once it admitted us."""
+        """As one of two leaders of this group (its history forked): join the other leader, then
+        send our members after us. False if it would not have us (we go on leading)."""
         if not self.is_leader:
             return False
-        header = {"term": self.term, "addr": list(leader_addr), "key": leader_key}
-        await asyncio.gather(
-            *(
-                self._request(m.key, m.addr, "g.redirect", header)
-                for m in self.members()
-                if m.key != self.me
-            ),
-            return_exceptions=True,
-        )
-        self._resign()
+        term, others = self.term, [m for m in self.members() if m.key != self.me]
         try:
-            await self.join(leader_addr, leader_key)
+            await self.join(leader_addr, leader_key)  # on success we are its member
         except JoinRefused as exc:
             log.warning("group %s: the other leader refused us: %s", self.group_id, exc)
             return False
+        header = {"term": term, "addr": list(leader_addr), "key": leader_key}
+        await asyncio.gather(
+            *(self._request(m.key, m.addr, "g.redirect", header) for m in others),
+            return_exceptions=True,
+        )
         return True
 
     async def _follow(self, leader_addr: Address, leader_key: bytes) -> None:

@@ -158,10 +158,10 @@ class MovingMixin:
                 group_id=group.group_id,
                 term=advert.term,
             )
-            if not await group.yield_to(advert.leader, advert.leader_key):
-                await self._leave_group()
-                self.migration.settled(time.monotonic())
-                await self._enter_group(as_configured=False, model=group.model)
+            if not await group.yield_to(advert.leader, advert.leader_key) and group.is_leader:
+                self._leading.append(  # it would not have us: lead on, and look again later
+                    self.tasks.spawn(self._watch_rivals(group), name="rivals")
+                )
 
     async def move_to(self, advert: GroupAdvert, reason: str = "") -> None:
         """Leave our group cleanly and join ``advert``'s (back to finding a group if refused)."""
