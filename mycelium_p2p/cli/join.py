@@ -131,10 +131,11 @@ from .common import (
 )
 @click.option(
     "--bootstrap-wait",
-    default=60.0,
+    default=300.0,
     show_default=True,
     type=click.FloatRange(0, 86400),
-    help="Seconds to keep trying the bootstrap peers at start before giving up.",
+    help="Seconds to keep trying the bootstrap peers at start before giving up (seeds may be "
+    "starting, or slow while a whole LAN of nodes starts at once).",
 )
 @click.option(
     "--reply-timeout",

@@ -93,7 +93,7 @@ class NodeConfig:
     migrate: bool = True
     split: bool = True  # leaders split groups whose members' updates disagree
     round_pause: float = 0.5
-    bootstrap_wait: float = 60.0  # keep trying the bootstrap peers this long at start
+    bootstrap_wait: float = 300.0  # keep trying the bootstrap peers this long at start
     stall_timeout: float = 0.0  # leave a group leaderless this long (0: 10 heartbeats)
     local_epochs: int = 1
     learning_rate: float = 0.05
