@@ -249,7 +249,9 @@ class GroupMember(MemberRequests):
 
     async def _loop(self) -> None:
         hb = self.config.heartbeat_interval
-        while True:
+        # not ``while True``: on Python 3.11 ``wait_for`` returns instead of raising when it is
+        # cancelled just as its event is set (a resigning leader while we shut down)
+        while not self.tasks.closed:
             if self.is_leader:
                 self._drop_silent_members()
                 await asyncio.sleep(hb)
@@ -429,7 +431,7 @@ class GroupMember(MemberRequests):
             votes += bool(header.get("granted"))
         if self.leader_key != old and self.term >= term:
             return  # a leader for this term or a newer one announced itself meanwhile
-        if votes >= majority(len(voters)):
+        if votes >= majority(len(voters)) and not self.tasks.closed:
             log.info(
                 "group %s: elected leader of term %d (%d/%d votes)",
                 self.group_id,

@@ -102,3 +102,21 @@ async def test_a_leader_leaving_right_after_joins_leaves_exactly_one_successor()
         assert set(leader.roster) == {p.identity.public_key for p in members}
         terms = {p.group.term for p in members if p.group is not None}
         assert terms == {leader.term}
+
+
+@run_async(timeout=30)
+async def test_a_member_closing_as_its_leader_resigns_does_not_stand_for_election() -> None:
+    config = GroupConfig(heartbeat_interval=0.5, request_timeout=1.0)
+    async with group_of(1, config) as (founder, peer):
+        member = peer.group
+        assert member is not None and founder.group is not None
+        member.start()
+        await asyncio.sleep(0.3)  # the loop waits for its next heartbeat
+        led: list[int] = []
+        member.on_leader = led.append
+        await founder.group.close()
+        await founder.channels.close()  # the leader is gone: an election would be won alone
+        member._leader_lost.set()  # its resignation arrives ...
+        await member.close()  # ... in the same moment we shut down
+        await asyncio.sleep(2.0)
+        assert led == [] and not member.is_leader
