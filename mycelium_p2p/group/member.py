@@ -3,6 +3,9 @@
 Everything between members travels over authenticated channels (``ChannelServer``) as ``g.*``
 requests. The training itself is the ``fl`` layer's; it asks this object who the members are,
 what the term is, and to ``commit`` each new model to a majority before a round counts.
+This module holds the state, the loop and the election; its other parts are mixins: the
+request handlers (handlers.py), the roster rules (roster.py) and the model commits
+(commits.py).
 """
 
 from __future__ import annotations
@@ -11,26 +14,26 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
-from ..aio import OwnerClosed, TaskOwner
+from ..aio import TaskOwner
 from ..errors import MyceliumError
 from ..identity import Identity
+from .commits import ModelCommits, StepDown
 from .election import ElectionState, candidate_rank, electorate, majority
 from .handlers import MemberRequests, _addr
+from .roster import RosterUpkeep
 from .state import Address, GroupConfig, GroupInfo, Member, ModelSnapshot
 from .transport import ChannelError, ChannelServer, RemoteError
+
+__all__ = ["GroupMember", "JoinRefused", "StepDown"]
 
 log = logging.getLogger(__name__)
 
 
 class JoinRefused(MyceliumError):
     """The group's leader refused us (full, invite-only, not the leader...)."""
-
-
-class StepDown(MyceliumError):
-    """This leader has seen a newer term and must stop."""
 
 
 async def _ask_to_join(
@@ -56,7 +59,7 @@ async def _ask_to_join(
         raise JoinRefused(f"cannot reach the group's leader: {exc}") from None
 
 
-class GroupMember(MemberRequests):
+class GroupMember(MemberRequests, RosterUpkeep, ModelCommits):
     """A node's membership in one group, as leader or member."""
 
     def __init__(
@@ -353,49 +356,6 @@ class GroupMember(MemberRequests):
         except JoinRefused as exc:
             log.warning("group %s dropped us and refused us back: %s", self.group_id, exc)
 
-    def _heard_within(self, seconds: float) -> int:
-        """Roster members (this leader included) heard from in the last ``seconds``."""
-        cutoff = self._now() - seconds
-        return sum(1 for k, m in self.roster.items() if k == self.me or m.last_seen >= cutoff)
-
-    def has_quorum(self) -> bool:
-        """A majority of the roster answered within the lease: changes to it may be made."""
-        return self._heard_within(self.config.lease_timeout) >= majority(len(self.roster))
-
-    def _drop_silent_members(self) -> None:
-        """Drop members silent beyond ``member_timeout``, but only while a majority still talks.
-
-        A leader cut off from most of its group (a partition) must not shrink the roster to the
-        members it still reaches: that would let it commit rounds on its side while the other
-        side elects a leader of its own. Instead it keeps the roster (so it commits nothing)
-        and, once that has lasted a lease, steps down.
-        """
-        now = self._now()
-        cutoff = now - self.config.member_timeout
-        silent = [k for k, m in self.roster.items() if k != self.me and m.last_seen < cutoff]
-        # Count only members heard within a lease as present: after a partition the members on
-        # the far side fall silent at slightly different moments, and dropping them one by one,
-        # each time with a "majority" of what is left, is how a minority shrinks into a majority.
-        if not silent or self.has_quorum():
-            for key in silent:
-                log.info("group %s: member %s went silent", self.group_id, key.hex()[:8])
-                del self.roster[key]
-            if silent:
-                self.roster_changed()
-            self._quorum_lost_at = None
-            return
-        if self._quorum_lost_at is None:
-            self._quorum_lost_at = now
-        elif now - self._quorum_lost_at > self.config.lease_timeout:
-            log.warning(
-                "group %s: %d of %d members silent; stepping down",
-                self.group_id,
-                len(silent),
-                len(self.roster),
-            )
-            self._quorum_lost_at = None
-            self._resign()
-
     # -- election --------------------------------------------------------------------------------
 
     async def _elect(self) -> None:
@@ -491,132 +451,3 @@ class GroupMember(MemberRequests):
         self.role = "leader" if key == self.me else "member"
         self.leader_key, self.leader_addr = key, addr
         self._lease_until = self._now() + self.config.lease_timeout
-
-    def _adopt_roster(self, wire: Any) -> None:
-        roster = {}
-        now = self._now()
-        for key, host, port, round_ in wire:
-            known = self.roster.get(key)
-            roster[key] = Member(key, (host, port), int(round_), known.last_seen if known else now)
-        roster[self.me] = Member(self.me, self.my_addr, self.model.round)
-        self.roster = roster
-
-    def roster_changed(self) -> None:
-        """As leader: send the members the new roster now, not at their next heartbeat. A member
-        standing for election with a roster that lacks the newest members counts its majority
-        among too few voters, and two candidates can both win a term."""
-        if not self.is_leader:
-            return
-        self._roster_dirty = True
-        if self._roster_push is None or self._roster_push.done():
-            with contextlib.suppress(OwnerClosed):
-                self._roster_push = self.tasks.spawn(self._push_roster(), name="roster-push")
-
-    def remove_members(self, keys: Iterable[bytes]) -> None:
-        """As leader: take members off the roster (they were told to go elsewhere)."""
-        for key in keys:
-            if key != self.me:
-                self.roster.pop(key, None)
-        self.roster_changed()
-
-    async def _push_roster(self) -> None:
-        while self._roster_dirty and self.is_leader:
-            self._roster_dirty = False
-            header = {"term": self.term, "roster": self._roster_wire()}
-            await asyncio.gather(
-                *(
-                    self._request(m.key, m.addr, "g.roster", header)
-                    for m in self.members()
-                    if m.key != self.me
-                ),
-                return_exceptions=True,
-            )
-
-    # -- the leader's side of training -----------------------------------------------------------
-
-    def fence(self, term: int, sender: bytes, sender_addr: Address | None = None) -> str | None:
-        """Check a leader's request: None if it may proceed, else the refusal code."""
-        if term < self.term:
-            return "stale-term"
-        if term > self.term or (self.leader_key is None and not self.is_leader):
-            if self.is_leader:
-                self.step_down(term)
-            self.election.observe(term)
-            self.leader_key = sender
-            if sender_addr is not None:
-                self.leader_addr = sender_addr
-        elif sender != self.leader_key:
-            return "not-leader"
-        if not self.is_leader:
-            self._lease_until = self._now() + self.config.lease_timeout
-        return None
-
-    async def commit(self, snapshot: ModelSnapshot) -> bool:
-        """Give a new model to the members; True once a majority of the roster holds it.
-
-        Raises ``StepDown`` if a member knows a newer term.
-        """
-        if not self.is_leader:
-            raise StepDown("not the leader")
-        term = self.term
-        others = [m for m in self.members() if m.key != self.me]
-        header = {
-            "term": term,
-            "round": snapshot.round,
-            "digest": snapshot.digest,
-            "content": snapshot.content,
-        }
-        replies = await asyncio.gather(
-            *(self._request(m.key, m.addr, "g.commit", header, snapshot.segments) for m in others),
-            return_exceptions=True,
-        )
-        acks = 1
-        for member, reply in zip(others, replies, strict=True):
-            if isinstance(reply, RemoteError) and reply.code == "stale-term":
-                self.step_down(term + 1)
-                raise StepDown(f"member {member.key.hex()[:8]} is in a newer term")
-            if not isinstance(reply, BaseException):
-                acks += 1
-                member.round = snapshot.round
-        if self.term != term or not self.is_leader:
-            raise StepDown("deposed during the commit")
-        if acks < majority(len(others) + 1):
-            return False
-        self._set_model(snapshot)
-        return True
-
-    def _set_model(self, snapshot: ModelSnapshot) -> None:
-        if snapshot.round >= self.model.round:
-            self.model = snapshot
-            self.roster[self.me].round = snapshot.round
-            self.on_model(snapshot)
-
-    def adopt_model(self, snapshot: ModelSnapshot) -> None:
-        """Take a model that was produced or fetched outside a commit (a new leader's start)."""
-        self._set_model(snapshot)
-
-    def _store_model(self, header: dict[str, Any], segments: list[bytes]) -> bool:
-        if header.get("content") is None:
-            return False
-        snapshot = ModelSnapshot.of(int(header["round"]), header["content"], segments)
-        if snapshot.digest != header.get("digest"):
-            log.warning("group %s: model digest mismatch; ignored", self.group_id)
-            return False
-        self._set_model(snapshot)
-        return True
-
-    def _fetch_model_soon(self, key: bytes, addr: Address) -> None:
-        if self._fetching or self.tasks.closed:
-            return
-        self._fetching = True
-
-        async def fetch() -> None:
-            try:
-                header, segments = await self._request(key, addr, "g.model", {})
-                self._store_model(header, segments)
-            except (ChannelError, RemoteError) as exc:
-                log.debug("model fetch failed: %s", exc)
-            finally:
-                self._fetching = False
-
-        self.tasks.spawn(fetch(), name="fetch-model")

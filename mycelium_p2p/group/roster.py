@@ -1,0 +1,126 @@
+"""Who is in a group (part of ``GroupMember``): quorum, dropping the silent, telling members.
+
+A leader changes the roster only while a majority of it answers, and sends every change to the
+members at once: members elect on the roster they hold, and two members holding different
+rosters can count two different majorities.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ..aio import OwnerClosed, TaskOwner
+from .election import majority
+from .state import Address, GroupConfig, Member, ModelSnapshot
+
+log = logging.getLogger(__name__)
+
+
+class RosterUpkeep:
+    """The roster rules of ``GroupMember``."""
+
+    # state and methods provided by GroupMember
+    me: bytes
+    my_addr: Address
+    config: GroupConfig
+    roster: dict[bytes, Member]
+    model: ModelSnapshot
+    tasks: TaskOwner
+    group_id: str
+    is_leader: bool
+    term: int
+    _quorum_lost_at: float | None
+    _roster_dirty: bool
+    _roster_push: asyncio.Task[None] | None
+    _now: Callable[[], float]
+    _resign: Callable[[], None]
+    members: Callable[[], list[Member]]
+    _roster_wire: Callable[[], list[list[Any]]]
+    _request: Callable[..., Any]
+
+    def _heard_within(self, seconds: float) -> int:
+        """Roster members (this leader included) heard from in the last ``seconds``."""
+        cutoff = self._now() - seconds
+        return sum(1 for k, m in self.roster.items() if k == self.me or m.last_seen >= cutoff)
+
+    def has_quorum(self) -> bool:
+        """A majority of the roster answered within the lease: changes to it may be made."""
+        return self._heard_within(self.config.lease_timeout) >= majority(len(self.roster))
+
+    def _drop_silent_members(self) -> None:
+        """Drop members silent beyond ``member_timeout``, but only while a majority still talks.
+
+        A leader cut off from most of its group (a partition) must not shrink the roster to the
+        members it still reaches: that would let it commit rounds on its side while the other
+        side elects a leader of its own. Instead it keeps the roster (so it commits nothing)
+        and, once that has lasted a lease, steps down.
+        """
+        now = self._now()
+        cutoff = now - self.config.member_timeout
+        silent = [k for k, m in self.roster.items() if k != self.me and m.last_seen < cutoff]
+        # Count only members heard within a lease as present: after a partition the members on
+        # the far side fall silent at slightly different moments, and dropping them one by one,
+        # each time with a "majority" of what is left, is how a minority shrinks into a majority.
+        if not silent or self.has_quorum():
+            for key in silent:
+                log.info("group %s: member %s went silent", self.group_id, key.hex()[:8])
+                del self.roster[key]
+            if silent:
+                self.roster_changed()
+            self._quorum_lost_at = None
+            return
+        if self._quorum_lost_at is None:
+            self._quorum_lost_at = now
+        elif now - self._quorum_lost_at > self.config.lease_timeout:
+            log.warning(
+                "group %s: %d of %d members silent; stepping down",
+                self.group_id,
+                len(silent),
+                len(self.roster),
+            )
+            self._quorum_lost_at = None
+            self._resign()
+
+    def _adopt_roster(self, wire: Any) -> None:
+        roster = {}
+        now = self._now()
+        for key, host, port, round_ in wire:
+            known = self.roster.get(key)
+            roster[key] = Member(key, (host, port), int(round_), known.last_seen if known else now)
+        roster[self.me] = Member(self.me, self.my_addr, self.model.round)
+        self.roster = roster
+
+    def roster_changed(self) -> None:
+        """As leader: send the members the new roster now, not at their next heartbeat. A member
+        standing for election with a roster that lacks the newest members counts its majority
+        among too few voters, and two candidates can both win a term."""
+        if not self.is_leader:
+            return
+        self._roster_dirty = True
+        if self._roster_push is None or self._roster_push.done():
+            with contextlib.suppress(OwnerClosed):
+                self._roster_push = self.tasks.spawn(self._push_roster(), name="roster-push")
+
+    def remove_members(self, keys: Iterable[bytes]) -> None:
+        """As leader: take members off the roster (they were told to go elsewhere)."""
+        for key in keys:
+            if key != self.me:
+                self.roster.pop(key, None)
+        self.roster_changed()
+
+    async def _push_roster(self) -> None:
+        while self._roster_dirty and self.is_leader:
+            self._roster_dirty = False
+            header = {"term": self.term, "roster": self._roster_wire()}
+            await asyncio.gather(
+                *(
+                    self._request(m.key, m.addr, "g.roster", header)
+                    for m in self.members()
+                    if m.key != self.me
+                ),
+                return_exceptions=True,
+            )
