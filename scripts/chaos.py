@@ -32,6 +32,12 @@ def main() -> int:
     parser.add_argument("--calm", action="store_true", help="do no harm: only watch (a scale run)")
     parser.add_argument("--loopback", action="store_true", help="no namespaces, even as root")
     parser.add_argument("--netns", action="store_true", help="fail if namespaces are missing")
+    parser.add_argument(
+        "--startup-timeout",
+        type=float,
+        default=240.0,
+        help="seconds for every node to be in a group before the run starts (or fails)",
+    )
     parser.add_argument("--workdir", help="keep logs and events here (default: a temp dir)")
     parser.add_argument("--json", action="store_true", help="last line: the summary as JSON")
     args = parser.parse_args()
@@ -45,6 +51,7 @@ def main() -> int:
         seed=args.seed,
         action_every=args.every,
         harm=not args.calm,
+        startup_timeout=args.startup_timeout,
         use_netns=False if args.loopback else (True if args.netns else None),
     )
     summary = ChaosRun(config).run(log=lambda text: print(text, flush=True))
