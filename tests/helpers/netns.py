@@ -45,6 +45,7 @@ SUBNET = "198.18.0"  # hosts are SUBNET.1 ... SUBNET.<n>, /24
 MAX_HOSTS = 99  # link names must fit in 15 bytes: "myc" + pid + letter + "-b99"
 IP_TIMEOUT = 10.0  # seconds for one `ip` command
 PREFIX_RE = re.compile(r"^myc(\d+)[a-z]-")
+ARP_SYSCTL = Path("/proc/sys/net/ipv4/neigh/default")  # one ARP table for every namespace
 RUN_MARKER = ".mycelium-lan"  # in a run's temp dir, so cleanup removes only our directories
 
 # A host firewall as the README's runbook has it (nft syntax; the host's namespace only).
@@ -229,6 +230,7 @@ class Lan:
         self.bridge_ns = f"{self.prefix}-br"
         self.procs: list[HostProc] = []
         self.created: list[str] = []  # namespaces, in creation order
+        self._arp_saved: dict[str, int] = {}  # ARP table sizes we raised, to put back
         self.workdir: Path | None = None
 
     def ns(self, i: int) -> str:
@@ -249,6 +251,7 @@ class Lan:
         """Create the bridge and the hosts. Raises NetnsUnavailable if namespaces cannot be made."""
         self.workdir = Path(tempfile.mkdtemp(prefix=f"{self.prefix}-"))
         (self.workdir / RUN_MARKER).write_text(f"{os.getpid()}\n")
+        self._make_arp_room()
         self._add_namespace(self.bridge_ns)
         br = self.bridge_ns
         _ip("-n", br, "link", "add", br, "type", "bridge")
@@ -263,6 +266,31 @@ class Lan:
             _ip("-n", ns, "link", "set", link, "up")
             _ip("-n", ns, "link", "set", "lo", "up")
         return self
+
+    def _make_arp_room(self) -> None:
+        """Grow the kernel's ARP table for this LAN; ``teardown`` puts the old sizes back.
+
+        The table is one for all namespaces (``gc_thresh3``: 1024 entries by default). Every
+        host talks to every other, so 52 hosts need about 2,700 entries, and once the table is
+        full the hosts without entries are silently cut off (the kernel logs "neighbor table
+        overflow"): a 50-node run lost 8 nodes that way. Real machines have a table each.
+        """
+        need = 2 * self.hosts * self.hosts
+        for name, size in (("gc_thresh3", need), ("gc_thresh2", need // 2)):
+            path = ARP_SYSCTL / name
+            try:
+                old = int(path.read_text())
+                if old < size:
+                    path.write_text(f"{size}\n")
+                    self._arp_saved[name] = old
+            except (OSError, ValueError):
+                return  # not root or no such knob: small LANs fit anyway
+
+    def _restore_arp(self) -> None:
+        for name, old in reversed(self._arp_saved.items()):
+            with contextlib.suppress(OSError):
+                (ARP_SYSCTL / name).write_text(f"{old}\n")
+        self._arp_saved.clear()
 
     def _add_namespace(self, ns: str) -> None:
         result = _ip("netns", "add", ns, check=False)
@@ -347,6 +375,7 @@ class Lan:
         for ns in reversed(self.created):
             _delete_namespace(ns)
         self.created.clear()
+        self._restore_arp()
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
