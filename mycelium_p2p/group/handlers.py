@@ -217,12 +217,12 @@ class MemberRequests:
         return Reply({})
 
     async def _on_redirect(self, peer: bytes, header: dict[str, Any], _: list[bytes]) -> Reply:
+        addr, key = _addr(header["addr"]), header["key"]  # checked before anything changes
+        if not isinstance(key, bytes) or len(key) != 32:
+            raise ValueError("key must be 32 bytes")
         refusal = self.fence(int(header["term"]), peer)
         if refusal is not None:
             return Reply.fail(refusal, f"my term is {self.term}")
-        addr, key = _addr(header["addr"]), header["key"]
-        if not isinstance(key, bytes) or len(key) != 32:
-            raise ValueError("key must be 32 bytes")
         if not self.is_leader:
             self.tasks.spawn(self._follow(addr, key), name="redirect")
         return Reply({})

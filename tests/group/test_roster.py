@@ -11,9 +11,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import pytest
+
 from mycelium_p2p.group.member import GroupMember
 from mycelium_p2p.group.state import GroupConfig, GroupInfo
-from mycelium_p2p.group.transport import Channel, ChannelServer, Reply
+from mycelium_p2p.group.transport import Channel, ChannelServer, RemoteError, Reply
 from mycelium_p2p.identity import Identity
 from tests.conftest import run_async, wait_for
 
@@ -120,3 +122,15 @@ async def test_a_member_closing_as_its_leader_resigns_does_not_stand_for_electio
         await member.close()  # ... in the same moment we shut down
         await asyncio.sleep(2.0)
         assert led == [] and not member.is_leader
+
+
+@run_async(timeout=30)
+async def test_a_malformed_redirect_is_refused_and_changes_nothing() -> None:
+    async with group_of(1) as (founder, peer):
+        member = peer.group
+        assert member is not None and founder.group is not None
+        leader_before, term_before = member.leader_key, member.term
+        bad = {"term": term_before + 5, "addr": ["127.0.0.1", 1], "key": b"short"}
+        with pytest.raises(RemoteError, match="32 bytes"):
+            await founder.group._request(member.me, peer.addr, "g.redirect", bad)
+        assert (member.leader_key, member.term) == (leader_before, term_before)
