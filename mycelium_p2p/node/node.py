@@ -18,7 +18,6 @@ import random
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,94 +25,27 @@ from flwr.app import ArrayRecord
 from flwr.clientapp import ClientApp
 
 from ..aio import TaskOwner
-from ..dht import DhtConfig, DhtNode, fetch_adverts, publish_advert
+from ..dht import DhtNode, fetch_adverts, publish_advert
 from ..errors import BootstrapError, ConfigError
 from ..fl import task as digits
 from ..fl.client import ClientRunner, load_client_app
 from ..fl.leader import RoundReport, lead_rounds
 from ..fl.strategies import make_strategy
 from ..group.member import GroupMember, JoinRefused
-from ..group.state import Address, GroupConfig, GroupInfo, ModelSnapshot
+from ..group.state import Address, GroupInfo, ModelSnapshot
 from ..group.transport import Channel, ChannelServer, Reply
 from ..identity import Identity
-from ..migration.policy import MigrationConfig, MigrationPolicy
-from ..records import GroupAdvert, GroupMetrics, next_seq, roster_topic, sign_advert, sign_record
+from ..migration.policy import MigrationPolicy
+from ..records import GroupAdvert
+from .config import Event, NodeConfig, NodeEvent
 from .lifecycle import DataDirLock
 from .moving import MovingMixin, joinable
+from .publishing import PublishingMixin
+
+__all__ = ["Node", "NodeConfig", "NodeEvent"]
 
 log = logging.getLogger(__name__)
 GROUP_LOOKUP_RETRIES = 5  # once a second, for a --group not advertised yet
-
-
-@dataclass(frozen=True)
-class NodeEvent:
-    """Something a node did, for people (``text``) and for programs (``kind`` and ``fields``).
-
-    Kinds: up, founded, joined, leader, follower, round, evaluated, moving, refused, split,
-    regroup, merge, stopped.
-    """
-
-    kind: str
-    text: str
-    fields: dict[str, Any]
-    at: float
-
-    def as_json(self) -> dict[str, Any]:
-        return {"t": self.at, "kind": self.kind, **self.fields}
-
-
-Event = Callable[[NodeEvent], None]
-
-
-@dataclass
-class NodeConfig:
-    """Everything a node needs; the defaults make a digits node that joins any open group."""
-
-    bootstrap: list[Address] = field(default_factory=list)
-    host: str = "0.0.0.0"
-    port: int = 0  # the DHT's UDP port and the models' TCP port (0: any free ones)
-    advertise_host: str | None = None  # the address peers on other machines dial
-    data_dir: Path | None = None  # None: a throwaway identity (tests, benchmarks)
-    task: str = "digits"
-    group: str | None = None  # join this group (name or id)
-    create: str | None = None  # found a group with this name
-    capacity: int = 10
-    policy: str = "open"
-    invite: str | None = None
-    strategy: str = "fedavg"
-    client_app: str | None = None  # "module:attr" of the user's own ClientApp
-    data_shard: str = "0/1"
-    domain: int = 0
-    shift: str = "rotate"
-    data_file: str | None = None
-    seed: int = 0
-    heartbeat_interval: float = 1.0
-    group_evaluation_interval: float = 30.0  # how often candidate groups are measured
-    performance_threshold: float = 0.05  # the accuracy gain that justifies a move
-    migrate: bool = True
-    split: bool = True  # leaders split groups whose members' updates disagree
-    round_pause: float = 0.5
-    bootstrap_wait: float = 300.0  # keep trying the bootstrap peers this long at start
-    stall_timeout: float = 0.0  # leave a group leaderless this long (0: 10 heartbeats)
-    local_epochs: int = 1
-    learning_rate: float = 0.05
-    advert_ttl: float = 120.0
-    reply_timeout: float = 60.0
-    dht: DhtConfig = field(default_factory=DhtConfig)
-
-    def group_config(self) -> GroupConfig:
-        return GroupConfig(heartbeat_interval=self.heartbeat_interval)
-
-    def migration_config(self) -> MigrationConfig:
-        return MigrationConfig(
-            performance_threshold=self.performance_threshold,
-            cooldown=2 * self.group_evaluation_interval,
-        )
-
-    @property
-    def record_interval(self) -> float:
-        """How often a node's presence, and at most its group's advert, go to the DHT."""
-        return max(5.0, 5 * self.heartbeat_interval)
 
 
 def _reachable_ip(host: str, peers: list[Address]) -> str:
@@ -128,7 +60,7 @@ def _reachable_ip(host: str, peers: list[Address]) -> str:
     return "127.0.0.1"
 
 
-class Node(MovingMixin):
+class Node(MovingMixin, PublishingMixin):
     """A full mycelium-p2p node. ``start``, then it trains; ``stop`` leaves cleanly."""
 
     def __init__(
@@ -416,66 +348,6 @@ class Node(MovingMixin):
         if self._advert_refresh is None or self._advert_refresh.done():
             self._advert_refresh = self.tasks.spawn(self._refresh_advert(), name="advert")
             self._leading.append(self._advert_refresh)  # it ends when leading does
-
-    async def _refresh_advert(self) -> None:
-        """Publish the latest metrics now, then at most once per ``record_interval``: rounds
-        can be far faster than anyone reads adverts, and each publication is a lookup and k
-        signed stores."""
-        while self._advert_stale:
-            self._advert_stale = False
-            await publish_advert(self.dht, self._advert())
-            await asyncio.sleep(self.config.record_interval)
-
-    def _advert(self, members: int | None = None):  # type: ignore[no-untyped-def]
-        group = self.group
-        assert group is not None
-        last = self.rounds[-1] if self.rounds else None
-        self._advert_seq = next_seq(self._advert_seq, time.time())
-        return sign_advert(
-            group.info.key,
-            name=group.info.name,
-            task=group.info.task,
-            leader=self.tcp_addr,
-            leader_key=self.identity.public_key,
-            term=group.term,
-            policy=group.info.policy,
-            metrics=GroupMetrics(
-                accuracy=min(1.0, max(0.0, last.accuracy)) if last else 0.0,
-                loss=max(0.0, last.loss) if last else 0.0,
-                round=group.model.round,
-                members=min(len(group.roster), group.info.capacity) if members is None else members,
-                capacity=group.info.capacity,
-            ),
-            seq=self._advert_seq,
-            now=time.time(),
-            ttl=self.config.advert_ttl,
-        )
-
-    async def _publish_presence(self) -> None:
-        """A signed heartbeat in the group's roster key: who is where, in which role."""
-        interval = self.config.record_interval
-        while True:
-            group = self.group
-            if group is not None:
-                self._heartbeat_seq = next_seq(self._heartbeat_seq, time.time())
-                body = {
-                    "group_id": group.group_id,
-                    "addr": list(self.tcp_addr),
-                    "role": "leader" if group.is_leader else "member",
-                    "round": group.model.round,
-                    "model_hash": group.model.digest,
-                }
-                record = sign_record(
-                    self.identity,
-                    "heartbeat",
-                    roster_topic(group.group_id),
-                    body,
-                    seq=self._heartbeat_seq,
-                    now=time.time(),
-                    ttl=3 * interval,
-                )
-                await self.dht.put(record)
-            await asyncio.sleep(interval)
 
     # -- requests from peers ----------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ import pytest
 
 from mycelium_p2p.dht import publish_advert
 from mycelium_p2p.node import node as node_module
+from mycelium_p2p.node import publishing
 from tests.conftest import learning_network, run_async, wait_for
 
 
@@ -22,7 +23,8 @@ async def test_fast_rounds_publish_few_adverts_and_the_last_round_gets_out(
         published.append(record.body["metrics"]["round"])
         return await publish_advert(dht, record)
 
-    monkeypatch.setattr(node_module, "publish_advert", counting)
+    monkeypatch.setattr(node_module, "publish_advert", counting)  # start()
+    monkeypatch.setattr(publishing, "publish_advert", counting)  # after rounds
     async with learning_network([{"create": "fast", "round_pause": 0.0}]) as (_, node):
         loop = asyncio.get_running_loop()
         started = loop.time()

@@ -1,0 +1,83 @@
+"""What a node is told (``NodeConfig``) and what it reports (``NodeEvent``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..dht import DhtConfig
+from ..group.state import Address, GroupConfig
+from ..migration.policy import MigrationConfig
+
+
+@dataclass(frozen=True)
+class NodeEvent:
+    """Something a node did, for people (``text``) and for programs (``kind`` and ``fields``).
+
+    Kinds: up, founded, joined, leader, follower, round, evaluated, moving, refused, split,
+    regroup, merge, stopped.
+    """
+
+    kind: str
+    text: str
+    fields: dict[str, Any]
+    at: float
+
+    def as_json(self) -> dict[str, Any]:
+        return {"t": self.at, "kind": self.kind, **self.fields}
+
+
+Event = Callable[[NodeEvent], None]
+
+
+@dataclass
+class NodeConfig:
+    """Everything a node needs; the defaults make a digits node that joins any open group."""
+
+    bootstrap: list[Address] = field(default_factory=list)
+    host: str = "0.0.0.0"
+    port: int = 0  # the DHT's UDP port and the models' TCP port (0: any free ones)
+    advertise_host: str | None = None  # the address peers on other machines dial
+    data_dir: Path | None = None  # None: a throwaway identity (tests, benchmarks)
+    task: str = "digits"
+    group: str | None = None  # join this group (name or id)
+    create: str | None = None  # found a group with this name
+    capacity: int = 10
+    policy: str = "open"
+    invite: str | None = None
+    strategy: str = "fedavg"
+    client_app: str | None = None  # "module:attr" of the user's own ClientApp
+    data_shard: str = "0/1"
+    domain: int = 0
+    shift: str = "rotate"
+    data_file: str | None = None
+    seed: int = 0
+    heartbeat_interval: float = 1.0
+    group_evaluation_interval: float = 30.0  # how often candidate groups are measured
+    performance_threshold: float = 0.05  # the accuracy gain that justifies a move
+    migrate: bool = True
+    split: bool = True  # leaders split groups whose members' updates disagree
+    round_pause: float = 0.5
+    bootstrap_wait: float = 300.0  # keep trying the bootstrap peers this long at start
+    stall_timeout: float = 0.0  # leave a group leaderless this long (0: 10 heartbeats)
+    local_epochs: int = 1
+    learning_rate: float = 0.05
+    advert_ttl: float = 120.0
+    reply_timeout: float = 60.0
+    dht: DhtConfig = field(default_factory=DhtConfig)
+
+    def group_config(self) -> GroupConfig:
+        return GroupConfig(heartbeat_interval=self.heartbeat_interval)
+
+    def migration_config(self) -> MigrationConfig:
+        return MigrationConfig(
+            performance_threshold=self.performance_threshold,
+            cooldown=2 * self.group_evaluation_interval,
+        )
+
+    @property
+    def record_interval(self) -> float:
+        """How often a node's presence, and at most its group's advert, go to the DHT."""
+        return max(5.0, 5 * self.heartbeat_interval)
