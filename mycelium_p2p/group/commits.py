@@ -80,17 +80,19 @@ class ModelCommits:
             *(self._request(m.key, m.addr, "g.commit", header, snapshot.segments) for m in others),
             return_exceptions=True,
         )
+        # only members the others know of count (see Member.confirmed), against their number
+        voting = [m.confirmed for m in others]
         acks = 1
-        for member, reply in zip(others, replies, strict=True):
+        for member, reply, counts in zip(others, replies, voting, strict=True):
             if isinstance(reply, RemoteError) and reply.code == "stale-term":
                 self.step_down(term + 1)
                 raise StepDown(f"member {member.key.hex()[:8]} is in a newer term")
             if not isinstance(reply, BaseException):
-                acks += 1
+                acks += counts
                 member.round = snapshot.round
         if self.term != term or not self.is_leader:
             raise StepDown("deposed during the commit")
-        if acks < majority(len(others) + 1):
+        if acks < majority(1 + sum(voting)):
             return False
         self._set_model(snapshot)
         return True

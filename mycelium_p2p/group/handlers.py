@@ -101,9 +101,11 @@ class MemberRequests:
                     "full",
                     f"group {self.info.name} is full ({len(self.roster)}/{self.info.capacity})",
                 )
-        if peer not in self.roster:
+        known = self.roster.get(peer)
+        if known is None:
             log.info("group %s: %s joined", self.group_id, peer.hex()[:8])
-        self.roster[peer] = Member(peer, addr, 0, self._now())
+        confirmed = known.confirmed if known else len(self.roster) == 1  # alone: nobody to tell
+        self.roster[peer] = Member(peer, addr, 0, self._now(), confirmed)
         self.roster_changed()
         reply = {
             "term": self.term,

@@ -413,6 +413,7 @@ class GroupMember(MemberRequests, RosterUpkeep, ModelCommits):
         now = self._now()
         for member in self.roster.values():
             member.last_seen = now
+            member.confirmed = True  # the roster we were elected on
         for member in self.members():
             if member.key != self.me:
                 self.tasks.spawn(self._announce(member), name="announce")

@@ -116,11 +116,19 @@ class RosterUpkeep:
         while self._roster_dirty and self.is_leader:
             self._roster_dirty = False
             header = {"term": self.term, "roster": self._roster_wire()}
-            await asyncio.gather(
-                *(
-                    self._request(m.key, m.addr, "g.roster", header)
-                    for m in self.members()
-                    if m.key != self.me
-                ),
+            targets = [m for m in self.members() if m.key != self.me]
+            replies = await asyncio.gather(
+                *(self._request(m.key, m.addr, "g.roster", header) for m in targets),
                 return_exceptions=True,
             )
+            told = 1 + sum(
+                1
+                for m, r in zip(targets, replies, strict=True)
+                if m.confirmed and not isinstance(r, BaseException)
+            )
+            if told >= majority(1 + sum(1 for m in targets if m.confirmed)):
+                for member in targets:  # a majority knows them now: their acks count
+                    member.confirmed = True
+            elif self.is_leader:
+                self._roster_dirty = True  # try again soon (a joiner may not be ready yet)
+                await asyncio.sleep(min(0.5, self.config.heartbeat_interval))

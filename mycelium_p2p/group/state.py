@@ -66,6 +66,10 @@ class Member:
     addr: Address
     round: int = 0
     last_seen: float = 0.0
+    # (leader's view) the other members know of this one: a majority of the members confirmed
+    # before it acknowledged a roster naming it. Only then do its acks count toward commits,
+    # or a member that missed the join could win an election on the roster without it.
+    confirmed: bool = True
 
     def wire(self) -> list[Any]:
         return [self.key, self.addr[0], self.addr[1], self.round]

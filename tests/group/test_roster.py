@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from mycelium_p2p.group.member import GroupMember
-from mycelium_p2p.group.state import GroupConfig, GroupInfo
+from mycelium_p2p.group.state import GroupConfig, GroupInfo, ModelSnapshot
 from mycelium_p2p.group.transport import Channel, ChannelServer, RemoteError, Reply
 from mycelium_p2p.identity import Identity
 from tests.conftest import run_async, wait_for
@@ -134,3 +134,33 @@ async def test_a_malformed_redirect_is_refused_and_changes_nothing() -> None:
         with pytest.raises(RemoteError, match="32 bytes"):
             await founder.group._request(member.me, peer.addr, "g.redirect", bad)
         assert (member.leader_key, member.term) == (leader_before, term_before)
+
+
+@run_async(timeout=30)
+async def test_a_newcomer_the_others_have_not_heard_of_does_not_make_a_majority() -> None:
+    # {leader, M}; M is cut off (it may be electing itself: its electorate is M alone), then N
+    # joins. Leader + N would be 2 of 3, but M never learnt of N: that "majority" could
+    # coexist with M's. Until a majority of the members known before hears of N, N's ack
+    # does not count.
+    async with group_of(1) as (founder, cut_off):
+        leader = founder.group
+        assert leader is not None
+        await cut_off.channels.close()
+        newcomer = await Peer().listen()
+        try:
+            newcomer.group = await GroupMember.join_group(
+                newcomer.identity,
+                newcomer.channels,
+                newcomer.addr,
+                group_id=leader.group_id,
+                leader_addr=founder.addr,
+                leader_key=founder.identity.public_key,
+                config=SLOW,
+            )
+            snapshot = ModelSnapshot.of(leader.model.round + 1, {"w": 1}, [])
+            assert not await leader.commit(snapshot)  # acked by the newcomer alone
+            assert newcomer.group.model.round == snapshot.round  # which did store it
+        finally:
+            if newcomer.group is not None:
+                await newcomer.group.close()
+            await newcomer.channels.close()
