@@ -14,7 +14,8 @@ something bad every few seconds, chosen by ``seed``:
   partition       split the LAN in two halves and heal it (namespaces only)
 
 and checks, continuously, from the nodes' event files (``join --events``) and the observers'
-listings: every live group is listed within 5 s of a kill; no group's round counter goes back
+listings: every live group already listed is listed again within 5 s of a kill, and a new
+group within 30 s of its first round; no group's round counter goes back
 or repeats with another model (a fork: a lost round; a leader woken from SIGSTOP may report a
 round late that it had committed before, and the same digest tells it apart); no two nodes
 lead, or complete rounds in, the same term of a group; no process we did not kill exits;
@@ -65,7 +66,8 @@ class ChaosConfig:
     reply_timeout: float = 10.0
     capacity: int = 6
     domains: int = 4
-    discovery_deadline: float = 5.0
+    discovery_deadline: float = 5.0  # a listed group listed again after a kill
+    new_group_deadline: float = 30.0  # a new group listed after its first round
     heal_deadline: float = 10.0
     startup_timeout: float = 240.0
     harm: bool = True  # False: only watch (the scale run)
@@ -111,6 +113,7 @@ class Invariants:
         self.term_leader: dict[tuple[str, int], str] = {}  # (group, term) -> who was elected
         self.role: dict[str, tuple[str | None, str]] = {}  # peer -> (group, role)
         self.last_round: dict[str, tuple[float, str]] = {}  # group -> (time, leader peer)
+        self.first_round: dict[str, float] = {}  # group -> when its first round was reported
         self.ended: dict[str, float] = {}  # group -> when its leader left it (moved, regrouped)
 
     def violation(self, text: str) -> None:
@@ -158,6 +161,7 @@ class Invariants:
             self.violation(f"{gid} {what} round {rnd} (had {top}) under {peer}, term {term}")
         self.top_round[gid] = max(top, rnd)
         self.last_round[gid] = (at, peer)
+        self.first_round.setdefault(gid, at)
 
     def leaders(self, alive: Callable[[str], bool]) -> dict[str, set[str]]:
         """Group -> the live peers whose last word was that they lead it."""
@@ -196,6 +200,8 @@ class ChaosRun:
         self.pending: list[tuple[float, str, Callable[[], None]]] = []  # (when, what, do)
         self.checks: list[_Check] = []
         self.listings: dict[str, tuple[float, set[str]]] = {}  # observer -> (time, group ids)
+        self.ever_listed: set[str] = set()  # groups some observer has listed
+        self.late_groups: set[str] = set()  # new groups already reported as listed too late
         self._obs_offset: dict[str, int] = {}
         self.partitioned = False
         self.pending_failover: dict[str, tuple[float, str]] = {}  # group -> (time, old leader)
@@ -344,8 +350,22 @@ class ChaosRun:
                 except (ValueError, KeyError, TypeError):
                     continue
                 self.listings[name] = (time.monotonic(), listed)
+                self.ever_listed |= listed
+
+    def _check_new_groups(self) -> None:
+        """A group with rounds must be listed within ``new_group_deadline`` of its first round."""
+        now = time.time()
+        for gid in self._live_groups() - self.ever_listed - self.late_groups:
+            first = self.invariants.first_round.get(gid, now)
+            if now - first > self.config.new_group_deadline:
+                self.late_groups.add(gid)
+                self.invariants.violation(
+                    f"new group {gid} not listed {self.config.new_group_deadline:g} s after "
+                    "its first round"
+                )
 
     def _run_checks(self) -> None:
+        self._check_new_groups()
         now = time.monotonic()
         for check in list(self.checks):
             if check.test():
@@ -377,7 +397,8 @@ class ChaosRun:
         if self.partitioned:
             return
         started = time.monotonic()
-        wanted = self._live_groups()
+        # groups already listed: a kill must not make them vanish (new ones: _check_new_groups)
+        wanted = self._live_groups() & self.ever_listed
 
         def listed_since() -> set[str]:
             out: set[str] = set()
