@@ -42,6 +42,19 @@ class Peer:
         self.addr = await self.channels.listen("127.0.0.1", 0)
         return self
 
+    async def join(self, founder: Peer, config: GroupConfig) -> GroupMember:
+        assert founder.group is not None
+        self.group = await GroupMember.join_group(
+            self.identity,
+            self.channels,
+            self.addr,
+            group_id=founder.group.group_id,
+            leader_addr=founder.addr,
+            leader_key=founder.identity.public_key,
+            config=config,
+        )
+        return self.group
+
 
 @asynccontextmanager
 async def group_of(members: int, config: GroupConfig = SLOW) -> AsyncIterator[list[Peer]]:
@@ -53,15 +66,7 @@ async def group_of(members: int, config: GroupConfig = SLOW) -> AsyncIterator[li
     founder.group.found()
     try:
         for peer in peers[1:]:
-            peer.group = await GroupMember.join_group(
-                peer.identity,
-                peer.channels,
-                peer.addr,
-                group_id=info.group_id,
-                leader_addr=founder.addr,
-                leader_key=founder.identity.public_key,
-                config=config,
-            )
+            await peer.join(founder, config)
         yield peers
     finally:
         for peer in peers:
@@ -148,18 +153,10 @@ async def test_a_newcomer_the_others_have_not_heard_of_does_not_make_a_majority(
         await cut_off.channels.close()
         newcomer = await Peer().listen()
         try:
-            newcomer.group = await GroupMember.join_group(
-                newcomer.identity,
-                newcomer.channels,
-                newcomer.addr,
-                group_id=leader.group_id,
-                leader_addr=founder.addr,
-                leader_key=founder.identity.public_key,
-                config=SLOW,
-            )
+            joined = await newcomer.join(founder, SLOW)
             snapshot = ModelSnapshot.of(leader.model.round + 1, {"w": 1}, [])
             assert not await leader.commit(snapshot)  # acked by the newcomer alone
-            assert newcomer.group.model.round == snapshot.round  # which did store it
+            assert joined.model.round == snapshot.round  # which did store it
         finally:
             if newcomer.group is not None:
                 await newcomer.group.close()
