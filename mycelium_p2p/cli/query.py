@@ -116,19 +116,23 @@ def nodes(
                 timeout,
                 "roster lookup",
             )
-        rows = []
+        # a node that moved is listed where its newest presence record puts it
+        newest: dict[bytes, tuple[Any, Any]] = {}
         for advert, records in zip(adverts, rosters, strict=True):
             for r in records:
-                rows.append(
-                    {
-                        "node_id": node_id_for(r.signer).hex(),
-                        "group": advert.name,
-                        "group_id": advert.group_id,
-                        "role": r.body["role"],
-                        "round": r.body["round"],
-                        "addr": f"{r.body['addr'][0]}:{r.body['addr'][1]}",
-                    }
-                )
+                if r.signer not in newest or r.rank > newest[r.signer][1].rank:
+                    newest[r.signer] = (advert, r)
+        rows = [
+            {
+                "node_id": node_id_for(r.signer).hex(),
+                "group": advert.name,
+                "group_id": advert.group_id,
+                "role": r.body["role"],
+                "round": r.body["round"],
+                "addr": f"{r.body['addr'][0]}:{r.body['addr'][1]}",
+            }
+            for advert, r in newest.values()
+        ]
         return sorted(rows, key=lambda row: (row["group"], row["role"] != "leader", row["node_id"]))
 
     rows = run_async(main())

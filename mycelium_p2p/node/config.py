@@ -65,6 +65,7 @@ class NodeConfig:
     local_epochs: int = 1
     learning_rate: float = 0.05
     advert_ttl: float = 120.0
+    presence_interval: float = 30.0  # presence refresh; a new group or role is published at once
     reply_timeout: float = 60.0
     dht: DhtConfig = field(default_factory=DhtConfig)
 
@@ -79,5 +80,5 @@ class NodeConfig:
 
     @property
     def record_interval(self) -> float:
-        """How often a node's presence, and at most its group's advert, go to the DHT."""
+        """How often, at most, a group's advert goes to the DHT (and rivals are checked)."""
         return max(5.0, 5 * self.heartbeat_interval)

@@ -64,27 +64,40 @@ class PublishingMixin:
         )
 
     async def _publish_presence(self) -> None:
-        """A signed heartbeat in the group's roster key: who is where, in which role."""
-        interval = self.config.record_interval
+        """A signed presence record in the group's roster key: who is where, in which role.
+
+        Published as soon as the node's group or role changes (checked every second), else
+        refreshed every ``presence_interval``; it lives three intervals. Each publication is
+        a lookup and k signed stores, so the round it names may be an interval old.
+        """
+        interval = self.config.presence_interval
+        published: tuple[str, str] | None = None
+        due = 0.0
         while True:
             group = self.group
             if group is not None:
-                self._heartbeat_seq = next_seq(self._heartbeat_seq, time.time())
-                body = {
-                    "group_id": group.group_id,
-                    "addr": list(self.tcp_addr),
-                    "role": "leader" if group.is_leader else "member",
-                    "round": group.model.round,
-                    "model_hash": group.model.digest,
-                }
-                record = sign_record(
-                    self.identity,
-                    "heartbeat",
-                    roster_topic(group.group_id),
-                    body,
-                    seq=self._heartbeat_seq,
-                    now=time.time(),
-                    ttl=3 * interval,
-                )
-                await self.dht.put(record)
-            await asyncio.sleep(interval)
+                role = "leader" if group.is_leader else "member"
+                now = time.monotonic()
+                if (group.group_id, role) != published or now >= due:
+                    self._heartbeat_seq = next_seq(self._heartbeat_seq, time.time())
+                    body = {
+                        "group_id": group.group_id,
+                        "addr": list(self.tcp_addr),
+                        "role": role,
+                        "round": group.model.round,
+                        "model_hash": group.model.digest,
+                    }
+                    record = sign_record(
+                        self.identity,
+                        "heartbeat",
+                        roster_topic(group.group_id),
+                        body,
+                        seq=self._heartbeat_seq,
+                        now=time.time(),
+                        ttl=3 * interval,
+                    )
+                    stored = await self.dht.put(record)
+                    published = (group.group_id, role)
+                    # nobody took it (a DHT still forming): try again soon
+                    due = now + (interval if stored else min(interval, self.config.record_interval))
+            await asyncio.sleep(min(1.0, interval))

@@ -38,3 +38,40 @@ async def test_fast_rounds_publish_few_adverts_and_the_last_round_gets_out(
             3 * node.config.record_interval,
             "an advert of the last round",
         )
+
+
+@run_async(timeout=90)
+async def test_presence_goes_out_on_a_new_role_at_once_and_not_with_every_heartbeat() -> None:
+    from mycelium_p2p.records import record_key, roster_topic
+
+    async with learning_network([{"create": "p"}, {"group": "p"}]) as (seed, leader, member):
+        key = record_key(roster_topic(leader.group.group_id))
+
+        async def role_listed() -> str | None:
+            records = await seed.get_records(key)
+            mine = [r for r in records if r.signer == member.identity.public_key]
+            return mine[0].body["role"] if mine else None
+
+        for _ in range(100):
+            if await role_listed() == "member":
+                break
+            await asyncio.sleep(0.1)
+        assert await role_listed() == "member"
+        published: list[str] = []
+        put = member.dht.put
+
+        async def counting(record: Any) -> int:
+            if record.kind == "heartbeat":
+                published.append(record.body["role"])
+            return await put(record)
+
+        member.dht.put = counting
+        await leader.stop()
+        await wait_for(lambda: member.group is not None and member.group.is_leader, 30, "election")
+        for _ in range(20):  # at once, not at the next refresh
+            if await role_listed() == "leader":
+                break
+            await asyncio.sleep(0.1)
+        assert await role_listed() == "leader"
+        await asyncio.sleep(6.0)  # 20 heartbeats, more than the old 5 s presence period
+        assert published == ["leader"]  # the new role, then nothing until the refresh
