@@ -104,9 +104,10 @@ def quiet_flower() -> None:
 
 @contextlib.asynccontextmanager
 async def learning_network(
-    configs: list[dict[str, Any]], *, heartbeat: float = 0.3
+    configs: list[dict[str, Any]], *, heartbeat: float = 0.3, compute: Any = None
 ) -> AsyncIterator[list[Any]]:
-    """A seed DHT peer plus one full ``Node`` per config dict, started in order, in-process."""
+    """A seed DHT peer plus one full ``Node`` per config dict, started in order, in-process
+    (their ClientApps in ``compute``, when given: one executor for all)."""
     from mycelium_p2p.node.node import Node, NodeConfig
 
     quiet_flower()
@@ -117,7 +118,7 @@ async def learning_network(
         for overrides in configs:
             settings = {"heartbeat_interval": heartbeat, "round_pause": 0.05, **overrides}
             config = NodeConfig(bootstrap=[seed.address], host="127.0.0.1", dht=FAST, **settings)
-            node = Node(config)
+            node = Node(config, compute=compute)
             await node.start()
             nodes.append(node)
         yield [seed, *nodes]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
 from flwr.app import Context, Message, RecordDict
@@ -40,7 +40,16 @@ def load_client_app(spec: str) -> ClientApp:
 class ClientRunner:
     """Runs one ClientApp for one node: for the leader's requests and for the leader itself."""
 
-    def __init__(self, app: ClientApp, node_key: bytes, node_config: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        app: ClientApp,
+        node_key: bytes,
+        node_config: dict[str, Any],
+        executor: Executor | None = None,
+    ) -> None:
+        """``executor``: where the ClientApp runs. Default: a thread of this runner's own.
+        Nodes sharing a process may share one (see ``Node``); the runner does not shut it down.
+        """
         ensure_task_identity()
         self.app = app
         self.node_id = flower_node_id(node_key)
@@ -52,9 +61,12 @@ class ClientRunner:
             run_config={},
         )
         self._lock = asyncio.Lock()  # one ClientApp call at a time: one model, one CPU budget
-        # our own thread: with many nodes in one process the shared default pool runs dry while
-        # every leader's strategy thread waits for a ClientApp call (a deadlock)
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="clientapp")
+        self._closed = False
+        # Not asyncio's default pool: with many nodes in one process it runs dry while every
+        # leader's strategy thread waits for a ClientApp call (a deadlock). A ClientApp call
+        # waits for nothing else, so a pool given to us only serialises them.
+        self._owned = executor is None
+        self._thread: Executor = executor or ThreadPoolExecutor(1, thread_name_prefix="clientapp")
 
     async def run(self, message: Message) -> Message:
         """Call the ClientApp in this runner's thread; its exceptions become Error replies."""
@@ -71,12 +83,16 @@ class ClientRunner:
                 )
 
     def close(self) -> None:
-        self._thread.shutdown(wait=False, cancel_futures=True)
+        self._closed = True
+        if self._owned:
+            self._thread.shutdown(wait=False, cancel_futures=True)
 
     def _call(self, message: Message) -> Message:
         from flwr.app import Error
         from flwr.common.constant import ErrorCode
 
+        if self._closed:  # queued in a shared pool before the node stopped
+            return Message(Error(ErrorCode.NODE_UNAVAILABLE, "node is stopping"), reply_to=message)
         try:
             reply = self.app(message, self.context)
         except Exception as exc:

@@ -18,6 +18,7 @@ import random
 import socket
 import time
 from collections.abc import Callable
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
@@ -64,8 +65,17 @@ class Node(MovingMixin, PublishingMixin):
     """A full mycelium-p2p node. ``start``, then it trains; ``stop`` leaves cleanly."""
 
     def __init__(
-        self, config: NodeConfig, identity: Identity | None = None, on_event: Event | None = None
+        self,
+        config: NodeConfig,
+        identity: Identity | None = None,
+        on_event: Event | None = None,
+        *,
+        compute: Executor | None = None,
     ) -> None:
+        """``compute``: where the node's ClientApp (training, evaluation) runs; by default a
+        thread of its own. Many nodes in one process should share one pool sized to the cores:
+        their training threads would otherwise fight over the GIL, at 3x the CPU for the same
+        work (tests/benchmarks; each node on its own machine needs none of this)."""
         self.config = config
         self._lock = DataDirLock(config.data_dir) if config.data_dir else None
         if identity is None:
@@ -85,7 +95,9 @@ class Node(MovingMixin, PublishingMixin):
         self._advert_refresh: asyncio.Task[None] | None = None
         self._heartbeat_seq = 0
         self._app, self._initial = self._load_task()
-        self.runner = ClientRunner(self._app, identity.public_key, self._node_config())
+        self.runner = ClientRunner(
+            self._app, identity.public_key, self._node_config(), executor=compute
+        )
         self.tcp_addr: Address = ("", 0)
         self.migration = MigrationPolicy(config.migration_config())
         self.moves: list[tuple[float, str, str]] = []  # (time, from group, to group)
