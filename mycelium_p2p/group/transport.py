@@ -44,6 +44,9 @@ HANDSHAKE_TIMEOUT = 5.0
 _U32 = struct.Struct("!I")
 _THREAD_THRESHOLD = 1 << 20  # segments this large move in a worker thread
 _IO_TIMEOUT = 30.0  # a peer silent this long in the middle of a frame is gone
+_READ_CHUNK = 256 * 1024  # the read buffer: many frames, or the start of a big one
+_GATHER = hasattr(socket.socket, "sendmsg")  # not on Windows: one send per part there
+_IOV_MAX = 512  # buffers per sendmsg, well under any system's limit
 
 Segments = Sequence[bytes | memoryview]
 Handler = Callable[["Channel", str, dict[str, Any], list[bytes]], Awaitable["Reply"]]
@@ -88,8 +91,13 @@ def _writable_bytes(n: int) -> tuple[bytes, memoryview]:
 
 
 class _Socket:
-    """Frame I/O straight on a non-blocking socket: ``sock_recv_into`` fills each segment's
-    own buffer and ``sock_sendall`` sends tensors from where they lie (no stream buffers)."""
+    """Frame I/O straight on a non-blocking socket.
+
+    Reads go through one buffer (a frame and its segments usually arrive in one ``recv``);
+    writes gather a frame's header and segments into one ``sendmsg``, tensors sent from
+    where they lie. Segments of ``_THREAD_THRESHOLD`` bytes or more move in a worker thread,
+    off the event loop and the GIL.
+    """
 
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(False)
@@ -97,23 +105,50 @@ class _Socket:
         self.sock = sock
         self._loop = asyncio.get_running_loop()
         self.peername: tuple[str, int] = sock.getpeername()[:2]
+        self._buf = bytearray(_READ_CHUNK)
+        self._view = memoryview(self._buf)
+        self._start = 0  # buffered bytes are _buf[_start:_end]
+        self._end = 0
+
+    def _take(self, n: int) -> bytes:
+        """Up to ``n`` buffered bytes."""
+        n = min(n, self._end - self._start)
+        data = bytes(self._view[self._start : self._start + n])
+        self._start += n
+        if self._start == self._end:
+            self._start = self._end = 0
+        return data
 
     async def recv_exactly(self, n: int) -> bytes:
         if n >= _THREAD_THRESHOLD:  # big tensors: a worker thread, off the loop and the GIL
-            return await asyncio.to_thread(self._recv_blocking, n)
-        buf = bytearray(n)
-        view = memoryview(buf)
-        got = 0
-        while got < n:
-            count = await self._loop.sock_recv_into(self.sock, view[got:])
-            if count == 0:
-                raise ConnectionError("connection closed by peer")
-            got += count
-        return bytes(buf)
+            return await asyncio.to_thread(self._recv_blocking, n, self._take(n))
+        if n > _READ_CHUNK:
+            head = self._take(n)
+            buf = bytearray(n)
+            buf[: len(head)] = head
+            view, got = memoryview(buf), len(head)
+            while got < n:
+                count = await self._loop.sock_recv_into(self.sock, view[got:])
+                if count == 0:
+                    raise ConnectionError("connection closed by peer")
+                got += count
+            return bytes(buf)
+        if self._end - self._start < n:
+            if len(self._buf) - self._start < n:  # move what is buffered to the front
+                size = self._end - self._start
+                self._buf[:size] = self._buf[self._start : self._end]
+                self._start, self._end = 0, size
+            while self._end - self._start < n:
+                count = await self._loop.sock_recv_into(self.sock, self._view[self._end :])
+                if count == 0:
+                    raise ConnectionError("connection closed by peer")
+                self._end += count
+        return self._take(n)
 
-    def _recv_blocking(self, n: int) -> bytes:
+    def _recv_blocking(self, n: int, head: bytes = b"") -> bytes:
         buf, view = _writable_bytes(n)
-        got = 0
+        view[: len(head)] = head
+        got = len(head)
         while got < n:
             try:
                 count = self.sock.recv_into(view[got:])
@@ -136,15 +171,32 @@ class _Socket:
                 if not select.select([], [self.sock], [], _IO_TIMEOUT)[1]:
                     raise ConnectionError("peer stopped reading mid-frame") from None
 
+    async def _send_parts(self, parts: list[memoryview]) -> None:
+        """Send ``parts`` in order, as many at a time as one ``sendmsg`` takes."""
+        while parts:
+            sent = 0
+            if _GATHER:
+                with contextlib.suppress(BlockingIOError, InterruptedError):
+                    sent = self.sock.sendmsg(parts[:_IOV_MAX])
+            while parts and sent >= parts[0].nbytes:
+                sent -= parts.pop(0).nbytes
+            if parts:  # the socket is full: wait for room, as sock_sendall does
+                first = parts.pop(0)
+                await self._loop.sock_sendall(self.sock, first[sent:])
+
     async def write_frame(self, header: dict[str, Any], segments: Segments) -> None:
-        header = {**header, "seg": [memoryview(s).nbytes for s in segments]}
+        views = [memoryview(s).cast("B") for s in segments]
+        header = {**header, "seg": [v.nbytes for v in views]}
         head = msgpack.packb(header, use_bin_type=True)
-        await self._loop.sock_sendall(self.sock, _U32.pack(len(head)) + head)
-        for segment in segments:
-            if memoryview(segment).nbytes >= _THREAD_THRESHOLD:
-                await asyncio.to_thread(self._send_blocking, segment)
-            else:
-                await self._loop.sock_sendall(self.sock, segment)
+        parts = [memoryview(_U32.pack(len(head)) + head)]
+        for view in views:
+            if view.nbytes >= _THREAD_THRESHOLD:
+                await self._send_parts(parts)
+                parts = []
+                await asyncio.to_thread(self._send_blocking, view)
+            elif view.nbytes:
+                parts.append(view)
+        await self._send_parts(parts)
 
     async def read_frame(self, max_frame: int) -> tuple[dict[str, Any], list[bytes]]:
         (size,) = _U32.unpack(await self.recv_exactly(4))

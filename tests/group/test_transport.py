@@ -128,3 +128,25 @@ async def test_big_segments_arrive_intact_both_ways() -> None:
     finally:
         await server_a.close()
         await server_b.close()
+
+
+@run_async()
+async def test_many_frames_of_every_size_in_flight_arrive_intact() -> None:
+    """Frames share one read buffer: back-to-back frames, a segment split across reads, one
+    bigger than the buffer, one for the worker thread, empty ones, all in flight at once."""
+    a, _b, server_a, server_b, addr_a = await pair(max_frame=64 * 2**20)
+    sizes = [0, 1, 3, 4096, 200_000, 300_000, 900_000, 2 * 2**20 + 7]
+    try:
+
+        async def one(i: int) -> None:
+            segs = [bytes([i % 251]) * n + i.to_bytes(4, "big") for n in sizes[i % 4 :: 3]]
+            header, back = await server_b.request(
+                addr_a, a.public_key, "echo", {"i": i}, [*segs, b""], timeout=30
+            )
+            assert header["i"] == i
+            assert back == [b"", *segs[::-1]]
+
+        await asyncio.gather(*(one(i) for i in range(40)))
+    finally:
+        await server_a.close()
+        await server_b.close()
