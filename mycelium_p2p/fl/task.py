@@ -291,21 +291,26 @@ def model_arrays(model: torch.nn.Module) -> ArrayRecord:
 
 
 def load_arrays(model: torch.nn.Module, arrays: ArrayRecord) -> None:
-    """Load weights into ``model``; ``ValueError`` if their names or shapes do not fit it."""
-    state = {k: torch.from_numpy(to_ndarray(a)) for k, a in arrays.items()}
-    expected = model.state_dict()
-    if state.keys() != expected.keys():
-        missing, extra = expected.keys() - state.keys(), state.keys() - expected.keys()
+    """Copy weights into ``model`` in place; ``ValueError``, and ``model`` untouched, if their
+    names or shapes do not fit it. (``load_state_dict`` would do the same copies at several
+    times the cost: a ClientApp loads a model for every message.)"""
+    expected = model.state_dict()  # tensors sharing the model's storage
+    given, wanted = set(arrays.keys()), set(expected.keys())
+    if given != wanted:
+        missing, extra = wanted - given, given - wanted
         raise ValueError(
             f"arrays do not fit the model: missing {sorted(missing)}, unexpected {sorted(extra)}"
         )
+    sources = {key: to_ndarray(arrays[key]) for key in expected}
     for key, tensor in expected.items():
-        if state[key].shape != tensor.shape:
+        if sources[key].shape != tuple(tensor.shape):
             raise ValueError(
                 f"arrays do not fit the model: {key!r} has shape "
-                f"{tuple(state[key].shape)}, the model needs {tuple(tensor.shape)}"
+                f"{sources[key].shape}, the model needs {tuple(tensor.shape)}"
             )
-    model.load_state_dict(state)
+    with torch.no_grad():
+        for key, tensor in expected.items():
+            tensor.copy_(torch.from_numpy(sources[key]))
 
 
 def _node_config_loader() -> Callable[[Context], Dataset]:

@@ -286,10 +286,12 @@ def test_model_arrays_are_flowers_and_load_back() -> None:
     assert all(torch.equal(a, b) for a, b in pairs)
 
 
-def test_load_arrays_rejects_a_different_model() -> None:
+def test_load_arrays_rejects_a_different_model_and_changes_nothing() -> None:
     model = MLP()
+    before = [p.detach().clone() for p in model.parameters()]
     with pytest.raises(ValueError, match="shape"):
-        load_arrays(model, initial_arrays(num_classes=3))
+        load_arrays(model, initial_arrays(num_classes=3, seed=9))  # only the last layer differs
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), before, strict=True))
     wrong = ArrayRecord({"other": initial_arrays()["layers.0.weight"]})
     with pytest.raises(ValueError, match="missing"):
         load_arrays(model, wrong)
