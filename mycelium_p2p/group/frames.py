@@ -1,0 +1,179 @@
+"""Frames on a TCP socket: ``u32 header length | msgpack header | segment 0 | segment 1 | ...``
+
+The header lists the segment lengths (``"seg"``), so tensors travel as raw buffers, written from
+where they lie and read into buffers of their own. ``transport`` builds channels on this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import select
+import socket
+import struct
+from collections.abc import Sequence
+from typing import Any
+
+import msgpack
+
+from ..errors import MyceliumError
+
+MAX_HEADER = 1 * 2**20
+_U32 = struct.Struct("!I")
+_THREAD_THRESHOLD = 1 << 20  # segments this large move in a worker thread
+_IO_TIMEOUT = 30.0  # a peer silent this long in the middle of a frame is gone
+_READ_CHUNK = 256 * 1024  # the read buffer: many frames, or the start of a big one
+_GATHER = hasattr(socket.socket, "sendmsg")  # not on Windows: one send per part there
+_IOV_MAX = 512  # buffers per sendmsg, well under any system's limit
+
+Segments = Sequence[bytes | memoryview]
+
+
+class ChannelError(MyceliumError):
+    """A channel could not be opened, broke, or the peer answered with an error."""
+
+
+def _writable_bytes(n: int) -> tuple[bytes, memoryview]:
+    """A new ``bytes`` of size ``n`` and a writable view of its buffer.
+
+    Flower's ``Array`` only takes ``bytes``; receiving into a bytearray and converting would copy
+    every tensor once more (as long as the transfer itself on loopback). Like CPython's own
+    ``socket.recv``, we fill a fresh bytes object before anyone else can see or hash it.
+    """
+    buf = bytes(n)  # n >= 1 MiB here: always a new object, zero pages mapped lazily
+    address = ctypes.cast(ctypes.c_char_p(buf), ctypes.c_void_p).value
+    return buf, memoryview((ctypes.c_char * n).from_address(address)).cast("B")
+
+
+class FrameSocket:
+    """Frame I/O straight on a non-blocking socket.
+
+    Reads go through one buffer (a frame and its segments usually arrive in one ``recv``);
+    writes gather a frame's header and segments into one ``sendmsg``, tensors sent from
+    where they lie. Segments of ``_THREAD_THRESHOLD`` bytes or more move in a worker thread,
+    off the event loop and the GIL.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = sock
+        self._loop = asyncio.get_running_loop()
+        self.peername: tuple[str, int] = sock.getpeername()[:2]
+        self._buf = bytearray(_READ_CHUNK)
+        self._view = memoryview(self._buf)
+        self._start = 0  # buffered bytes are _buf[_start:_end]
+        self._end = 0
+
+    def _take(self, n: int) -> bytes:
+        """Up to ``n`` buffered bytes."""
+        n = min(n, self._end - self._start)
+        data = bytes(self._view[self._start : self._start + n])
+        self._start += n
+        if self._start == self._end:
+            self._start = self._end = 0
+        return data
+
+    async def recv_exactly(self, n: int) -> bytes:
+        if n >= _THREAD_THRESHOLD:  # big tensors: a worker thread, off the loop and the GIL
+            return await asyncio.to_thread(self._recv_blocking, n, self._take(n))
+        if n > _READ_CHUNK:
+            head = self._take(n)
+            buf = bytearray(n)
+            buf[: len(head)] = head
+            view, got = memoryview(buf), len(head)
+            while got < n:
+                count = await self._loop.sock_recv_into(self.sock, view[got:])
+                if count == 0:
+                    raise ConnectionError("connection closed by peer")
+                got += count
+            return bytes(buf)
+        if self._end - self._start < n:
+            if len(self._buf) - self._start < n:  # move what is buffered to the front
+                size = self._end - self._start
+                self._buf[:size] = self._buf[self._start : self._end]
+                self._start, self._end = 0, size
+            while self._end - self._start < n:
+                count = await self._loop.sock_recv_into(self.sock, self._view[self._end :])
+                if count == 0:
+                    raise ConnectionError("connection closed by peer")
+                self._end += count
+        return self._take(n)
+
+    def _recv_blocking(self, n: int, head: bytes = b"") -> bytes:
+        buf, view = _writable_bytes(n)
+        view[: len(head)] = head
+        got = len(head)
+        while got < n:
+            try:
+                count = self.sock.recv_into(view[got:])
+            except BlockingIOError:
+                if not select.select([self.sock], [], [], _IO_TIMEOUT)[0]:
+                    raise ConnectionError("peer stopped sending mid-frame") from None
+                continue
+            if count == 0:
+                raise ConnectionError("connection closed by peer")
+            got += count
+        return buf
+
+    def _send_blocking(self, data: bytes | memoryview) -> None:
+        view = memoryview(data).cast("B")
+        sent = 0
+        while sent < len(view):
+            try:
+                sent += self.sock.send(view[sent:])
+            except BlockingIOError:
+                if not select.select([], [self.sock], [], _IO_TIMEOUT)[1]:
+                    raise ConnectionError("peer stopped reading mid-frame") from None
+
+    async def _send_parts(self, parts: list[memoryview]) -> None:
+        """Send ``parts`` in order, as many at a time as one ``sendmsg`` takes."""
+        while parts:
+            sent = 0
+            if _GATHER:
+                with contextlib.suppress(BlockingIOError, InterruptedError):
+                    sent = self.sock.sendmsg(parts[:_IOV_MAX])
+            while parts and sent >= parts[0].nbytes:
+                sent -= parts.pop(0).nbytes
+            if parts:  # the socket is full: wait for room, as sock_sendall does
+                first = parts.pop(0)
+                await self._loop.sock_sendall(self.sock, first[sent:])
+
+    async def write_frame(self, header: dict[str, Any], segments: Segments) -> None:
+        views = [memoryview(s).cast("B") for s in segments]
+        header = {**header, "seg": [v.nbytes for v in views]}
+        head = msgpack.packb(header, use_bin_type=True)
+        parts = [memoryview(_U32.pack(len(head)) + head)]
+        for view in views:
+            if view.nbytes >= _THREAD_THRESHOLD:
+                await self._send_parts(parts)
+                parts = []
+                await asyncio.to_thread(self._send_blocking, view)
+            elif view.nbytes:
+                parts.append(view)
+        await self._send_parts(parts)
+
+    async def read_frame(self, max_frame: int) -> tuple[dict[str, Any], list[bytes]]:
+        (size,) = _U32.unpack(await self.recv_exactly(4))
+        if size > MAX_HEADER:
+            raise ChannelError(f"frame header of {size} bytes is over the limit")
+        try:
+            header = msgpack.unpackb(await self.recv_exactly(size), raw=False)
+        except (ValueError, msgpack.UnpackException) as exc:
+            raise ChannelError(f"unreadable frame header: {type(exc).__name__}") from None
+        if not isinstance(header, dict):
+            raise ChannelError("frame header is not a map")
+        lengths = header.pop("seg", [])
+        if (
+            not isinstance(lengths, list)
+            or not all(isinstance(n, int) and n >= 0 for n in lengths)
+            or sum(lengths) > max_frame
+        ):
+            raise ChannelError(f"frame segments {lengths!r} refused (limit {max_frame} bytes)")
+        return header, [await self.recv_exactly(n) for n in lengths]
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
