@@ -23,7 +23,7 @@ MAX_HEADER = 1 * 2**20
 _U32 = struct.Struct("!I")
 _THREAD_THRESHOLD = 1 << 20  # segments this large move in a worker thread
 _IO_TIMEOUT = 30.0  # a peer silent this long in the middle of a frame is gone
-_READ_CHUNK = 256 * 1024  # the read buffer: many frames, or the start of a big one
+_READ_CHUNK = 64 * 1024  # the read buffer (per socket): many small frames, or a model of ~60 KB
 _GATHER = hasattr(socket.socket, "sendmsg")  # not on Windows: one send per part there
 _IOV_MAX = 512  # buffers per sendmsg, well under any system's limit
 
