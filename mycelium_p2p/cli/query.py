@@ -8,13 +8,16 @@ import itertools
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ..addresses import resolve
 from ..errors import NetworkError
 from ..identity import Identity, node_id_for
+
+if TYPE_CHECKING:
+    from ..records import GroupAdvert, Record
 from .common import (
     bootstrap_addresses,
     bootstrap_option,
@@ -88,6 +91,27 @@ def groups(
     run_async(main())
 
 
+def presence_rows(rosters: list[tuple[GroupAdvert, list[Record]]]) -> list[dict[str, Any]]:
+    """One row per node, from each group's presence records: a node that moved between groups
+    has records under both roster keys until the old one expires; its newest one counts."""
+    newest: dict[bytes, tuple[GroupAdvert, Record]] = {}
+    for advert, records in rosters:
+        for r in records:
+            if r.signer not in newest or r.rank > newest[r.signer][1].rank:
+                newest[r.signer] = (advert, r)
+    return [
+        {
+            "node_id": node_id_for(r.signer).hex(),
+            "group": advert.name,
+            "group_id": advert.group_id,
+            "role": r.body["role"],
+            "round": r.body["round"],
+            "addr": f"{r.body['addr'][0]}:{r.body['addr'][1]}",
+        }
+        for advert, r in newest.values()
+    ]
+
+
 @click.command()
 @bootstrap_option
 @peers_file_option
@@ -116,23 +140,7 @@ def nodes(
                 timeout,
                 "roster lookup",
             )
-        # a node that moved is listed where its newest presence record puts it
-        newest: dict[bytes, tuple[Any, Any]] = {}
-        for advert, records in zip(adverts, rosters, strict=True):
-            for r in records:
-                if r.signer not in newest or r.rank > newest[r.signer][1].rank:
-                    newest[r.signer] = (advert, r)
-        rows = [
-            {
-                "node_id": node_id_for(r.signer).hex(),
-                "group": advert.name,
-                "group_id": advert.group_id,
-                "role": r.body["role"],
-                "round": r.body["round"],
-                "addr": f"{r.body['addr'][0]}:{r.body['addr'][1]}",
-            }
-            for advert, r in newest.values()
-        ]
+        rows = presence_rows(list(zip(adverts, rosters, strict=True)))
         return sorted(rows, key=lambda row: (row["group"], row["role"] != "leader", row["node_id"]))
 
     rows = run_async(main())

@@ -1,0 +1,61 @@
+"""The ``nodes`` listing: one row per node, where its newest presence record puts it."""
+
+from __future__ import annotations
+
+import time
+
+from mycelium_p2p.cli.query import presence_rows
+from mycelium_p2p.identity import Identity, node_id_for
+from mycelium_p2p.records import (
+    GroupAdvert,
+    GroupMetrics,
+    Record,
+    roster_topic,
+    sign_advert,
+    sign_record,
+)
+
+
+def advert(name: str) -> GroupAdvert:
+    record = sign_advert(
+        Identity.generate(),
+        name=name,
+        task="digits",
+        leader=("127.0.0.1", 9000),
+        leader_key=Identity.generate().public_key,
+        term=1,
+        policy="open",
+        metrics=GroupMetrics(capacity=10),
+        seq=1,
+        now=time.time(),
+        ttl=60,
+    )
+    return GroupAdvert.from_record(record)
+
+
+def presence(node: Identity, group: GroupAdvert, role: str, seq: int) -> Record:
+    body = {
+        "group_id": group.group_id,
+        "addr": ["127.0.0.1", 7000],
+        "role": role,
+        "round": seq,
+        "model_hash": bytes(32),
+    }
+    topic = roster_topic(group.group_id)
+    return sign_record(node, "heartbeat", topic, body, seq=seq, now=time.time(), ttl=90)
+
+
+def test_a_node_that_moved_is_listed_once_in_its_newer_group() -> None:
+    old, new = advert("old"), advert("new")
+    mover, stayer = Identity.generate(), Identity.generate()
+    rows = presence_rows(
+        [
+            (old, [presence(mover, old, "leader", 5), presence(stayer, old, "member", 3)]),
+            (new, [presence(mover, new, "member", 9)]),
+        ]
+    )
+    where = {row["node_id"]: (row["group"], row["role"]) for row in rows}
+    assert where == {
+        node_id_for(mover.public_key).hex(): ("new", "member"),
+        node_id_for(stayer.public_key).hex(): ("old", "member"),
+    }
