@@ -70,7 +70,8 @@ class PublishingMixin:
         refreshed every ``presence_interval``; it lives three intervals. Each publication is
         a lookup and k signed stores, so the round it names may be an interval old.
         """
-        interval = self.config.presence_interval
+        # at least a second apart; a record lives three intervals, and at most an hour
+        interval = min(max(self.config.presence_interval, 1.0), 1200.0)
         published: tuple[str, str] | None = None
         due = 0.0
         while True:
