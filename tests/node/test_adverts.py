@@ -47,16 +47,17 @@ async def test_presence_goes_out_on_a_new_role_at_once_and_not_with_every_heartb
     async with learning_network([{"create": "p"}, {"group": "p"}]) as (seed, leader, member):
         key = record_key(roster_topic(leader.group.group_id))
 
-        async def role_listed() -> str | None:
-            records = await seed.get_records(key)
-            mine = [r for r in records if r.signer == member.identity.public_key]
-            return mine[0].body["role"] if mine else None
+        async def listed_as(role: str, tries: int) -> bool:
+            """Whether the DHT lists the member in ``role`` within ``tries`` polls 0.1 s apart."""
+            for _ in range(tries):
+                records = await seed.get_records(key)
+                mine = [r for r in records if r.signer == member.identity.public_key]
+                if mine and mine[0].body["role"] == role:
+                    return True
+                await asyncio.sleep(0.1)
+            return False
 
-        for _ in range(100):
-            if await role_listed() == "member":
-                break
-            await asyncio.sleep(0.1)
-        assert await role_listed() == "member"
+        assert await listed_as("member", 100)
         published: list[str] = []
         put = member.dht.put
 
@@ -68,10 +69,6 @@ async def test_presence_goes_out_on_a_new_role_at_once_and_not_with_every_heartb
         member.dht.put = counting
         await leader.stop()
         await wait_for(lambda: member.group is not None and member.group.is_leader, 30, "election")
-        for _ in range(20):  # at once, not at the next refresh
-            if await role_listed() == "leader":
-                break
-            await asyncio.sleep(0.1)
-        assert await role_listed() == "leader"
+        assert await listed_as("leader", 20)  # at once, not at the next refresh
         await asyncio.sleep(6.0)  # 20 heartbeats, more than the old 5 s presence period
         assert published == ["leader"]  # the new role, then nothing until the refresh
