@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
 import socket
 from collections.abc import Iterable
 from pathlib import Path
@@ -72,3 +74,15 @@ async def resolve(addresses: Iterable[Address]) -> list[Address]:
         if (ip, port) not in out:
             out.append((ip, port))
     return out
+
+
+def reachable_ip(host: str, peers: list[Address]) -> str:
+    """The address to advertise: ``host`` if specific, else the interface toward a peer."""
+    if host not in ("0.0.0.0", "::", ""):
+        return host
+    for peer_host, peer_port in peers:
+        family = socket.AF_INET6 if ipaddress.ip_address(peer_host).version == 6 else socket.AF_INET
+        with contextlib.suppress(OSError), socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.connect((peer_host, peer_port))  # UDP connect sends nothing
+            return str(probe.getsockname()[0])
+    return "127.0.0.1"

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import random
-import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -25,6 +23,7 @@ from typing import Any
 from flwr.app import ArrayRecord
 from flwr.clientapp import ClientApp
 
+from ..addresses import reachable_ip
 from ..aio import TaskOwner
 from ..dht import DhtNode, fetch_adverts, publish_advert
 from ..errors import BootstrapError, ConfigError
@@ -47,18 +46,6 @@ __all__ = ["Node", "NodeConfig", "NodeEvent"]
 
 log = logging.getLogger(__name__)
 GROUP_LOOKUP_RETRIES = 5  # once a second, for a --group not advertised yet
-
-
-def _reachable_ip(host: str, peers: list[Address]) -> str:
-    """The address to advertise: ``host`` if specific, else the interface toward a peer."""
-    if host not in ("0.0.0.0", "::", ""):
-        return host
-    for peer_host, peer_port in peers:
-        family = socket.AF_INET6 if ipaddress.ip_address(peer_host).version == 6 else socket.AF_INET
-        with contextlib.suppress(OSError), socket.socket(family, socket.SOCK_DGRAM) as probe:
-            probe.connect((peer_host, peer_port))  # UDP connect sends nothing
-            return str(probe.getsockname()[0])
-    return "127.0.0.1"
 
 
 class Node(MovingMixin, PublishingMixin):
@@ -154,7 +141,7 @@ class Node(MovingMixin, PublishingMixin):
             self._lock.acquire()
         await self.dht.listen(c.port, c.host)
         _, tcp_port = await self.channels.listen(c.host, c.port or 0)
-        advertise = c.advertise_host or _reachable_ip(c.host, c.bootstrap)
+        advertise = c.advertise_host or reachable_ip(c.host, c.bootstrap)
         self.tcp_addr = (advertise, tcp_port)
         if c.bootstrap:
             await self._bootstrap()
