@@ -141,7 +141,8 @@ async def run_demo(config: DemoConfig, console: Console, stop: asyncio.Event) ->
                     and phase == "training and migrating"
                     and time.monotonic() >= kill_at
                 ):
-                    killed_node = _kill_a_leader(net, state, rng)
+                    late = time.monotonic() >= t0 + config.duration * 0.75
+                    killed_node = _kill_a_leader(net, state, rng, any_group=late)
                     restart_at = time.monotonic() + 10.0
                 if killed_node and restart_at and time.monotonic() >= restart_at:
                     restart_at = None
@@ -185,9 +186,19 @@ def _print_new_log(console: Console, state: DemoState) -> None:
     state.printed = len(state.log)
 
 
-def _kill_a_leader(net: LocalNet, state: DemoState, rng: random.Random) -> str | None:
-    groups = [g for g in state.live_groups() if g.leader and len(state.composition(g.group_id)) > 0]
-    groups = [g for g in groups if sum(state.composition(g.group_id).values()) >= 2]
+def _kill_a_leader(
+    net: LocalNet, state: DemoState, rng: random.Random, *, any_group: bool
+) -> str | None:
+    """SIGKILL the leader of the largest group of two or more whose members share a domain:
+    they stay and elect a successor (members of a mixed group may instead move on and leave
+    it to dissolve). With ``any_group`` (late in the run) any group of two or more will do."""
+    groups = [
+        g
+        for g in state.live_groups()
+        if g.leader and sum(state.composition(g.group_id).values()) >= 2
+    ]
+    pure = [g for g in groups if len(state.composition(g.group_id)) == 1]
+    groups = pure or (groups if any_group else [])
     if not groups:
         return None
     group = max(groups, key=lambda g: (sum(state.composition(g.group_id).values()), rng.random()))

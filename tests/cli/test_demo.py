@@ -103,7 +103,9 @@ def test_demo_runs_end_to_end_in_a_short_mode(tmp_path: Path) -> None:
     assert summary["groups"] and summary["pids"]
     assert all(code is not None for code in summary["exit_codes"].values())
     assert not [pid for pid in summary["pids"] if _alive(pid)]
-    assert summary["failover_seconds"], "the killed leader's group never elected a new one"
+    assert summary["failover_seconds"], (
+        "the killed leader's group never elected a new one:\n" + result.stdout[-4000:]
+    )
     assert time.monotonic() - started < 240
 
 
