@@ -5,7 +5,8 @@ A Flower ``Array`` holds its array as ``.npy`` bytes, and ``Array.numpy()`` /
 an array: most of what converting a small model costs). A C-ordered array's header depends only
 on its dtype and shape, so we build it once per (dtype, shape) and write the exact bytes
 ``np.save`` writes; reading, an array whose header is byte for byte that header is taken
-straight from the buffer. Anything else (Fortran order, object or structured dtypes, another
+straight from the buffer (and ``NpyArray``, the ``Array`` our wire decoding builds, does that
+in its own ``numpy()``). Anything else (Fortran order, object or structured dtypes, another
 ``stype``, a header written some other way) goes through Flower's own methods.
 """
 
@@ -48,7 +49,27 @@ def to_ndarray(array: Array) -> np.ndarray:
             ):
                 flat = np.frombuffer(data, dtype=dtype, offset=len(header))
                 return flat.reshape(shape).copy()
-    return array.numpy()
+    return Array.numpy(array)
+
+
+class NpyArray(Array):
+    """The ``Array`` our wire decoding builds: ``numpy()`` is ``to_ndarray``, so code that
+    only knows Flower's API (a stock strategy averaging replies) skips the header parse too."""
+
+    def numpy(self) -> np.ndarray:
+        return to_ndarray(self)
+
+    def __eq__(self, other: object) -> bool:  # equal to a plain Array with the same contents
+        if not isinstance(other, Array):
+            return NotImplemented
+        return (self.dtype, list(self.shape), self.stype, self.data) == (
+            other.dtype,
+            list(other.shape),
+            other.stype,
+            other.data,
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like Array
 
 
 def from_ndarray(ndarray: np.ndarray) -> Array:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from ..errors import MyceliumError
+from .npy import NpyArray
 
 _MAX_RECORDS = 64
 _MAX_ARRAYS = 4096
@@ -56,7 +57,7 @@ def decode_content(records: Any, segments: list[bytes]) -> RecordDict:
                 for key, dtype, shape, stype, index in payload:
                     if not (isinstance(index, int) and 0 <= index < len(segments)):
                         raise WireError(f"array {key!r} points at a missing segment")
-                    arrays[str(key)] = Array(
+                    arrays[str(key)] = NpyArray(
                         dtype=str(dtype),
                         shape=tuple(int(d) for d in shape),
                         stype=str(stype),

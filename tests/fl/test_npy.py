@@ -88,3 +88,36 @@ def test_plain_arrays_skip_np_save_and_np_load(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(np, "load", refuse)
     assert from_ndarray(x).data == expected.data
     assert same(to_ndarray(expected), x)
+
+
+def test_decoded_arrays_feed_a_stock_strategy_the_same_numbers() -> None:
+    """Replies decoded from the wire are ``NpyArray``s: Flower's own FedAvg aggregation (which
+    calls ``Array.numpy()``) gets the same arrays, and the records compare equal."""
+    from flwr.app import ArrayRecord, MetricRecord, RecordDict
+    from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
+
+    from mycelium_p2p.fl.npy import NpyArray
+    from mycelium_p2p.fl.wire import decode_content, encode_content
+
+    rng = np.random.default_rng(0)
+    replies = [
+        RecordDict(
+            {
+                "arrays": ArrayRecord(
+                    {"w": Array(rng.normal(size=(3, 4)).astype(np.float32)), "b": Array(x)}
+                ),
+                "metrics": MetricRecord({"num-examples": n}),
+            }
+        )
+        for n, x in ((10, np.arange(4.0).reshape(2, 2)), (30, np.asfortranarray(np.ones((2, 2)))))
+    ]
+    decoded = [decode_content(*encode_content(r)) for r in replies]
+    assert all(isinstance(a, NpyArray) for r in decoded for a in r["arrays"].values())
+    assert decoded == replies
+    for d, r in zip(decoded, replies, strict=True):
+        for key in ("w", "b"):
+            got = d["arrays"][key].numpy()
+            assert same(got, r["arrays"][key].numpy()) and got.flags.writeable
+    ours = aggregate_arrayrecords(decoded, "num-examples")
+    flowers = aggregate_arrayrecords(replies, "num-examples")
+    assert ours == flowers
