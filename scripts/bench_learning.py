@@ -17,11 +17,15 @@ reaches 90%, group purity (share of each group's majority domain), migrations. P
 vs round per arm and the migration timeline to --out.
 
     python scripts/bench_learning.py [--seeds 5] [--rounds 40] [--shift rotate|labels]
-        [--domains 4] [--nodes 32] [--json] [--overhead]
+        [--domains 4] [--nodes 32] [--json] [--overhead] [--compute process|thread]
+
+The nodes' ClientApps (training, evaluation) run in one worker process they share
+(``ClientProcess``), or with --compute thread in one thread of this process.
 
 --overhead also times rounds of the oracle network (no pause between rounds, nothing else
-running) against a plain in-process loop doing the same local training, averaging and
-evaluation, and prints the ratio; ``--arms '' --overhead`` measures only that.
+running), with the ClientApps in a shared thread and in a shared worker process, against a
+plain in-process loop doing the same local training, averaging and evaluation, and prints the
+ratios; ``--arms '' --overhead`` measures only that.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import random
 import statistics
 import sys
@@ -49,6 +54,7 @@ import torch
 from mycelium_p2p.dht import DhtConfig, DhtNode
 from mycelium_p2p.fl import task
 from mycelium_p2p.fl.leader import arrays_of
+from mycelium_p2p.fl.worker import ClientProcess
 from mycelium_p2p.node.node import Node, NodeConfig
 
 ARMS = ("global", "random", "migrate", "oracle", "local")
@@ -123,14 +129,20 @@ class Scorer:
 
 @contextlib.asynccontextmanager
 async def network(
-    arm: str, args: argparse.Namespace, seed: int, round_pause: float
+    arm: str, args: argparse.Namespace, seed: int, round_pause: float, compute_kind: str = ""
 ) -> AsyncIterator[list[Node]]:
     """The arm's nodes, started with training paused; everything stopped on exit."""
     k, n = args.domains, args.nodes
     dht = DhtConfig(maintenance_interval=2.0)
-    # one thread trains for every node, as one core would: threads of their own would fight
-    # over the GIL (3x the CPU for the same training), a cost of sharing one process only
-    compute = ThreadPoolExecutor(1, thread_name_prefix="compute")
+    # One compute resource trains for every node, as one core would: threads of their own
+    # would fight over the GIL (3x the CPU for the same training), a cost of sharing one
+    # process only. "thread": one shared thread; "process": one shared worker process, so
+    # training and networking stop taking turns at one GIL.
+    compute: ThreadPoolExecutor | ClientProcess = (
+        ClientProcess(torch_threads=1)
+        if (compute_kind or args.compute) == "process"
+        else ThreadPoolExecutor(1, thread_name_prefix="compute")
+    )
     seed_peer = DhtNode(config=dht)
     await seed_peer.listen(0, "127.0.0.1")
     nodes: list[Node] = []
@@ -166,7 +178,10 @@ async def network(
         for node in nodes:
             await node.stop()
         await seed_peer.close()
-        compute.shutdown(wait=True, cancel_futures=True)
+        if isinstance(compute, ClientProcess):
+            await compute.close()
+        else:
+            compute.shutdown(wait=True, cancel_futures=True)
 
 
 def leader_rounds(nodes: list[Node]) -> list[int]:
@@ -238,18 +253,31 @@ def _curve(samples: list[tuple[int, int, float]], n: int, rounds: int) -> dict[i
     return curve
 
 
-def _now() -> tuple[float, float]:
-    """(wall, CPU of the whole process: every thread) seconds."""
-    return time.perf_counter(), time.process_time()
+def _worker_cpu(pid: int | None) -> float:
+    """CPU seconds (user + system) a worker process has used so far."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _per_round(start: tuple[float, float], rounds: int) -> tuple[float, float]:
-    wall, cpu = _now()
+def _now(worker: int | None = None) -> tuple[float, float]:
+    """(wall, CPU of the whole process: every thread, plus its ClientApp worker) seconds."""
+    return time.perf_counter(), time.process_time() + _worker_cpu(worker)
+
+
+def _per_round(
+    start: tuple[float, float], rounds: int, worker: int | None = None
+) -> tuple[float, float]:
+    wall, cpu = _now(worker)
     return (wall - start[0]) / rounds, (cpu - start[1]) / rounds
 
 
 async def network_seconds_per_round(
-    args: argparse.Namespace, warmup: int, windows: int, rounds: int
+    args: argparse.Namespace, warmup: int, windows: int, rounds: int, compute: str
 ) -> list[tuple[float, float]]:
     """(wall, CPU) seconds per round of the oracle network (K groups each completing one
     round), over ``windows`` consecutive windows of ``rounds`` rounds after ``warmup`` rounds.
@@ -258,17 +286,19 @@ async def network_seconds_per_round(
     runs in the process: no scoring. Groups run at their own pace, so a window ends when the
     groups together completed ``rounds`` more rounds each.
     """
-    async with network("oracle", args, 0, round_pause=0.0) as nodes:
+    async with network("oracle", args, 0, round_pause=0.0, compute_kind=compute) as nodes:
         for node in nodes:
             node.training.set()
         while min(leader_rounds(nodes), default=0) < warmup:
             await asyncio.sleep(0.01)
+        worker = getattr(nodes[0].runner, "_process", None)
+        pid = worker.pid if worker is not None else None
         times, target = [], sum(leader_rounds(nodes))
         for _ in range(windows):
-            start, target = _now(), target + rounds * args.domains
+            start, target = _now(pid), target + rounds * args.domains
             while sum(leader_rounds(nodes)) < target:
                 await asyncio.sleep(0.01)
-            times.append(_per_round(start, rounds))
+            times.append(_per_round(start, rounds, pid))
         return times
 
 
@@ -313,31 +343,43 @@ def plain_loop_seconds_per_round(
 
 
 def report_overhead(args: argparse.Namespace) -> dict[str, Any]:
-    """Time both sides in windows. Wall time is what users wait for; the best window of each
-    side is the one least disturbed by whatever else runs on the machine. CPU time (all the
-    process's threads) is the work done, much less sensitive to that, and may exceed wall
-    time when threads run in parallel."""
+    """Time the network (ClientApps in one shared thread, and in one shared worker process)
+    and the plain loop, in windows. Wall time is what users wait for; the best window of each
+    side is the one least disturbed by whatever else runs on the machine. CPU time (every
+    thread, and the worker) is the work done, much less sensitive to that, and exceeds wall
+    time when the two processes run in parallel."""
     windows = max(1, args.rounds // OVERHEAD_WINDOW)
     shape = (OVERHEAD_WARMUP, windows, OVERHEAD_WINDOW)
-    network = asyncio.run(network_seconds_per_round(args, *shape))
+    measured = {
+        compute: asyncio.run(network_seconds_per_round(args, *shape, compute))
+        for compute in ("thread", "process")
+    }
     plain = plain_loop_seconds_per_round(args, *shape)
     rows, summary = [], {}
-    for name, pick, column in (
-        ("wall_best", min, 0),
-        ("wall_median", statistics.median, 0),
-        ("cpu_median", statistics.median, 1),
-    ):
-        n, p = pick(w[column] for w in network), pick(w[column] for w in plain)
-        rows.append(f"| {name.replace('_', ', ')} | {n:.3f} | {p:.3f} | {n / p:.2f} |")
-        summary[name] = {"network_s": round(n, 4), "plain_s": round(p, 4), "ratio": round(n / p, 3)}
+    for compute, network in measured.items():
+        summary[compute] = {}
+        for name, pick, column in (
+            ("wall_best", min, 0),
+            ("wall_median", statistics.median, 0),
+            ("cpu_median", statistics.median, 1),
+        ):
+            n, p = pick(w[column] for w in network), pick(w[column] for w in plain)
+            rows.append(
+                f"| {compute} | {name.replace('_', ', ')} | {n:.3f} | {p:.3f} | {n / p:.2f} |"
+            )
+            summary[compute][name] = {
+                "network_s": round(n, 4),
+                "plain_s": round(p, 4),
+                "ratio": round(n / p, 3),
+            }
     print(
         f"\nper round, {windows} windows of {OVERHEAD_WINDOW} rounds after {OVERHEAD_WARMUP}:\n"
-        "| seconds per round | network (oracle groups, no pause) | plain loop, same work | "
-        "ratio |\n|---|---|---|---|\n" + "\n".join(rows)
+        "| ClientApps in | seconds per round | network (oracle groups, no pause) | "
+        "plain loop, same work | ratio |\n|---|---|---|---|---|\n" + "\n".join(rows)
     )
     summary["windows"] = {
         side: [[round(wall, 4), round(cpu, 4)] for wall, cpu in times]
-        for side, times in (("network", network), ("plain", plain))
+        for side, times in (*measured.items(), ("plain", plain))
     }
     return summary
 
@@ -444,6 +486,12 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=150.0, help="per arm and seed")
     parser.add_argument("--out", default="out/bench_learning")
     parser.add_argument("--overhead", action="store_true")
+    parser.add_argument(
+        "--compute",
+        choices=("thread", "process"),
+        default="process",
+        help="where the nodes' ClientApps run: one shared thread, or one shared worker process",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     arms = [a for a in args.arms.split(",") if a]

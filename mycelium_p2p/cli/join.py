@@ -151,6 +151,13 @@ from .common import (
     help="CPU threads for torch (0: torch's default). Use 1 when many nodes share a machine.",
 )
 @click.option(
+    "--isolation",
+    default="thread",
+    show_default=True,
+    type=click.Choice(["thread", "process"]),
+    help="Run the ClientApp in a thread of the node, or in a worker process of its own.",
+)
+@click.option(
     "--events",
     "events_file",
     type=click.Path(dir_okay=False, writable=True),
@@ -185,6 +192,7 @@ def join(
     bootstrap_wait: float,
     reply_timeout: float,
     threads: int,
+    isolation: str,
     events_file: str | None,
 ) -> None:
     """Run a full node: join the network, find or found a group, train with it."""
@@ -235,6 +243,8 @@ def join(
             performance_threshold=threshold,
             reply_timeout=reply_timeout,
             bootstrap_wait=bootstrap_wait,
+            isolation=isolation,
+            torch_threads=threads,
         )
         node = Node(config, on_event=event)
 

@@ -8,14 +8,16 @@ import time
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
-from flwr.app import Context, Message, RecordDict
+from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.common.constant import ErrorCode
 
 from ..errors import ConfigError
 from ..group.member import GroupMember
 from ..group.transport import Channel, Reply
 from .grid import LEADER_NODE_ID, ensure_task_identity, flower_node_id, make_metadata
 from .wire import WireError, decode_content, encode_content
+from .worker import DEFAULT_APP, ClientProcess, WorkerError
 
 
 def load_client_app(spec: str) -> ClientApp:
@@ -37,6 +39,10 @@ def load_client_app(spec: str) -> ClientApp:
     return app
 
 
+def _unavailable(message: Message, reason: str) -> Message:
+    return Message(Error(ErrorCode.NODE_UNAVAILABLE, reason), reply_to=message)
+
+
 class ClientRunner:
     """Runs one ClientApp for one node: for the leader's requests and for the leader itself."""
 
@@ -45,10 +51,13 @@ class ClientRunner:
         app: ClientApp,
         node_key: bytes,
         node_config: dict[str, Any],
-        executor: Executor | None = None,
+        executor: Executor | ClientProcess | None = None,
+        app_spec: str = DEFAULT_APP,
     ) -> None:
         """``executor``: where the ClientApp runs. Default: a thread of this runner's own.
         Nodes sharing a process may share one (see ``Node``); the runner does not shut it down.
+        A ``ClientProcess`` runs the app named by ``app_spec`` (``module:attr``, or the digits
+        task) in a worker process; Flower's ``context.state`` then lives in that worker.
         """
         ensure_task_identity()
         self.app = app
@@ -66,21 +75,31 @@ class ClientRunner:
         # leader's strategy thread waits for a ClientApp call (a deadlock). A ClientApp call
         # waits for nothing else, so a pool given to us only serialises them.
         self._owned = executor is None
-        self._thread: Executor = executor or ThreadPoolExecutor(1, thread_name_prefix="clientapp")
+        self._process = executor if isinstance(executor, ClientProcess) else None
+        self.app_spec = app_spec
+        self._thread: Executor = (
+            executor
+            if isinstance(executor, Executor)
+            else ThreadPoolExecutor(1, thread_name_prefix="clientapp")
+        )
 
     async def run(self, message: Message) -> Message:
         """Call the ClientApp in this runner's thread; its exceptions become Error replies."""
         async with self._lock:
+            if self._process is not None:
+                if self._closed:
+                    return _unavailable(message, "node is stopping")
+                try:
+                    return await self._process.call(
+                        self.app_spec, self.node_id, dict(self.context.node_config), message
+                    )
+                except WorkerError as exc:
+                    return _unavailable(message, str(exc))
             loop = asyncio.get_running_loop()
             try:
                 return await loop.run_in_executor(self._thread, self._call, message)
             except RuntimeError:  # the node is stopping: its ClientApp thread is gone
-                from flwr.app import Error
-                from flwr.common.constant import ErrorCode
-
-                return Message(
-                    Error(ErrorCode.NODE_UNAVAILABLE, "node is stopping"), reply_to=message
-                )
+                return _unavailable(message, "node is stopping")
 
     def close(self) -> None:
         self._closed = True
@@ -88,11 +107,8 @@ class ClientRunner:
             self._thread.shutdown(wait=False, cancel_futures=True)
 
     def _call(self, message: Message) -> Message:
-        from flwr.app import Error
-        from flwr.common.constant import ErrorCode
-
         if self._closed:  # queued in a shared pool before the node stopped
-            return Message(Error(ErrorCode.NODE_UNAVAILABLE, "node is stopping"), reply_to=message)
+            return _unavailable(message, "node is stopping")
         try:
             reply = self.app(message, self.context)
         except Exception as exc:

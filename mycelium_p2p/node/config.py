@@ -49,6 +49,8 @@ class NodeConfig:
     invite: str | None = None
     strategy: str = "fedavg"
     client_app: str | None = None  # "module:attr" of the user's own ClientApp
+    isolation: str = "thread"  # where the ClientApp runs: "thread", or "process" (a worker)
+    torch_threads: int = 0  # with isolation="process": the worker's torch threads (0: default)
     data_shard: str = "0/1"
     domain: int = 0
     shift: str = "rotate"

@@ -31,6 +31,7 @@ from ..fl import task as digits
 from ..fl.client import ClientRunner, load_client_app
 from ..fl.leader import RoundReport, lead_rounds
 from ..fl.strategies import make_strategy
+from ..fl.worker import DEFAULT_APP, ClientProcess
 from ..group.member import GroupMember, JoinRefused
 from ..group.state import Address, GroupInfo, ModelSnapshot
 from ..group.transport import Channel, ChannelServer, Reply
@@ -57,12 +58,16 @@ class Node(MovingMixin, PublishingMixin):
         identity: Identity | None = None,
         on_event: Event | None = None,
         *,
-        compute: Executor | None = None,
+        compute: Executor | ClientProcess | None = None,
     ) -> None:
         """``compute``: where the node's ClientApp (training, evaluation) runs; by default a
-        thread of its own. Many nodes in one process should share one pool sized to the cores:
-        their training threads would otherwise fight over the GIL, at 3x the CPU for the same
-        work (tests/benchmarks; each node on its own machine needs none of this)."""
+        thread of its own, or with ``config.isolation == "process"`` a worker process of its
+        own (training then never holds the GIL its heartbeats need). Many nodes in one process
+        should share one: a ``ThreadPoolExecutor(1)`` (threads of their own would fight over
+        the GIL, at 3x the CPU for the same work) or one ``ClientProcess`` (which the caller
+        closes)."""
+        if config.isolation not in ("thread", "process"):
+            raise ConfigError(f"isolation {config.isolation!r}: expected thread or process")
         self.config = config
         self._lock = DataDirLock(config.data_dir) if config.data_dir else None
         if identity is None:
@@ -82,8 +87,15 @@ class Node(MovingMixin, PublishingMixin):
         self._advert_refresh: asyncio.Task[None] | None = None
         self._heartbeat_seq = 0
         self._app, self._initial = self._load_task()
+        self._worker: ClientProcess | None = None  # a worker process this node owns
+        if compute is None and config.isolation == "process":
+            compute = self._worker = ClientProcess(torch_threads=config.torch_threads)
         self.runner = ClientRunner(
-            self._app, identity.public_key, self._node_config(), executor=compute
+            self._app,
+            identity.public_key,
+            self._node_config(),
+            executor=compute,
+            app_spec=config.client_app or DEFAULT_APP,
         )
         self.tcp_addr: Address = ("", 0)
         self.migration = MigrationPolicy(config.migration_config())
@@ -391,6 +403,8 @@ class Node(MovingMixin, PublishingMixin):
         await self.channels.close()
         await self.dht.close()
         self.runner.close()
+        if self._worker is not None:
+            await self._worker.close()
         if self._lock is not None:
             self._lock.release()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 import pytest
 
@@ -128,6 +129,38 @@ async def test_a_users_own_client_app_from_a_module_path_trains() -> None:
         assert leader.rounds[-1].accuracy > 0.9  # "accuracy" is the user's own metric name
 
 
+@run_async(timeout=150)
+async def test_nodes_can_run_their_client_apps_in_worker_processes() -> None:
+    """isolation="process": each node's training runs in a worker of its own, rounds complete,
+    a user's ClientApp works there too, and stopping a node stops its worker."""
+    from tests.helpers import user_app
+
+    app = {"isolation": "process", "client_app": "tests.helpers.user_app:app"}
+    before = dict(user_app.calls)
+    configs = [{"create": "iso", "isolation": "process"}, {"group": "iso", "isolation": "process"}]
+    async with learning_network(configs) as (_, *nodes):
+        (leader,) = leaders(nodes)
+        await wait_for(lambda: len(leader.rounds) >= 3, 90, "3 rounds")
+        assert leader.rounds[-1].members == 2 and leader.rounds[-1].accuracy > 0.3
+        pids = [n._worker.pid for n in nodes]
+        assert all(pids) and len(set(pids)) == 2 and os.getpid() not in pids
+    for pid in pids:
+        assert await wait_for(lambda pid=pid: not _alive(pid), 10, f"worker {pid} to exit") >= 0
+    async with learning_network([{**app, "create": "own"}, app]) as (_, *nodes):
+        (leader,) = leaders(nodes)
+        await wait_for(lambda: len(leader.rounds) >= 3, 90, "3 rounds of the user's app")
+        assert leader.rounds[-1].accuracy > 0.9  # the user's own metric, computed in the worker
+    assert user_app.calls == before  # nothing ran in this process
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def test_bad_client_apps_are_one_line_errors() -> None:
     from mycelium_p2p.node.node import Node, NodeConfig
 
@@ -139,6 +172,8 @@ def test_bad_client_apps_are_one_line_errors() -> None:
     ]:
         with pytest.raises(ConfigError, match=message):
             Node(NodeConfig(client_app=spec))
+    with pytest.raises(ConfigError, match="isolation 'vm'"):
+        Node(NodeConfig(isolation="vm"))
 
 
 def test_bad_data_is_a_one_line_error(tmp_path) -> None:

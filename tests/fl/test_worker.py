@@ -1,0 +1,185 @@
+"""ClientApps in a worker process (``ClientProcess``): same results as in a thread, errors as
+Error replies, a dead worker replaced, and no worker outliving its parent."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.common.constant import ErrorCode
+
+from mycelium_p2p.fl import task
+from mycelium_p2p.fl.client import ClientRunner
+from mycelium_p2p.fl.grid import LEADER_NODE_ID, make_metadata
+from mycelium_p2p.fl.worker import ClientProcess
+from mycelium_p2p.identity import Identity
+from tests.conftest import run_async, wait_for
+from tests.helpers.procs import REPO
+
+USER_APP = "tests.helpers.worker_app:app"
+
+
+def message(runner: ClientRunner, kind: str, arrays: ArrayRecord, **config: object) -> Message:
+    return Message(
+        metadata=make_metadata(
+            message_id=f"m-{kind}",
+            src=LEADER_NODE_ID,
+            dst=runner.node_id,
+            message_type=kind,
+            group_id="",
+        ),
+        content=RecordDict(
+            {"arrays": arrays, "config": ConfigRecord({"server-round": 3, **config})}
+        ),
+    )
+
+
+def user_runner(worker: ClientProcess) -> ClientRunner:
+    from tests.helpers import worker_app
+
+    key = Identity.generate().public_key
+    return ClientRunner(worker_app.app, key, {}, executor=worker, app_spec=USER_APP)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+@run_async(timeout=120)
+async def test_the_worker_trains_exactly_like_a_thread() -> None:
+    """The digits task through the worker and in a thread: the same weights, bit for bit."""
+    import torch
+
+    worker = ClientProcess(torch_threads=torch.get_num_threads())  # the same float sums
+    key = Identity.generate().public_key
+    config = {"data-shard": "1/4", "domain": 1, "shift": "rotate", "seed": 5}
+    app = task.make_client_app()
+    in_thread = ClientRunner(app, key, config)
+    in_worker = ClientRunner(app, key, config, executor=worker)
+    start = task.initial_arrays()
+    try:
+        replies = [await r.run(message(r, "train", start)) for r in (in_thread, in_worker)]
+        for reply in replies:
+            assert not reply.has_error(), reply.error
+        ours, theirs = (r.content["arrays"].to_numpy_ndarrays() for r in replies)
+        assert len(ours) == len(theirs) == len(start)
+        assert any(
+            not np.array_equal(a, b) for a, b in zip(ours, start.to_numpy_ndarrays(), strict=True)
+        )
+        for a, b in zip(ours, theirs, strict=True):
+            np.testing.assert_array_equal(a, b)
+        m1, m2 = (r.content["metrics"] for r in replies)
+        assert m1["train_loss"] == m2["train_loss"] and m1["num-examples"] == m2["num-examples"]
+        evaluated = await in_worker.run(
+            message(in_worker, "evaluate", replies[1].content["arrays"])
+        )
+        assert 0.0 <= evaluated.content["metrics"]["eval_acc"] <= 1.0
+        assert worker.pid is not None and worker.pid != os.getpid() and worker.starts == 1
+    finally:
+        in_thread.close()
+        in_worker.close()
+        pid = worker.pid
+        await worker.close()
+    assert pid is not None and worker.pid is None
+    await wait_for(lambda: _gone(pid), 5, "the worker to exit")
+
+
+@run_async(timeout=120)
+async def test_each_node_keeps_its_own_context_and_errors_are_replies() -> None:
+    worker = ClientProcess()
+    a, b = user_runner(worker), user_runner(worker)
+    arrays = ArrayRecord(numpy_ndarrays=[np.arange(4.0)])
+    try:
+        # pipelined: four calls in flight at once, answered to the right callers
+        replies = await asyncio.gather(*(r.run(message(r, "train", arrays)) for r in (a, a, b, a)))
+        calls = sorted(int(r.content["metrics"]["calls"]) for r in replies)
+        assert calls == [1, 1, 2, 3]  # node a's context counted 3, node b's 1
+        assert {r.content["metrics"]["node"] for r in replies} == {
+            a.node_id % 1000,
+            b.node_id % 1000,
+        }
+        np.testing.assert_array_equal(
+            replies[0].content["arrays"].to_numpy_ndarrays()[0], np.arange(4.0)
+        )
+        failed = await a.run(message(a, "evaluate", arrays, **{"raise": True}))
+        assert failed.has_error() and failed.error.code == ErrorCode.CLIENT_APP_RAISED_EXCEPTION
+        assert "asked to fail" in (failed.error.reason or "")
+        again = await a.run(message(a, "train", arrays))  # the worker survived its app's error
+        assert int(again.content["metrics"]["calls"]) == 4 and worker.starts == 1
+    finally:
+        await worker.close()
+
+
+@run_async(timeout=120)
+async def test_a_killed_worker_fails_its_call_and_the_next_call_starts_a_new_one() -> None:
+    worker = ClientProcess()
+    runner = user_runner(worker)
+    arrays = ArrayRecord(numpy_ndarrays=[np.zeros(2)])
+    try:
+        first = await runner.run(message(runner, "train", arrays))
+        pid = int(first.content["metrics"]["pid"])
+        assert pid == worker.pid
+        slow = asyncio.create_task(runner.run(message(runner, "evaluate", arrays, sleep=30.0)))
+        await asyncio.sleep(0.5)
+        os.kill(pid, signal.SIGKILL)
+        reply = await asyncio.wait_for(slow, 10)
+        assert reply.has_error() and reply.error.code == ErrorCode.NODE_UNAVAILABLE
+        fresh = await runner.run(message(runner, "train", arrays))
+        assert not fresh.has_error(), fresh.error
+        assert int(fresh.content["metrics"]["pid"]) != pid and worker.starts == 2
+        assert int(fresh.content["metrics"]["calls"]) == 1  # a new worker: a new context
+        runner.close()
+        closed = await runner.run(message(runner, "train", arrays))
+        assert closed.has_error() and "stopping" in (closed.error.reason or "")
+    finally:
+        await worker.close()
+
+
+PARENT = """
+import asyncio, sys
+import numpy as np
+from flwr.app import ArrayRecord
+from mycelium_p2p.fl.worker import ClientProcess
+from tests.fl.test_worker import message, user_runner
+
+async def main():
+    worker = ClientProcess()
+    runner = user_runner(worker)
+    arrays = ArrayRecord(numpy_ndarrays=[np.zeros(2)])
+    await runner.run(message(runner, "train", arrays))
+    print(worker.pid, flush=True)
+    await runner.run(message(runner, "evaluate", arrays, sleep=2.0))
+
+asyncio.run(main())
+"""
+
+
+def test_a_worker_does_not_outlive_a_sigkilled_parent() -> None:
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert parent.stdout is not None
+        worker_pid = int(parent.stdout.readline())
+        time.sleep(0.3)  # the worker is inside the slow call
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+        deadline = time.monotonic() + 10
+        while not _gone(worker_pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        # it was reparented; gone means exited (and reaped by init) after its call
+        assert _gone(worker_pid), "the worker outlived its SIGKILLed parent"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait(10)
