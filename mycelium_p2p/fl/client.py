@@ -83,15 +83,22 @@ class ClientRunner:
             else ThreadPoolExecutor(1, thread_name_prefix="clientapp")
         )
 
-    async def run(self, message: Message) -> Message:
-        """Call the ClientApp in this runner's thread; its exceptions become Error replies."""
+    async def run(self, message: Message, batch: str = "") -> Message:
+        """Call the ClientApp in this runner's thread; its exceptions become Error replies.
+
+        ``batch`` (the group, for a round's messages) orders calls in a shared worker process.
+        """
         async with self._lock:
             if self._process is not None:
                 if self._closed:
                     return _unavailable(message, "node is stopping")
                 try:
                     return await self._process.call(
-                        self.app_spec, self.node_id, dict(self.context.node_config), message
+                        self.app_spec,
+                        self.node_id,
+                        dict(self.context.node_config),
+                        message,
+                        batch=batch,
                     )
                 except WorkerError as exc:
                     return _unavailable(message, str(exc))
@@ -140,7 +147,7 @@ class ClientRunner:
             content=content,
         )
         started = time.perf_counter()
-        reply = await self.run(message)
+        reply = await self.run(message, batch=group.group_id)
         if reply.has_error():
             return Reply.fail("client-error", reply.error.reason or "ClientApp failed")
         records, segs = encode_content(reply.content)

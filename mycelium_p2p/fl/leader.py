@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -93,7 +94,8 @@ async def lead_rounds(
     term = group.term
     thread = ThreadPoolExecutor(1, thread_name_prefix="strategy")  # not the shared pool
     try:
-        grid = GroupGrid(group, asyncio.get_running_loop(), runner.run, reply_timeout=reply_timeout)
+        own = functools.partial(runner.run, batch=group.group_id)  # with its members' calls
+        grid = GroupGrid(group, asyncio.get_running_loop(), own, reply_timeout=reply_timeout)
         done = 0
         while group.is_leader and group.term == term and (max_rounds is None or done < max_rounds):
             if gate is not None:

@@ -3,8 +3,12 @@
 ``ClientProcess`` (the parent's side) starts ``python -m mycelium_p2p.fl.worker`` and sends it
 ClientApp calls over the worker's stdin; the worker runs them one after another and answers on
 its stdout. One worker can serve many nodes of one process (each keeps its own Flower
-``Context`` there, so ``context.state`` lives as long as the worker). Calls may be pipelined:
-the parent writes the next request while the worker trains on the previous one.
+``Context`` there, so ``context.state`` lives as long as the worker). The parent keeps the
+worker one call ahead (it writes the next request while the worker trains on the previous
+one) and picks that call by batch: the calls of one group's round phase go out together,
+oldest batch first. Served in arrival order, the groups sharing a worker would all finish
+their phase at about the same time and all aggregate while the worker sits idle; batch by
+batch, one group aggregates while the worker trains for the next.
 
 Frames, both ways: a 4-byte big-endian length, a msgpack header, then the array segments whose
 lengths the header lists (the same records description as on the group channels, ``wire``).
@@ -17,10 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import os
 import signal
 import struct
 import sys
+from dataclasses import dataclass, field
 from typing import IO, Any
 
 import msgpack
@@ -36,6 +42,17 @@ DEFAULT_APP = "default"
 _LEN = struct.Struct(">I")
 _MAX_HEADER = 16 << 20
 _MAX_SEGMENT = 1 << 31
+
+
+_AHEAD = 2  # calls in the worker at once: the one it runs and the next
+
+
+@dataclass(order=True)
+class _Queued:
+    order: int  # the batch's place in line
+    call_id: int
+    batch: str = field(compare=False)
+    frame: list[bytes] = field(compare=False)
 
 
 class WorkerError(MyceliumError):
@@ -85,6 +102,9 @@ class ClientProcess:
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
         self._pending: dict[int, asyncio.Future[tuple[dict[str, Any], list[bytes]]]] = {}
+        self._queue: list[_Queued] = []  # calls not yet written to the worker
+        self._batches: dict[str, int] = {}  # batch -> order of its oldest queued call
+        self._in_worker = 0  # calls written and not yet answered
         self._next_id = 0
         self._starting = asyncio.Lock()
         self._closed = False
@@ -96,14 +116,21 @@ class ClientProcess:
         return proc.pid if proc is not None and proc.returncode is None else None
 
     async def call(
-        self, app: str, node_id: int, node_config: dict[str, Any], message: Message
+        self,
+        app: str,
+        node_id: int,
+        node_config: dict[str, Any],
+        message: Message,
+        batch: str = "",
     ) -> Message:
         """Run ``message`` through the ClientApp ``app`` (spec) as node ``node_id``.
 
-        The ClientApp's own failures come back as Error replies, like in a thread; raises
-        ``WorkerError`` when the worker cannot be reached or dies during the call.
+        ``batch`` names the calls that belong together (one group's round): queued calls go
+        to the worker batch by batch, oldest batch first. The ClientApp's own failures come
+        back as Error replies, like in a thread; raises ``WorkerError`` when the worker cannot
+        be reached or dies during the call.
         """
-        proc = await self._ensure_started()
+        await self._ensure_started()
         records, segments = encode_content(message.content)
         self._next_id += 1
         call_id = self._next_id
@@ -117,10 +144,10 @@ class ClientProcess:
             "records": records,
             **_message_fields(message),
         }
+        order = self._batches.setdefault(batch, call_id)
+        heapq.heappush(self._queue, _Queued(order, call_id, batch, _pack(header, segments)))
         try:
-            assert proc.stdin is not None
-            proc.stdin.writelines(_pack(header, segments))
-            await proc.stdin.drain()
+            await self._feed()
             reply, reply_segments = await future
         except (ConnectionError, BrokenPipeError) as exc:
             raise WorkerError(f"the ClientApp worker is gone: {exc}") from None
@@ -130,6 +157,21 @@ class ClientProcess:
             code, reason = reply["error"]
             return Message(Error(int(code), str(reason)), reply_to=message)
         return Message(decode_content(reply["records"], reply_segments), reply_to=message)
+
+    async def _feed(self) -> None:
+        """Keep the worker busy and one call ahead: write queued calls, best batch first."""
+        proc = self._proc
+        if proc is None or proc.stdin is None:
+            return
+        while self._queue and self._in_worker < _AHEAD:
+            item = heapq.heappop(self._queue)
+            if not any(q.batch == item.batch for q in self._queue):
+                self._batches.pop(item.batch, None)  # the batch's next call queues anew
+            if item.call_id not in self._pending:  # its caller gave up
+                continue
+            self._in_worker += 1
+            proc.stdin.writelines(item.frame)
+        await proc.stdin.drain()
 
     async def _ensure_started(self) -> asyncio.subprocess.Process:
         async with self._starting:
@@ -169,9 +211,12 @@ class ClientProcess:
                     raise WorkerError(f"reply header of {size} bytes")
                 header = _check_header(await proc.stdout.readexactly(size))
                 segments = [await proc.stdout.readexactly(n) for n in header["seg"]]
+                self._in_worker -= 1
                 future = self._pending.get(header.get("id", -1))
                 if future is not None and not future.done():
                     future.set_result((header, segments))
+                with contextlib.suppress(ConnectionError):
+                    await self._feed()
         except asyncio.IncompleteReadError:
             pass
         except Exception as exc:  # an unreadable reply: this worker cannot be trusted further
@@ -184,6 +229,13 @@ class ClientProcess:
 
     async def _reap(self) -> None:
         proc, reader, self._proc, self._reader = self._proc, self._reader, None, None
+        self._in_worker = 0
+        for item in self._queue:  # written to nobody: their callers hear it now
+            future = self._pending.get(item.call_id)
+            if future is not None and not future.done():
+                future.set_exception(WorkerError("the ClientApp worker was stopped"))
+        self._queue.clear()
+        self._batches.clear()
         if proc is None:
             return
         if proc.stdin is not None:

@@ -121,6 +121,36 @@ async def test_each_node_keeps_its_own_context_and_errors_are_replies() -> None:
 
 
 @run_async(timeout=120)
+async def test_queued_calls_go_to_the_worker_batch_by_batch() -> None:
+    """While the worker is busy, calls of groups B, A, B, A queue up: B's go first, together
+    (B's oldest call is the oldest), then A's, rather than alternating."""
+    worker = ClientProcess()
+    arrays = ArrayRecord(numpy_ndarrays=[np.zeros(2)])
+    busy = [user_runner(worker) for _ in range(2)]
+    queued = {name: user_runner(worker) for name in ("b1", "a1", "b2", "a2")}
+    try:
+        await busy[0].run(message(busy[0], "train", arrays))  # the worker is up
+        sleeping = [
+            asyncio.create_task(r.run(message(r, "evaluate", arrays, sleep=1.0), batch="x"))
+            for r in busy
+        ]
+        await asyncio.sleep(0.2)  # both written: the worker runs one, the other waits in it
+        calls = {}
+        for name, runner in queued.items():
+            calls[name] = asyncio.create_task(
+                runner.run(message(runner, "train", arrays), batch=name[0])
+            )
+            await asyncio.sleep(0.01)
+        await asyncio.gather(*sleeping)
+        served = {
+            name: int((await task).content["metrics"]["served"]) for name, task in calls.items()
+        }
+        assert sorted(served, key=served.get) == ["b1", "b2", "a1", "a2"]
+    finally:
+        await worker.close()
+
+
+@run_async(timeout=120)
 async def test_a_killed_worker_fails_its_call_and_the_next_call_starts_a_new_one() -> None:
     worker = ClientProcess()
     runner = user_runner(worker)

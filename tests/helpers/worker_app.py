@@ -1,11 +1,13 @@
 """A ClientApp for the worker-process tests: it reports where it ran and remembers calls.
 
-``train`` counts its calls in Flower's ``context.state`` and reports the count and its pid;
+``train`` counts its calls in Flower's ``context.state`` and reports the count, its pid and
+the order the process served train calls in;
 ``evaluate`` raises, or sleeps, when the message's config asks it to.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 
@@ -13,6 +15,7 @@ from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 app = ClientApp()
+_served = itertools.count()  # the order this process ran train calls in
 
 
 @app.train()
@@ -22,7 +25,12 @@ def train(msg: Message, context: Context) -> Message:
     context.state["seen"] = seen
     arrays = msg.content["arrays"]
     metrics = MetricRecord(
-        {"calls": seen["calls"], "pid": os.getpid(), "node": context.node_id % 1000}
+        {
+            "calls": seen["calls"],
+            "pid": os.getpid(),
+            "node": context.node_id % 1000,
+            "served": next(_served),
+        }
     )
     return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg)
 
