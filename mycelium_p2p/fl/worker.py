@@ -42,8 +42,6 @@ DEFAULT_APP = "default"
 _LEN = struct.Struct(">I")
 _MAX_HEADER = 16 << 20
 _MAX_SEGMENT = 1 << 31
-
-
 _AHEAD = 2  # calls in the worker at once: the one it runs and the next
 
 
@@ -130,7 +128,7 @@ class ClientProcess:
         back as Error replies, like in a thread; raises ``WorkerError`` when the worker cannot
         be reached or dies during the call.
         """
-        await self._ensure_started()
+        proc = await self._ensure_started()
         records, segments = encode_content(message.content)
         self._next_id += 1
         call_id = self._next_id
@@ -147,7 +145,9 @@ class ClientProcess:
         order = self._batches.setdefault(batch, call_id)
         heapq.heappush(self._queue, _Queued(order, call_id, batch, _pack(header, segments)))
         try:
-            await self._feed()
+            self._feed()
+            assert proc.stdin is not None
+            await proc.stdin.drain()
             reply, reply_segments = await future
         except (ConnectionError, BrokenPipeError) as exc:
             raise WorkerError(f"the ClientApp worker is gone: {exc}") from None
@@ -158,8 +158,12 @@ class ClientProcess:
             return Message(Error(int(code), str(reason)), reply_to=message)
         return Message(decode_content(reply["records"], reply_segments), reply_to=message)
 
-    async def _feed(self) -> None:
-        """Keep the worker busy and one call ahead: write queued calls, best batch first."""
+    def _feed(self) -> None:
+        """Keep the worker busy and one call ahead: write queued calls, best batch first.
+
+        Never waits: the reply reader calls it too, and a reader waiting for the worker to
+        take a request while the worker waits for us to take its reply would be a deadlock.
+        """
         proc = self._proc
         if proc is None or proc.stdin is None:
             return
@@ -171,7 +175,6 @@ class ClientProcess:
                 continue
             self._in_worker += 1
             proc.stdin.writelines(item.frame)
-        await proc.stdin.drain()
 
     async def _ensure_started(self) -> asyncio.subprocess.Process:
         async with self._starting:
@@ -215,8 +218,7 @@ class ClientProcess:
                 future = self._pending.get(header.get("id", -1))
                 if future is not None and not future.done():
                     future.set_result((header, segments))
-                with contextlib.suppress(ConnectionError):
-                    await self._feed()
+                self._feed()
         except asyncio.IncompleteReadError:
             pass
         except Exception as exc:  # an unreadable reply: this worker cannot be trusted further

@@ -121,6 +121,25 @@ async def test_each_node_keeps_its_own_context_and_errors_are_replies() -> None:
 
 
 @run_async(timeout=120)
+async def test_big_models_in_flight_both_ways_do_not_jam_the_pipes() -> None:
+    """Several 8 MB models at once: requests and replies far over a pipe's 64 KiB buffer."""
+    worker = ClientProcess()
+    runners = [user_runner(worker) for _ in range(4)]
+    big = np.random.default_rng(1).normal(size=1 << 20)  # 8 MB of float64
+    try:
+        replies = await asyncio.wait_for(
+            asyncio.gather(
+                *(r.run(message(r, "train", ArrayRecord(numpy_ndarrays=[big]))) for r in runners)
+            ),
+            60,
+        )
+        for reply in replies:
+            np.testing.assert_array_equal(reply.content["arrays"].to_numpy_ndarrays()[0], big)
+    finally:
+        await worker.close()
+
+
+@run_async(timeout=120)
 async def test_queued_calls_go_to_the_worker_batch_by_batch() -> None:
     """While the worker is busy, calls of groups B, A, B, A queue up: B's go first, together
     (B's oldest call is the oldest), then A's, rather than alternating."""
