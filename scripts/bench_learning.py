@@ -17,15 +17,17 @@ reaches 90%, group purity (share of each group's majority domain), migrations. P
 vs round per arm and the migration timeline to --out.
 
     python scripts/bench_learning.py [--seeds 5] [--rounds 40] [--shift rotate|labels]
-        [--domains 4] [--nodes 32] [--json] [--overhead] [--compute process|thread]
+        [--domains 4] [--nodes 32] [--json] [--overhead] [--compute process|thread] [--workers 1]
 
-The nodes' ClientApps (training, evaluation) run in one worker process they share
-(``ClientProcess``), or with --compute thread in one thread of this process.
+The nodes' ClientApps (training, evaluation) run in --workers worker processes they share
+(``ClientProcess``; node i in worker i % W), or with --compute thread in one thread of this
+process.
 
 --overhead also times rounds of the oracle network (no pause between rounds, nothing else
-running), with the ClientApps in a shared thread and in a shared worker process, against a
-plain in-process loop doing the same local training, averaging and evaluation, and prints the
-ratios; ``--arms '' --overhead`` measures only that.
+running), with the ClientApps in a shared thread, one worker process and two, against a plain
+in-process loop doing the same local training, averaging and evaluation (with one torch thread
+and with two: the faster is the baseline), and prints the ratios; ``--arms '' --overhead``
+measures only that.
 """
 
 from __future__ import annotations
@@ -129,19 +131,27 @@ class Scorer:
 
 @contextlib.asynccontextmanager
 async def network(
-    arm: str, args: argparse.Namespace, seed: int, round_pause: float, compute_kind: str = ""
+    arm: str,
+    args: argparse.Namespace,
+    seed: int,
+    round_pause: float,
+    compute: tuple[str, int] | None = None,
 ) -> AsyncIterator[list[Node]]:
-    """The arm's nodes, started with training paused; everything stopped on exit."""
+    """The arm's nodes, started with training paused; everything stopped on exit.
+
+    ``compute`` (default ``args.compute``, ``args.workers``): where the ClientApps run.
+    ("thread", 1): one thread shared by every node (threads of their own would fight over
+    the GIL: 3x the CPU for the same training, a cost of sharing one process only).
+    ("process", W): W worker processes, node i in worker i % W: training and networking stop
+    taking turns at one GIL, and with W > 1 the nodes train in parallel, as on many machines.
+    """
     k, n = args.domains, args.nodes
+    kind, count = compute or (args.compute, args.workers)
     dht = DhtConfig(maintenance_interval=2.0)
-    # One compute resource trains for every node, as one core would: threads of their own
-    # would fight over the GIL (3x the CPU for the same training), a cost of sharing one
-    # process only. "thread": one shared thread; "process": one shared worker process, so
-    # training and networking stop taking turns at one GIL.
-    compute: ThreadPoolExecutor | ClientProcess = (
-        ClientProcess(torch_threads=1)
-        if (compute_kind or args.compute) == "process"
-        else ThreadPoolExecutor(1, thread_name_prefix="compute")
+    pools: list[ThreadPoolExecutor | ClientProcess] = (
+        [ClientProcess(torch_threads=1) for _ in range(count)]
+        if kind == "process"
+        else [ThreadPoolExecutor(1, thread_name_prefix="compute")]
     )
     seed_peer = DhtNode(config=dht)
     await seed_peer.listen(0, "127.0.0.1")
@@ -169,7 +179,8 @@ async def network(
                 advert_ttl=60.0,
                 **enter,
             )
-            node = Node(config, identity=None, on_event=lambda text: None, compute=compute)
+            pool = pools[len(nodes) % len(pools)]
+            node = Node(config, identity=None, on_event=lambda text: None, compute=pool)
             node.training.clear()  # nobody trains until every node is in
             await node.start()
             nodes.append(node)
@@ -178,10 +189,11 @@ async def network(
         for node in nodes:
             await node.stop()
         await seed_peer.close()
-        if isinstance(compute, ClientProcess):
-            await compute.close()
-        else:
-            compute.shutdown(wait=True, cancel_futures=True)
+        for pool in pools:
+            if isinstance(pool, ClientProcess):
+                await pool.close()
+            else:
+                pool.shutdown(wait=True, cancel_futures=True)
 
 
 def leader_rounds(nodes: list[Node]) -> list[int]:
@@ -253,31 +265,32 @@ def _curve(samples: list[tuple[int, int, float]], n: int, rounds: int) -> dict[i
     return curve
 
 
-def _worker_cpu(pid: int | None) -> float:
-    """CPU seconds (user + system) a worker process has used so far."""
-    if pid is None:
-        return 0.0
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def _workers_cpu(pids: list[int]) -> float:
+    """CPU seconds (user + system) the worker processes have used so far."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
-def _now(worker: int | None = None) -> tuple[float, float]:
-    """(wall, CPU of the whole process: every thread, plus its ClientApp worker) seconds."""
-    return time.perf_counter(), time.process_time() + _worker_cpu(worker)
+def _now(workers: list[int] | None = None) -> tuple[float, float]:
+    """(wall, CPU of the whole process: every thread, plus its ClientApp workers) seconds."""
+    return time.perf_counter(), time.process_time() + _workers_cpu(workers or [])
 
 
 def _per_round(
-    start: tuple[float, float], rounds: int, worker: int | None = None
+    start: tuple[float, float], rounds: int, workers: list[int] | None = None
 ) -> tuple[float, float]:
-    wall, cpu = _now(worker)
+    wall, cpu = _now(workers)
     return (wall - start[0]) / rounds, (cpu - start[1]) / rounds
 
 
 async def network_seconds_per_round(
-    args: argparse.Namespace, warmup: int, windows: int, rounds: int, compute: str
+    args: argparse.Namespace, warmup: int, windows: int, rounds: int, compute: tuple[str, int]
 ) -> list[tuple[float, float]]:
     """(wall, CPU) seconds per round of the oracle network (K groups each completing one
     round), over ``windows`` consecutive windows of ``rounds`` rounds after ``warmup`` rounds.
@@ -286,30 +299,41 @@ async def network_seconds_per_round(
     runs in the process: no scoring. Groups run at their own pace, so a window ends when the
     groups together completed ``rounds`` more rounds each.
     """
-    async with network("oracle", args, 0, round_pause=0.0, compute_kind=compute) as nodes:
+    async with network("oracle", args, 0, round_pause=0.0, compute=compute) as nodes:
         for node in nodes:
             node.training.set()
         while min(leader_rounds(nodes), default=0) < warmup:
             await asyncio.sleep(0.01)
-        worker = getattr(nodes[0].runner, "_process", None)
-        pid = worker.pid if worker is not None else None
+        workers = {getattr(node.runner, "_process", None) for node in nodes} - {None}
+        pids = [w.pid for w in workers if w is not None and w.pid is not None]
         times, target = [], sum(leader_rounds(nodes))
         for _ in range(windows):
-            start, target = _now(pid), target + rounds * args.domains
+            start, target = _now(pids), target + rounds * args.domains
             while sum(leader_rounds(nodes)) < target:
                 await asyncio.sleep(0.01)
-            times.append(_per_round(start, rounds, pid))
+            times.append(_per_round(start, rounds, pids))
         return times
 
 
 def plain_loop_seconds_per_round(
-    args: argparse.Namespace, warmup: int, windows: int, rounds: int
+    args: argparse.Namespace, warmup: int, windows: int, rounds: int, threads: int = 1
 ) -> list[tuple[float, float]]:
     """The oracle network's work without the network: the same nodes, data and groups; each
     round every node trains one local epoch from its group's model, the group averages the
     weights by sample count (FedAvg), and every node evaluates the new model on its test split.
-    Timed like the network: per round, over windows of ``rounds`` rounds after ``warmup``.
+    Timed like the network: per round, over windows of ``rounds`` rounds after ``warmup``;
+    torch uses ``threads`` intra-op threads.
     """
+    torch.set_num_threads(threads)
+    try:
+        return _plain_loop(args, warmup, windows, rounds)
+    finally:
+        torch.set_num_threads(1)
+
+
+def _plain_loop(
+    args: argparse.Namespace, warmup: int, windows: int, rounds: int
+) -> list[tuple[float, float]]:
     k, n = args.domains, args.nodes
     datasets = [
         task.load_digits_task((i // k, n // k), i % k, shift=args.shift, seed=0) for i in range(n)
@@ -342,22 +366,29 @@ def plain_loop_seconds_per_round(
     return times
 
 
+OVERHEAD_SETUPS = (("thread", 1), ("process", 1), ("process", 2))
+
+
 def report_overhead(args: argparse.Namespace) -> dict[str, Any]:
-    """Time the network (ClientApps in one shared thread, and in one shared worker process)
-    and the plain loop, in windows. Wall time is what users wait for; the best window of each
-    side is the one least disturbed by whatever else runs on the machine. CPU time (every
-    thread, and the worker) is the work done, much less sensitive to that, and exceeds wall
-    time when the two processes run in parallel."""
+    """Time the network with its ClientApps in one shared thread, one shared worker process
+    and two worker processes, and the plain loop with one and with two torch threads, in
+    windows. Each network is compared with the faster plain loop (by median wall time): both
+    may use the machine's cores as they can. Wall time is what users wait for; the best window
+    is the one least disturbed by whatever else runs on the machine. CPU time (every thread,
+    and the workers) is the work done, less sensitive to that, and exceeds wall time when
+    processes run in parallel."""
     windows = max(1, args.rounds // OVERHEAD_WINDOW)
     shape = (OVERHEAD_WARMUP, windows, OVERHEAD_WINDOW)
     measured = {
-        compute: asyncio.run(network_seconds_per_round(args, *shape, compute))
-        for compute in ("thread", "process")
+        f"{kind} x{count}": asyncio.run(network_seconds_per_round(args, *shape, (kind, count)))
+        for kind, count in OVERHEAD_SETUPS
     }
-    plain = plain_loop_seconds_per_round(args, *shape)
+    plains = {t: plain_loop_seconds_per_round(args, *shape, threads=t) for t in (1, 2)}
+    best_threads = min(plains, key=lambda t: statistics.median(w[0] for w in plains[t]))
+    plain = plains[best_threads]
     rows, summary = [], {}
-    for compute, network in measured.items():
-        summary[compute] = {}
+    for setup, network in measured.items():
+        summary[setup] = {}
         for name, pick, column in (
             ("wall_best", min, 0),
             ("wall_median", statistics.median, 0),
@@ -365,21 +396,30 @@ def report_overhead(args: argparse.Namespace) -> dict[str, Any]:
         ):
             n, p = pick(w[column] for w in network), pick(w[column] for w in plain)
             rows.append(
-                f"| {compute} | {name.replace('_', ', ')} | {n:.3f} | {p:.3f} | {n / p:.2f} |"
+                f"| {setup} | {name.replace('_', ', ')} | {n:.3f} | {p:.3f} | {n / p:.2f} |"
             )
-            summary[compute][name] = {
+            summary[setup][name] = {
                 "network_s": round(n, 4),
                 "plain_s": round(p, 4),
                 "ratio": round(n / p, 3),
             }
+    plain_medians = ", ".join(
+        f"{t} thread{'s' if t > 1 else ''} {statistics.median(w[0] for w in times):.3f} s"
+        for t, times in plains.items()
+    )
     print(
-        f"\nper round, {windows} windows of {OVERHEAD_WINDOW} rounds after {OVERHEAD_WARMUP}:\n"
+        f"\nper round, {windows} windows of {OVERHEAD_WINDOW} rounds after {OVERHEAD_WARMUP}; "
+        f"plain loop median wall: {plain_medians} (compared: {best_threads}):\n"
         "| ClientApps in | seconds per round | network (oracle groups, no pause) | "
         "plain loop, same work | ratio |\n|---|---|---|---|---|\n" + "\n".join(rows)
     )
+    summary["plain_threads"] = best_threads
     summary["windows"] = {
         side: [[round(wall, 4), round(cpu, 4)] for wall, cpu in times]
-        for side, times in (*measured.items(), ("plain", plain))
+        for side, times in (
+            *measured.items(),
+            *((f"plain {t} threads", times) for t, times in plains.items()),
+        )
     }
     return summary
 
@@ -490,7 +530,10 @@ def main() -> None:
         "--compute",
         choices=("thread", "process"),
         default="process",
-        help="where the nodes' ClientApps run: one shared thread, or one shared worker process",
+        help="where the nodes' ClientApps run: one shared thread, or shared worker processes",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="worker processes with --compute process"
     )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -501,8 +544,9 @@ def main() -> None:
         or args.nodes % args.domains
         or not 1 <= args.seeds <= 20
         or not 1 <= args.rounds <= 1000
+        or not 1 <= args.workers <= 16
     ):
-        parser.error("bad --arms/--domains/--nodes/--seeds/--rounds")
+        parser.error("bad --arms/--domains/--nodes/--seeds/--rounds/--workers")
     if args.start_groups == 0:
         args.start_groups = 4 if args.domains == 1 else args.domains
     logging.basicConfig(level=logging.ERROR)
