@@ -371,19 +371,25 @@ OVERHEAD_SETUPS = (("thread", 1), ("process", 1), ("process", 2))
 
 def report_overhead(args: argparse.Namespace) -> dict[str, Any]:
     """Time the network with its ClientApps in one shared thread, one shared worker process
-    and two worker processes, and the plain loop with one and with two torch threads, in
-    windows. Each network is compared with the faster plain loop (by median wall time): both
-    may use the machine's cores as they can. Wall time is what users wait for; the best window
-    is the one least disturbed by whatever else runs on the machine. CPU time (every thread,
-    and the workers) is the work done, less sensitive to that, and exceeds wall time when
-    processes run in parallel."""
+    and two worker processes, and the plain loop with one and with two torch threads (before,
+    between and after the networks), in windows. Each network is compared with the faster
+    plain loop (by median wall time): both may use the machine's cores as they can. Wall time
+    is what users wait for; the best window is the one least disturbed by whatever else runs
+    on the machine. CPU time (every thread, and the workers) is the work done, less sensitive
+    to that, and exceeds wall time when processes run in parallel."""
     windows = max(1, args.rounds // OVERHEAD_WINDOW)
     shape = (OVERHEAD_WARMUP, windows, OVERHEAD_WINDOW)
-    measured = {
-        f"{kind} x{count}": asyncio.run(network_seconds_per_round(args, *shape, (kind, count)))
-        for kind, count in OVERHEAD_SETUPS
-    }
-    plains = {t: plain_loop_seconds_per_round(args, *shape, threads=t) for t in (1, 2)}
+    # the machine's speed drifts over minutes: plain loops (1, 2, 1, 2 torch threads) run
+    # before, between and after the networks, and their windows are pooled per thread count
+    plains: dict[int, list[tuple[float, float]]] = {1: [], 2: []}
+    measured = {}
+    for i, (kind, count) in enumerate(OVERHEAD_SETUPS):
+        plains[1 + i % 2] += plain_loop_seconds_per_round(args, *shape, threads=1 + i % 2)
+        measured[f"{kind} x{count}"] = asyncio.run(
+            network_seconds_per_round(args, *shape, (kind, count))
+        )
+    last = 1 + len(OVERHEAD_SETUPS) % 2
+    plains[last] += plain_loop_seconds_per_round(args, *shape, threads=last)
     best_threads = min(plains, key=lambda t: statistics.median(w[0] for w in plains[t]))
     plain = plains[best_threads]
     rows, summary = [], {}
