@@ -65,3 +65,54 @@ def test_sigkill_of_the_leader_process_loses_no_round(tmp_path: Path) -> None:
         for node in survivors:
             assert node.stop() == 0
             assert "left the group and stopped" in node.output()
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rpartition(")")[2].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return True
+    return state == "Z"
+
+
+@pytest.mark.slow
+def test_join_with_worker_processes_trains_and_no_worker_outlives_its_node(
+    tmp_path: Path,
+) -> None:
+    """`join --isolation process`: each node trains in a worker process of its own; a node
+    killed by SIGKILL takes its worker with it, a node stopped by SIGTERM stops its worker."""
+    with processes() as procs:
+        port = start_seed(procs, tmp_path / "seed")
+        extra = ("--isolation", "process", "--threads", "1", *FAST)
+        nodes = [
+            start_join(procs, port, tmp_path / f"n{i}", "--data-shard", f"{i}/2", *extra)
+            for i in range(2)
+        ]
+        nodes[0].expect(r"round ([3-9]|\d{2,}) \(term 1\).*2 members", timeout=90)
+        workers = {node.pid: _children(node.pid) for node in nodes}
+        assert all(len(w) == 1 for w in workers.values()), workers
+        member, leader = nodes[1], nodes[0]
+        member.signal(signal.SIGKILL)
+        member.popen.wait(10)
+        (orphan,) = workers[member.pid]
+        deadline = time.monotonic() + 15
+        while not _gone(orphan) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _gone(orphan), "the SIGKILLed node's worker is still running"
+        assert leader.stop() == 0
+        (worker,) = workers[leader.pid]
+        assert _gone(worker)
