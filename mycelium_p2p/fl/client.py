@@ -75,16 +75,16 @@ class ClientRunner:
         # leader's strategy thread waits for a ClientApp call (a deadlock). A ClientApp call
         # waits for nothing else, so a pool given to us only serialises them.
         self._owned = executor is None
-        self._process = executor if isinstance(executor, ClientProcess) else None
         self.app_spec = app_spec
-        self._thread: Executor = (
-            executor
-            if isinstance(executor, Executor)
-            else ThreadPoolExecutor(1, thread_name_prefix="clientapp")
-        )
+        self._process: ClientProcess | None = None
+        self._thread: Executor | None = None
+        if isinstance(executor, ClientProcess):
+            self._process = executor
+        else:
+            self._thread = executor or ThreadPoolExecutor(1, thread_name_prefix="clientapp")
 
     async def run(self, message: Message, batch: str = "") -> Message:
-        """Call the ClientApp in this runner's thread; its exceptions become Error replies.
+        """Call the ClientApp (in a thread or a worker); its exceptions become Error replies.
 
         ``batch`` (the group, for a round's messages) orders calls in a shared worker process.
         """
@@ -102,6 +102,7 @@ class ClientRunner:
                     )
                 except WorkerError as exc:
                     return _unavailable(message, str(exc))
+            assert self._thread is not None
             loop = asyncio.get_running_loop()
             try:
                 return await loop.run_in_executor(self._thread, self._call, message)
@@ -110,7 +111,7 @@ class ClientRunner:
 
     def close(self) -> None:
         self._closed = True
-        if self._owned:
+        if self._owned and self._thread is not None:
             self._thread.shutdown(wait=False, cancel_futures=True)
 
     def _call(self, message: Message) -> Message:
