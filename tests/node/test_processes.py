@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 import signal
 import time
 from pathlib import Path
@@ -116,3 +118,35 @@ def test_join_with_worker_processes_trains_and_no_worker_outlives_its_node(
         assert leader.stop() == 0
         (worker,) = workers[leader.pid]
         assert _gone(worker)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("isolation", ["thread", "process"])
+def test_a_client_app_holding_the_gil_upsets_leadership_only_in_a_thread(
+    tmp_path: Path, isolation: str
+) -> None:
+    """Training holds the GIL for 3 s a call; the lease is 1.25 s (0.5 s heartbeats). In a
+    thread the node's event loop stops for as long, heartbeats stop, and leadership is upset
+    (a new term, a leader stepping down, a leaderless group) although nobody failed; in a
+    worker process the leader keeps its term, round after round."""
+    app = ("--client-app", "tests.helpers.gil_app:app", "--no-migrate")
+    extra = (*app, "--isolation", isolation, "--heartbeat", "0.5", "--round-pause", "0.2")
+    with processes() as procs:
+        port = start_seed(procs, tmp_path / "seed")
+        leader = start_join(procs, port, tmp_path / "a", "--create", "gil", *extra)
+        member = start_join(procs, port, tmp_path / "b", "--group", "gil", *extra)
+        # a leader deposed or stepping down, or a group left leaderless: nobody failed
+        upset = r"leader of group \S+, term ([2-9]|\d{2,})|stepped down|no leader for"
+        if isolation == "thread":
+            deadline, seen = time.monotonic() + 45, None
+            while seen is None and time.monotonic() < deadline:
+                for node in (leader, member):
+                    with contextlib.suppress(AssertionError):
+                        seen = node.expect(upset, timeout=0.5)
+                        break
+            assert seen is not None, "leadership never upset:\n" + leader.output()[-3000:]
+        else:
+            leader.expect(r"round 4 \(term 1\).*2 members", timeout=60)
+            for node in (member, leader):  # the member first: a leader leaving hands over
+                assert node.stop() == 0
+                assert not re.search(upset, node.output()), node.output()[-3000:]
