@@ -14,19 +14,7 @@ import pytest
 
 from mycelium_p2p.cli.demo_view import DemoState, NodeView
 from mycelium_p2p.cli.localnet import LocalNet, Peer
-from tests.helpers.procs import CLI, REPO
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie is gone for our purposes: check its state
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
+from tests.helpers.procs import CLI, REPO, pid_alive
 
 
 def test_events_are_read_as_whole_lines_once(tmp_path: Path) -> None:
@@ -102,7 +90,7 @@ def test_demo_runs_end_to_end_in_a_short_mode(tmp_path: Path) -> None:
     assert (out / "demo.png").stat().st_size > 10_000
     assert summary["groups"] and summary["pids"]
     assert all(code is not None for code in summary["exit_codes"].values())
-    assert not [pid for pid in summary["pids"] if _alive(pid)]
+    assert not [pid for pid in summary["pids"] if pid_alive(pid)]
     assert summary["failover_seconds"], (
         "the killed leader's group never elected a new one:\n" + result.stdout[-4000:]
     )
@@ -134,4 +122,4 @@ def test_ctrl_c_stops_the_demo_and_every_node(tmp_path: Path) -> None:
     assert proc.returncode == 0, output
     pids = json.loads((out / "summary.json").read_text())["pids"]
     assert len(pids) == 4
-    assert not [pid for pid in pids if _alive(pid)]
+    assert not [pid for pid in pids if pid_alive(pid)]

@@ -20,7 +20,7 @@ from mycelium_p2p.fl.grid import LEADER_NODE_ID, make_metadata
 from mycelium_p2p.fl.worker import ClientProcess
 from mycelium_p2p.identity import Identity
 from tests.conftest import run_async, wait_for
-from tests.helpers.procs import REPO
+from tests.helpers.procs import REPO, pid_alive
 
 USER_APP = "tests.helpers.worker_app:app"
 
@@ -45,14 +45,6 @@ def user_runner(worker: ClientProcess) -> ClientRunner:
 
     key = Identity.generate().public_key
     return ClientRunner(worker_app.app, key, {}, executor=worker, app_spec=USER_APP)
-
-
-def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
 
 
 @run_async(timeout=120)
@@ -91,7 +83,7 @@ async def test_the_worker_trains_exactly_like_a_thread() -> None:
         pid = worker.pid
         await worker.close()
     assert pid is not None and worker.pid is None
-    await wait_for(lambda: _gone(pid), 5, "the worker to exit")
+    await wait_for(lambda: not pid_alive(pid), 5, "the worker to exit")
 
 
 @run_async(timeout=120)
@@ -224,10 +216,10 @@ def test_a_worker_does_not_outlive_a_sigkilled_parent() -> None:
         parent.send_signal(signal.SIGKILL)
         parent.wait(10)
         deadline = time.monotonic() + 10
-        while not _gone(worker_pid) and time.monotonic() < deadline:
+        while pid_alive(worker_pid) and time.monotonic() < deadline:
             time.sleep(0.1)
         # it was reparented; gone means exited (and reaped by init) after its call
-        assert _gone(worker_pid), "the worker outlived its SIGKILLed parent"
+        assert not pid_alive(worker_pid), "the worker outlived its SIGKILLed parent"
     finally:
         if parent.poll() is None:
             parent.kill()

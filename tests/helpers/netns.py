@@ -37,7 +37,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.helpers.procs import CLI, REPO
+from tests.helpers.procs import CLI, REPO, pid_alive
 
 SEED_PORT = 8468  # the seed's UDP port, as on a real LAN
 NODE_PORT = 8470  # every full node's UDP (DHT) and TCP (models) port: one host each
@@ -122,19 +122,10 @@ def _kill_pids(pids: list[int], timeout: float = 5.0) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+        while time.monotonic() < deadline and any(pid_alive(pid) for pid in pids):
             time.sleep(0.1)
-        if not any(_alive(pid) for pid in pids):
+        if not any(pid_alive(pid) for pid in pids):
             return
-
-
-def _alive(pid: int) -> bool:
-    """True if ``pid`` exists and is not a zombie."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
 
 
 def _delete_namespace(ns: str) -> None:
@@ -148,13 +139,13 @@ def cleanup_stale() -> list[str]:
     removed = []
     for ns in namespaces():
         m = PREFIX_RE.match(ns)
-        if m and not _alive(int(m.group(1))):
+        if m and not pid_alive(int(m.group(1))):
             _delete_namespace(ns)
             removed.append(ns)
     tmp = Path(tempfile.gettempdir())
     for path in tmp.glob("myc*-*"):
         m = PREFIX_RE.match(path.name)
-        if m and (path / RUN_MARKER).exists() and not _alive(int(m.group(1))):
+        if m and (path / RUN_MARKER).exists() and not pid_alive(int(m.group(1))):
             shutil.rmtree(path, ignore_errors=True)
             removed.append(str(path))
     return removed
@@ -383,7 +374,7 @@ class Lan:
         """Anything of this run still present: namespaces, root links, processes, temp dir."""
         found = [f"namespace {ns}" for ns in namespaces() if ns.startswith(self.prefix + "-")]
         found += [f"link {ln}" for ln in root_links() if ln.startswith(self.prefix + "-")]
-        found += [f"process {p.pid} ({p.name})" for p in self.procs if _alive(p.pid)]
+        found += [f"process {p.pid} ({p.name})" for p in self.procs if pid_alive(p.pid)]
         if self.workdir is not None:
             mark = str(self.workdir).encode()
             for cmdline in Path("/proc").glob("[0-9]*/cmdline"):

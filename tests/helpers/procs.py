@@ -17,6 +17,15 @@ REPO = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "mycelium_p2p"]
 
 
+def pid_alive(pid: int) -> bool:
+    """True if ``pid`` exists and is not a zombie (an exited child nobody reaped yet)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
 class Proc:
     """A child process whose stdout is read line by line, with deadlines."""
 

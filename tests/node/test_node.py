@@ -11,6 +11,7 @@ from mycelium_p2p.errors import ConfigError
 from mycelium_p2p.group.invite import issue_invite
 from mycelium_p2p.group.transport import RemoteError
 from tests.conftest import crash, learning_network, run_async, wait_for
+from tests.helpers.procs import pid_alive
 
 
 def leaders(nodes) -> list:
@@ -145,20 +146,12 @@ async def test_nodes_can_run_their_client_apps_in_worker_processes() -> None:
         pids = [n._worker.pid for n in nodes]
         assert all(pids) and len(set(pids)) == 2 and os.getpid() not in pids
     for pid in pids:
-        assert await wait_for(lambda pid=pid: not _alive(pid), 10, f"worker {pid} to exit") >= 0
+        assert await wait_for(lambda pid=pid: not pid_alive(pid), 10, f"worker {pid} to exit") >= 0
     async with learning_network([{**app, "create": "own"}, app]) as (_, *nodes):
         (leader,) = leaders(nodes)
         await wait_for(lambda: len(leader.rounds) >= 3, 90, "3 rounds of the user's app")
         assert leader.rounds[-1].accuracy > 0.9  # the user's own metric, computed in the worker
     assert user_app.calls == before  # nothing ran in this process
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_bad_client_apps_are_one_line_errors() -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.procs import processes, run_cli, start_join, start_seed
+from tests.helpers.procs import pid_alive, processes, run_cli, start_join, start_seed
 
 FAST = ("--heartbeat", "0.5", "--round-pause", "0.2")
 
@@ -83,14 +83,6 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _gone(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except OSError:
-        return True
-    return state == "Z"
-
-
 @pytest.mark.slow
 def test_join_with_worker_processes_trains_and_no_worker_outlives_its_node(
     tmp_path: Path,
@@ -112,12 +104,12 @@ def test_join_with_worker_processes_trains_and_no_worker_outlives_its_node(
         member.popen.wait(10)
         (orphan,) = workers[member.pid]
         deadline = time.monotonic() + 15
-        while not _gone(orphan) and time.monotonic() < deadline:
+        while pid_alive(orphan) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert _gone(orphan), "the SIGKILLed node's worker is still running"
+        assert not pid_alive(orphan), "the SIGKILLed node's worker is still running"
         assert leader.stop() == 0
         (worker,) = workers[leader.pid]
-        assert _gone(worker)
+        assert not pid_alive(worker)
 
 
 @pytest.mark.slow
