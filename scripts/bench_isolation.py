@@ -31,7 +31,7 @@ from flwr.clientapp import ClientApp
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mycelium_p2p.fl.client import ClientRunner
-from mycelium_p2p.fl.grid import LEADER_NODE_ID, make_metadata
+from mycelium_p2p.fl.grid import leader_message
 from mycelium_p2p.fl.worker import ClientProcess
 from mycelium_p2p.identity import Identity
 
@@ -56,21 +56,10 @@ def calibrate() -> float:
 
 
 def message(runner: ClientRunner, n: int) -> Message:
-    return Message(
-        metadata=make_metadata(
-            message_id="m",
-            src=LEADER_NODE_ID,
-            dst=runner.node_id,
-            message_type="train",
-            group_id="",
-        ),
-        content=RecordDict(
-            {
-                "arrays": ArrayRecord(numpy_ndarrays=[np.zeros(4)]),
-                "config": ConfigRecord({"n": n}),
-            }
-        ),
+    content = RecordDict(
+        {"arrays": ArrayRecord(numpy_ndarrays=[np.zeros(4)]), "config": ConfigRecord({"n": n})}
     )
+    return leader_message(runner.node_id, "train", content)
 
 
 async def measure(isolation: str, n: int, calls: int) -> list[float]:

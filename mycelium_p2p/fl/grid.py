@@ -79,6 +79,25 @@ def make_metadata(
     )
 
 
+def leader_message(
+    dst: int,
+    message_type: str,
+    content: RecordDict,
+    *,
+    group_id: str = "",
+    message_id: str | None = None,
+) -> Message:
+    """A message from the group's leader to member ``dst`` (a Flower node id)."""
+    metadata = make_metadata(
+        message_id=message_id or uuid.uuid4().hex,
+        src=LEADER_NODE_ID,
+        dst=dst,
+        message_type=message_type,
+        group_id=group_id,
+    )
+    return Message(metadata=metadata, content=content)
+
+
 class GroupGrid(Grid):
     """A Grid over the members of one group, for the leader of one term."""
 

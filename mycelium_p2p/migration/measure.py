@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import uuid
-
-from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.app import ConfigRecord, RecordDict
 
 from ..fl.client import ClientRunner
-from ..fl.grid import LEADER_NODE_ID, make_metadata
+from ..fl.grid import leader_message
 from ..fl.leader import arrays_of, metric
 from ..group.state import ModelSnapshot
 from ..group.transport import ChannelServer
@@ -19,16 +17,7 @@ async def score(runner: ClientRunner, snapshot: ModelSnapshot) -> float | None:
     if snapshot.empty:
         return None
     content = RecordDict({"arrays": arrays_of(snapshot), "config": ConfigRecord({})})
-    message = Message(
-        metadata=make_metadata(
-            message_id=uuid.uuid4().hex,
-            src=LEADER_NODE_ID,
-            dst=runner.node_id,
-            message_type="evaluate",
-            group_id="migration",
-        ),
-        content=content,
-    )
+    message = leader_message(runner.node_id, "evaluate", content, group_id="migration")
     reply = await runner.run(message)
     if reply.has_error() or not reply.content.metric_records:
         return None

@@ -13,18 +13,10 @@ from tests.conftest import learning_network, run_async, wait_for
 
 
 def evaluate_message(runner: ClientRunner) -> Message:
-    from mycelium_p2p.fl.grid import LEADER_NODE_ID, make_metadata
+    from mycelium_p2p.fl.grid import leader_message
 
-    return Message(
-        metadata=make_metadata(
-            message_id="m1",
-            src=LEADER_NODE_ID,
-            dst=runner.node_id,
-            message_type="evaluate",
-            group_id="",
-        ),
-        content=RecordDict({"arrays": task.initial_arrays(), "config": ConfigRecord({})}),
-    )
+    content = RecordDict({"arrays": task.initial_arrays(), "config": ConfigRecord({})})
+    return leader_message(runner.node_id, "evaluate", content, message_id="m1")
 
 
 @run_async()

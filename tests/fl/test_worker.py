@@ -16,7 +16,7 @@ from flwr.common.constant import ErrorCode
 
 from mycelium_p2p.fl import task
 from mycelium_p2p.fl.client import ClientRunner
-from mycelium_p2p.fl.grid import LEADER_NODE_ID, make_metadata
+from mycelium_p2p.fl.grid import leader_message
 from mycelium_p2p.fl.worker import ClientProcess
 from mycelium_p2p.identity import Identity
 from tests.conftest import run_async, wait_for
@@ -26,18 +26,8 @@ USER_APP = "tests.helpers.worker_app:app"
 
 
 def message(runner: ClientRunner, kind: str, arrays: ArrayRecord, **config: object) -> Message:
-    return Message(
-        metadata=make_metadata(
-            message_id=f"m-{kind}",
-            src=LEADER_NODE_ID,
-            dst=runner.node_id,
-            message_type=kind,
-            group_id="",
-        ),
-        content=RecordDict(
-            {"arrays": arrays, "config": ConfigRecord({"server-round": 3, **config})}
-        ),
-    )
+    content = RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": 3, **config})})
+    return leader_message(runner.node_id, kind, content, message_id=f"m-{kind}")
 
 
 def user_runner(worker: ClientProcess) -> ClientRunner:
