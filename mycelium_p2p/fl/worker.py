@@ -101,7 +101,6 @@ class ClientProcess:
         self._reader: asyncio.Task[None] | None = None
         self._pending: dict[int, asyncio.Future[tuple[dict[str, Any], list[bytes]]]] = {}
         self._queue: list[_Queued] = []  # calls not yet written to the worker
-        self._batches: dict[str, int] = {}  # batch -> order of its oldest queued call
         self._in_worker = 0  # calls written and not yet answered
         self._next_id = 0
         self._starting = asyncio.Lock()
@@ -142,7 +141,8 @@ class ClientProcess:
             "records": records,
             **_message_fields(message),
         }
-        order = self._batches.setdefault(batch, call_id)
+        # a batch with calls still queued keeps its place in line; one without queues anew
+        order = next((q.order for q in self._queue if q.batch == batch), call_id)
         heapq.heappush(self._queue, _Queued(order, call_id, batch, _pack(header, segments)))
         try:
             self._feed()
@@ -169,8 +169,6 @@ class ClientProcess:
             return
         while self._queue and self._in_worker < _AHEAD:
             item = heapq.heappop(self._queue)
-            if not any(q.batch == item.batch for q in self._queue):
-                self._batches.pop(item.batch, None)  # the batch's next call queues anew
             if item.call_id not in self._pending:  # its caller gave up
                 continue
             self._in_worker += 1
@@ -237,7 +235,6 @@ class ClientProcess:
             if future is not None and not future.done():
                 future.set_exception(WorkerError("the ClientApp worker was stopped"))
         self._queue.clear()
-        self._batches.clear()
         if proc is None:
             return
         if proc.stdin is not None:
