@@ -304,7 +304,7 @@ async def network_seconds_per_round(
             node.training.set()
         while min(leader_rounds(nodes), default=0) < warmup:
             await asyncio.sleep(0.01)
-        workers = {getattr(node.runner, "_process", None) for node in nodes} - {None}
+        workers = {node.runner.worker for node in nodes}
         pids = [w.pid for w in workers if w is not None and w.pid is not None]
         times, target = [], sum(leader_rounds(nodes))
         for _ in range(windows):

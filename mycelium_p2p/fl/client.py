@@ -83,6 +83,11 @@ class ClientRunner:
         else:
             self._thread = executor or ThreadPoolExecutor(1, thread_name_prefix="clientapp")
 
+    @property
+    def worker(self) -> ClientProcess | None:
+        """The worker process this runner's ClientApp runs in (None: a thread)."""
+        return self._process
+
     async def run(self, message: Message, batch: str = "") -> Message:
         """Call the ClientApp (in a thread or a worker); its exceptions become Error replies.
 

@@ -143,7 +143,7 @@ async def test_nodes_can_run_their_client_apps_in_worker_processes() -> None:
         (leader,) = leaders(nodes)
         await wait_for(lambda: len(leader.rounds) >= 3, 90, "3 rounds")
         assert leader.rounds[-1].members == 2 and leader.rounds[-1].accuracy > 0.3
-        pids = [n._worker.pid for n in nodes]
+        pids = [n.runner.worker.pid for n in nodes]
         assert all(pids) and len(set(pids)) == 2 and os.getpid() not in pids
     for pid in pids:
         assert await wait_for(lambda pid=pid: not pid_alive(pid), 10, f"worker {pid} to exit") >= 0
