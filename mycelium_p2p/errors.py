@@ -7,13 +7,14 @@
     ├── ConfigError            a setting, address or peers file is malformed
     ├── RecordError            a record was refused; nothing was stored
     │   ├── MalformedRecord    not msgpack, wrong envelope or schema, unknown kind
-    │   ├── RecordTooLarge     over the 1000-byte limit
+    │   ├── RecordTooLarge     over its kind's size limit (1000 bytes; adverts 4096)
     │   ├── BadSignature       the Ed25519 signature does not verify
     │   ├── KeyBindingError    stored under a key its signer does not own
     │   ├── RecordExpired      expires-at is in the past
     │   ├── RecordFromFuture   issued-at is ahead of our clock by more than the skew
     │   ├── StaleRecord        seq lower than (or equal to, with other bytes) the stored one
-    │   └── StoreFull          the node holds as many keys or entries as it is allowed
+    │   ├── StoreFull          the node holds as many keys or entries as it is allowed
+    │   └── ProofError         a charter, vote or leadership certificate proves nothing
     └── NetworkError           the network could not be used
         └── BootstrapError     no bootstrap peer answered
 
@@ -70,6 +71,11 @@ class StaleRecord(RecordError):
 
 class StoreFull(RecordError):
     """The store is at its key or per-key entry limit and nothing could make room."""
+
+
+class ProofError(RecordError):
+    """A group charter, a vote or a leadership certificate is malformed or not signed as it
+    claims, or does not prove what it is offered for."""
 
 
 class NetworkError(MyceliumError):

@@ -1,4 +1,4 @@
-"""Ed25519 identities: a node's (or a group's) key pair and the ids derived from it."""
+"""Ed25519 identities: a node's key pair and the DHT id derived from it."""
 
 from __future__ import annotations
 
@@ -20,19 +20,12 @@ PUBLIC_KEY_SIZE = 32
 SIGNATURE_SIZE = 64
 NODE_ID_SIZE = 20  # Kademlia's 160-bit id space
 _NODE_ID_DOMAIN = b"mycelium-p2p/node-id/v1\x00"
-_GROUP_ID_DOMAIN = b"mycelium-p2p/group-id/v1\x00"
-GROUP_ID_HEX_LEN = 16
 KEY_FILE = "node.key"
 
 
 def node_id_for(public_key: bytes) -> bytes:
     """The 160-bit DHT node id of a public key: nobody can choose their place in the id space."""
     return hashlib.sha1(_NODE_ID_DOMAIN + public_key).digest()
-
-
-def group_id_for(public_key: bytes) -> str:
-    """A group's id: 64 bits of the hash of its group key, in hex (short enough to type)."""
-    return hashlib.sha1(_GROUP_ID_DOMAIN + public_key).hexdigest()[:GROUP_ID_HEX_LEN]
 
 
 def verify_signature(public_key: bytes, signature: bytes, data: bytes) -> bool:

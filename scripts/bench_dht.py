@@ -74,11 +74,11 @@ class Ours:
         self.make = DhtNode
 
     async def publish(self, peer: Any, i: int, rng: random.Random) -> tuple[Any, bytes]:
-        from mycelium_p2p.identity import Identity, group_id_for
+        from mycelium_p2p.identity import Identity
         from mycelium_p2p.records import roster_topic, sign_record
 
         member = Identity.from_seed(rng.randbytes(32))
-        group_id = group_id_for(rng.randbytes(32))
+        group_id = rng.randbytes(8).hex()  # any group id: 16 hex digits
         body = {
             "group_id": group_id,
             "addr": ["127.0.0.1", 9000 + i],

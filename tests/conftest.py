@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -14,8 +15,10 @@ import msgpack
 
 from mycelium_p2p.dht import DhtConfig, DhtNode
 from mycelium_p2p.identity import Identity
-from mycelium_p2p.records import GroupMetrics, Record, sign_advert
+from mycelium_p2p.records import GroupAdvert, GroupMetrics, Record, sign_advert
+from mycelium_p2p.records.charter import GroupCharter
 from mycelium_p2p.records.envelope import RECORD_DOMAIN
+from mycelium_p2p.records.leadership import founding_cert
 
 logging.getLogger("kademlia").setLevel(logging.ERROR)
 
@@ -34,7 +37,7 @@ def run_async(timeout: float = 60.0) -> Callable[..., Callable[..., None]]:
 
 
 def make_advert(
-    group: Identity | None = None,
+    leader: Identity | None = None,
     *,
     seq: int = 1,
     now: float | None = None,
@@ -43,21 +46,34 @@ def make_advert(
     task: str = "digits",
     accuracy: float = 0.5,
     members: int = 1,
+    policy: str = "open",
+    round_: int = 3,
+    address: tuple[str, int] = ("127.0.0.1", 9000),
 ) -> Record:
-    group = group or Identity.generate()
+    """A new group's advert: ``leader`` founded it and leads term 1."""
+    leader = leader or Identity.generate()
+    now = time.time() if now is None else now
+    # the same leader and name: the same group (and so the same DHT key), whatever the time
+    nonce = hashlib.sha256(leader.public_key + name.encode()).digest()[:8]
+    charter = GroupCharter.found(
+        leader, name=name, task=task, policy=policy, now=1.7e9, nonce=nonce
+    )
     return sign_advert(
-        group,
-        name=name,
-        task=task,
-        leader=("127.0.0.1", 9000),
-        leader_key=group.public_key,
-        term=1,
-        policy="open",
-        metrics=GroupMetrics(accuracy=accuracy, loss=1.0, round=3, members=members, capacity=10),
+        leader,
+        charter=charter,
+        cert=founding_cert(leader, charter.group_id),
+        address=address,
+        metrics=GroupMetrics(
+            accuracy=accuracy, loss=1.0, round=round_, members=members, capacity=10
+        ),
         seq=seq,
-        now=time.time() if now is None else now,
+        now=now,
         ttl=ttl,
     )
+
+
+def group_id_of_advert(record: Record) -> str:
+    return GroupAdvert.from_record(record).group_id
 
 
 def resign(identity: Identity, payload: dict[str, Any]) -> bytes:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mycelium_p2p.errors import IdentityError
-from mycelium_p2p.identity import Identity, group_id_for, node_id_for, verify_signature
+from mycelium_p2p.identity import Identity, node_id_for, verify_signature
 
 
 def test_key_is_created_once_with_mode_0600(tmp_path: Path) -> None:
@@ -25,7 +25,6 @@ def test_node_id_comes_from_the_key_not_chance() -> None:
     a, b = Identity.from_seed(b"a" * 32), Identity.from_seed(b"a" * 32)
     assert a.node_id == b.node_id
     assert Identity.generate().node_id != a.node_id
-    assert group_id_for(a.public_key) == group_id_for(b.public_key)
 
 
 def test_world_readable_or_garbled_key_files_are_refused(tmp_path: Path) -> None:

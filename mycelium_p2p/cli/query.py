@@ -14,7 +14,7 @@ import click
 
 from ..addresses import resolve
 from ..errors import NetworkError
-from ..identity import Identity, node_id_for
+from ..identity import KEY_FILE, Identity, node_id_for
 
 if TYPE_CHECKING:
     from ..records import GroupAdvert, Record
@@ -184,7 +184,8 @@ def id_(data_dir: Path, as_json: bool) -> None:
 )
 @data_dir_option
 def invite(group_ref: str, node_key: str, ttl: float, data_dir: Path) -> None:
-    """Issue an invite into an invite-only group this node belongs to."""
+    """Issue an invite into an invite-only group this node belongs to, signed by this node.
+    The group's leader admits the invited node while this node is still a member."""
     from ..group.invite import issue_invite
 
     try:
@@ -193,10 +194,11 @@ def invite(group_ref: str, node_key: str, ttl: float, data_dir: Path) -> None:
         raise click.BadParameter("not hex", param_hint="--node-key") from None
     if len(member_key) != 32:
         raise click.BadParameter("a node key is 64 hex digits", param_hint="--node-key")
-    keys = sorted((data_dir / "groups").glob(f"{group_ref}*.key"))
-    if len(keys) != 1:
-        known = ", ".join(p.stem for p in sorted((data_dir / "groups").glob("*.key"))) or "none"
-        reason = "matches several groups" if keys else "is not a group this node belongs to"
-        raise click.ClickException(f"--group {group_ref} {reason} (known here: {known})")
-    group_key = Identity.load(keys[0])
-    click.echo(issue_invite(group_key, member_key, now=time.time(), ttl=ttl))
+    charters = sorted((data_dir / "groups").glob(f"{group_ref}*.charter"))
+    if len(charters) != 1:
+        known = ", ".join(p.stem for p in sorted((data_dir / "groups").glob("*.charter")))
+        reason = "matches several groups" if charters else "is not a group this node belongs to"
+        raise click.ClickException(f"--group {group_ref} {reason} (known here: {known or 'none'})")
+    identity = Identity.load(data_dir / KEY_FILE)
+    group_id = charters[0].stem
+    click.echo(issue_invite(identity, group_id, member_key, now=time.time(), ttl=ttl))

@@ -15,22 +15,32 @@ async def publish_advert(dht: DhtNode, record: Record) -> int:
     return await dht.put(record)
 
 
+def current_adverts(adverts: list[GroupAdvert]) -> list[GroupAdvert]:
+    """One advert per group: a group's leaders each sign their own (an old leader's lingers
+    until it expires), so keep the one ahead (``GroupAdvert.rank``)."""
+    best: dict[str, GroupAdvert] = {}
+    for advert in adverts:
+        held = best.get(advert.group_id)
+        if held is None or advert.rank > held.rank:
+            best[advert.group_id] = advert
+    return list(best.values())
+
+
 async def fetch_adverts(dht: DhtNode, task: str | None = None) -> list[GroupAdvert]:
     """Every live, verified group advert (optionally for one task), by group name then id."""
     shards = await asyncio.gather(*(dht.get_records(record_key(t)) for t in index_topics()))
-    adverts = [
-        GroupAdvert.from_record(r) for records in shards for r in records if r.kind == "advert"
-    ]
+    adverts = current_adverts(
+        [GroupAdvert.from_record(r) for records in shards for r in records if r.kind == "advert"]
+    )
     if task is not None:
         adverts = [a for a in adverts if a.task == task]
     return sorted(adverts, key=lambda a: (a.name, a.group_id))
 
 
 async def fetch_advert(dht: DhtNode, group_id: str) -> GroupAdvert | None:
-    """One group's advert by id, or None if the group is not (or no longer) advertised."""
+    """One group's current advert by id, or None if the group is not (or no longer)
+    advertised."""
     records = await dht.get_records(record_key(index_topic(group_id)))
-    for record in records:
-        advert = GroupAdvert.from_record(record)
-        if advert.group_id == group_id:
-            return advert
-    return None
+    adverts = [GroupAdvert.from_record(r) for r in records if r.kind == "advert"]
+    mine = current_adverts([a for a in adverts if a.group_id == group_id])
+    return mine[0] if mine else None

@@ -6,18 +6,33 @@ import asyncio
 import importlib
 import time
 from concurrent.futures import Executor, ThreadPoolExecutor
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
+from msgspec import Meta
 
 from ..errors import ConfigError
 from ..group.member import GroupMember
 from ..group.transport import Channel, Reply
+from ..records.leadership import MAX_CERT_BYTES, MAX_TERM
 from .grid import LEADER_NODE_ID, ensure_task_identity, flower_node_id, make_metadata
 from .wire import WireError, decode_content, encode_content
 from .worker import DEFAULT_APP, ClientProcess, WorkerError
+
+
+class FlRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """An ``fl.msg`` header: a Flower message from the group's leader."""
+
+    gid: str
+    term: Annotated[int, Meta(ge=0, le=MAX_TERM)]
+    cert: Annotated[bytes, Meta(max_length=MAX_CERT_BYTES)] = b""
+    mid: Annotated[str, Meta(max_length=128)]
+    type: Annotated[str, Meta(max_length=64)]
+    fgid: Annotated[str, Meta(max_length=128)] = ""
+    records: Any
 
 
 def load_client_app(spec: str) -> ClientApp:
@@ -134,21 +149,26 @@ class ClientRunner:
     async def handle(
         self, group: GroupMember, channel: Channel, header: dict[str, Any], segments: list[bytes]
     ) -> Reply:
-        """Answer ``fl.msg`` from the group's leader (and only from it)."""
-        refusal = group.fence(int(header["term"]), channel.peer_key)
+        """Answer ``fl.msg`` from the proven leader of our group's current term (and only from
+        it): a stranger, a member or a deposed leader cannot make this node train."""
+        try:
+            request = msgspec.convert(header, FlRequest, strict=True)
+        except msgspec.ValidationError as exc:
+            return Reply.fail("bad-request", f"fl.msg: {exc}")
+        refusal = group.authorize(channel.peer_key, request.term, request.cert)
         if refusal is not None:
             return Reply.fail(refusal, f"my term is {group.term}")
         try:
-            content = decode_content(header["records"], segments)
+            content = decode_content(request.records, segments)
         except WireError as exc:
             return Reply.fail("bad-request", str(exc))
         message = Message(
             metadata=make_metadata(
-                message_id=str(header["mid"]),
+                message_id=request.mid,
                 src=LEADER_NODE_ID,
                 dst=self.node_id,
-                message_type=str(header["type"]),
-                group_id=str(header.get("fgid", "")),
+                message_type=request.type,
+                group_id=request.fgid,
             ),
             content=content,
         )
@@ -158,6 +178,6 @@ class ClientRunner:
             return Reply.fail("client-error", reply.error.reason or "ClientApp failed")
         records, segs = encode_content(reply.content)
         return Reply(
-            {"mid": header["mid"], "records": records, "seconds": time.perf_counter() - started},
+            {"mid": request.mid, "records": records, "seconds": time.perf_counter() - started},
             segs,
         )

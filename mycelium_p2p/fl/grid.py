@@ -261,6 +261,7 @@ class GroupGrid(Grid):
             records, segments = encode_content(message.content)
             header = {
                 "term": self.term,
+                "cert": self.group.cert_blob,
                 "mid": message_id,
                 "type": meta.message_type,
                 "fgid": meta.group_id,
@@ -279,9 +280,8 @@ class GroupGrid(Grid):
                     ),
                 )
             except RemoteError as exc:
-                if exc.code == "stale-term":
-                    self.group.step_down(self.term + 1)
-                    raise StepDown(f"member {member.key.hex()[:8]} is in a newer term") from None
+                if exc.code == "stale-term" and await self.group.heed_stale_term(member):
+                    raise StepDown(f"member {member.key.hex()[:8]} proved a newer term") from None
                 return error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, exc.reason)
             except ChannelError as exc:
                 return error(ErrorCode.NODE_UNAVAILABLE, str(exc))

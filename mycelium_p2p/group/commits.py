@@ -1,4 +1,4 @@
-"""A leader's rounds reaching the members (part of ``GroupMember``): fencing by term, commits
+"""A leader's rounds reaching the members (part of ``GroupMember``): proven authority, commits
 to a majority, and models stored or fetched."""
 
 from __future__ import annotations
@@ -9,9 +9,11 @@ from collections.abc import Callable
 from typing import Any
 
 from ..aio import TaskOwner
-from ..errors import MyceliumError
-from .election import ElectionState, majority
-from .state import Address, GroupConfig, Member, ModelSnapshot
+from ..errors import MyceliumError, ProofError
+from ..records.leadership import LeaderCert, check_cert, decode_cert, majority, proves_leadership
+from . import messages as m
+from .election import ElectionState
+from .state import Address, GroupConfig, GroupInfo, Member, ModelSnapshot
 from .transport import ChannelError, RemoteError
 
 log = logging.getLogger(__name__)
@@ -22,10 +24,11 @@ class StepDown(MyceliumError):
 
 
 class ModelCommits:
-    """The model rules of ``GroupMember``."""
+    """The authority and model rules of ``GroupMember``."""
 
     # state and methods provided by GroupMember
     me: bytes
+    info: GroupInfo
     config: GroupConfig
     election: ElectionState
     roster: dict[bytes, Member]
@@ -33,60 +36,128 @@ class ModelCommits:
     tasks: TaskOwner
     group_id: str
     is_leader: bool
+    role: str
     term: int
+    cert: LeaderCert | None
+    cert_blob: bytes
     leader_key: bytes | None
     leader_addr: Address | None
     on_model: Callable[[ModelSnapshot], None]
     _lease_until: float
+    _last_leader: bytes | None
     _fetching: bool
     _now: Callable[[], float]
     step_down: Callable[[int], None]
     members: Callable[[], list[Member]]
     _request: Callable[..., Any]
 
-    def fence(self, term: int, sender: bytes, sender_addr: Address | None = None) -> str | None:
-        """Check a leader's request: None if it may proceed, else the refusal code."""
+    # -- authority -----------------------------------------------------------------------------
+
+    def proves(self, cert: LeaderCert) -> bool:
+        """Whether ``cert`` proves its leader's term to us: votes of a majority of our roster,
+        without the leader it replaces (ours until now, or us if we lead)."""
+        replacing = self.me if self.is_leader else (self.leader_key or self._last_leader)
+        return proves_leadership(
+            cert, group_id=self.group_id, roster=self.roster.keys(), replacing=replacing
+        )
+
+    def authorize(
+        self, sender: bytes, term: int, cert_blob: bytes | None, addr: Address | None = None
+    ) -> str | None:
+        """Check a leader's request: None if ``sender`` leads ``term`` (adopting it when it is
+        new to us and its certificate proves it), else the refusal code."""
         if term < self.term:
             return "stale-term"
-        if term > self.term or (self.leader_key is None and not self.is_leader):
-            if self.is_leader:
-                self.step_down(term)
-            self.election.observe(term)
-            self.leader_key = sender
-            if sender_addr is not None:
-                self.leader_addr = sender_addr
-        elif sender != self.leader_key:
-            return "not-leader"
-        if not self.is_leader:
+        if term == self.term and sender == self.leader_key and not self.is_leader:
             self._lease_until = self._now() + self.config.lease_timeout
+            return None
+        if term == self.term and (self.is_leader or self.leader_key is not None):
+            return "not-leader"  # one leader a term: a second claim proves nothing
+        try:
+            cert = decode_cert(cert_blob or b"")
+            check_cert(cert, group_id=self.group_id, founder=self.info.founder)
+        except ProofError as exc:
+            log.warning(
+                "group %s: %s claims term %d without proof: %s",
+                self.group_id,
+                sender.hex()[:8],
+                term,
+                exc,
+            )
+            return "unproven"
+        if cert.leader != sender or cert.term != term or not self.proves(cert):
+            log.warning(
+                "group %s: %s's certificate for term %d is not a majority of our roster",
+                self.group_id,
+                sender.hex()[:8],
+                term,
+            )
+            return "unproven"
+        self.adopt_leader(cert, addr)
         return None
+
+    def adopt_leader(self, cert: LeaderCert, addr: Address | None = None) -> None:
+        """Follow ``cert``'s leader (already proven to us)."""
+        if self.is_leader and cert.leader != self.me:
+            self.step_down(cert.term)
+        self.election.won(cert.term)
+        self.role = "leader" if cert.leader == self.me else "member"
+        known = self.roster.get(cert.leader)
+        self.leader_key = self._last_leader = cert.leader
+        self.leader_addr = addr or (known.addr if known else self.leader_addr)
+        self.cert = cert
+        self._lease_until = self._now() + self.config.lease_timeout
+
+    async def heed_stale_term(self, member: Member) -> bool:
+        """A member refused us with "stale-term": ask it who leads now. True (and we step down)
+        only if it shows a certificate that proves a newer term to us."""
+        try:
+            header, _ = await self._request(member.key, member.addr, "g.leader", {}, timeout=1.0)
+            reply = m.parse(m.LeaderReply, header)
+            if reply.cert is None or reply.term <= self.term:
+                return False
+            cert = decode_cert(reply.cert)
+            check_cert(cert, group_id=self.group_id, founder=self.info.founder)
+        except (ChannelError, RemoteError, m.BadMessage, ProofError) as exc:
+            log.debug("could not check %s's newer term: %s", member.key.hex()[:8], exc)
+            return False
+        if cert.term <= self.term or not self.proves(cert):
+            return False
+        self.adopt_leader(cert, reply.addr)
+        return True
+
+    # -- commits -------------------------------------------------------------------------------
 
     async def commit(self, snapshot: ModelSnapshot) -> bool:
         """Give a new model to the members; True once a majority of the roster holds it.
 
-        Raises ``StepDown`` if a member knows a newer term.
+        Raises ``StepDown`` if a member proves a newer term.
         """
         if not self.is_leader:
             raise StepDown("not the leader")
         term = self.term
-        others = [m for m in self.members() if m.key != self.me]
+        others = [member for member in self.members() if member.key != self.me]
         header = {
             "term": term,
+            "cert": self.cert_blob,
             "round": snapshot.round,
             "digest": snapshot.digest,
             "content": snapshot.content,
         }
         replies = await asyncio.gather(
-            *(self._request(m.key, m.addr, "g.commit", header, snapshot.segments) for m in others),
+            *(
+                self._request(mb.key, mb.addr, "g.commit", header, snapshot.segments)
+                for mb in others
+            ),
             return_exceptions=True,
         )
         # only members the others know of count (see Member.confirmed), against their number
-        voting = [m.confirmed for m in others]
+        voting = [member.confirmed for member in others]
         acks = 1
         for member, reply, counts in zip(others, replies, voting, strict=True):
-            if isinstance(reply, RemoteError) and reply.code == "stale-term":
-                self.step_down(term + 1)
-                raise StepDown(f"member {member.key.hex()[:8]} is in a newer term")
+            stale = isinstance(reply, RemoteError) and reply.code == "stale-term"
+            if stale and await self.heed_stale_term(member):
+                raise StepDown(f"member {member.key.hex()[:8]} proved a newer term")
             if not isinstance(reply, BaseException):
                 acks += counts
                 member.round = snapshot.round
@@ -107,11 +178,15 @@ class ModelCommits:
         """Take a model that was produced or fetched outside a commit (a new leader's start)."""
         self._set_model(snapshot)
 
-    def _store_model(self, header: dict[str, Any], segments: list[bytes]) -> bool:
-        if header.get("content") is None:
+    def _store_model(self, round_: int, digest: bytes, content: Any, segments: list[bytes]) -> bool:
+        if content is None:
             return False
-        snapshot = ModelSnapshot.of(int(header["round"]), header["content"], segments)
-        if snapshot.digest != header.get("digest"):
+        try:
+            snapshot = ModelSnapshot.of(round_, content, segments)
+        except (TypeError, ValueError) as exc:  # content msgpack cannot encode again
+            log.warning("group %s: unreadable model: %s", self.group_id, exc)
+            return False
+        if snapshot.digest != digest:
             log.warning("group %s: model digest mismatch; ignored", self.group_id)
             return False
         self._set_model(snapshot)
@@ -125,8 +200,9 @@ class ModelCommits:
         async def fetch() -> None:
             try:
                 header, segments = await self._request(key, addr, "g.model", {})
-                self._store_model(header, segments)
-            except (ChannelError, RemoteError) as exc:
+                reply = m.parse(m.ModelReply, header)
+                self._store_model(reply.round, reply.digest, reply.content, segments)
+            except (ChannelError, RemoteError, m.BadMessage) as exc:
                 log.debug("model fetch failed: %s", exc)
             finally:
                 self._fetching = False

@@ -1,16 +1,36 @@
 """How a group member answers its peers' ``g.*`` requests (part of ``GroupMember``).
 
-``MemberRequests`` holds the request handlers; ``GroupMember`` (member.py) holds the state they
-read and change and the loop that drives it. Malformed requests get an error reply, never an
-exception.
+Who may send what, checked before anything changes (the channel proves the sender's key):
+
+==============  ========================================================================
+``g.join``      anyone (invite-only: with a member's invite); answered by the leader only
+``g.model``     a roster member; anyone when the group is open (migration measures it)
+``g.leader``    anyone: it tells what the group's advert publishes (term, leader, its address
+                and certificate), so that a deposed leader can learn why it was
+``g.heartbeat`` a roster member, to the leader
+``g.vote``      a roster member standing for election
+``g.leave``     a roster member, about itself
+``g.announce``  a roster member proving leadership of a term with a certificate
+``g.commit``    the proven leader of the current term (or of a newer one, with its
+``g.roster``    certificate); nobody else, whatever term it claims
+``g.redirect``
+``g.resign``    the proven leader of the current term
+==============  ========================================================================
+
+Every header is decoded into a typed structure first (``messages.parse``): a malformed
+request gets an error reply and changes nothing.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ..identity import Identity
+from ..records.leadership import LeaderCert, sign_vote
+from . import messages as m
 from .election import ElectionState
 from .invite import InviteError, verify_invite
 from .state import Address, GroupConfig, GroupInfo, Member, ModelSnapshot
@@ -18,18 +38,14 @@ from .transport import Channel, ChannelError, RemoteError, Reply
 
 log = logging.getLogger(__name__)
 
-
-def _addr(value: Any) -> Address:
-    host, port = value
-    if not isinstance(host, str) or not isinstance(port, int):
-        raise ValueError("address must be [host, port]")
-    return host, port
+_ANYONE = frozenset({"g.join", "g.model", "g.leader"})
 
 
 class MemberRequests:
     """The ``g.*`` request handlers of ``GroupMember``."""
 
-    # state provided by GroupMember
+    # state and methods provided by GroupMember
+    identity: Identity
     me: bytes
     info: GroupInfo
     config: GroupConfig
@@ -38,10 +54,24 @@ class MemberRequests:
     model: ModelSnapshot
     leader_key: bytes | None
     leader_addr: Address | None
+    cert: LeaderCert | None
     my_addr: Address
     _lease_until: float
-
-    # -- answering ---------------------------------------------------------------------------------
+    group_id: str
+    term: int
+    is_leader: bool
+    members: Callable[[], list[Member]]
+    has_quorum: Callable[[], bool]
+    roster_changed: Callable[[], None]
+    lease_lapsed: Callable[[], bool]
+    authorize: Callable[..., str | None]
+    _now: Callable[[], float]
+    _request: Callable[..., Awaitable[tuple[dict[str, Any], list[bytes]]]]
+    _adopt_roster: Callable[[list[Any]], None]
+    _store_model: Callable[[int, bytes, Any, list[bytes]], bool]
+    _follow: Callable[[Address, bytes], Awaitable[None]]
+    _leader_lost: Any
+    tasks: Any
 
     async def handle(
         self, channel: Channel, method: str, header: dict[str, Any], segments: list[bytes]
@@ -49,47 +79,56 @@ class MemberRequests:
         """Answer a ``g.*`` request. Malformed requests get an error reply, never an exception."""
         if header.get("gid") != self.group_id:
             return Reply.fail("wrong-group", f"this node is in group {self.group_id}")
-        if method not in ("g.join", "g.model", "g.leader") and channel.peer_key not in self.roster:
+        if method not in _ANYONE and channel.peer_key not in self.roster:
             return Reply.fail("not-member", "not in this group's roster")
         try:
-            handler = {
-                "g.join": self._on_join,
-                "g.heartbeat": self._on_heartbeat,
-                "g.vote": self._on_vote,
-                "g.announce": self._on_announce,
-                "g.commit": self._on_commit,
-                "g.model": self._on_model,
-                "g.leave": self._on_leave,
-                "g.resign": self._on_resign,
-                "g.roster": self._on_roster,
-                "g.redirect": self._on_redirect,
-                "g.leader": self._on_leader_query,
-            }[method]
+            kind, handler = self._handlers()[method]
         except KeyError:
             return Reply.fail("bad-request", f"unknown method {method}")
         try:
-            return await handler(channel.peer_key, header, segments)
-        except (KeyError, TypeError, ValueError) as exc:
-            return Reply.fail("bad-request", f"{method}: {type(exc).__name__}: {exc}")
+            request = m.parse(kind, header)
+        except m.BadMessage as exc:
+            return Reply.fail("bad-request", str(exc))
+        return await handler(channel.peer_key, request, segments)
+
+    def _handlers(self) -> dict[str, tuple[type[Any], Callable[..., Awaitable[Reply]]]]:
+        return {
+            "g.join": (m.Join, self._on_join),
+            "g.heartbeat": (m.Heartbeat, self._on_heartbeat),
+            "g.vote": (m.VoteRequest, self._on_vote),
+            "g.announce": (m.Announce, self._on_announce),
+            "g.commit": (m.Commit, self._on_commit),
+            "g.model": (m.Empty, self._on_model),
+            "g.leave": (m.Empty, self._on_leave),
+            "g.resign": (m.Resign, self._on_resign),
+            "g.roster": (m.RosterPush, self._on_roster),
+            "g.redirect": (m.Redirect, self._on_redirect),
+            "g.leader": (m.Empty, self._on_leader_query),
+        }
 
     def _not_leader(self) -> Reply:
         hint = list(self.leader_addr) if self.leader_addr else None
         return Reply.fail("not-leader", f"the leader is at {hint}" if hint else "no leader now")
 
     def _roster_wire(self) -> list[list[Any]]:
-        return [m.wire() for m in self.members()]
+        return [member.wire() for member in self.members()]
 
-    async def _on_join(self, peer: bytes, header: dict[str, Any], _: list[bytes]) -> Reply:
+    @property
+    def cert_blob(self) -> bytes:
+        """This node's leadership certificate, as it travels (empty when not leading)."""
+        return self.cert.encode() if self.is_leader and self.cert is not None else b""
+
+    async def _on_join(self, peer: bytes, req: m.Join, _: list[bytes]) -> Reply:
         if not self.is_leader:
             return self._not_leader()
-        addr = _addr(header["addr"])
         if peer not in self.roster:
             if self.info.policy == "invite-only":
                 try:
                     verify_invite(
-                        str(header.get("invite") or ""),
-                        group_key=self.info.key.public_key,
+                        req.invite,
+                        group_id=self.group_id,
                         member_key=peer,
+                        members=self.roster.keys(),
                         now=time.time(),
                     )
                 except InviteError as exc:
@@ -105,54 +144,49 @@ class MemberRequests:
         if known is None:
             log.info("group %s: %s joined", self.group_id, peer.hex()[:8])
         confirmed = known.confirmed if known else len(self.roster) == 1  # alone: nobody to tell
-        self.roster[peer] = Member(peer, addr, 0, self._now(), confirmed)
+        self.roster[peer] = Member(peer, req.addr, 0, self._now(), confirmed)
         self.roster_changed()
-        reply = {
-            "term": self.term,
-            "roster": self._roster_wire(),
-            "round": self.model.round,
-            "digest": self.model.digest,
-            "content": self.model.content,
-            # the group's facts and key: any member may have to lead (and sign adverts) later
-            "secret": self.info.key.private_bytes(),
-            "name": self.info.name,
-            "task": self.info.task,
-            "policy": self.info.policy,
-            "capacity": self.info.capacity,
-        }
-        return Reply(reply, self.model.segments)
+        reply = m.JoinReply(
+            charter=self.info.charter.blob,
+            term=self.term,
+            cert=self.cert_blob,
+            roster=self._roster_wire(),  # type: ignore[arg-type]
+            round=self.model.round,
+            digest=self.model.digest,
+            content=self.model.content,
+        )
+        return Reply(m.wire(reply), self.model.segments)
 
-    async def _on_heartbeat(self, peer: bytes, header: dict[str, Any], _: list[bytes]) -> Reply:
-        term = int(header["term"])
-        if term > self.term:
-            self.step_down(term)
+    async def _on_heartbeat(self, peer: bytes, req: m.Heartbeat, _: list[bytes]) -> Reply:
+        # a member's term is not proof of anything: it never makes a leader step down
         if not self.is_leader:
             return self._not_leader()
-        member = self.roster.get(peer)
-        if member is None:
-            return Reply.fail("not-member", "not in this group's roster")
-        member.addr = _addr(header["addr"])
-        member.round = int(header["round"])
-        member.last_seen = self._now()
-        if member.round > self.model.round:
-            self._fetch_model_soon(peer, member.addr)  # a member is ahead: catch up
-        return Reply({"term": self.term, "roster": self._roster_wire(), "round": self.model.round})
+        member = self.roster[peer]
+        member.addr = req.addr
+        member.round = req.round
+        member.last_seen = self._now()  # a member's round is for show: models flow down only
+        reply = m.HeartbeatReply(
+            term=self.term,
+            cert=self.cert_blob,
+            roster=self._roster_wire(),  # type: ignore[arg-type]
+            round=self.model.round,
+        )
+        return Reply(m.wire(reply))
 
-    async def _on_vote(self, peer: bytes, header: dict[str, Any], _: list[bytes]) -> Reply:
-        term = int(header["term"])
+    async def _on_vote(self, peer: bytes, req: m.VoteRequest, _: list[bytes]) -> Reply:
         lapsed = self.lease_lapsed()
         if not lapsed and not self.is_leader and self.leader_key not in (None, peer):
             lapsed = not await self._probe_leader()
         granted, why = self.election.grant(
-            term,
+            req.term,
             peer,
-            candidate_round=int(header["round"]),
+            candidate_round=req.round,
             my_round=self.model.round,
             lease_lapsed=lapsed and not self.is_leader,
         )
-        if granted:
-            self.roster.setdefault(peer, Member(peer, _addr(header["addr"])))
-        return Reply({"granted": granted, "term": self.term, "why": why})
+        vote = sign_vote(self.identity, self.group_id, req.term, peer) if granted else None
+        reply = m.VoteReply(granted=granted, term=self.term, why=why[:200], vote=vote)
+        return Reply(m.wire(reply))
 
     async def _probe_leader(self) -> bool:
         if self.leader_key is None or self.leader_addr is None:
@@ -170,69 +204,69 @@ class MemberRequests:
             return False
         return True
 
-    async def _on_announce(self, peer: bytes, header: dict[str, Any], _: list[bytes]) -> Reply:
-        term = int(header["term"])
-        if term < self.term:
-            return Reply.fail("stale-term", f"my term is {self.term}")
-        self._adopt_leader(peer, _addr(header["addr"]), term)
+    async def _on_announce(self, peer: bytes, req: m.Announce, _: list[bytes]) -> Reply:
+        refusal = self.authorize(peer, req.term, req.cert, req.addr)
+        if refusal is not None:
+            return Reply.fail(refusal, f"my term is {self.term}")
         self._leader_lost.set()  # wake the loop: heartbeat the new leader now
         return Reply({"term": self.term})
 
-    async def _on_commit(self, peer: bytes, header: dict[str, Any], segments: list[bytes]) -> Reply:
-        refusal = self.fence(int(header["term"]), peer)
+    async def _on_commit(self, peer: bytes, req: m.Commit, segments: list[bytes]) -> Reply:
+        refusal = self.authorize(peer, req.term, req.cert)
         if refusal is not None:
             return Reply.fail(refusal, f"my term is {self.term}")
-        if not self._store_model(header, segments):
+        if not self._store_model(req.round, req.digest, req.content, segments):
             return Reply.fail("bad-model", "digest mismatch")
-        return Reply({"round": self.model.round})
+        return Reply(m.wire(m.RoundReply(round=self.model.round)))
 
-    async def _on_model(self, peer: bytes, header: dict[str, Any], _: list[bytes]) -> Reply:
+    async def _on_model(self, peer: bytes, req: m.Empty, _: list[bytes]) -> Reply:
         if peer not in self.roster and self.info.policy != "open":
             return Reply.fail("not-member", "the model goes to members only")
-        return Reply(
-            {"round": self.model.round, "digest": self.model.digest, "content": self.model.content},
-            self.model.segments,
+        reply = m.ModelReply(
+            round=self.model.round, digest=self.model.digest, content=self.model.content
         )
+        return Reply(m.wire(reply), self.model.segments)
 
-    async def _on_leave(self, peer: bytes, header: dict[str, Any], _: list[bytes]) -> Reply:
-        if self.is_leader and peer in self.roster and peer != self.me:
+    async def _on_leave(self, peer: bytes, req: m.Empty, _: list[bytes]) -> Reply:
+        if self.is_leader and peer != self.me:
             del self.roster[peer]
             log.info("group %s: %s left", self.group_id, peer.hex()[:8])
             self.roster_changed()
         return Reply({})
 
-    async def _on_leader_query(self, peer: bytes, header: dict[str, Any], _: list[bytes]) -> Reply:
-        return Reply(
-            {
-                "term": self.term,
-                "leader": self.leader_key,
-                "addr": list(self.leader_addr) if self.leader_addr else None,
-            }
+    async def _on_leader_query(self, peer: bytes, req: m.Empty, _: list[bytes]) -> Reply:
+        cert = self.cert if self.leader_key is not None else None
+        reply = m.LeaderReply(
+            term=self.term,
+            leader=self.leader_key,
+            addr=self.leader_addr,
+            cert=cert.encode() if cert is not None else None,
         )
+        return Reply(m.wire(reply))
 
-    async def _on_resign(self, peer: bytes, header: dict[str, Any], _: list[bytes]) -> Reply:
-        if peer == self.leader_key and int(header.get("term", self.term)) >= self.term:
-            if "roster" in header:  # elect among the members the leader knew, not our old view
-                self._adopt_roster(header["roster"])
+    def _from_my_leader(self, peer: bytes, term: int) -> bool:
+        return not self.is_leader and peer == self.leader_key and term == self.term
+
+    async def _on_resign(self, peer: bytes, req: m.Resign, _: list[bytes]) -> Reply:
+        if self._from_my_leader(peer, req.term):
+            if req.roster is not None:  # elect among the members the leader knew
+                self._adopt_roster(req.roster)
             self._lease_until = 0.0
             self._leader_lost.set()
         return Reply({})
 
-    async def _on_redirect(self, peer: bytes, header: dict[str, Any], _: list[bytes]) -> Reply:
-        addr, key = _addr(header["addr"]), header["key"]  # checked before anything changes
-        if not isinstance(key, bytes) or len(key) != 32:
-            raise ValueError("key must be 32 bytes")
-        refusal = self.fence(int(header["term"]), peer)
+    async def _on_redirect(self, peer: bytes, req: m.Redirect, _: list[bytes]) -> Reply:
+        refusal = self.authorize(peer, req.term, req.cert)
         if refusal is not None:
             return Reply.fail(refusal, f"my term is {self.term}")
         if not self.is_leader:
-            self.tasks.spawn(self._follow(addr, key), name="redirect")
+            self.tasks.spawn(self._follow(req.addr, req.key), name="redirect")
         return Reply({})
 
-    async def _on_roster(self, peer: bytes, header: dict[str, Any], _: list[bytes]) -> Reply:
-        refusal = self.fence(int(header["term"]), peer)
+    async def _on_roster(self, peer: bytes, req: m.RosterPush, _: list[bytes]) -> Reply:
+        refusal = self.authorize(peer, req.term, req.cert)
         if refusal is not None:
             return Reply.fail(refusal, f"my term is {self.term}")
         if not self.is_leader:
-            self._adopt_roster(header["roster"])
+            self._adopt_roster(req.roster)
         return Reply({})

@@ -1,22 +1,44 @@
-"""Invites to invite-only groups: a group key's signature over (group, member key, expiry)."""
+"""Invites to invite-only groups: a member's signature over (group, invited key, expiry).
+
+No key signs for a group, so a member vouches with its own node key; the leader admits the
+invited node only while the inviter is in the roster (an ex-member's invites stop working).
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import math
+from collections.abc import Collection
 from dataclasses import dataclass
+from typing import Annotated
 
-import msgpack
+import msgspec
+from msgspec import Meta
 
 from ..errors import MyceliumError
-from ..identity import PUBLIC_KEY_SIZE, Identity, group_id_for, verify_signature
+from ..identity import PUBLIC_KEY_SIZE, Identity, verify_signature
+from ..records.charter import Key, Signature
+from ..records.leadership import GroupId
 
-INVITE_DOMAIN = b"mycelium-p2p/invite/v1\x00"
+INVITE_DOMAIN = b"mycelium-p2p/invite/v2\x00"
 INVITE_PREFIX = "myc-invite-"
+MAX_INVITE_CHARS = 400
 
 
 class InviteError(MyceliumError):
-    """An invite is malformed, expired, for someone else, or not signed by the group."""
+    """An invite is malformed, expired, for someone else, or not signed by a member."""
+
+
+class _Invite(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
+    group_id: GroupId
+    member_key: Key
+    expires_at: Annotated[float, Meta(ge=0.0, le=1e11)]
+    inviter: Key
+    signature: Signature
+
+
+_DECODER = msgspec.msgpack.Decoder(_Invite)
 
 
 @dataclass(frozen=True)
@@ -24,52 +46,54 @@ class Invite:
     group_id: str
     member_key: bytes
     expires_at: float
-    group_key: bytes
-
-    def text(self, signature: bytes) -> str:
-        raw = msgpack.packb(
-            [self.group_id, self.member_key, self.expires_at, self.group_key, signature]
-        )
-        return INVITE_PREFIX + base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    inviter: bytes
 
 
 def _signed_bytes(group_id: str, member_key: bytes, expires_at: float) -> bytes:
-    return INVITE_DOMAIN + msgpack.packb([group_id, member_key, expires_at])
+    return INVITE_DOMAIN + msgspec.msgpack.encode([group_id, member_key, expires_at])
 
 
-def issue_invite(group: Identity, member_key: bytes, *, now: float, ttl: float) -> str:
-    """An invite for ``member_key`` into ``group``, valid for ``ttl`` seconds, as text."""
+def issue_invite(
+    inviter: Identity, group_id: str, member_key: bytes, *, now: float, ttl: float
+) -> str:
+    """An invite, signed by member ``inviter``, for ``member_key`` into ``group_id``, valid
+    for ``ttl`` seconds, as text."""
     if len(member_key) != PUBLIC_KEY_SIZE:
         raise InviteError(f"a node key is {PUBLIC_KEY_SIZE} bytes, got {len(member_key)}")
-    invite = Invite(group_id_for(group.public_key), member_key, now + ttl, group.public_key)
-    signature = group.sign(_signed_bytes(invite.group_id, member_key, invite.expires_at))
-    return invite.text(signature)
+    if not (math.isfinite(ttl) and ttl > 0):
+        raise InviteError(f"an invite lives a positive number of seconds, not {ttl}")
+    expires_at = float(now + ttl)
+    signature = inviter.sign(_signed_bytes(group_id, member_key, expires_at))
+    raw = msgspec.msgpack.encode(
+        _Invite(group_id, member_key, expires_at, inviter.public_key, signature)
+    )
+    return INVITE_PREFIX + base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def verify_invite(text: str, *, group_key: bytes, member_key: bytes, now: float) -> Invite:
-    """The invite in ``text`` if it admits ``member_key`` to the group of ``group_key`` now."""
+def verify_invite(
+    text: str, *, group_id: str, member_key: bytes, members: Collection[bytes], now: float
+) -> Invite:
+    """The invite in ``text`` if it admits ``member_key`` to ``group_id`` now, signed by one of
+    ``members`` (the current roster). Raises ``InviteError`` saying why not."""
     if not isinstance(text, str) or not text.startswith(INVITE_PREFIX):
         raise InviteError("not an invite (it should start with 'myc-invite-')")
+    if len(text) > MAX_INVITE_CHARS:
+        raise InviteError("the invite is too long to be one")
     body = text[len(INVITE_PREFIX) :]
     try:
         raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
-        group_id, invited, expires_at, signer, signature = msgpack.unpackb(raw, raw=False)
-    except (binascii.Error, ValueError, TypeError, msgpack.UnpackException):
+        invite = _DECODER.decode(raw)
+    except (binascii.Error, ValueError, msgspec.DecodeError):
         raise InviteError("the invite is garbled") from None
-    if not (
-        isinstance(group_id, str)
-        and isinstance(invited, bytes)
-        and isinstance(signer, bytes)
-        and isinstance(signature, bytes)
-        and isinstance(expires_at, (int, float))
-    ):
-        raise InviteError("the invite is garbled")
-    if signer != group_key or group_id != group_id_for(group_key):
-        raise InviteError(f"the invite is for group {group_id}, not this one")
-    if invited != member_key:
+    if invite.group_id != group_id:
+        raise InviteError(f"the invite is for group {invite.group_id}, not this one")
+    if invite.member_key != member_key:
         raise InviteError("the invite was issued to another node key")
-    if expires_at <= now:
+    if not invite.expires_at > now:  # also refuses NaN
         raise InviteError("the invite has expired")
-    if not verify_signature(signer, signature, _signed_bytes(group_id, invited, expires_at)):
-        raise InviteError("the invite's signature is not the group's")
-    return Invite(group_id, invited, float(expires_at), signer)
+    if invite.inviter not in members:
+        raise InviteError("the invite was signed by a node that is not a member of the group")
+    signed = _signed_bytes(invite.group_id, invite.member_key, invite.expires_at)
+    if not verify_signature(invite.inviter, invite.signature, signed):
+        raise InviteError("the invite's signature is not its inviter's")
+    return Invite(invite.group_id, invite.member_key, invite.expires_at, invite.inviter)

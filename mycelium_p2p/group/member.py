@@ -1,11 +1,12 @@
 """``GroupMember``: one node's part in a group: joining, heartbeats, roster, election, commits.
 
 Everything between members travels over authenticated channels (``ChannelServer``) as ``g.*``
-requests. The training itself is the ``fl`` layer's; it asks this object who the members are,
-what the term is, and to ``commit`` each new model to a majority before a round counts.
-This module holds the state, the loop and the election; its other parts are mixins: the
-request handlers (handlers.py), the roster rules (roster.py) and the model commits
-(commits.py).
+requests. A leader's authority is a certificate of its members' signed votes (``LeaderCert``):
+members follow a new leader only when its certificate holds a majority of their roster. The
+training itself is the ``fl`` layer's; it asks this object who the members are, what the term
+is, and to ``commit`` each new model to a majority before a round counts. This module holds the
+state, the loop and the election; its other parts are mixins: the request handlers
+(handlers.py), the roster rules (roster.py) and authority and model commits (commits.py).
 """
 
 from __future__ import annotations
@@ -18,11 +19,21 @@ from collections.abc import Callable
 from typing import Any
 
 from ..aio import TaskOwner
-from ..errors import MyceliumError
-from ..identity import Identity
+from ..errors import MyceliumError, ProofError
+from ..identity import Identity, verify_signature
+from ..records.charter import GroupCharter
+from ..records.leadership import (
+    LeaderCert,
+    check_cert,
+    decode_cert,
+    founding_cert,
+    majority,
+    vote_bytes,
+)
+from . import messages as m
 from .commits import ModelCommits, StepDown
-from .election import ElectionState, candidate_rank, electorate, majority
-from .handlers import MemberRequests, _addr
+from .election import ElectionState, candidate_rank, electorate
+from .handlers import MemberRequests
 from .roster import RosterUpkeep
 from .state import Address, GroupConfig, GroupInfo, Member, ModelSnapshot
 from .transport import ChannelError, ChannelServer, RemoteError
@@ -44,19 +55,33 @@ async def _ask_to_join(
     my_addr: Address,
     invite: str | None,
     timeout: float,
-) -> tuple[dict[str, Any], list[bytes]]:
+) -> tuple[m.JoinReply, GroupCharter, LeaderCert, list[bytes]]:
+    """Ask to be admitted; returns the leader's answer, checked as far as a newcomer can: the
+    charter is the group's, and the certificate is the leader's, for its term, with valid
+    votes. (Whether those voters are the group's real members a newcomer cannot know.)"""
     try:
-        return await channels.request(
+        header, segments = await channels.request(
             leader_addr,
             leader_key,
             "g.join",
             {"gid": group_id, "addr": list(my_addr), "invite": invite or ""},
             timeout=timeout,
         )
+        reply = m.parse(m.JoinReply, header)
+        charter = GroupCharter.verify(reply.charter, group_id)
+        cert = decode_cert(reply.cert)
+        check_cert(cert, group_id=group_id, founder=charter.founder)
     except RemoteError as exc:
         raise JoinRefused(exc.reason) from None
     except ChannelError as exc:
         raise JoinRefused(f"cannot reach the group's leader: {exc}") from None
+    except (m.BadMessage, ProofError) as exc:
+        raise JoinRefused(f"the leader's answer is not valid: {exc}") from None
+    if cert.leader != leader_key or cert.term != reply.term:
+        raise JoinRefused("the leader's certificate is not for itself and its term")
+    if not any(entry[0] == leader_key for entry in reply.roster):
+        raise JoinRefused("the leader is not in the roster it sent")
+    return reply, charter, cert, segments
 
 
 class GroupMember(MemberRequests, RosterUpkeep, ModelCommits):
@@ -80,6 +105,8 @@ class GroupMember(MemberRequests, RosterUpkeep, ModelCommits):
         self.role = "member"
         self.leader_key: bytes | None = None
         self.leader_addr: Address | None = None
+        self.cert: LeaderCert | None = None  # the current leader's proof of its term
+        self._last_leader: bytes | None = None  # the leader a lapsed lease leaves behind
         self.roster: dict[bytes, Member] = {self.me: Member(self.me, my_addr)}
         self.model = ModelSnapshot()
         self.on_leader: Callable[[int], None] = lambda term: None
@@ -128,8 +155,11 @@ class GroupMember(MemberRequests, RosterUpkeep, ModelCommits):
     # -- starting ------------------------------------------------------------------------------
 
     def found(self) -> None:
-        """Become the first leader of a new group (term 1)."""
+        """Become the first leader of a new group (term 1): only its founder can."""
+        if self.me != self.info.founder:
+            raise ValueError("only a group's founder can found it")
         self.election.won(1)
+        self.cert = founding_cert(self.identity, self.group_id)
         self._become_leader(1)
 
     @classmethod
@@ -146,32 +176,28 @@ class GroupMember(MemberRequests, RosterUpkeep, ModelCommits):
         config: GroupConfig | None = None,
     ) -> GroupMember:
         """Join the group advertised with ``leader_addr``/``leader_key``; the leader hands over
-        the group's facts, key, roster and latest model. Raises ``JoinRefused``."""
+        the group's charter, its certificate, the roster and the latest model. Raises
+        ``JoinRefused``."""
         config = config or GroupConfig()
-        header, segments = await _ask_to_join(
+        reply, charter, cert, segments = await _ask_to_join(
             channels, leader_addr, leader_key, group_id, my_addr, invite, config.request_timeout
         )
-        try:
-            info = GroupInfo(
-                key=Identity.from_seed(header["secret"]),
-                name=str(header["name"]),
-                task=str(header["task"]),
-                policy=str(header["policy"]),
-                capacity=int(header["capacity"]),
-            )
-        except (KeyError, ValueError, MyceliumError) as exc:
-            raise JoinRefused(f"the leader's answer is malformed: {exc}") from None
-        if info.group_id != group_id:
-            raise JoinRefused(f"the leader answered for group {info.group_id}, not {group_id}")
-        member = cls(identity, channels, info, my_addr, config)
-        member._admitted(leader_addr, leader_key, header, segments)
+        member = cls(identity, channels, GroupInfo(charter), my_addr, config)
+        member._admitted(leader_addr, reply, cert, segments)
         return member
 
     async def join(
-        self, leader_addr: Address, leader_key: bytes, invite: str | None = None
+        self,
+        leader_addr: Address,
+        leader_key: bytes,
+        invite: str | None = None,
+        *,
+        trusted: bool = False,
     ) -> None:
-        """Ask the leader at ``leader_addr`` to (re)admit us; raises ``JoinRefused``."""
-        header, segments = await _ask_to_join(
+        """Ask the leader at ``leader_addr`` to (re)admit us; raises ``JoinRefused``. Unless
+        ``trusted`` (our own proven leader sent us, or a majority of our roster named it), a
+        leader of a newer term must prove it to our roster first."""
+        reply, _, cert, segments = await _ask_to_join(
             self.channels,
             leader_addr,
             leader_key,
@@ -180,18 +206,20 @@ class GroupMember(MemberRequests, RosterUpkeep, ModelCommits):
             invite,
             self.config.request_timeout,
         )
-        self._admitted(leader_addr, leader_key, header, segments)
+        if not trusted:
+            if cert.term < self.term:
+                raise JoinRefused(f"it leads term {cert.term}, behind our term {self.term}")
+            same = cert.term == self.term and leader_key == self.leader_key
+            if not same and not self.proves(cert):
+                raise JoinRefused(f"its certificate for term {cert.term} is not our majority's")
+        self._admitted(leader_addr, reply, cert, segments)
 
     def _admitted(
-        self,
-        leader_addr: Address,
-        leader_key: bytes,
-        header: dict[str, Any],
-        segments: list[bytes],
+        self, leader_addr: Address, reply: m.JoinReply, cert: LeaderCert, segments: list[bytes]
     ) -> None:
-        self._adopt_leader(leader_key, leader_addr, int(header["term"]))
-        self._adopt_roster(header["roster"])
-        self._store_model(header, segments)
+        self.adopt_leader(cert, leader_addr)
+        self._adopt_roster(reply.roster)
+        self._store_model(reply.round, reply.digest, reply.content, segments)
 
     def start(self) -> None:
         """Start heartbeats (as member) or roster upkeep (as leader)."""
@@ -218,28 +246,30 @@ class GroupMember(MemberRequests, RosterUpkeep, ModelCommits):
                 return_exceptions=True,
             )
 
-    async def yield_to(self, leader_addr: Address, leader_key: bytes) -> bool:
-        """As one of two leaders of this group (its history forked): join the other leader, then
-        send our members after us. False if it would not have us (we go on leading)."""
-        if not self.is_leader:
+    async def yield_to(self, leader_addr: Address, cert: LeaderCert) -> bool:
+        """As one of two leaders of this group (its history forked): if ``cert`` proves the
+        other's newer term to our roster, join it, then send our members after us. False if it
+        proves nothing or would not have us (we go on leading)."""
+        if not self.is_leader or cert.term <= self.term or not self.proves(cert):
             return False
-        term, others = self.term, [m for m in self.members() if m.key != self.me]
+        others = [mb for mb in self.members() if mb.key != self.me]
+        header = {"term": self.term, "cert": self.cert_blob, "addr": list(leader_addr)}
         try:
-            await self.join(leader_addr, leader_key)  # on success we are its member
+            await self.join(leader_addr, cert.leader, trusted=True)  # on success, its member
         except JoinRefused as exc:
             log.warning("group %s: the other leader refused us: %s", self.group_id, exc)
             return False
-        header = {"term": term, "addr": list(leader_addr), "key": leader_key}
+        header["key"] = cert.leader
         await asyncio.gather(
-            *(self._request(m.key, m.addr, "g.redirect", header) for m in others),
+            *(self._request(mb.key, mb.addr, "g.redirect", header) for mb in others),
             return_exceptions=True,
         )
         return True
 
     async def _follow(self, leader_addr: Address, leader_key: bytes) -> None:
-        """Our leader sent us to another leader of this group."""
+        """Our proven leader sent us to another leader of this group."""
         try:
-            await self.join(leader_addr, leader_key)
+            await self.join(leader_addr, leader_key, trusted=True)
         except JoinRefused as exc:
             log.info("group %s: redirected but refused: %s", self.group_id, exc)
             self._lease_until = 0.0
@@ -317,36 +347,62 @@ class GroupMember(MemberRequests, RosterUpkeep, ModelCommits):
             return
         if self.leader_key != leader or (self._leader_lost.is_set() and not woken):
             return  # it resigned, or another leader announced itself, while we waited
+        try:
+            reply = m.parse(m.HeartbeatReply, header)
+        except m.BadMessage as exc:
+            log.warning("group %s: leader's heartbeat reply refused: %s", self.group_id, exc)
+            return
+        if reply.term != self.term and self.authorize(leader, reply.term, reply.cert) is not None:
+            return  # a term it cannot prove to us: no lease renewed
         self._lease_until = self._now() + self.config.lease_timeout
-        self.election.observe(int(header["term"]))
-        self._adopt_roster(header["roster"])
-        if int(header["round"]) > self.model.round:
-            self._fetch_model_soon(self.leader_key, self.leader_addr)
+        self._adopt_roster(reply.roster)
+        if reply.round > self.model.round and self.leader_addr is not None:
+            self._fetch_model_soon(leader, self.leader_addr)
 
     async def _find_leader(self) -> bool:
-        """Ask the other members who leads now, and join it (after being deposed)."""
-        others = [m for m in self.members() if m.key != self.me]
+        """Ask the other members who leads now, and join it (after being deposed). A leader is
+        taken on a certificate that proves its term to our roster, or when a majority of our
+        electorate names it (its certificate may count voters we have not heard of yet)."""
+        replacing = self.leader_key or self._last_leader
+        others = [mb for mb in self.members() if mb.key != self.me]
         answers = await asyncio.gather(
-            *(self._request(m.key, m.addr, "g.leader", {}, timeout=0.5) for m in others),
+            *(self._request(mb.key, mb.addr, "g.leader", {}, timeout=0.5) for mb in others),
             return_exceptions=True,
         )
-        best: tuple[int, bytes, Address] | None = None
+        named: dict[tuple[int, bytes], list[Address]] = {}
+        proven: list[tuple[int, bytes, Address]] = []
         for answer in answers:
             if isinstance(answer, BaseException):
                 continue
-            header, _ = answer
-            leader = header.get("leader")
-            if leader and leader not in (self.me, self.leader_key):  # not the one that failed
-                candidate = (int(header["term"]), header["leader"], _addr(header["addr"]))
-                best = candidate if best is None or candidate[0] > best[0] else best
-        if best is None:
-            return False
-        try:
-            await self.join(best[2], best[1])
-        except JoinRefused as exc:
-            log.info("group %s: the leader refused us back: %s", self.group_id, exc)
-            return False
-        return True
+            try:
+                reply = m.parse(m.LeaderReply, answer[0])
+            except m.BadMessage:
+                continue
+            leader, addr = reply.leader, reply.addr
+            if leader is None or addr is None or leader in (self.me, replacing):
+                continue  # nobody, or the one that failed
+            named.setdefault((reply.term, leader), []).append(addr)
+            if reply.cert is not None and reply.term >= self.term:
+                try:
+                    cert = decode_cert(reply.cert)
+                except ProofError:
+                    continue
+                if cert.leader == leader and cert.term == reply.term and self.proves(cert):
+                    proven.append((reply.term, leader, addr))
+        electors = len(electorate(self.roster, replacing))
+        vouched = [
+            (term, key, addrs[0])
+            for (term, key), addrs in named.items()
+            if len(addrs) >= majority(electors)
+        ]
+        for term, key, addr in sorted(proven + vouched, reverse=True):
+            try:
+                await self.join(addr, key, trusted=(term, key, addr) in vouched)
+            except JoinRefused as exc:
+                log.info("group %s: the leader refused us back: %s", self.group_id, exc)
+                continue
+            return True
+        return False
 
     async def _rejoin(self) -> None:
         if self.leader_key is None or self.leader_addr is None:
@@ -372,36 +428,43 @@ class GroupMember(MemberRequests, RosterUpkeep, ModelCommits):
         replies = await asyncio.gather(
             *(
                 self._request(
-                    m.key,
-                    m.addr,
+                    mb.key,
+                    mb.addr,
                     "g.vote",
                     {"term": term, "round": self.model.round, "addr": list(self.my_addr)},
                     timeout=self.config.request_timeout / 2,
                 )
-                for m in others
+                for mb in others
             ),
             return_exceptions=True,
         )
-        votes = 1
-        for reply in replies:
-            if isinstance(reply, BaseException):
+        signed = vote_bytes(self.group_id, term, self.me)
+        votes = [(self.me, self.identity.sign(signed))]
+        for member, answer in zip(others, replies, strict=True):
+            if isinstance(answer, BaseException):
                 continue
-            header, _ = reply
-            self._highest_term = max(self._highest_term, int(header.get("term", 0)))
-            votes += bool(header.get("granted"))
+            try:
+                reply = m.parse(m.VoteReply, answer[0])
+            except m.BadMessage:
+                continue
+            # a voter's term only steers our next try, and a liar cannot push it far
+            self._highest_term = max(self._highest_term, min(reply.term, term + 64))
+            if reply.granted and reply.vote and verify_signature(member.key, reply.vote, signed):
+                votes.append((member.key, reply.vote))
         if self.leader_key != old and self.term >= term:
             return  # a leader for this term or a newer one announced itself meanwhile
-        if votes >= majority(len(voters)) and not self.tasks.closed:
+        if len(votes) >= majority(len(voters)) and not self.tasks.closed:
             log.info(
                 "group %s: elected leader of term %d (%d/%d votes)",
                 self.group_id,
                 term,
-                votes,
+                len(votes),
                 len(voters),
             )
             self.election.won(term)
             if old is not None:
                 self.roster.pop(old, None)
+            self.cert = LeaderCert(self.group_id, term, self.me, votes)
             self._become_leader(term)
             return
         await asyncio.sleep((len(voters) + rank) * self.config.stagger)
@@ -409,7 +472,8 @@ class GroupMember(MemberRequests, RosterUpkeep, ModelCommits):
     def _become_leader(self, term: int) -> None:
         self._quorum_lost_at = None
         self.role = "leader"
-        self.leader_key, self.leader_addr = self.me, self.my_addr
+        self.leader_key = self._last_leader = self.me
+        self.leader_addr = self.my_addr
         now = self._now()
         for member in self.roster.values():
             member.last_seen = now
@@ -425,7 +489,7 @@ class GroupMember(MemberRequests, RosterUpkeep, ModelCommits):
                 member.key,
                 member.addr,
                 "g.announce",
-                {"term": self.term, "addr": list(self.my_addr)},
+                {"term": self.term, "addr": list(self.my_addr), "cert": self.cert_blob},
             )
         except (ChannelError, RemoteError) as exc:
             log.debug("announce to %s failed: %s", member.key.hex()[:8], exc)
@@ -444,11 +508,3 @@ class GroupMember(MemberRequests, RosterUpkeep, ModelCommits):
         self.leader_key = self.leader_addr = None
         self._lease_until = 0.0
         self.on_follower()
-
-    def _adopt_leader(self, key: bytes, addr: Address, term: int) -> None:
-        if self.is_leader and key != self.me:
-            self.step_down(term)
-        self.election.won(term)
-        self.role = "leader" if key == self.me else "member"
-        self.leader_key, self.leader_addr = key, addr
-        self._lease_until = self._now() + self.config.lease_timeout

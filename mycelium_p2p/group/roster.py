@@ -33,6 +33,7 @@ class RosterUpkeep:
     group_id: str
     is_leader: bool
     term: int
+    cert_blob: bytes
     _quorum_lost_at: float | None
     _roster_dirty: bool
     _roster_push: asyncio.Task[None] | None
@@ -86,11 +87,12 @@ class RosterUpkeep:
             self._resign()
 
     def _adopt_roster(self, wire: Any) -> None:
+        """Take the roster our proven leader sent (already checked by ``messages``)."""
         roster = {}
         now = self._now()
         for key, host, port, round_ in wire:
             known = self.roster.get(key)
-            roster[key] = Member(key, (host, port), int(round_), known.last_seen if known else now)
+            roster[key] = Member(key, (host, port), round_, known.last_seen if known else now)
         roster[self.me] = Member(self.me, self.my_addr, self.model.round)
         self.roster = roster
 
@@ -115,7 +117,7 @@ class RosterUpkeep:
     async def _push_roster(self) -> None:
         while self._roster_dirty and self.is_leader:
             self._roster_dirty = False
-            header = {"term": self.term, "roster": self._roster_wire()}
+            header = {"term": self.term, "cert": self.cert_blob, "roster": self._roster_wire()}
             targets = [m for m in self.members() if m.key != self.me]
             replies = await asyncio.gather(
                 *(self._request(m.key, m.addr, "g.roster", header) for m in targets),

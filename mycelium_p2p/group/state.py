@@ -8,10 +8,10 @@ from typing import Any
 
 import msgpack
 
-from ..identity import Identity, group_id_for
+from ..records.charter import POLICIES, GroupCharter
 
 Address = tuple[str, int]
-POLICIES = ("open", "invite-only")
+__all__ = ["POLICIES", "Address", "GroupConfig", "GroupInfo", "Member", "ModelSnapshot"]
 
 
 @dataclass(frozen=True)
@@ -39,23 +39,33 @@ class GroupConfig:
 
 @dataclass(frozen=True)
 class GroupInfo:
-    """A group's fixed facts. Every member holds the group key, so any can lead it."""
+    """A group's fixed facts: its signed charter. No key signs for the group itself."""
 
-    key: Identity
-    name: str
-    task: str
-    policy: str = "open"
-    capacity: int = 10
-
-    def __post_init__(self) -> None:
-        if self.policy not in POLICIES:
-            raise ValueError(f"policy must be one of {POLICIES}, not {self.policy!r}")
-        if self.capacity < 1:
-            raise ValueError("capacity must be at least 1")
+    charter: GroupCharter
 
     @property
     def group_id(self) -> str:
-        return group_id_for(self.key.public_key)
+        return self.charter.group_id
+
+    @property
+    def name(self) -> str:
+        return self.charter.name
+
+    @property
+    def task(self) -> str:
+        return self.charter.task
+
+    @property
+    def policy(self) -> str:
+        return self.charter.policy
+
+    @property
+    def capacity(self) -> int:
+        return self.charter.capacity
+
+    @property
+    def founder(self) -> bytes:
+        return self.charter.founder
 
 
 @dataclass

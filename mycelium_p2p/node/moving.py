@@ -11,7 +11,10 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta
 
 from ..dht import fetch_advert, fetch_adverts, publish_advert
 from ..errors import MyceliumError
@@ -21,6 +24,7 @@ from ..group.transport import Channel, ChannelError, RemoteError, Reply
 from ..migration.measure import fetch_model, score
 from ..migration.split import SplitPolicy
 from ..records import GroupAdvert, GroupMetrics
+from ..records.leadership import MAX_TERM
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +131,9 @@ class MovingMixin:
                 await self._enter_group(as_configured=False, model=group.model)
 
     async def _watch_rivals(self, group: GroupMember) -> None:
-        """While leading: if the group's advert names another leader that is ahead of us (a
-        higher term, or the same term and more rounds), the group forked: join that leader."""
+        """While leading: if the group's advert names another leader of a newer term whose
+        certificate proves it to our roster, the group forked (we were cut off while the others
+        elected): join that leader. An advert that proves nothing to us changes nothing."""
         me = self.identity.public_key
         while True:
             await asyncio.sleep(self.config.record_interval)
@@ -141,8 +146,7 @@ class MovingMixin:
                 continue
             if advert is None or advert.leader_key == me:
                 continue
-            theirs = (advert.term, advert.metrics.round, advert.leader_key)
-            if theirs > (group.term, group.model.round, me):
+            if advert.term > group.term and advert.cert is not None and group.proves(advert.cert):
                 self.tasks.spawn(self._yield(group, advert), name="yield")
                 return
 
@@ -158,7 +162,8 @@ class MovingMixin:
                 group_id=group.group_id,
                 term=advert.term,
             )
-            if not await group.yield_to(advert.leader, advert.leader_key) and group.is_leader:
+            assert advert.cert is not None
+            if not await group.yield_to(advert.leader, advert.cert) and group.is_leader:
                 self._leading.append(  # it would not have us: lead on, and look again later
                     self.tasks.spawn(self._watch_rivals(group), name="rivals")
                 )
@@ -235,7 +240,7 @@ class MovingMixin:
             founder.addr,
             founder.key,
             "n.split",
-            {"gid": group.group_id, "found": name},
+            {"gid": group.group_id, "term": group.term, "found": name},
             timeout=self.config.reply_timeout,
         )
         for key in followers:
@@ -247,6 +252,7 @@ class MovingMixin:
                     "n.split",
                     {
                         "gid": group.group_id,
+                        "term": group.term,
                         "join": header["group_id"],
                         "addr": header["addr"],
                         "key": founder.key,
@@ -256,25 +262,53 @@ class MovingMixin:
         group.remove_members(leaving)
 
     async def _on_split(self, channel: Channel, header: dict[str, Any]) -> Reply:
+        """``n.split`` comes from the proven leader of our group's current term only."""
         group = self.group
-        if group is None or channel.peer_key != group.leader_key:
+        try:
+            split = msgspec.convert(header, SplitRequest, strict=True)
+        except msgspec.ValidationError as exc:
+            return Reply.fail("bad-request", f"n.split: {exc}")
+        if (
+            group is None
+            or group.is_leader
+            or split.gid != group.group_id
+            or channel.peer_key != group.leader_key
+            or split.term != group.term
+        ):
             return Reply.fail("not-leader", "splits come from our leader only")
-        if "found" in header:
+        if split.found is not None:
             await self._leave_group()
-            new = self._found(str(header["found"]), group.model)
+            new = self._found(split.found, group.model)
             self.migration.settled(time.monotonic())  # a founder that left at once strands it
             self.moves.append((time.time(), group.group_id, new.group_id))
             return Reply({"group_id": new.group_id, "addr": list(self.tcp_addr)})
-        host, port = header["addr"]
+        if split.join is None or split.addr is None or split.key is None:
+            return Reply.fail("bad-request", "n.split: found a group or join one")
         advert_like = GroupAdvert(
-            group_id=str(header["join"]),
-            name=str(header["join"]),
+            group_id=split.join,
+            name=split.join,
             task=self.config.task,
-            leader=(str(host), int(port)),
-            leader_key=bytes(header["key"]),
+            leader=split.addr,
+            leader_key=split.key,
             term=0,
             policy="open",
             metrics=GroupMetrics(),
         )
         self.tasks.spawn(self.move_to(advert_like, reason="split"), name="split-move")
         return Reply({})
+
+
+class SplitRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``n.split``: found a group named ``found``, or join group ``join`` led by ``key``."""
+
+    gid: Annotated[str, Meta(max_length=16)]
+    term: Annotated[int, Meta(ge=0, le=MAX_TERM)]
+    found: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
+    join: Annotated[str, Meta(min_length=16, max_length=16)] | None = None
+    addr: (
+        tuple[
+            Annotated[str, Meta(min_length=1, max_length=253)], Annotated[int, Meta(ge=1, le=65535)]
+        ]
+        | None
+    ) = None
+    key: Annotated[bytes, Meta(min_length=32, max_length=32)] | None = None

@@ -38,6 +38,7 @@ from ..group.transport import Channel, ChannelServer, Reply
 from ..identity import Identity
 from ..migration.policy import MigrationPolicy
 from ..records import GroupAdvert
+from ..records.charter import GroupCharter
 from .config import Event, NodeConfig, NodeEvent
 from .lifecycle import DataDirLock
 from .moving import MovingMixin, joinable
@@ -256,7 +257,15 @@ class Node(MovingMixin, PublishingMixin):
 
     def _found(self, name: str, model: ModelSnapshot | None = None) -> GroupMember:
         c = self.config
-        info = GroupInfo(Identity.generate(), name, c.task, c.policy, c.capacity)
+        charter = GroupCharter.found(
+            self.identity,
+            name=name,
+            task=c.task,
+            policy=c.policy,
+            capacity=c.capacity,
+            now=time.time(),
+        )
+        info = GroupInfo(charter)
         group = GroupMember(self.identity, self.channels, info, self.tcp_addr, c.group_config())
         if model is not None:
             group.adopt_model(model)
@@ -276,16 +285,18 @@ class Node(MovingMixin, PublishingMixin):
     def _adopt(self, group: GroupMember) -> None:
         self.group = group
         if self.config.data_dir is not None:
-            self._save_group_key(group.info)
+            self._save_charter(group.info)
         group.on_leader = self._on_leader
         group.on_follower = self._on_follower
 
-    def _save_group_key(self, info: GroupInfo) -> None:
-        """Members keep the group key, so ``mycelium-p2p invite`` can sign for the group."""
+    def _save_charter(self, info: GroupInfo) -> None:
+        """Keep the charters of our groups, so ``mycelium-p2p invite`` can name them."""
         assert self.config.data_dir is not None
-        path = Path(self.config.data_dir) / "groups" / f"{info.group_id}.key"
+        folder = Path(self.config.data_dir) / "groups"
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = folder / f"{info.group_id}.charter"
         if not path.exists():
-            info.key.save(path)
+            path.write_bytes(info.charter.blob)
 
     # -- leading -------------------------------------------------------------------------------
 
@@ -371,10 +382,7 @@ class Node(MovingMixin, PublishingMixin):
         if method.startswith("g."):
             return await group.handle(channel, method, header, segments)
         if method == "n.split":
-            try:
-                return await self._on_split(channel, header)
-            except (KeyError, TypeError, ValueError) as exc:
-                return Reply.fail("bad-request", f"{type(exc).__name__}: {exc}")
+            return await self._on_split(channel, header)
         if method == "fl.msg":
             if header.get("gid") != group.group_id:
                 return Reply.fail("wrong-group", f"this node is in group {group.group_id}")

@@ -38,22 +38,19 @@ class PublishingMixin:
             await asyncio.sleep(self.config.record_interval)
 
     def _advert(self, members: int | None = None) -> Record:
-        """Our group's advert with its latest metrics, signed with the group key."""
+        """Our group's advert with its latest metrics, signed by us as its proven leader."""
         group = self.group
-        assert group is not None
+        assert group is not None and group.cert is not None
         last = self.rounds[-1] if self.rounds else None
         self._advert_seq = next_seq(self._advert_seq, time.time())
         return sign_advert(
-            group.info.key,
-            name=group.info.name,
-            task=group.info.task,
-            leader=self.tcp_addr,
-            leader_key=self.identity.public_key,
-            term=group.term,
-            policy=group.info.policy,
+            self.identity,
+            charter=group.info.charter,
+            cert=group.cert,
+            address=self.tcp_addr,
             metrics=GroupMetrics(
                 accuracy=min(1.0, max(0.0, last.accuracy)) if last else 0.0,
-                loss=max(0.0, last.loss) if last else 0.0,
+                loss=min(1e9, max(0.0, last.loss)) if last else 0.0,
                 round=group.model.round,
                 members=min(len(group.roster), group.info.capacity) if members is None else members,
                 capacity=group.info.capacity,

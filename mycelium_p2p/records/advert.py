@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..identity import Identity, group_id_for
+from ..identity import Identity
+from .charter import GroupCharter
 from .envelope import Record, sign_record
 from .kinds import index_topic
+from .leadership import LeaderCert, decode_cert
 
 
 @dataclass(frozen=True)
@@ -22,7 +24,7 @@ class GroupMetrics:
 
 @dataclass(frozen=True)
 class GroupAdvert:
-    """A group's advertisement, as published in the DHT index."""
+    """A group's advertisement, as published in the DHT index by the group's leader."""
 
     group_id: str
     name: str
@@ -35,31 +37,41 @@ class GroupAdvert:
     seq: int = 0
     issued_at: float = 0.0
     expires_at: float = 0.0
-    signer: bytes = b""
+    founder: bytes = b""
+    cert: LeaderCert | None = None
 
     @classmethod
     def from_record(cls, record: Record) -> GroupAdvert:
-        """The advert a verified ``advert`` record carries."""
+        """The advert a verified ``advert`` record carries (its charter and certificate were
+        checked when the record was)."""
         body = record.body
+        charter = GroupCharter.verify(body["charter"])
         host, port = body["leader"]
         return cls(
-            group_id=body["group_id"],
-            name=body["name"],
-            task=body["task"],
+            group_id=charter.group_id,
+            name=charter.name,
+            task=charter.task,
             leader=(host, port),
-            leader_key=body["leader_key"],
+            leader_key=record.signer,
             term=body["term"],
-            policy=body["policy"],
+            policy=charter.policy,
             metrics=GroupMetrics(**body["metrics"]),
             seq=record.seq,
             issued_at=record.issued_at,
             expires_at=record.expires_at,
-            signer=record.signer,
+            founder=charter.founder,
+            cert=decode_cert(body["cert"]),
         )
 
     @property
     def free_slots(self) -> int:
         return max(0, self.metrics.capacity - self.metrics.members)
+
+    @property
+    def rank(self) -> tuple[int, int, int]:
+        """Which of several adverts of one group is the current one: the newest term, then
+        the most rounds, then the latest publication."""
+        return (self.term, self.metrics.round, self.seq)
 
     def to_json(self) -> dict[str, object]:
         """A plain-JSON description (for ``groups --json``)."""
@@ -79,34 +91,27 @@ class GroupAdvert:
             "capacity": m.capacity,
             "seq": self.seq,
             "expires_at": self.expires_at,
-            "group_key": self.signer.hex(),
+            "founder": self.founder.hex(),
         }
 
 
 def sign_advert(
-    group: Identity,
+    leader: Identity,
     *,
-    name: str,
-    task: str,
-    leader: tuple[str, int],
-    leader_key: bytes,
-    term: int,
-    policy: str,
+    charter: GroupCharter,
+    cert: LeaderCert,
+    address: tuple[str, int],
     metrics: GroupMetrics,
     seq: int,
     now: float,
     ttl: float,
 ) -> Record:
-    """Sign a group's advert with the group key; raises ``RecordError`` if it is invalid."""
-    group_id = group_id_for(group.public_key)
+    """The group's advert, signed by its leader; raises ``RecordError`` if it is invalid."""
     body = {
-        "group_id": group_id,
-        "name": name,
-        "task": task,
-        "leader": [leader[0], int(leader[1])],
-        "leader_key": leader_key,
-        "term": int(term),
-        "policy": policy,
+        "charter": charter.blob,
+        "leader": [address[0], int(address[1])],
+        "term": cert.term,
+        "cert": cert.encode(),
         "metrics": {
             "accuracy": float(metrics.accuracy),
             "loss": float(metrics.loss),
@@ -115,4 +120,5 @@ def sign_advert(
             "capacity": int(metrics.capacity),
         },
     }
-    return sign_record(group, "advert", index_topic(group_id), body, seq=seq, now=now, ttl=ttl)
+    topic = index_topic(charter.group_id)
+    return sign_record(leader, "advert", topic, body, seq=seq, now=now, ttl=ttl)

@@ -31,7 +31,7 @@ from ..identity import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, Identity, verify_signatu
 from .kinds import KINDS, RecordKind
 from .schema import Bool, Bytes, Float, Int, Map, Str
 
-MAX_RECORD_BYTES = 1000
+MAX_RECORD_BYTES = 4096  # the largest any kind allows (adverts); most allow 1000
 DEFAULT_CLOCK_SKEW = 30.0
 RECORD_VERSION = 1
 RECORD_DOMAIN = b"mycelium-p2p/record/v1\x00"
@@ -164,6 +164,8 @@ def verify_record(
     body = payload["body"]
     _PAYLOAD.check({**payload, "body": {}}, "record")
     kind_def = _kind(kinds, payload["kind"])
+    if len(blob) > kind_def.max_bytes:
+        raise RecordTooLarge(f"{kind_def.name} records are at most {kind_def.max_bytes} bytes")
     kind_def.body.check(body, f"{kind_def.name}.body")
     if payload["owned"] != kind_def.owned:
         raise MalformedRecord(f"{kind_def.name} records must have owned={kind_def.owned}")

@@ -14,13 +14,13 @@ from types import MappingProxyType
 from typing import Any
 
 from ..errors import MalformedRecord
-from ..identity import GROUP_ID_HEX_LEN, PUBLIC_KEY_SIZE, group_id_for
-from .schema import Bytes, Float, Int, Map, Str, Tuple
+from .charter import GROUP_ID_HEX_LEN, MAX_CAPACITY, MAX_CHARTER_BYTES, GroupCharter
+from .leadership import MAX_CERT_BYTES, MAX_TERM, check_cert, decode_cert
+from .schema import Blob, Bytes, Float, Int, Map, Str, Tuple
 
 #: Group adverts are spread over this many index keys so no single DHT key holds them all.
 INDEX_SHARDS = 4
 MAX_PORT = 65535
-POLICIES = frozenset({"open", "invite-only"})
 
 GroupIdField = Str(max_len=GROUP_ID_HEX_LEN, min_len=GROUP_ID_HEX_LEN)
 AddressField = Tuple((Str(max_len=253, min_len=1), Int(lo=0, hi=MAX_PORT)))
@@ -46,41 +46,44 @@ class RecordKind:
     owned: bool
     check: Callable[[bytes, str, Mapping[str, Any]], None]
     max_ttl: float = 3600.0
+    max_bytes: int = 1000
 
 
 def _check_advert(signer: bytes, topic: str, body: Mapping[str, Any]) -> None:
-    expected_id = group_id_for(signer)
-    if body["group_id"] != expected_id:
+    """An advert is signed by the leader it names, for the group of the charter it carries,
+    with a certificate of the term it claims (see ``leadership.check_cert``)."""
+    charter = GroupCharter.verify(body["charter"])
+    if topic != index_topic(charter.group_id):
         raise MalformedRecord(
-            f"advert group_id {body['group_id']!r} is not its signer's ({expected_id})"
+            f"advert for {charter.group_id} filed under the wrong topic {topic!r}"
         )
-    if topic != index_topic(expected_id):
-        raise MalformedRecord(f"advert for {expected_id} filed under the wrong topic {topic!r}")
+    cert = decode_cert(body["cert"])
+    check_cert(cert, group_id=charter.group_id, founder=charter.founder)
+    if cert.leader != signer or cert.term != body["term"]:
+        raise MalformedRecord("an advert's signer must be the leader its certificate proves")
     metrics = body["metrics"]
-    if metrics["members"] > metrics["capacity"]:
-        raise MalformedRecord("advert claims more members than its capacity")
+    if metrics["capacity"] != charter.capacity or metrics["members"] > charter.capacity:
+        raise MalformedRecord("advert's capacity or member count contradicts its charter")
 
 
 ADVERT = RecordKind(
     name="advert",
     owned=False,
     check=_check_advert,
+    max_bytes=4096,
     body=Map(
         {
-            "group_id": GroupIdField,
-            "name": Str(max_len=64, min_len=1),
-            "task": Str(max_len=64, min_len=1),
+            "charter": Blob(MAX_CHARTER_BYTES + 80),
             "leader": AddressField,
-            "leader_key": Bytes(PUBLIC_KEY_SIZE),
-            "term": Int(),
-            "policy": Str(max_len=16, choices=POLICIES),
+            "term": Int(1, MAX_TERM),
+            "cert": Blob(MAX_CERT_BYTES),
             "metrics": Map(
                 {
                     "accuracy": Float(0.0, 1.0),
                     "loss": Float(0.0, 1e9),
-                    "round": Int(),
-                    "members": Int(0, 100_000),
-                    "capacity": Int(1, 100_000),
+                    "round": Int(0, MAX_TERM),
+                    "members": Int(0, MAX_CAPACITY),
+                    "capacity": Int(1, MAX_CAPACITY),
                 }
             ),
         }

@@ -80,6 +80,18 @@ class Bytes(Field):
 
 
 @dataclass(frozen=True)
+class Blob(Field):
+    """Bytes of any length up to ``max_len``."""
+
+    max_len: int
+
+    def check(self, value: Any, path: str) -> None:
+        if not isinstance(value, bytes) or len(value) > self.max_len:
+            got = len(value) if isinstance(value, bytes) else type(value).__name__
+            raise MalformedRecord(f"{path}: expected at most {self.max_len} bytes, got {got}")
+
+
+@dataclass(frozen=True)
 class Tuple(Field):
     """A fixed-length array whose items have the given shapes."""
 

@@ -6,31 +6,12 @@ import time
 
 from mycelium_p2p.cli.query import presence_rows
 from mycelium_p2p.identity import Identity, node_id_for
-from mycelium_p2p.records import (
-    GroupAdvert,
-    GroupMetrics,
-    Record,
-    roster_topic,
-    sign_advert,
-    sign_record,
-)
+from mycelium_p2p.records import GroupAdvert, Record, roster_topic, sign_record
+from tests.conftest import make_advert
 
 
 def advert(name: str) -> GroupAdvert:
-    record = sign_advert(
-        Identity.generate(),
-        name=name,
-        task="digits",
-        leader=("127.0.0.1", 9000),
-        leader_key=Identity.generate().public_key,
-        term=1,
-        policy="open",
-        metrics=GroupMetrics(capacity=10),
-        seq=1,
-        now=time.time(),
-        ttl=60,
-    )
-    return GroupAdvert.from_record(record)
+    return GroupAdvert.from_record(make_advert(name=name, members=0))
 
 
 def presence(node: Identity, group: GroupAdvert, role: str, seq: int) -> Record:

@@ -9,27 +9,33 @@ import time
 from kademlia.network import Server
 
 from mycelium_p2p.dht import DhtConfig, DhtNode, fetch_advert, fetch_adverts, publish_advert
-from mycelium_p2p.identity import Identity, group_id_for
+from mycelium_p2p.identity import Identity
 from mycelium_p2p.records import record_key
-from tests.conftest import FAST, make_advert, payload_of, resign, run_async, swarm, tampered
+from tests.conftest import (
+    FAST,
+    group_id_of_advert,
+    make_advert,
+    payload_of,
+    resign,
+    run_async,
+    swarm,
+    tampered,
+)
 
 
 @run_async(timeout=120)
 async def test_fifty_peers_publish_and_everyone_discovers_every_group() -> None:
     async with swarm(60) as nodes:
-        groups = [Identity.generate() for _ in range(8)]
+        records = [make_advert(name=f"g{i}") for i in range(8)]
         stored = await asyncio.gather(
-            *(
-                publish_advert(nodes[i + 1], make_advert(g, name=f"g{i}"))
-                for i, g in enumerate(groups)
-            )
+            *(publish_advert(nodes[i + 1], record) for i, record in enumerate(records))
         )
         assert all(count >= FAST.ksize - 2 for count in stored), stored
-        expected = sorted(group_id_for(g.public_key) for g in groups)
+        expected = sorted(group_id_of_advert(record) for record in records)
         for reader in random.Random(1).sample(nodes, 10):
             adverts = await fetch_adverts(reader)
             assert sorted(a.group_id for a in adverts) == expected
-        one = await fetch_advert(nodes[-1], group_id_for(groups[3].public_key))
+        one = await fetch_advert(nodes[-1], group_id_of_advert(records[3]))
         assert one is not None and one.name == "g3"
         assert await fetch_advert(nodes[-1], "0" * 16) is None
 

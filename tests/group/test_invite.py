@@ -2,51 +2,80 @@
 
 from __future__ import annotations
 
+import base64
+import math
+
+import msgpack
 import pytest
 
 from mycelium_p2p.group.invite import InviteError, issue_invite, verify_invite
 from mycelium_p2p.identity import Identity
 
 NOW = 1_800_000_000.0
+GID = "0123456789abcdef"
 
 
-def test_an_invite_admits_its_node_into_its_group_until_it_expires() -> None:
-    group, node = Identity.generate(), Identity.generate()
-    text = issue_invite(group, node.public_key, now=NOW, ttl=60)
-    invite = verify_invite(text, group_key=group.public_key, member_key=node.public_key, now=NOW)
-    assert invite.member_key == node.public_key
+def test_a_members_invite_admits_its_node_into_its_group_until_it_expires() -> None:
+    member, node = Identity.generate(), Identity.generate()
+    text = issue_invite(member, GID, node.public_key, now=NOW, ttl=60)
+    roster = {member.public_key}
+
+    def check(**kw):
+        args = {"group_id": GID, "member_key": node.public_key, "members": roster, "now": NOW}
+        return verify_invite(text, **{**args, **kw})
+
+    invite = check()
+    assert (invite.member_key, invite.inviter) == (node.public_key, member.public_key)
     with pytest.raises(InviteError, match="expired"):
-        verify_invite(text, group_key=group.public_key, member_key=node.public_key, now=NOW + 61)
+        check(now=NOW + 61)
     with pytest.raises(InviteError, match="another node"):
-        verify_invite(
-            text, group_key=group.public_key, member_key=Identity.generate().public_key, now=NOW
-        )
+        check(member_key=Identity.generate().public_key)
     with pytest.raises(InviteError, match="not this one"):
-        verify_invite(
-            text, group_key=Identity.generate().public_key, member_key=node.public_key, now=NOW
-        )
+        check(group_id="f" * 16)
+    with pytest.raises(InviteError, match="not a member"):
+        check(members={Identity.generate().public_key})  # the inviter has left the group
 
 
-@pytest.mark.parametrize("text", ["", "hello", "myc-invite-", "myc-invite-!!!!", "myc-invite-AAAA"])
+@pytest.mark.parametrize(
+    "text",
+    ["", "hello", "myc-invite-", "myc-invite-!!!!", "myc-invite-AAAA", "myc-invite-" + "A" * 5000],
+)
 def test_garbage_is_refused_with_a_reason(text: str) -> None:
     with pytest.raises(InviteError):
-        verify_invite(text, group_key=bytes(32), member_key=bytes(32), now=NOW)
+        verify_invite(text, group_id=GID, member_key=bytes(32), members={bytes(32)}, now=NOW)
+
+
+def _fields(text: str) -> list:
+    body = text[len("myc-invite-") :]
+    return msgpack.unpackb(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+
+
+def _text(fields: list) -> str:
+    return "myc-invite-" + base64.urlsafe_b64encode(msgpack.packb(fields)).decode()
 
 
 def test_an_invite_signed_by_someone_else_is_refused() -> None:
-    group, forger, node = Identity.generate(), Identity.generate(), Identity.generate()
-    genuine = issue_invite(group, node.public_key, now=NOW, ttl=60)
-    forged = issue_invite(forger, node.public_key, now=NOW, ttl=60)
-    # splice: the genuine invite's group fields with the forger's signature
-    import base64
-
-    import msgpack
-
-    def fields(text: str) -> list:
-        body = text[len("myc-invite-") :]
-        return msgpack.unpackb(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
-
-    spliced = [*fields(genuine)[:4], fields(forged)[4]]
-    text = "myc-invite-" + base64.urlsafe_b64encode(msgpack.packb(spliced)).decode()
+    member, forger, node = Identity.generate(), Identity.generate(), Identity.generate()
+    genuine = issue_invite(member, GID, node.public_key, now=NOW, ttl=60)
+    forged = issue_invite(forger, GID, node.public_key, now=NOW, ttl=60)
+    # splice: the genuine invite's fields (naming the member) with the forger's signature
+    text = _text([*_fields(genuine)[:4], _fields(forged)[4]])
     with pytest.raises(InviteError, match="signature"):
-        verify_invite(text, group_key=group.public_key, member_key=node.public_key, now=NOW)
+        verify_invite(
+            text, group_id=GID, member_key=node.public_key, members={member.public_key}, now=NOW
+        )
+
+
+@pytest.mark.parametrize("expiry", [math.nan, math.inf, -1.0, "soon"])
+def test_an_invite_whose_expiry_is_not_a_time_is_refused(expiry: object) -> None:
+    member, node = Identity.generate(), Identity.generate()
+    fields = _fields(issue_invite(member, GID, node.public_key, now=NOW, ttl=60))
+    fields[2] = expiry
+    with pytest.raises(InviteError):
+        verify_invite(
+            _text(fields),
+            group_id=GID,
+            member_key=node.public_key,
+            members={member.public_key},
+            now=NOW,
+        )

@@ -5,14 +5,15 @@ from __future__ import annotations
 import time
 
 from mycelium_p2p.group.member import GroupMember
-from mycelium_p2p.group.state import GroupConfig, GroupInfo, Member
+from mycelium_p2p.group.state import GroupConfig, Member
 from mycelium_p2p.identity import Identity
+from tests.helpers.groups import info_for
 
 
 def leader_with(ages: list[float]) -> GroupMember:
     """A leader whose other members were last heard ``ages`` seconds ago (heartbeat 0.5 s:
     lease 1.25 s, member timeout 2.5 s)."""
-    info = GroupInfo(Identity.generate(), "g", "digits", "open", 10)
+    info = info_for(Identity.generate())
     group = GroupMember(
         Identity.generate(), None, info, ("127.0.0.1", 1), GroupConfig(heartbeat_interval=0.5)
     )

@@ -14,10 +14,11 @@ from typing import Any
 import pytest
 
 from mycelium_p2p.group.member import GroupMember
-from mycelium_p2p.group.state import GroupConfig, GroupInfo, ModelSnapshot
+from mycelium_p2p.group.state import GroupConfig, ModelSnapshot
 from mycelium_p2p.group.transport import Channel, ChannelServer, RemoteError, Reply
 from mycelium_p2p.identity import Identity
 from tests.conftest import run_async, wait_for
+from tests.helpers.groups import info_for
 
 SLOW = GroupConfig(heartbeat_interval=20.0, request_timeout=2.0)  # no heartbeat in a test
 
@@ -61,7 +62,7 @@ async def group_of(members: int, config: GroupConfig = SLOW) -> AsyncIterator[li
     """A founder and ``members`` joiners, all admitted within a few milliseconds."""
     peers = [await Peer().listen() for _ in range(members + 1)]
     founder = peers[0]
-    info = GroupInfo(Identity.generate(), "g", "digits", "open", 10)
+    info = info_for(founder.identity)
     founder.group = GroupMember(founder.identity, founder.channels, info, founder.addr, config)
     founder.group.found()
     try:
@@ -135,8 +136,8 @@ async def test_a_malformed_redirect_is_refused_and_changes_nothing() -> None:
         member = peer.group
         assert member is not None and founder.group is not None
         leader_before, term_before = member.leader_key, member.term
-        bad = {"term": term_before + 5, "addr": ["127.0.0.1", 1], "key": b"short"}
-        with pytest.raises(RemoteError, match="32 bytes"):
+        bad = {"term": term_before, "cert": b"", "addr": ["127.0.0.1", 1], "key": b"short"}
+        with pytest.raises(RemoteError, match=r"length >= 32 - at `\$\.key`"):
             await founder.group._request(member.me, peer.addr, "g.redirect", bad)
         assert (member.leader_key, member.term) == (leader_before, term_before)
 

@@ -13,24 +13,25 @@ from mycelium_p2p.dht import DhtNode
 from mycelium_p2p.identity import Identity
 from mycelium_p2p.node import run_until_signalled
 from mycelium_p2p.records import GroupMetrics, next_seq, sign_advert
+from mycelium_p2p.records.charter import GroupCharter
+from mycelium_p2p.records.leadership import founding_cert
 
 
 async def main(args: argparse.Namespace) -> None:
     host, port = args.bootstrap.rsplit(":", 1)
-    group = Identity.generate()
+    leader = Identity.generate()
+    charter = GroupCharter.found(leader, name=args.name, task="digits", now=time.time())
+    cert = founding_cert(leader, charter.group_id)
     seq = 0
 
     def advert():
         nonlocal seq
         seq = next_seq(seq, time.time())
         return sign_advert(
-            group,
-            name=args.name,
-            task="digits",
-            leader=("127.0.0.1", 9000),
-            leader_key=group.public_key,
-            term=1,
-            policy="open",
+            leader,
+            charter=charter,
+            cert=cert,
+            address=("127.0.0.1", 9000),
             metrics=GroupMetrics(accuracy=args.accuracy, loss=0.5, round=7, members=2, capacity=10),
             seq=seq,
             now=time.time(),

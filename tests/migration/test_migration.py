@@ -35,13 +35,10 @@ async def test_a_node_moves_to_the_group_that_serves_its_domain_and_ignores_a_li
         liar.group.adopt_model(snapshot_of(1, initial_arrays()))
         info = liar.group.info
         lie = sign_advert(
-            info.key,
-            name="liar",
-            task="digits",
-            leader=liar.tcp_addr,
-            leader_key=liar.identity.public_key,
-            term=1,
-            policy="open",
+            liar.identity,
+            charter=info.charter,
+            cert=liar.group.cert,
+            address=liar.tcp_addr,
             metrics=GroupMetrics(0.99, 0.01, 500, 1, 10),
             seq=2**50,
             now=time.time(),

@@ -10,6 +10,7 @@ import pytest
 from mycelium_p2p.errors import ConfigError
 from mycelium_p2p.group.invite import issue_invite
 from mycelium_p2p.group.transport import RemoteError
+from mycelium_p2p.records.leadership import LeaderCert, sign_vote
 from tests.conftest import crash, learning_network, run_async, wait_for
 from tests.helpers.procs import pid_alive
 
@@ -94,15 +95,10 @@ async def test_invite_only_groups_refuse_strangers_and_admit_the_invited() -> No
             await stranger.stop()
 
         guest_id = Identity.generate()
-        text = issue_invite(
-            owner.group.info.key, guest_id.public_key, now=__import__("time").time(), ttl=60
-        )
+        gid, now = owner.group.group_id, __import__("time").time()
+        text = issue_invite(owner.identity, gid, guest_id.public_key, now=now, ttl=60)
         wrong = Node(
-            config(
-                invite=issue_invite(
-                    owner.group.info.key, bytes(32), now=__import__("time").time(), ttl=60
-                )
-            ),
+            config(invite=issue_invite(owner.identity, gid, bytes(32), now=now, ttl=60)),
             identity=Identity.generate(),
         )
         with pytest.raises(ConfigError, match="another node key"):
@@ -317,17 +313,23 @@ async def test_two_leaders_of_one_group_merge_into_the_one_ahead() -> None:
         (leader,) = leaders(nodes)
         await wait_for(lambda: len(leader.rounds) >= 2, 60, "2 rounds")
         rival, member = (n for n in nodes if n is not leader)
-        # fork the group the way diverged rosters did in a chaos run: the leader no longer
-        # counts the rival, and the rival leads a newer term on its own
-        leader.group.remove_members([rival.identity.public_key])
+        # fork the group the way a partition does: the leader was cut off, and the two others
+        # elected the rival in a newer term (real signed votes) while it still leads
+        term, gid = leader.group.term + 1, leader.group.group_id
+        candidate = rival.identity.public_key
+        votes = [
+            (n.identity.public_key, sign_vote(n.identity, gid, term, candidate))
+            for n in (rival, member)
+        ]
         forked = rival.group
-        forked.roster = {k: m for k, m in forked.roster.items() if k == rival.identity.public_key}
-        forked.election.won(leader.group.term + 1)
-        forked._become_leader(forked.term)
+        forked.roster = {k: m for k, m in forked.roster.items() if k != leader.identity.public_key}
+        forked.election.won(term)
+        forked.cert = LeaderCert(gid, term, candidate, votes)
+        forked._become_leader(term)
         assert len(leaders(nodes)) == 2
 
-        # the leader behind finds the other in the group's advert, sends its member there and
-        # follows: one leader, one roster, rounds with everyone
+        # the leader behind learns of the newer term (its certificate proves it: a majority of
+        # the others voted) and follows: one leader, one roster, rounds with everyone
         def merged() -> bool:
             everyone = {n.identity.public_key for n in nodes}
             led_by = {n.group.leader_key for n in nodes if n.group is not None}

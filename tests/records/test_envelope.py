@@ -13,6 +13,7 @@ from mycelium_p2p.errors import (
     BadSignature,
     KeyBindingError,
     MalformedRecord,
+    ProofError,
     RecordExpired,
     RecordFromFuture,
     RecordTooLarge,
@@ -29,7 +30,9 @@ from mycelium_p2p.records import (
     sign_record,
     verify_record,
 )
+from mycelium_p2p.records.charter import GroupCharter
 from mycelium_p2p.records.envelope import RECORD_DOMAIN
+from mycelium_p2p.records.leadership import LeaderCert, founding_cert, sign_vote
 from tests.conftest import make_advert, payload_of, resign, tampered
 
 NOW = 1_800_000_000.0
@@ -42,7 +45,7 @@ def test_signed_advert_round_trips() -> None:
     assert again == record
     advert = GroupAdvert.from_record(again)
     assert advert.metrics.accuracy == 0.75
-    assert advert.signer == group.public_key
+    assert advert.leader_key == group.public_key == advert.founder
     assert len(record.blob) <= MAX_RECORD_BYTES
 
 
@@ -71,14 +74,37 @@ def test_record_under_someone_elses_key_is_refused() -> None:
         verify_record(record.blob, now=NOW, key=record_key("groups/0", b"x" * 32))
 
 
-def test_advert_for_another_group_id_is_refused() -> None:
-    """A signer cannot advertise as a group whose key it does not hold."""
+def test_an_advert_signed_by_anyone_but_the_proven_leader_is_refused() -> None:
+    """A signer cannot advertise a group it does not lead: the certificate names the leader."""
     victim = make_advert(now=NOW)
     attacker = Identity.generate()
     payload = payload_of(victim.blob)
     payload["signer"] = attacker.public_key
-    with pytest.raises(MalformedRecord, match="group_id"):
+    with pytest.raises(MalformedRecord, match="leader"):
         verify_record(resign(attacker, payload), now=NOW)
+
+
+def test_an_advert_with_a_certificate_it_did_not_win_is_refused() -> None:
+    """A member that makes up a term 2 certificate of its own votes: signatures of keys that
+    are not the ones they claim, or a founder term claimed by another key."""
+    victim = make_advert(now=NOW)
+    payload = payload_of(victim.blob)
+    charter = GroupCharter.verify(payload["body"]["charter"])
+    usurper = Identity.generate()
+    forged = LeaderCert(
+        charter.group_id,
+        2,
+        usurper.public_key,
+        [(charter.founder, sign_vote(usurper, charter.group_id, 2, usurper.public_key))],
+    )
+    payload.update(signer=usurper.public_key)
+    payload["body"].update(term=2, cert=forged.encode())
+    with pytest.raises(ProofError, match="does not verify"):
+        verify_record(resign(usurper, payload), now=NOW)
+    self_made = founding_cert(usurper, charter.group_id)  # "term 1 is mine"
+    payload["body"].update(term=1, cert=self_made.encode())
+    with pytest.raises(ProofError, match="founder"):
+        verify_record(resign(usurper, payload), now=NOW)
 
 
 def test_expired_and_future_records_are_refused() -> None:
@@ -98,7 +124,7 @@ def test_lifetime_beyond_the_kind_limit_is_refused() -> None:
 def test_oversized_record_is_refused() -> None:
     group = Identity.generate()
     payload = payload_of(make_advert(group, now=NOW).blob)
-    payload["body"]["name"] = "x" * 2000
+    payload["body"]["charter"] = b"x" * 5000
     with pytest.raises(RecordTooLarge):
         verify_record(resign(group, payload), now=NOW)
 
@@ -127,8 +153,10 @@ def test_malformed_bytes_are_refused(blob: bytes) -> None:
         lambda p: p.update(kind="no-such-kind"),
         lambda p: p.update(seq=-1),
         lambda p: p.update(owned=True),
-        lambda p: p["body"].pop("policy"),
-        lambda p: p["body"].update(policy="whoever"),
+        lambda p: p["body"].pop("charter"),
+        lambda p: p["body"].update(charter=b"whatever"),
+        lambda p: p["body"].update(term=2),
+        lambda p: p["body"]["metrics"].update(capacity=9),
         lambda p: p["body"]["metrics"].update(accuracy=1.5),
         lambda p: p["body"]["metrics"].update(members=11),
         lambda p: p["body"].update(leader=["127.0.0.1", 70000]),
@@ -140,7 +168,7 @@ def test_schema_violations_are_refused(mutate) -> None:
     group = Identity.generate()
     payload = payload_of(make_advert(group, now=NOW).blob)
     mutate(payload)
-    with pytest.raises(MalformedRecord):
+    with pytest.raises((MalformedRecord, ProofError)):
         verify_record(resign(group, payload), now=NOW)
 
 
@@ -174,7 +202,7 @@ names = st.text(min_size=1, max_size=64)
     accuracy=st.floats(0, 1),
     loss=st.floats(0, 1e6),
     round_=st.integers(0, 2**40),
-    capacity=st.integers(1, 1000),
+    capacity=st.integers(1, 32),
     seq=st.integers(0, 2**62),
     port=st.integers(0, 65535),
 )
@@ -188,26 +216,27 @@ def test_any_valid_advert_round_trips(
     seq: int,
     port: int,
 ) -> None:
-    group = Identity.from_seed(bytes(32))
+    leader = Identity.from_seed(bytes(32))
     metrics = GroupMetrics(accuracy, loss, round_, capacity // 2, capacity)
     try:
-        record = sign_advert(
-            group,
-            name=name,
-            task=task,
-            leader=("10.0.0.1", port),
-            leader_key=bytes(32),
-            term=seq,
-            policy="invite-only",
-            metrics=metrics,
-            seq=seq,
-            now=NOW,
-            ttl=300,
+        charter = GroupCharter.found(
+            leader, name=name, task=task, policy="invite-only", capacity=capacity, now=NOW
         )
-    except RecordTooLarge:
-        return  # long unicode names can exceed 1000 bytes; that refusal is tested above
+    except ProofError:
+        return  # names of 64 characters can exceed 64 bytes in UTF-8; refused at founding
+    record = sign_advert(
+        leader,
+        charter=charter,
+        cert=founding_cert(leader, charter.group_id),
+        address=("10.0.0.1", port),
+        metrics=metrics,
+        seq=seq,
+        now=NOW,
+        ttl=300,
+    )
     advert = GroupAdvert.from_record(verify_record(record.blob, now=NOW, key=record.key))
     assert (advert.name, advert.task, advert.metrics, advert.seq) == (name, task, metrics, seq)
+    assert (advert.group_id, advert.policy, advert.term) == (charter.group_id, "invite-only", 1)
 
 
 @settings(max_examples=300, deadline=None)

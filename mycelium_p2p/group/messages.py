@@ -1,0 +1,156 @@
+"""Every ``g.*`` request and reply, as a typed, bounded structure (``msgspec``).
+
+A peer's header is decoded into one of these before any handler or loop reads it: types,
+lengths, ranges and unknown fields are checked in one place (``parse``), so a malformed message
+is refused with ``BadMessage`` and changes nothing. Who may send each request is said in
+``handlers.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, TypeVar
+
+import msgspec
+from msgspec import Meta
+
+from ..records.charter import MAX_CHARTER_BYTES, Key, Signature
+from ..records.leadership import MAX_CERT_BYTES, MAX_TERM, GroupId
+
+Round = Annotated[int, Meta(ge=0, le=MAX_TERM)]
+TermNo = Annotated[int, Meta(ge=0, le=MAX_TERM)]
+Host = Annotated[str, Meta(min_length=1, max_length=253)]
+Port = Annotated[int, Meta(ge=1, le=65535)]
+Address = tuple[Host, Port]
+RosterEntry = tuple[Key, Host, Port, Round]
+Roster = Annotated[list[RosterEntry], Meta(max_length=64)]
+Cert = Annotated[bytes, Meta(max_length=MAX_CERT_BYTES)]
+Digest = Annotated[bytes, Meta(min_length=32, max_length=32)]
+Reason = Annotated[str, Meta(max_length=200)]
+
+
+class BadMessage(ValueError):
+    """A peer's message does not have the shape its method requires."""
+
+
+class _Message(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class Request(_Message):
+    gid: GroupId
+
+
+# -- requests ------------------------------------------------------------------------------------
+
+
+class Join(Request):
+    addr: Address
+    invite: Annotated[str, Meta(max_length=2000)] = ""
+
+
+class Heartbeat(Request):
+    term: TermNo
+    round: Round
+    addr: Address
+
+
+class VoteRequest(Request):
+    term: TermNo
+    round: Round
+    addr: Address
+
+
+class Announce(Request):
+    term: TermNo
+    addr: Address
+    cert: Cert
+
+
+class Commit(Request):
+    term: TermNo
+    cert: Cert
+    round: Round
+    digest: Digest
+    content: Any
+
+
+class RosterPush(Request):
+    term: TermNo
+    cert: Cert
+    roster: Roster
+
+
+class Redirect(Request):
+    term: TermNo
+    cert: Cert
+    addr: Address
+    key: Key
+
+
+class Resign(Request):
+    term: TermNo
+    roster: Roster | None = None
+
+
+class Empty(Request):
+    """``g.model``, ``g.leave`` and ``g.leader`` carry nothing but the group id."""
+
+
+# -- replies ---------------------------------------------------------------------------------------
+
+
+class JoinReply(_Message):
+    charter: Annotated[bytes, Meta(max_length=MAX_CHARTER_BYTES + 80)]
+    term: TermNo
+    cert: Cert
+    roster: Roster
+    round: Round
+    digest: Digest
+    content: Any
+
+
+class HeartbeatReply(_Message):
+    term: TermNo
+    cert: Cert
+    roster: Roster
+    round: Round
+
+
+class VoteReply(_Message):
+    granted: bool
+    term: TermNo
+    why: Reason = ""
+    vote: Signature | None = None
+
+
+class LeaderReply(_Message):
+    term: TermNo
+    leader: Key | None = None
+    addr: Address | None = None
+    cert: Cert | None = None
+
+
+class ModelReply(_Message):
+    round: Round
+    digest: Digest
+    content: Any
+
+
+class RoundReply(_Message):
+    round: Round
+
+
+M = TypeVar("M", bound=_Message)
+
+
+def parse(kind: type[M], header: Any) -> M:
+    """``header`` (a decoded msgpack map) as a ``kind``, or ``BadMessage`` saying what is wrong."""
+    try:
+        return msgspec.convert(header, kind, strict=True)
+    except msgspec.ValidationError as exc:
+        raise BadMessage(f"{kind.__name__}: {exc}") from None
+
+
+def wire(message: _Message) -> dict[str, Any]:
+    """A message as the header map a channel sends."""
+    return msgspec.structs.asdict(message)
