@@ -11,8 +11,12 @@ The algorithm (also in the README):
    A candidate that fails waits (electorate size + r) * ``stagger``, so the next ranks get their
    turn before it retries with a higher term.
 4. A member grants at most one vote per term, never for a term at or below one it has seen,
-   only to a candidate holding a model round at least as new as its own, and only once its own
-   lease has lapsed (so a member that can still reach the leader does not help depose it).
+   only to a candidate holding a model round and a roster at least as new as its own, and only
+   once its own lease has lapsed (so a member that can still reach the leader does not help
+   depose it). Rosters carry a version (the term of the leader that made them, and a count):
+   a candidate that missed roster changes (members dropped while it was cut off) counts its
+   majority among electors that are no longer the group's, and is refused, as Raft refuses a
+   candidate whose log is behind.
 5. A failed candidacy does not raise the candidate's own term; it retries with a higher one.
 6. Every leader-to-member request carries the term. Members refuse a lower term; a leader that
    sees a higher term steps down at once and cannot complete its round (fencing).
@@ -81,6 +85,8 @@ class ElectionState:
         candidate_round: int,
         my_round: int,
         lease_lapsed: bool,
+        candidate_roster: tuple[int, int] = (0, 0),
+        my_roster: tuple[int, int] = (0, 0),
     ) -> tuple[bool, str]:
         """Whether to vote for ``candidate`` in ``term`` (adopting the term), and why not."""
         voted = self.votes.get(term)
@@ -92,6 +98,8 @@ class ElectionState:
             return False, f"voted for another candidate in term {term}"
         if candidate_round < my_round:
             return False, f"candidate holds round {candidate_round}, I hold {my_round}"
+        if tuple(candidate_roster) < tuple(my_roster):
+            return False, f"candidate holds roster {candidate_roster}, I hold {my_roster}"
         if not lease_lapsed:
             return False, "my leader is alive"
         self.term = term

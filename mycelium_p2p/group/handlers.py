@@ -67,7 +67,8 @@ class MemberRequests:
     authorize: Callable[..., str | None]
     _now: Callable[[], float]
     _request: Callable[..., Awaitable[tuple[dict[str, Any], list[bytes]]]]
-    _adopt_roster: Callable[[list[Any]], None]
+    _adopt_roster: Callable[[list[Any], tuple[int, int]], None]
+    roster_version: tuple[int, int]
     _store_model: Callable[[int, bytes, Any, list[bytes]], bool]
     _follow: Callable[[Address, bytes], Awaitable[None]]
     _leader_lost: Any
@@ -151,6 +152,7 @@ class MemberRequests:
             term=self.term,
             cert=self.cert_blob,
             roster=self._roster_wire(),  # type: ignore[arg-type]
+            rv=self.roster_version,
             round=self.model.round,
             digest=self.model.digest,
             content=self.model.content,
@@ -169,6 +171,7 @@ class MemberRequests:
             term=self.term,
             cert=self.cert_blob,
             roster=self._roster_wire(),  # type: ignore[arg-type]
+            rv=self.roster_version,
             round=self.model.round,
         )
         return Reply(m.wire(reply))
@@ -182,6 +185,8 @@ class MemberRequests:
             peer,
             candidate_round=req.round,
             my_round=self.model.round,
+            candidate_roster=req.rv,
+            my_roster=self.roster_version,
             lease_lapsed=lapsed and not self.is_leader,
         )
         vote = sign_vote(self.identity, self.group_id, req.term, peer) if granted else None
@@ -250,7 +255,7 @@ class MemberRequests:
     async def _on_resign(self, peer: bytes, req: m.Resign, _: list[bytes]) -> Reply:
         if self._from_my_leader(peer, req.term):
             if req.roster is not None:  # elect among the members the leader knew
-                self._adopt_roster(req.roster)
+                self._adopt_roster(req.roster, req.rv)
             self._lease_until = 0.0
             self._leader_lost.set()
         return Reply({})
@@ -268,5 +273,5 @@ class MemberRequests:
         if refusal is not None:
             return Reply.fail(refusal, f"my term is {self.term}")
         if not self.is_leader:
-            self._adopt_roster(req.roster)
+            self._adopt_roster(req.roster, req.rv)
         return Reply({})

@@ -108,6 +108,7 @@ class GroupMember(MemberRequests, RosterUpkeep, ModelCommits):
         self.cert: LeaderCert | None = None  # the current leader's proof of its term
         self._last_leader: bytes | None = None  # the leader a lapsed lease leaves behind
         self.roster: dict[bytes, Member] = {self.me: Member(self.me, my_addr)}
+        self.roster_version = (0, 0)  # (term, changes): see RosterUpkeep._adopt_roster
         self.model = ModelSnapshot()
         self.on_leader: Callable[[int], None] = lambda term: None
         self.on_follower: Callable[[], None] = lambda: None
@@ -218,7 +219,7 @@ class GroupMember(MemberRequests, RosterUpkeep, ModelCommits):
         self, leader_addr: Address, reply: m.JoinReply, cert: LeaderCert, segments: list[bytes]
     ) -> None:
         self.adopt_leader(cert, leader_addr)
-        self._adopt_roster(reply.roster)
+        self._adopt_roster(reply.roster, reply.rv)
         self._store_model(reply.round, reply.digest, reply.content, segments)
 
     def start(self) -> None:
@@ -232,7 +233,11 @@ class GroupMember(MemberRequests, RosterUpkeep, ModelCommits):
             # with the roster as it is now: members that joined a moment ago may not know each
             # other yet, and an election counted on an old roster can seat two leaders
             others = [m for m in self.members() if m.key != self.me]
-            header = {"term": self.term, "roster": [m.wire() for m in others]}
+            header = {
+                "term": self.term,
+                "roster": [m.wire() for m in others],
+                "rv": (self.term, self.roster_version[1] + 1),
+            }
             await asyncio.gather(
                 *(
                     self._request(m.key, m.addr, "g.resign", header, timeout=timeout)
@@ -355,7 +360,7 @@ class GroupMember(MemberRequests, RosterUpkeep, ModelCommits):
         if reply.term != self.term and self.authorize(leader, reply.term, reply.cert) is not None:
             return  # a term it cannot prove to us: no lease renewed
         self._lease_until = self._now() + self.config.lease_timeout
-        self._adopt_roster(reply.roster)
+        self._adopt_roster(reply.roster, reply.rv)
         if reply.round > self.model.round and self.leader_addr is not None:
             self._fetch_model_soon(leader, self.leader_addr)
 
@@ -431,7 +436,12 @@ class GroupMember(MemberRequests, RosterUpkeep, ModelCommits):
                     mb.key,
                     mb.addr,
                     "g.vote",
-                    {"term": term, "round": self.model.round, "addr": list(self.my_addr)},
+                    {
+                        "term": term,
+                        "round": self.model.round,
+                        "rv": self.roster_version,
+                        "addr": list(self.my_addr),
+                    },
                     timeout=self.config.request_timeout / 2,
                 )
                 for mb in others
@@ -481,6 +491,7 @@ class GroupMember(MemberRequests, RosterUpkeep, ModelCommits):
         for member in self.members():
             if member.key != self.me:
                 self.tasks.spawn(self._announce(member), name="announce")
+        self.roster_changed()  # a roster of this term (without the old leader) outranks any before
         self.on_leader(term)
 
     async def _announce(self, member: Member) -> None:

@@ -22,6 +22,8 @@ Host = Annotated[str, Meta(min_length=1, max_length=253)]
 Port = Annotated[int, Meta(ge=1, le=65535)]
 Address = tuple[Host, Port]
 RosterEntry = tuple[Key, Host, Port, Round]
+#: A roster's version: (the term of the leader that made it, its count of changes in that term)
+RosterVersion = tuple[TermNo, Round]
 Roster = Annotated[list[RosterEntry], Meta(max_length=64)]
 Cert = Annotated[bytes, Meta(max_length=MAX_CERT_BYTES)]
 Digest = Annotated[bytes, Meta(min_length=32, max_length=32)]
@@ -57,6 +59,7 @@ class Heartbeat(Request):
 class VoteRequest(Request):
     term: TermNo
     round: Round
+    rv: RosterVersion
     addr: Address
 
 
@@ -78,6 +81,7 @@ class RosterPush(Request):
     term: TermNo
     cert: Cert
     roster: Roster
+    rv: RosterVersion
 
 
 class Redirect(Request):
@@ -90,6 +94,7 @@ class Redirect(Request):
 class Resign(Request):
     term: TermNo
     roster: Roster | None = None
+    rv: RosterVersion = (0, 0)
 
 
 class Empty(Request):
@@ -104,6 +109,7 @@ class JoinReply(_Message):
     term: TermNo
     cert: Cert
     roster: Roster
+    rv: RosterVersion
     round: Round
     digest: Digest
     content: Any
@@ -113,6 +119,7 @@ class HeartbeatReply(_Message):
     term: TermNo
     cert: Cert
     roster: Roster
+    rv: RosterVersion
     round: Round
 
 

@@ -34,6 +34,7 @@ class RosterUpkeep:
     is_leader: bool
     term: int
     cert_blob: bytes
+    roster_version: tuple[int, int]
     _quorum_lost_at: float | None
     _roster_dirty: bool
     _roster_push: asyncio.Task[None] | None
@@ -86,8 +87,12 @@ class RosterUpkeep:
             self._quorum_lost_at = None
             self._resign()
 
-    def _adopt_roster(self, wire: Any) -> None:
-        """Take the roster our proven leader sent (already checked by ``messages``)."""
+    def _adopt_roster(self, wire: Any, version: tuple[int, int]) -> None:
+        """Take the roster our proven leader sent (already checked by ``messages``), unless we
+        hold a newer one: votes compare roster versions, so a member must never go back."""
+        if tuple(version) < self.roster_version:
+            return
+        self.roster_version = (version[0], version[1])
         roster = {}
         now = self._now()
         for key, host, port, round_ in wire:
@@ -102,6 +107,8 @@ class RosterUpkeep:
         among too few voters, and two candidates can both win a term."""
         if not self.is_leader:
             return
+        made, changes = self.roster_version
+        self.roster_version = (self.term, changes + 1 if made == self.term else 1)
         self._roster_dirty = True
         if self._roster_push is None or self._roster_push.done():
             with contextlib.suppress(OwnerClosed):
@@ -117,7 +124,12 @@ class RosterUpkeep:
     async def _push_roster(self) -> None:
         while self._roster_dirty and self.is_leader:
             self._roster_dirty = False
-            header = {"term": self.term, "cert": self.cert_blob, "roster": self._roster_wire()}
+            header = {
+                "term": self.term,
+                "cert": self.cert_blob,
+                "roster": self._roster_wire(),
+                "rv": self.roster_version,
+            }
             targets = [m for m in self.members() if m.key != self.me]
             replies = await asyncio.gather(
                 *(self._request(m.key, m.addr, "g.roster", header) for m in targets),
