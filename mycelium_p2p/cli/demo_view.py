@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Group
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
@@ -63,9 +64,10 @@ class DemoState:
         gid = event.get("group_id")
         if not gid:
             return None
-        view = self.groups.setdefault(gid, GroupView(gid, event.get("group") or gid[:8]))
-        if event.get("group"):
-            view.name = event["group"]
+        # group names come from the network: shown as text, never as rich markup
+        name = escape(str(event.get("group") or gid[:8]))
+        view = self.groups.setdefault(gid, GroupView(gid, name))
+        view.name = name
         return view
 
     def _member_of(self, node: NodeView, gid: str | None, at: float) -> None:
@@ -119,7 +121,7 @@ class DemoState:
             node.role = "moving"
             self.note(
                 f"[yellow]{node.name} (domain {node.domain}) migrates {name} -> "
-                f"{event.get('to')}[/]: {event.get('reason', '')}",
+                f"{escape(str(event.get('to')))}[/]: {escape(str(event.get('reason', '')))}",
                 at,
             )
         elif kind == "split":

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.table import Table
+from rich.text import Text
 
 from ..records import GroupAdvert
 
@@ -29,10 +30,10 @@ def groups_table(adverts: list[GroupAdvert]) -> Table:
         table.add_column(column, justify="right" if column in _NUMERIC else "left")
     for a in adverts:
         m = a.metrics
-        table.add_row(
-            a.name,
+        table.add_row(  # names come from the network: plain text, never rich markup
+            Text(a.name),
             a.group_id[:8],
-            a.task,
+            Text(a.task),
             a.policy,
             f"{m.members}/{m.capacity}",
             str(m.round),

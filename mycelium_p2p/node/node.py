@@ -50,6 +50,19 @@ log = logging.getLogger(__name__)
 GROUP_LOOKUP_RETRIES = 5  # once a second, for a --group not advertised yet
 
 
+def select_group(adverts: list[GroupAdvert], wanted: str) -> list[GroupAdvert]:
+    """The advert ``wanted`` names: by group id, or by name when one group alone bears it
+    (anyone can found a group of any name). Raises ``ConfigError`` for an ambiguous name."""
+    by_id = [a for a in adverts if a.group_id == wanted]
+    if by_id:
+        return by_id
+    by_name = [a for a in adverts if a.name == wanted]
+    if len(by_name) > 1:
+        ids = ", ".join(sorted(a.group_id for a in by_name))
+        raise ConfigError(f"several groups are named {wanted!r} ({ids}): choose one by its id")
+    return by_name
+
+
 class Node(MovingMixin, PublishingMixin):
     """A full mycelium-p2p node. ``start``, then it trains; ``stop`` leaves cleanly."""
 
@@ -198,13 +211,13 @@ class Node(MovingMixin, PublishingMixin):
             return
         adverts = await fetch_adverts(self.dht, c.task)
         if c.group and as_configured:
-            chosen = [a for a in adverts if c.group in (a.name, a.group_id)]
+            chosen = select_group(adverts, c.group)
             for _ in range(GROUP_LOOKUP_RETRIES):  # a group founded a moment ago may be on its way
                 if chosen:
                     break
                 await asyncio.sleep(1.0)
                 adverts = await fetch_adverts(self.dht, c.task)
-                chosen = [a for a in adverts if c.group in (a.name, a.group_id)]
+                chosen = select_group(adverts, c.group)
             if not chosen:
                 names = ", ".join(sorted({a.name for a in adverts})) or "none"
                 raise ConfigError(

@@ -102,6 +102,8 @@ class GroupCharter:
             terms = _TERMS.decode(signed.terms)
         except msgspec.DecodeError as exc:
             raise ProofError(f"malformed charter: {exc}") from None
+        if not (terms.name.isprintable() and terms.task.isprintable()):
+            raise ProofError("a group's name and task are printable text (no control characters)")
         if terms.policy not in POLICIES:
             raise ProofError(f"charter policy {terms.policy!r} is not one of {POLICIES}")
         if not math.isfinite(terms.created):

@@ -40,3 +40,13 @@ def test_a_node_that_moved_is_listed_once_in_its_newer_group() -> None:
         node_id_for(mover.public_key).hex(): ("new", "member"),
         node_id_for(stayer.public_key).hex(): ("old", "member"),
     }
+
+
+def test_group_names_from_the_network_are_shown_as_text_not_markup() -> None:
+    from rich.console import Console
+
+    from mycelium_p2p.cli.render import groups_table
+
+    console = Console(record=True, width=200, color_system=None)
+    console.print(groups_table([advert("[red]owned[/red]")]))
+    assert "[red]owned[/red]" in console.export_text()

@@ -72,3 +72,20 @@ async def test_presence_goes_out_on_a_new_role_at_once_and_not_with_every_heartb
         assert await listed_as("leader", 20)  # at once, not at the next refresh
         await asyncio.sleep(6.0)  # 20 heartbeats, more than the old 5 s presence period
         assert published == ["leader"]  # the new role, then nothing until the refresh
+
+
+def test_group_selects_by_id_or_by_a_name_only_one_group_bears() -> None:
+    import pytest
+
+    from mycelium_p2p.errors import ConfigError
+    from mycelium_p2p.node.node import select_group
+    from mycelium_p2p.records import GroupAdvert
+    from tests.conftest import make_advert
+
+    lab, twin, solo = (GroupAdvert.from_record(make_advert(name=n)) for n in ("lab", "lab", "solo"))
+    adverts = [lab, twin, solo]
+    assert select_group(adverts, twin.group_id) == [twin]
+    assert select_group(adverts, "solo") == [solo]
+    assert select_group(adverts, "nobody") == []
+    with pytest.raises(ConfigError, match="choose one by its id"):
+        select_group(adverts, "lab")
