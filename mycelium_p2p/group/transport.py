@@ -1,8 +1,8 @@
 """Authenticated TCP channels between group members, with request/reply multiplexing.
 
-Frames (``frames.FrameSocket``) carry a msgpack header and raw segments: tensors travel
-without being copied into a larger message. Frames over ``max_frame`` bytes are refused before
-their body is read.
+Frames (``frames.FrameSocket`` on a ``frames.SocketStream``) carry a msgpack header and raw
+segments: tensors travel without being copied into a larger message. Frames over ``max_frame``
+bytes are refused before their body is read.
 
 Both ends prove their Ed25519 identity when a connection opens: each sends its public key and a
 fresh nonce, then signs ``CHANNEL_DOMAIN || peer nonce || own nonce || own key || peer key``.
@@ -24,7 +24,7 @@ from typing import Any
 
 from ..aio import OwnerClosed, TaskOwner
 from ..identity import PUBLIC_KEY_SIZE, Identity, verify_signature
-from .frames import ChannelError, FrameSocket, Segments
+from .frames import ChannelError, FrameSocket, Segments, SocketStream
 
 __all__ = [
     "CHANNEL_DOMAIN",
@@ -244,7 +244,7 @@ class ChannelServer:
 
     async def _accept(self, sock: socket.socket) -> None:
         try:
-            io = FrameSocket(sock)
+            io = FrameSocket(SocketStream(sock))
         except OSError:
             sock.close()
             return
@@ -292,7 +292,7 @@ class ChannelServer:
                 raise ChannelError(
                     f"cannot connect to {address[0]}:{address[1]}: {str(exc) or 'timed out'}"
                 ) from None
-            io = FrameSocket(sock)
+            io = FrameSocket(SocketStream(sock))
             try:
                 await asyncio.wait_for(_handshake(io, self.identity, peer_key), timeout)
             except (asyncio.TimeoutError, OSError) as exc:
