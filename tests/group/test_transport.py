@@ -1,14 +1,19 @@
-"""Authenticated channels: handshake, request/reply, limits, failures."""
+"""Noise channels: handshake, request/reply, limits, failures, wire format, the channel table.
+Attacks on channels are in tests/security."""
 
 from __future__ import annotations
 
 import asyncio
+import struct
 
+import msgpack
 import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from noise.connection import Keypair, NoiseConnection
 
 from mycelium_p2p.group.transport import ChannelError, ChannelServer, RemoteError, Reply
 from mycelium_p2p.identity import Identity
-from tests.conftest import run_async
+from tests.conftest import run_async, wait_for
 
 
 async def echo(channel, method, header, segments):
@@ -67,10 +72,15 @@ async def test_errors_are_replies_not_broken_connections() -> None:
 
 @run_async()
 async def test_a_peer_with_another_key_is_refused() -> None:
-    _a, _b, server_a, server_b, addr_a = await pair()
+    a, _b, server_a, server_b, addr_a = await pair()
+    other = Identity.generate().public_key
     try:
-        with pytest.raises(ChannelError, match="expected"):
-            await server_b.request(addr_a, Identity.generate().public_key, "hi", timeout=5)
+        with pytest.raises(ChannelError, match="expected") as refused:
+            await server_b.request(addr_a, other, "hi", timeout=5)
+        assert a.public_key.hex() in str(refused.value) and other.hex() in str(refused.value)
+        assert not server_b._channels
+        await asyncio.sleep(0.05)  # a's side of the failed handshake
+        assert not server_a._channels
     finally:
         await server_a.close()
         await server_b.close()
@@ -147,6 +157,68 @@ async def test_many_frames_of_every_size_in_flight_arrive_intact() -> None:
             assert back == [b"", *segs[::-1]]
 
         await asyncio.gather(*(one(i) for i in range(40)))
+    finally:
+        await server_a.close()
+        await server_b.close()
+
+
+async def _message(reader: asyncio.StreamReader) -> bytes:
+    return await reader.readexactly(int.from_bytes(await reader.readexactly(2), "big"))
+
+
+def _prefixed(message: bytes) -> bytes:
+    return len(message).to_bytes(2, "big") + message
+
+
+@run_async()
+async def test_the_wire_is_plain_noise_with_libp2p_payloads() -> None:
+    """A client written with noiseprotocol's own NoiseConnection (its handshake, its encrypt and
+    decrypt) and the libp2p payload talks to a ChannelServer: the formats agree both ways."""
+    a, b = Identity.generate(), Identity.generate()
+    server = ChannelServer(a, echo)
+    addr = await server.listen("127.0.0.1", 0)
+    static = X25519PrivateKey.generate()
+    noise = NoiseConnection.from_name(b"Noise_XX_25519_AESGCM_SHA256")
+    noise.set_prologue(b"mycelium-p2p/noise/v1")
+    noise.set_keypair_from_private_bytes(Keypair.STATIC, static.private_bytes_raw())
+    noise.set_as_initiator()
+    noise.start_handshake()
+    reader, writer = await asyncio.open_connection(*addr)
+    try:
+        writer.write(_prefixed(bytes(noise.write_message())))
+        payload = bytes(noise.read_message(await _message(reader)))
+        assert payload[:32] == a.public_key and len(payload) == 96
+        proof = b.sign(b"noise-libp2p-static-key:" + static.public_key().public_bytes_raw())
+        writer.write(_prefixed(bytes(noise.write_message(b.public_key + proof))))
+        assert noise.handshake_finished
+        head = msgpack.packb({"t": "q", "id": 7, "m": "hi", "h": {"x": 1}, "seg": [3]})
+        frame = struct.pack("!I", len(head)) + head + b"abc"
+        writer.write(_prefixed(noise.encrypt(frame)))
+        await wait_for(lambda: server.channel(b.public_key) is not None, 5, "the channel")
+        reply = noise.decrypt(await _message(reader))
+        (size,) = struct.unpack("!I", reply[:4])
+        header = msgpack.unpackb(reply[4 : 4 + size])
+        assert header["t"] == "r" and header["id"] == 7 and header["h"]["x"] == 1
+        assert header["h"]["peer"] == b.public_key
+        assert reply[4 + size :] == b"abc"
+    finally:
+        writer.close()
+        await server.close()
+
+
+@run_async(timeout=120)
+async def test_closed_channels_leave_the_table() -> None:
+    """1,000 connect/close cycles: neither end keeps a closed channel."""
+    a, _b, server_a, server_b, addr_a = await pair()
+    try:
+        for _ in range(1000):
+            channel = await server_b.connect(addr_a, a.public_key)
+            await channel.close()
+            assert channel.closed and not server_b._channels
+        await wait_for(lambda: not server_a._channels, 10, "a to drop closed channels")
+        header, _ = await server_b.request(addr_a, a.public_key, "after", timeout=5)
+        assert header["method"] == "after"
+        assert [c.closed for c in server_a._channels.values()] == [False]
     finally:
         await server_a.close()
         await server_b.close()
