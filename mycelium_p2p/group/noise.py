@@ -69,7 +69,8 @@ MAX_PLAINTEXT = MAX_MESSAGE - TAG
 MAX_NONCE = 2**64 - 1  # reserved by Noise: a session never uses it
 _LEN = struct.Struct("!H")
 _NONCE = struct.Struct("!4xQ")
-_RECV_BUFFER = 4 * (2 + MAX_MESSAGE)  # ciphertext read ahead, per stream
+_RECV_BUFFER = 2 * (2 + MAX_MESSAGE)  # ciphertext read ahead, per stream
+_BIG_RECV_BUFFER = 16 * (2 + MAX_MESSAGE)  # ... once it has carried a big segment
 _SEND_BATCH = 16 * (2 + MAX_MESSAGE)  # sealed messages per send from the worker thread
 _PAYLOAD_SIZE = PUBLIC_KEY_SIZE + SIGNATURE_SIZE
 
@@ -272,9 +273,17 @@ class NoiseStream:
             self._start = self._end = 0
         elif len(self._buf) - self._start < 2 + MAX_MESSAGE:
             size = self._end - self._start
-            self._buf[:size] = self._buf[self._start : self._end]
+            self._view[:size] = self._view[self._start : self._end]  # one memmove
             self._start, self._end = 0, size
         return self._view[self._end :]
+
+    def _grow(self) -> None:
+        """A bigger read-ahead buffer: fewer reads and moves for big segments."""
+        pending = self._view[self._start : self._end]
+        self._buf = bytearray(_BIG_RECV_BUFFER)
+        self._buf[: len(pending)] = pending
+        self._view = memoryview(self._buf)
+        self._start, self._end = 0, len(pending)
 
     def _received(self, count: int) -> None:
         if count == 0:
@@ -324,6 +333,8 @@ class NoiseStream:
         return self._take_plain(n)
 
     def _recv_blocking(self, n: int) -> bytes:
+        if len(self._buf) < _BIG_RECV_BUFFER:
+            self._grow()
         buf, view = writable_bytes(n)
         head = self._take_plain(n)
         view[: len(head)] = head
