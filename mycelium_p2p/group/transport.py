@@ -115,15 +115,11 @@ class Channel:
         future = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
         try:
-            async with self._send_lock:
-                await self._io.write_frame(
-                    {"t": "q", "id": request_id, "m": method, "h": header or {}}, segments
-                )
+            await self._send({"t": "q", "id": request_id, "m": method, "h": header or {}}, segments)
             header_in, segs = await asyncio.wait_for(future, timeout)
         except asyncio.TimeoutError:
             raise ChannelError(f"{method}: no reply within {timeout:g} s") from None
-        except (ConnectionError, OSError) as exc:
-            await self.close()
+        except (ConnectionError, OSError, ChannelError) as exc:
             raise ChannelError(f"{method}: connection lost ({exc})") from None
         finally:
             self._pending.pop(request_id, None)
@@ -180,14 +176,26 @@ class Channel:
             out["err"] = list(reply.error)
         else:
             out["h"] = reply.header
-        with contextlib.suppress(ConnectionError, OSError):
-            async with self._send_lock:
-                await self._io.write_frame(out, reply.segments if not reply.error else ())
+        with contextlib.suppress(ConnectionError, OSError, ChannelError):
+            await self._send(out, reply.segments if not reply.error else ())
 
-    async def close(self) -> None:
+    async def _send(self, header: dict[str, Any], segments: Segments) -> None:
+        """Write one frame. A write that fails or is interrupted leaves the stream unusable
+        (a frame cut short, a nonce spent): the channel closes."""
+        async with self._send_lock:
+            try:
+                await self._io.write_frame(header, segments)
+            except BaseException:
+                self._shut()
+                raise
+
+    def _shut(self) -> None:
         self._mark_closed()
         self._reader_task.cancel()
         self._io.close()
+
+    async def close(self) -> None:
+        self._shut()
 
 
 class ChannelServer:

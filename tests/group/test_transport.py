@@ -4,6 +4,7 @@ Attacks on channels are in tests/security."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import struct
 
 import msgpack
@@ -11,6 +12,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from noise.connection import Keypair, NoiseConnection
 
+from mycelium_p2p.group.noise import MAX_NONCE
 from mycelium_p2p.group.transport import ChannelError, ChannelServer, RemoteError, Reply
 from mycelium_p2p.identity import Identity
 from tests.conftest import run_async, wait_for
@@ -219,6 +221,24 @@ async def test_closed_channels_leave_the_table() -> None:
         header, _ = await server_b.request(addr_a, a.public_key, "after", timeout=5)
         assert header["method"] == "after"
         assert [c.closed for c in server_a._channels.values()] == [False]
+    finally:
+        await server_a.close()
+        await server_b.close()
+
+
+@run_async()
+async def test_a_channel_closes_before_its_nonces_run_out() -> None:
+    a, b, server_a, server_b, addr_a = await pair()
+    try:
+        channel = await server_b.connect(addr_a, a.public_key)
+        await wait_for(lambda: server_a.channel(b.public_key) is not None, 5, "a to adopt")
+        channel._io.stream._send_nonces = itertools.count(MAX_NONCE - 1)
+        server_a.channel(b.public_key)._io.stream._recv_nonce = MAX_NONCE - 1
+        header, _ = await channel.request("last", timeout=5)  # nonce 2**64 - 2: the last one
+        assert header["method"] == "last"
+        with pytest.raises(ChannelError, match="nonces exhausted"):
+            await channel.request("one-too-many", timeout=5)
+        await wait_for(lambda: channel.closed and not server_b._channels, 5, "the close")
     finally:
         await server_a.close()
         await server_b.close()
