@@ -4,10 +4,13 @@ tampering, eavesdropping, mismatched modes, oversized handshake messages."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -33,10 +36,6 @@ class Relay:
         self.mutate = mutate
         self.upstream = bytearray()  # dialler -> target, as forwarded
         self.downstream = bytearray()
-
-    async def start(self) -> Address:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return self._server.sockets[0].getsockname()[:2]
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection(*self.target)
@@ -80,7 +79,12 @@ class Relay:
             pass
         writer.close()
 
-    async def close(self) -> None:
+    async def __aenter__(self) -> Relay:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.address: Address = self._server.sockets[0].getsockname()[:2]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
         self._server.close()
 
 
@@ -95,14 +99,52 @@ class Recorder:
         return Reply({"peer": channel.peer_key, **header}, segments)
 
 
-async def servers(*, plaintext: tuple[bool, bool] = (False, False)):
+@dataclass
+class Ends:
+    """Two nodes on loopback: ``a`` listens at ``addr_a`` and records its handler's calls."""
+
+    a: Identity
+    b: Identity
+    server_a: ChannelServer
+    server_b: ChannelServer
+    addr_a: Address
+    calls: list[str]
+
+
+@contextlib.asynccontextmanager
+async def two_nodes(*, plaintext: tuple[bool, bool] = (False, False)) -> AsyncIterator[Ends]:
     a, b = Identity.generate(), Identity.generate()
     handler_a = Recorder()
     server_a = ChannelServer(a, handler_a, insecure_plaintext=plaintext[0])
     server_b = ChannelServer(b, Recorder(), insecure_plaintext=plaintext[1])
-    addr_a = await server_a.listen("127.0.0.1", 0)
-    await server_b.listen("127.0.0.1", 0)
-    return a, b, server_a, server_b, addr_a, handler_a
+    try:
+        addr_a = await server_a.listen("127.0.0.1", 0)
+        await server_b.listen("127.0.0.1", 0)
+        yield Ends(a, b, server_a, server_b, addr_a, handler_a.calls)
+    finally:
+        await server_a.close()
+        await server_b.close()
+
+
+@contextlib.asynccontextmanager
+async def listening(serve: Callable[[socket.socket], Any]) -> AsyncIterator[Address]:
+    """A raw listener on loopback whose first connection goes to ``serve(sock)``."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setblocking(False)
+
+    async def accept() -> None:
+        sock, _ = await asyncio.get_running_loop().sock_accept(listener)
+        with sock:
+            await serve(sock)
+
+    task = asyncio.create_task(accept())
+    try:
+        yield listener.getsockname()[:2]
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        listener.close()
 
 
 def flip(message: bytes) -> bytes:
@@ -146,215 +188,171 @@ ATTACKS: dict[str, tuple[Mutate, str]] = {
 async def test_an_altered_stream_closes_the_channel_and_runs_nothing(attack, caplog) -> None:
     """The relay passes the first request, then alters what follows: the receiver logs why it
     closes, naming the peer, and its handler never runs for the bad frames."""
-    a, b, server_a, server_b, addr_a, handler_a = await servers()
     if attack == "replayed":
         mutate, reason = replay(), "failed authentication"
     elif attack == "reordered":
         mutate, reason = reorder(), "failed authentication"
     else:
         mutate, reason = ATTACKS[attack]
-    relay = Relay(addr_a, mutate)
-    via = await relay.start()
-    try:
-        header, _ = await server_b.request(via, a.public_key, "first", {}, timeout=5)
-        assert header["peer"] == b.public_key
+    async with two_nodes() as n, Relay(n.addr_a, mutate) as relay:
+        header, _ = await n.server_b.request(relay.address, n.a.public_key, "first", timeout=5)
+        assert header["peer"] == n.b.public_key
         with pytest.raises(ChannelError):
             await asyncio.gather(
-                server_b.request(via, a.public_key, "second", {}, timeout=5),
-                server_b.request(via, a.public_key, "third", {}, timeout=5),
+                n.server_b.request(relay.address, n.a.public_key, "second", timeout=5),
+                n.server_b.request(relay.address, n.a.public_key, "third", timeout=5),
             )
-        await wait_for(lambda: server_a.channel(b.public_key) is None, 5, "a to close")
-        assert handler_a.calls == ["first"]
+        await wait_for(lambda: n.server_a.channel(n.b.public_key) is None, 5, "a to close")
+        assert n.calls == ["first"]
         warnings = [
             r.getMessage()
             for r in caplog.records
             if r.name == TRANSPORT_LOG and r.levelname == "WARNING"
         ]
-        assert any(b.public_key.hex()[:16] in w and reason in w for w in warnings), warnings
-    finally:
-        await relay.close()
-        await server_a.close()
-        await server_b.close()
+        assert any(n.b.public_key.hex()[:16] in w and reason in w for w in warnings), warnings
 
 
+@pytest.mark.parametrize("plaintext", [False, True])
 @run_async()
-async def test_nothing_readable_on_the_wire(caplog) -> None:
+async def test_nothing_readable_on_the_wire(plaintext) -> None:
     """A relay sees neither the request, the reply, nor either identity key; the same capture
     in insecure plaintext mode does show the secret (so the capture would catch a leak)."""
-    for plaintext in (False, True):
-        a, b, server_a, server_b, addr_a, _ = await servers(plaintext=(plaintext, plaintext))
-        relay = Relay(addr_a)
-        via = await relay.start()
-        try:
-            header, segments = await server_b.request(
-                via, a.public_key, "store", {"note": SECRET.decode()}, [SECRET * 3], timeout=5
-            )
-            assert header["note"] == SECRET.decode() and segments == [SECRET * 3]
-            wire = bytes(relay.upstream + relay.downstream)
-            assert len(relay.upstream) > 3 * len(SECRET) and len(relay.downstream) > len(SECRET)
-            if plaintext:
-                assert SECRET in relay.upstream and SECRET in relay.downstream
-            else:
-                assert SECRET not in wire
-                assert a.public_key not in wire and b.public_key not in wire
-        finally:
-            await relay.close()
-            await server_a.close()
-            await server_b.close()
+    async with two_nodes(plaintext=(plaintext, plaintext)) as n, Relay(n.addr_a) as relay:
+        header, segments = await n.server_b.request(
+            relay.address,
+            n.a.public_key,
+            "store",
+            {"note": SECRET.decode()},
+            [SECRET * 3],
+            timeout=5,
+        )
+        assert header["note"] == SECRET.decode() and segments == [SECRET * 3]
+        wire = bytes(relay.upstream + relay.downstream)
+        assert len(relay.upstream) > 3 * len(SECRET) and len(relay.downstream) > len(SECRET)
+        if plaintext:
+            assert SECRET in relay.upstream and SECRET in relay.downstream
+        else:
+            assert SECRET not in wire
+            assert n.a.public_key not in wire and n.b.public_key not in wire
 
 
 @run_async()
 async def test_a_transparent_relay_authenticates_the_real_ends() -> None:
-    a, b, server_a, server_b, addr_a, _ = await servers()
-    relay = Relay(addr_a)
-    via = await relay.start()
-    try:
-        channel = await server_b.connect(via, a.public_key)
-        assert channel.peer_key == a.public_key
-        await wait_for(lambda: server_a.channel(b.public_key) is not None, 5, "a to adopt")
-    finally:
-        await relay.close()
-        await server_a.close()
-        await server_b.close()
+    async with two_nodes() as n, Relay(n.addr_a) as relay:
+        channel = await n.server_b.connect(relay.address, n.a.public_key)
+        assert channel.peer_key == n.a.public_key
+        await wait_for(lambda: n.server_a.channel(n.b.public_key) is not None, 5, "a to adopt")
 
 
 @run_async()
 async def test_a_relay_that_handshakes_both_ways_holds_only_its_own_key() -> None:
     """Mallory accepts B's dial and dials A herself: B refuses her (naming both keys), and A
     knows her as Mallory, never as B."""
-    a, b, server_a, server_b, addr_a, _ = await servers()
     mallory = Identity.generate()
     server_m = ChannelServer(mallory, Recorder())
-    addr_m = await server_m.listen("127.0.0.1", 0)
-    try:
-        with pytest.raises(ChannelError) as refused:
-            await server_b.connect(addr_m, a.public_key)
-        assert mallory.public_key.hex() in str(refused.value)
-        assert a.public_key.hex() in str(refused.value)
-        assert not server_b._channels
-        channel = await server_m.connect(addr_a, a.public_key)
-        assert channel.peer_key == a.public_key
-        await wait_for(lambda: server_a.channel(mallory.public_key) is not None, 5, "a to adopt")
-        assert server_a.channel(b.public_key) is None
-    finally:
-        await server_m.close()
-        await server_a.close()
-        await server_b.close()
+    async with two_nodes() as n:
+        try:
+            addr_m = await server_m.listen("127.0.0.1", 0)
+            with pytest.raises(ChannelError) as refused:
+                await n.server_b.connect(addr_m, n.a.public_key)
+            assert mallory.public_key.hex() in str(refused.value)
+            assert n.a.public_key.hex() in str(refused.value)
+            assert not n.server_b._channels
+            channel = await server_m.connect(n.addr_a, n.a.public_key)
+            assert channel.peer_key == n.a.public_key
+            await wait_for(lambda: n.server_a.channel(mallory.public_key) is not None, 5, "a")
+            assert n.server_a.channel(n.b.public_key) is None
+        finally:
+            await server_m.close()
+
+
+def posing_as(server: ChannelServer) -> NoiseCredentials:
+    """Credentials with ``server``'s real identity payload but a static key of our own."""
+    fresh = NoiseCredentials.for_identity(Identity.generate())
+    return NoiseCredentials(fresh.static_private, server._credentials.payload)
 
 
 @run_async()
 async def test_a_stolen_identity_payload_does_not_verify() -> None:
     """Mallory knows A's and B's handshake payloads (key + signature) but not their static
-    keys: as A to B's dial, or as B dialling A, she is refused, and A's open channel to the
+    keys: as A to C's dial, or as B dialling A, she is refused, and A's open channel to the
     real B is left alone."""
-    a, b, server_a, server_b, addr_a, _ = await servers()
-    real = await server_b.connect(addr_a, a.public_key)
-    await wait_for(lambda: server_a.channel(b.public_key) is not None, 5, "a to adopt b")
-    held_by_a = server_a.channel(b.public_key)
+    async with two_nodes() as n:
+        real = await n.server_b.connect(n.addr_a, n.a.public_key)
+        await wait_for(lambda: n.server_a.channel(n.b.public_key) is not None, 5, "a to adopt")
+        held_by_a = n.server_a.channel(n.b.public_key)
 
-    def posing_as(server: ChannelServer) -> NoiseCredentials:
-        fresh = NoiseCredentials.for_identity(Identity.generate())
-        return NoiseCredentials(fresh.static_private, server._credentials.payload)
+        async def pose_as_a(sock: socket.socket) -> None:
+            with pytest.raises(ConnectionError):  # the dialler hangs up after message 2
+                await handshake(SocketStream(sock), posing_as(n.server_a), initiator=False)
 
-    async def pose_as_a(listener: socket.socket) -> None:
-        sock, _ = await asyncio.get_running_loop().sock_accept(listener)
-        raw = SocketStream(sock)
-        with pytest.raises(ConnectionError):  # the dialler hangs up after message 2
-            await handshake(raw, posing_as(server_a), initiator=False)
-        raw.close()
+        server_c = ChannelServer(Identity.generate(), Recorder())
+        try:
+            async with listening(pose_as_a) as fake_a:
+                with pytest.raises(ChannelError, match="did not sign this session's static key"):
+                    await server_c.connect(fake_a, n.a.public_key)
+            assert not server_c._channels
+        finally:
+            await server_c.close()
 
-    fake_a = socket.create_server(("127.0.0.1", 0))
-    fake_a.setblocking(False)
-    server_c = ChannelServer(Identity.generate(), Recorder())
-    try:
-        posing = asyncio.create_task(pose_as_a(fake_a))
-        with pytest.raises(ChannelError, match="did not sign this session's static key"):
-            await server_c.connect(fake_a.getsockname()[:2], a.public_key)
-        await posing
-        assert not server_c._channels
-
-        sock = socket.create_connection(addr_a)
-        raw = SocketStream(sock)
-        await handshake(raw, posing_as(server_b), initiator=True, expected=a.public_key)
+        raw = SocketStream(socket.create_connection(n.addr_a))
+        await handshake(raw, posing_as(n.server_b), initiator=True, expected=n.a.public_key)
         with pytest.raises(ConnectionError):  # A hung up after message 3
             await asyncio.wait_for(raw.recv_exactly(1), 5)
         raw.close()
-        assert server_a.channel(b.public_key) is held_by_a and not held_by_a.closed
+        assert n.server_a.channel(n.b.public_key) is held_by_a and not held_by_a.closed
         header, _ = await real.request("still-b", {}, timeout=5)
-        assert header["peer"] == b.public_key
-    finally:
-        fake_a.close()
-        await server_c.close()
-        await server_a.close()
-        await server_b.close()
+        assert header["peer"] == n.b.public_key
 
 
 @run_async()
 async def test_reflected_handshakes_fail() -> None:
     """A dialling an echo server reads its own first message back; A dialled back to its own
     listener meets its own key. Both are refused and A's table stays empty."""
-    a, b, server_a, server_b, addr_a, _ = await servers()
 
-    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while data := await reader.read(4096):
-            writer.write(data)
-        writer.close()
+    async def echo(sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while data := await loop.sock_recv(sock, 4096):
+            await loop.sock_sendall(sock, data)
 
-    mirror = await asyncio.start_server(echo, "127.0.0.1", 0)
-    loop_back = Relay(addr_a)
-    via = await loop_back.start()
-    try:
+    async with two_nodes() as n, Relay(n.addr_a) as loop_back, listening(echo) as mirror:
         with pytest.raises(ChannelError, match="handshake message 2"):
-            await server_a.connect(mirror.sockets[0].getsockname()[:2], b.public_key)
-        for expected in (a.public_key, b.public_key):
+            await n.server_a.connect(mirror, n.b.public_key)
+        for expected in (n.a.public_key, n.b.public_key):
             with pytest.raises(ChannelError, match="our own key"):
-                await server_a.connect(via, expected)
+                await n.server_a.connect(loop_back.address, expected)
         await asyncio.sleep(0.1)  # let the responder side finish failing too
-        assert not server_a._channels
-    finally:
-        mirror.close()
-        await loop_back.close()
-        await server_a.close()
-        await server_b.close()
+        assert not n.server_a._channels
 
 
+@pytest.mark.parametrize("modes", [(True, False), (False, True)])
 @run_async()
-async def test_plaintext_needs_both_ends_and_never_downgrades(caplog) -> None:
-    for modes in ((True, False), (False, True)):
-        a, _b, server_a, server_b, addr_a, handler_a = await servers(plaintext=modes)
-        try:
-            with pytest.raises(ChannelError, match="handshake message 2 did not authenticate"):
-                await server_b.request(addr_a, a.public_key, "hi", timeout=5)
-            assert not server_a._channels and not server_b._channels
-            assert handler_a.calls == []
-        finally:
-            await server_a.close()
-            await server_b.close()
+async def test_plaintext_needs_both_ends_and_never_downgrades(modes, caplog) -> None:
+    async with two_nodes(plaintext=modes) as n:
+        with pytest.raises(ChannelError, match="handshake message 2 did not authenticate"):
+            await n.server_b.request(n.addr_a, n.a.public_key, "hi", timeout=5)
+        await asyncio.sleep(0.05)  # a's side of the failed handshake
+        assert not n.server_a._channels and not n.server_b._channels
+        assert n.calls == []
     assert any("INSECURE PLAINTEXT" in r.getMessage() for r in caplog.records)
 
 
 @run_async()
 async def test_oversized_handshake_messages_are_refused_on_their_length(caplog) -> None:
     caplog.set_level(logging.DEBUG, logger=TRANSPORT_LOG)
-    a, _b, server_a, server_b, addr_a, _ = await servers()
 
-    async def bloated(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.read(34)
-        writer.write(b"\xff\xff")  # and never the 65,535 bytes
-        await writer.drain()
-        await asyncio.sleep(HANDSHAKE_TIMEOUT)
+    async def bloated(sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.sock_recv(sock, 34)
+        await loop.sock_sendall(sock, b"\xff\xff")  # and never the 65,535 bytes
+        await loop.sock_recv(sock, 1)
 
-    fake = await asyncio.start_server(bloated, "127.0.0.1", 0)
-    try:
-        reader, writer = await asyncio.open_connection(*addr_a)
+    async with two_nodes() as n, listening(bloated) as fake:
+        reader, writer = await asyncio.open_connection(*n.addr_a)
         writer.write(b"\xff\xff")
         # refused on the length: the server hangs up well before its handshake timeout
         assert await asyncio.wait_for(reader.read(), HANDSHAKE_TIMEOUT / 2) == b""
         writer.close()
         assert any("65535 bytes refused" in r.getMessage() for r in caplog.records)
         with pytest.raises(ChannelError, match="65535 bytes refused"):
-            await server_b.connect(fake.sockets[0].getsockname()[:2], a.public_key)
-    finally:
-        fake.close()
-        await server_a.close()
-        await server_b.close()
+            await n.server_b.connect(fake, n.a.public_key)
