@@ -187,13 +187,16 @@ ATTACKS: dict[str, tuple[Mutate, str]] = {
 @run_async()
 async def test_an_altered_stream_closes_the_channel_and_runs_nothing(attack, caplog) -> None:
     """The relay passes the first request, then alters what follows: the receiver logs why it
-    closes, naming the peer, and its handler never runs for the bad frames."""
+    closes, naming the peer, its handler never runs for the bad frames, and no exception
+    reaches the event loop."""
     if attack == "replayed":
         mutate, reason = replay(), "failed authentication"
     elif attack == "reordered":
         mutate, reason = reorder(), "failed authentication"
     else:
         mutate, reason = ATTACKS[attack]
+    escaped: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: escaped.append(ctx))
     async with two_nodes() as n, Relay(n.addr_a, mutate) as relay:
         header, _ = await n.server_b.request(relay.address, n.a.public_key, "first", timeout=5)
         assert header["peer"] == n.b.public_key
@@ -210,6 +213,7 @@ async def test_an_altered_stream_closes_the_channel_and_runs_nothing(attack, cap
             if r.name == TRANSPORT_LOG and r.levelname == "WARNING"
         ]
         assert any(n.b.public_key.hex()[:16] in w and reason in w for w in warnings), warnings
+    assert not escaped and not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 @pytest.mark.parametrize("plaintext", [False, True])
