@@ -311,7 +311,9 @@ class ChannelServer:
     async def connect(
         self, address: tuple[str, int], peer_key: bytes, *, timeout: float = HANDSHAKE_TIMEOUT
     ) -> Channel:
-        """The open channel to ``peer_key``, dialling ``address`` if there is none."""
+        """The open channel to ``peer_key``, dialling ``address`` if there is none. The
+        handshake gets at most ``HANDSHAKE_TIMEOUT`` of ``timeout``: an unauthenticated peer
+        does not hold a dialler longer than a listener."""
         if (channel := self.channel(peer_key)) is not None:
             return channel
         lock = self._dialing.setdefault(peer_key, asyncio.Lock())
@@ -336,7 +338,9 @@ class ChannelServer:
             raw = SocketStream(sock)
             where = f"{address[0]}:{address[1]}"
             try:
-                stream, _ = await asyncio.wait_for(self._secure(raw, peer_key), timeout)
+                stream, _ = await asyncio.wait_for(
+                    self._secure(raw, peer_key), min(timeout, HANDSHAKE_TIMEOUT)
+                )
             except (asyncio.TimeoutError, OSError) as exc:
                 raw.close()
                 raise ChannelError(f"handshake with {where} failed: {exc!r}") from None
