@@ -277,10 +277,13 @@ class ChannelServer:
         try:
             stream, peer = await asyncio.wait_for(self._secure(raw, None), HANDSHAKE_TIMEOUT)
         except (ChannelError, asyncio.TimeoutError, OSError) as exc:
-            log.debug("handshake from %s failed: %s", raw.peername, exc or "timed out")
+            log.debug("handshake from %s failed: %s", raw.peername, str(exc) or "timed out")
             raw.close()
             return
-        self._adopt(self._channel(stream, peer))
+        try:
+            self._adopt(self._channel(stream, peer))
+        except OwnerClosed:  # this server is shutting down
+            stream.close()
 
     def _channel(self, stream: ByteStream, peer: bytes) -> Channel:
         return Channel(
