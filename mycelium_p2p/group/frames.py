@@ -30,6 +30,9 @@ _GATHER = hasattr(socket.socket, "sendmsg")  # not on Windows: one send per part
 _IOV_MAX = 512  # buffers per sendmsg, well under any system's limit
 
 Segments = Sequence[bytes | memoryview]
+_new_bytes = ctypes.pythonapi.PyBytes_FromStringAndSize
+_new_bytes.restype = ctypes.py_object
+_new_bytes.argtypes = (ctypes.c_char_p, ctypes.c_ssize_t)
 
 
 class ChannelError(MyceliumError):
@@ -41,9 +44,11 @@ def writable_bytes(n: int) -> tuple[bytes, memoryview]:
 
     Flower's ``Array`` only takes ``bytes``; receiving into a bytearray and converting would copy
     every tensor once more (as long as the transfer itself on loopback). Like CPython's own
-    ``socket.recv``, we fill a fresh bytes object before anyone else can see or hash it.
+    ``socket.recv``, we fill a fresh, uninitialized bytes object before anyone else can see or
+    hash it (``bytes(n)`` would zero it first: a memset as long as the model); a read that
+    fails drops it unseen.
     """
-    buf = bytes(n)  # n >= 1 MiB here: always a new object, zero pages mapped lazily
+    buf = _new_bytes(None, n)  # uninitialized (no memset): every byte is written before use
     address = ctypes.cast(ctypes.c_char_p(buf), ctypes.c_void_p).value
     return buf, memoryview((ctypes.c_char * n).from_address(address)).cast("B")
 
