@@ -4,6 +4,7 @@ Attacks on channels are in tests/security."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import struct
 
@@ -28,19 +29,25 @@ async def echo(channel, method, header, segments):
     return Reply({"method": method, "peer": channel.peer_key, **header}, segments[::-1])
 
 
+@contextlib.asynccontextmanager
 async def pair(max_frame: int = 2**20):
+    """Two channel servers on loopback, closed on the way out: (a, b, server_a, server_b,
+    a's address)."""
     a, b = Identity.generate(), Identity.generate()
     server_a = ChannelServer(a, echo, max_frame=max_frame)
     server_b = ChannelServer(b, echo, max_frame=max_frame)
-    addr_a = await server_a.listen("127.0.0.1", 0)
-    await server_b.listen("127.0.0.1", 0)
-    return a, b, server_a, server_b, addr_a
+    try:
+        addr_a = await server_a.listen("127.0.0.1", 0)
+        await server_b.listen("127.0.0.1", 0)
+        yield a, b, server_a, server_b, addr_a
+    finally:
+        await server_a.close()
+        await server_b.close()
 
 
 @run_async()
 async def test_requests_carry_headers_and_raw_segments_both_ways() -> None:
-    a, b, server_a, server_b, addr_a = await pair()
-    try:
+    async with pair() as (a, b, server_a, server_b, addr_a):
         header, segs = await server_b.request(
             addr_a, a.public_key, "hi", {"x": 1}, [b"one", memoryview(b"two")], timeout=5
         )
@@ -50,15 +57,11 @@ async def test_requests_carry_headers_and_raw_segments_both_ways() -> None:
         channel = server_a.channel(b.public_key)
         header, _ = await channel.request("back", timeout=5)
         assert header["peer"] == a.public_key
-    finally:
-        await server_a.close()
-        await server_b.close()
 
 
 @run_async()
 async def test_errors_are_replies_not_broken_connections() -> None:
-    a, _b, server_a, server_b, addr_a = await pair()
-    try:
+    async with pair() as (a, _b, _server_a, server_b, addr_a):
         with pytest.raises(RemoteError, match="nope"):
             await server_b.request(addr_a, a.public_key, "fail", timeout=5)
         with pytest.raises(RemoteError, match="internal"):
@@ -67,42 +70,30 @@ async def test_errors_are_replies_not_broken_connections() -> None:
             await server_b.request(addr_a, a.public_key, "slow", timeout=0.2)
         header, _ = await server_b.request(addr_a, a.public_key, "still-fine", timeout=5)
         assert header["method"] == "still-fine"
-    finally:
-        await server_a.close()
-        await server_b.close()
 
 
 @run_async()
 async def test_a_peer_with_another_key_is_refused() -> None:
-    a, _b, server_a, server_b, addr_a = await pair()
     other = Identity.generate().public_key
-    try:
+    async with pair() as (a, _b, server_a, server_b, addr_a):
         with pytest.raises(ChannelError, match="expected") as refused:
             await server_b.request(addr_a, other, "hi", timeout=5)
         assert a.public_key.hex() in str(refused.value) and other.hex() in str(refused.value)
         assert not server_b._channels
         await asyncio.sleep(0.05)  # a's side of the failed handshake
         assert not server_a._channels
-    finally:
-        await server_a.close()
-        await server_b.close()
 
 
 @run_async()
 async def test_oversized_frames_close_the_channel() -> None:
-    a, _b, server_a, server_b, addr_a = await pair(max_frame=1000)
-    try:
+    async with pair(max_frame=1000) as (a, _b, _server_a, server_b, addr_a):
         with pytest.raises(ChannelError):
             await server_b.request(addr_a, a.public_key, "big", {}, [bytes(5000)], timeout=2)
-    finally:
-        await server_a.close()
-        await server_b.close()
 
 
 @run_async()
 async def test_garbage_and_silent_clients_do_not_hurt_the_server() -> None:
-    a, _b, server_a, server_b, addr_a = await pair()
-    try:
+    async with pair() as (a, _b, _server_a, server_b, addr_a):
         for junk in (b"\xff\xff\xff\xff", b"\x00\x00\x00\x03abc", b"GET / HTTP/1.0\r\n\r\n"):
             _reader, writer = await asyncio.open_connection(*addr_a)
             writer.write(junk)
@@ -110,9 +101,6 @@ async def test_garbage_and_silent_clients_do_not_hurt_the_server() -> None:
             writer.close()
         header, _ = await server_b.request(addr_a, a.public_key, "ok", timeout=5)
         assert header["method"] == "ok"
-    finally:
-        await server_a.close()
-        await server_b.close()
 
 
 @run_async()
@@ -128,8 +116,7 @@ async def test_unreachable_peer_is_a_channel_error() -> None:
 
 @run_async()
 async def test_big_segments_arrive_intact_both_ways() -> None:
-    a, _b, server_a, server_b, addr_a = await pair(max_frame=64 * 2**20)
-    try:
+    async with pair(max_frame=64 * 2**20) as (a, _b, _server_a, server_b, addr_a):
         big = bytes(range(256)) * (12 * 2**12)  # 12 MiB: moved by the worker-thread path
         small = b"tail"
         _header, segs = await server_b.request(
@@ -137,18 +124,14 @@ async def test_big_segments_arrive_intact_both_ways() -> None:
         )
         assert segs == [small, big]
         assert isinstance(segs[1], bytes) and hash(segs[1]) == hash(big)
-    finally:
-        await server_a.close()
-        await server_b.close()
 
 
 @run_async()
 async def test_many_frames_of_every_size_in_flight_arrive_intact() -> None:
     """Frames share one read buffer: back-to-back frames, a segment split across reads, one
     bigger than the buffer, one for the worker thread, empty ones, all in flight at once."""
-    a, _b, server_a, server_b, addr_a = await pair(max_frame=64 * 2**20)
     sizes = [0, 1, 3, 4096, 200_000, 300_000, 900_000, 2 * 2**20 + 7]
-    try:
+    async with pair(max_frame=64 * 2**20) as (a, _b, _server_a, server_b, addr_a):
 
         async def one(i: int) -> None:
             segs = [bytes([i % 251]) * n + i.to_bytes(4, "big") for n in sizes[i % 4 :: 3]]
@@ -159,9 +142,6 @@ async def test_many_frames_of_every_size_in_flight_arrive_intact() -> None:
             assert back == [b"", *segs[::-1]]
 
         await asyncio.gather(*(one(i) for i in range(40)))
-    finally:
-        await server_a.close()
-        await server_b.close()
 
 
 async def _message(reader: asyncio.StreamReader) -> bytes:
@@ -211,8 +191,7 @@ async def test_the_wire_is_plain_noise_with_libp2p_payloads() -> None:
 @run_async(timeout=120)
 async def test_closed_channels_leave_the_table() -> None:
     """1,000 connect/close cycles: neither end keeps a closed channel."""
-    a, _b, server_a, server_b, addr_a = await pair()
-    try:
+    async with pair() as (a, _b, server_a, server_b, addr_a):
         for _ in range(1000):
             channel = await server_b.connect(addr_a, a.public_key)
             await channel.close()
@@ -221,15 +200,11 @@ async def test_closed_channels_leave_the_table() -> None:
         header, _ = await server_b.request(addr_a, a.public_key, "after", timeout=5)
         assert header["method"] == "after"
         assert [c.closed for c in server_a._channels.values()] == [False]
-    finally:
-        await server_a.close()
-        await server_b.close()
 
 
 @run_async()
 async def test_a_channel_closes_before_its_nonces_run_out() -> None:
-    a, b, server_a, server_b, addr_a = await pair()
-    try:
+    async with pair() as (a, b, server_a, server_b, addr_a):
         channel = await server_b.connect(addr_a, a.public_key)
         await wait_for(lambda: server_a.channel(b.public_key) is not None, 5, "a to adopt")
         channel._io.stream._send_nonces = itertools.count(MAX_NONCE - 1)
@@ -239,6 +214,3 @@ async def test_a_channel_closes_before_its_nonces_run_out() -> None:
         with pytest.raises(ChannelError, match="nonces exhausted"):
             await channel.request("one-too-many", timeout=5)
         await wait_for(lambda: channel.closed and not server_b._channels, 5, "the close")
-    finally:
-        await server_a.close()
-        await server_b.close()
