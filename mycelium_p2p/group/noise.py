@@ -18,11 +18,11 @@ Transport (``NoiseStream``): Noise transport messages, ``u16 length | AES-256-GC
 16-byte tag``, at most 65,535 bytes, nonce = 4 zero bytes || u64 big-endian counter per
 direction, empty associated data: what ``noiseprotocol``'s own ``encrypt`` would send, but
 sealed with ``cryptography``'s ``AESGCM`` straight into the output buffer (its per-message
-wrapper is ~20x slower). AES-GCM rather than ChaChaPoly: sealing 64 KB messages measured
-4.4 against 2.5 GB/s here (AES-NI). Frames are cut into messages regardless of their boundaries. Big
-writes and reads are sealed and opened in the worker thread that moves them. A message that
-fails authentication (tampered, replayed, reordered, injected) or a stream cut inside a message
-is a ``ChannelError``.
+wrapper is ~20x slower). AES-GCM rather than ChaChaPoly: sealing 64 KB messages measured 4.4
+against 2.5 GB/s on this machine. Frames are cut into messages regardless of their boundaries.
+Big writes and reads are sealed and opened in the worker thread that moves them (the AEAD calls
+release the GIL). A message that fails authentication (tampered, replayed, reordered, injected)
+or a stream cut inside a message is a ``ChannelError``; a stream never uses nonce 2**64 - 1.
 """
 
 from __future__ import annotations
