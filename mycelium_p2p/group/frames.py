@@ -30,9 +30,11 @@ _GATHER = hasattr(socket.socket, "sendmsg")  # not on Windows: one send per part
 _IOV_MAX = 512  # buffers per sendmsg, well under any system's limit
 
 Segments = Sequence[bytes | memoryview]
-_new_bytes = ctypes.pythonapi.PyBytes_FromStringAndSize
-_new_bytes.restype = ctypes.py_object
-_new_bytes.argtypes = (ctypes.c_char_p, ctypes.c_ssize_t)
+# PyBytes_FromStringAndSize(NULL, n): a bytes object of n uninitialized bytes. A prototype of
+# our own, so ctypes.pythonapi's shared function object is left as others expect it.
+_new_bytes = ctypes.PYFUNCTYPE(ctypes.py_object, ctypes.c_char_p, ctypes.c_ssize_t)(
+    ("PyBytes_FromStringAndSize", ctypes.pythonapi)
+)
 
 
 class ChannelError(MyceliumError):
