@@ -1,7 +1,9 @@
-"""Frames on a TCP socket: ``u32 header length | msgpack header | segment 0 | segment 1 | ...``
+"""Frames on a byte stream: ``u32 header length | msgpack header | segment 0 | segment 1 | ...``
 
 The header lists the segment lengths (``"seg"``), so tensors travel as raw buffers, written from
-where they lie and read into buffers of their own. ``transport`` builds channels on this.
+where they lie and read into buffers of their own. A frame travels on a ``ByteStream``: the
+plain socket (``SocketStream``, here) or a Noise session on top of one (``noise.NoiseStream``).
+``transport`` builds channels on this.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import select
 import socket
 import struct
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import msgpack
 
@@ -21,38 +23,80 @@ from ..errors import MyceliumError
 
 MAX_HEADER = 1 * 2**20
 _U32 = struct.Struct("!I")
-_THREAD_THRESHOLD = 1 << 20  # segments this large move in a worker thread
-_IO_TIMEOUT = 30.0  # a peer silent this long in the middle of a frame is gone
+THREAD_THRESHOLD = 1 << 20  # segments this large move in a worker thread
+IO_TIMEOUT = 30.0  # a peer silent this long in the middle of a frame is gone
 _READ_CHUNK = 64 * 1024  # the read buffer (per socket): many small frames, or a model of ~60 KB
 _GATHER = hasattr(socket.socket, "sendmsg")  # not on Windows: one send per part there
 _IOV_MAX = 512  # buffers per sendmsg, well under any system's limit
 
 Segments = Sequence[bytes | memoryview]
+# PyBytes_FromStringAndSize(NULL, n): a bytes object of n uninitialized bytes. A prototype of
+# our own, so ctypes.pythonapi's shared function object is left as others expect it.
+_new_bytes = ctypes.PYFUNCTYPE(ctypes.py_object, ctypes.c_char_p, ctypes.c_ssize_t)(
+    ("PyBytes_FromStringAndSize", ctypes.pythonapi)
+)
 
 
 class ChannelError(MyceliumError):
     """A channel could not be opened, broke, or the peer answered with an error."""
 
 
-def _writable_bytes(n: int) -> tuple[bytes, memoryview]:
+def writable_bytes(n: int) -> tuple[bytes, memoryview]:
     """A new ``bytes`` of size ``n`` and a writable view of its buffer.
 
     Flower's ``Array`` only takes ``bytes``; receiving into a bytearray and converting would copy
     every tensor once more (as long as the transfer itself on loopback). Like CPython's own
-    ``socket.recv``, we fill a fresh bytes object before anyone else can see or hash it.
+    ``socket.recv``, we fill a fresh, uninitialized bytes object before anyone else can see or
+    hash it (``bytes(n)`` would zero it first: a memset as long as the model); a read that
+    fails drops it unseen.
     """
-    buf = bytes(n)  # n >= 1 MiB here: always a new object, zero pages mapped lazily
+    buf = _new_bytes(None, n)  # uninitialized (no memset): every byte is written before use
     address = ctypes.cast(ctypes.c_char_p(buf), ctypes.c_void_p).value
     return buf, memoryview((ctypes.c_char * n).from_address(address)).cast("B")
 
 
-class FrameSocket:
-    """Frame I/O straight on a non-blocking socket.
+def wait_readable(sock: socket.socket) -> None:
+    """Block (in a worker thread) until ``sock`` has bytes, or fail after ``IO_TIMEOUT``."""
+    if not select.select([sock], [], [], IO_TIMEOUT)[0]:
+        raise ConnectionError("peer stopped sending mid-frame")
+
+
+def send_blocking(sock: socket.socket, data: bytes | bytearray | memoryview) -> None:
+    """Send all of ``data`` on a non-blocking socket, from a worker thread."""
+    view = memoryview(data).cast("B")
+    sent = 0
+    while sent < len(view):
+        try:
+            sent += sock.send(view[sent:])
+        except BlockingIOError:
+            if not select.select([], [sock], [], IO_TIMEOUT)[1]:
+                raise ConnectionError("peer stopped reading mid-frame") from None
+
+
+def close_socket(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    sock.close()
+
+
+class ByteStream(Protocol):
+    """What frames travel on: an ordered, reliable stream of bytes."""
+
+    peername: tuple[str, int]
+
+    async def send(self, parts: list[memoryview]) -> None: ...
+
+    async def recv_exactly(self, n: int) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+class SocketStream:
+    """Bytes straight on a non-blocking socket.
 
     Reads go through one buffer (a frame and its segments usually arrive in one ``recv``);
-    writes gather a frame's header and segments into one ``sendmsg``, tensors sent from
-    where they lie. Segments of ``_THREAD_THRESHOLD`` bytes or more move in a worker thread,
-    off the event loop and the GIL.
+    writes gather small parts into one ``sendmsg``, tensors sent from where they lie. Parts of
+    ``THREAD_THRESHOLD`` bytes or more move in a worker thread, off the event loop and the GIL.
     """
 
     def __init__(self, sock: socket.socket) -> None:
@@ -75,8 +119,12 @@ class FrameSocket:
             self._start = self._end = 0
         return data
 
+    def take_buffered(self) -> bytes:
+        """Whatever was received but not read yet (a Noise session takes it over)."""
+        return self._take(self._end - self._start)
+
     async def recv_exactly(self, n: int) -> bytes:
-        if n >= _THREAD_THRESHOLD:  # big tensors: a worker thread, off the loop and the GIL
+        if n >= THREAD_THRESHOLD:  # big tensors: a worker thread, off the loop and the GIL
             return await asyncio.to_thread(self._recv_blocking, n, self._take(n))
         if n > _READ_CHUNK:
             head = self._take(n)
@@ -102,32 +150,21 @@ class FrameSocket:
         return self._take(n)
 
     def _recv_blocking(self, n: int, head: bytes = b"") -> bytes:
-        buf, view = _writable_bytes(n)
+        buf, view = writable_bytes(n)
         view[: len(head)] = head
         got = len(head)
         while got < n:
             try:
                 count = self.sock.recv_into(view[got:])
             except BlockingIOError:
-                if not select.select([self.sock], [], [], _IO_TIMEOUT)[0]:
-                    raise ConnectionError("peer stopped sending mid-frame") from None
+                wait_readable(self.sock)
                 continue
             if count == 0:
                 raise ConnectionError("connection closed by peer")
             got += count
         return buf
 
-    def _send_blocking(self, data: bytes | memoryview) -> None:
-        view = memoryview(data).cast("B")
-        sent = 0
-        while sent < len(view):
-            try:
-                sent += self.sock.send(view[sent:])
-            except BlockingIOError:
-                if not select.select([], [self.sock], [], _IO_TIMEOUT)[1]:
-                    raise ConnectionError("peer stopped reading mid-frame") from None
-
-    async def _send_parts(self, parts: list[memoryview]) -> None:
+    async def _send_gathered(self, parts: list[memoryview]) -> None:
         """Send ``parts`` in order, as many at a time as one ``sendmsg`` takes."""
         while parts:
             sent = 0
@@ -140,26 +177,51 @@ class FrameSocket:
                 first = parts.pop(0)
                 await self._loop.sock_sendall(self.sock, first[sent:])
 
+    async def send(self, parts: list[memoryview]) -> None:
+        small: list[memoryview] = []
+        for view in parts:
+            if view.nbytes >= THREAD_THRESHOLD:
+                await self._send_gathered(small)
+                small = []
+                await asyncio.to_thread(send_blocking, self.sock, view)
+            elif view.nbytes:
+                small.append(view)
+        await self._send_gathered(small)
+
+    def close(self) -> None:
+        close_socket(self.sock)
+
+
+class FrameSocket:
+    """Frames on a ``ByteStream``. A write interrupted mid-frame closes the stream: what follows
+    could not be read as frames any more."""
+
+    def __init__(self, stream: ByteStream) -> None:
+        self.stream = stream
+        self.peername = stream.peername
+
     async def write_frame(self, header: dict[str, Any], segments: Segments) -> None:
         views = [memoryview(s).cast("B") for s in segments]
         header = {**header, "seg": [v.nbytes for v in views]}
         head = msgpack.packb(header, use_bin_type=True)
-        parts = [memoryview(_U32.pack(len(head)) + head)]
-        for view in views:
-            if view.nbytes >= _THREAD_THRESHOLD:
-                await self._send_parts(parts)
-                parts = []
-                await asyncio.to_thread(self._send_blocking, view)
-            elif view.nbytes:
-                parts.append(view)
-        await self._send_parts(parts)
+        try:
+            await self.stream.send([memoryview(_U32.pack(len(head)) + head), *views])
+        except BaseException:
+            self.stream.close()
+            raise
 
     async def read_frame(self, max_frame: int) -> tuple[dict[str, Any], list[bytes]]:
-        (size,) = _U32.unpack(await self.recv_exactly(4))
+        (size,) = _U32.unpack(await self.stream.recv_exactly(4))
+        try:
+            return await self._read_body(size, max_frame)
+        except ConnectionError as exc:
+            raise ChannelError(f"stream truncated mid-frame ({exc})") from None
+
+    async def _read_body(self, size: int, max_frame: int) -> tuple[dict[str, Any], list[bytes]]:
         if size > MAX_HEADER:
             raise ChannelError(f"frame header of {size} bytes is over the limit")
         try:
-            header = msgpack.unpackb(await self.recv_exactly(size), raw=False)
+            header = msgpack.unpackb(await self.stream.recv_exactly(size), raw=False)
         except (ValueError, msgpack.UnpackException) as exc:
             raise ChannelError(f"unreadable frame header: {type(exc).__name__}") from None
         if not isinstance(header, dict):
@@ -171,9 +233,7 @@ class FrameSocket:
             or sum(lengths) > max_frame
         ):
             raise ChannelError(f"frame segments {lengths!r} refused (limit {max_frame} bytes)")
-        return header, [await self.recv_exactly(n) for n in lengths]
+        return header, [await self.stream.recv_exactly(n) for n in lengths]
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)
-        self.sock.close()
+        self.stream.close()

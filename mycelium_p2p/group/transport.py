@@ -1,13 +1,17 @@
-"""Authenticated TCP channels between group members, with request/reply multiplexing.
+"""Encrypted, mutually authenticated TCP channels between nodes, with request/reply multiplexing.
 
-Frames (``frames.FrameSocket``) carry a msgpack header and raw segments: tensors travel
-without being copied into a larger message. Frames over ``max_frame`` bytes are refused before
-their body is read.
+Every connection opens with a Noise XX handshake bound to both nodes' Ed25519 identity keys the
+way libp2p does it (``noise``): the key a peer proves becomes ``Channel.peer_key``, and a
+dialler that expects a particular peer (the leader named in a group advert) refuses any other.
+After it, frames (``frames.FrameSocket``: a msgpack header and raw segments, tensors never copied
+into a larger message) travel inside AES-GCM Noise transport messages; a message that fails
+authentication closes the channel. Frames over ``max_frame`` bytes are refused before their
+body is read. Before the handshake ends nothing is read but small handshake messages, on the
+event loop, within ``HANDSHAKE_TIMEOUT``.
 
-Both ends prove their Ed25519 identity when a connection opens: each sends its public key and a
-fresh nonce, then signs ``CHANNEL_DOMAIN || peer nonce || own nonce || own key || peer key``.
-A dialler that expects a particular peer (the leader named in a group advert) refuses any other.
-The channel is authenticated, not encrypted.
+``insecure_plaintext=True`` (both ends, for measurement only) keeps the authenticating handshake
+but sends frames unencrypted; its own prologue makes a mismatch fail the handshake, so the two
+settings never talk to each other.
 """
 
 from __future__ import annotations
@@ -16,18 +20,17 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import os
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..aio import OwnerClosed, TaskOwner
-from ..identity import PUBLIC_KEY_SIZE, Identity, verify_signature
-from .frames import ChannelError, FrameSocket, Segments
+from ..identity import Identity
+from .frames import ByteStream, ChannelError, FrameSocket, Segments, SocketStream
+from .noise import PLAINTEXT_PROLOGUE, PROLOGUE, NoiseCredentials, NoiseStream, handshake
 
 __all__ = [
-    "CHANNEL_DOMAIN",
     "Channel",
     "ChannelError",
     "ChannelServer",
@@ -38,7 +41,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CHANNEL_DOMAIN = b"mycelium-p2p/channel/v1\x00"
 DEFAULT_MAX_FRAME = 512 * 2**20
 HANDSHAKE_TIMEOUT = 5.0
 
@@ -69,7 +71,7 @@ class Reply:
 
 class Channel:
     """One authenticated connection. ``request`` sends and awaits a reply; incoming requests
-    go to the handler. Either side may send requests."""
+    go to the handler. Either side may send requests. ``on_close`` runs once, when it closes."""
 
     def __init__(
         self,
@@ -79,6 +81,7 @@ class Channel:
         *,
         max_frame: int,
         tasks: TaskOwner,
+        on_close: Callable[[Channel], None] | None = None,
     ) -> None:
         self.peer_key = peer_key
         self.peer_address = io.peername
@@ -86,6 +89,7 @@ class Channel:
         self._handler = handler
         self._max_frame = max_frame
         self._tasks = tasks
+        self._on_close = on_close
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[tuple[dict[str, Any], list[bytes]]]] = {}
         self._send_lock = asyncio.Lock()
@@ -111,15 +115,11 @@ class Channel:
         future = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
         try:
-            async with self._send_lock:
-                await self._io.write_frame(
-                    {"t": "q", "id": request_id, "m": method, "h": header or {}}, segments
-                )
+            await self._send({"t": "q", "id": request_id, "m": method, "h": header or {}}, segments)
             header_in, segs = await asyncio.wait_for(future, timeout)
         except asyncio.TimeoutError:
             raise ChannelError(f"{method}: no reply within {timeout:g} s") from None
-        except (ConnectionError, OSError) as exc:
-            await self.close()
+        except (ConnectionError, OSError, ChannelError) as exc:
             raise ChannelError(f"{method}: connection lost ({exc})") from None
         finally:
             self._pending.pop(request_id, None)
@@ -141,16 +141,25 @@ class Channel:
                     self._tasks.spawn(self._answer(header, segments), name="channel-request")
                 else:
                     raise ChannelError("frame is neither request nor reply")
-        except (ConnectionError, OSError):
-            pass
+        except (ConnectionError, OSError) as exc:
+            log.debug("channel to %s closed: %s", self._peer_name(), exc)
         except ChannelError as exc:
-            log.warning("closing channel to %s: %s", self.peer_address, exc)
+            log.warning("closing channel to %s: %s", self._peer_name(), exc)
         finally:
-            self._closed.set()
+            self._mark_closed()
             for future in self._pending.values():
                 if not future.done():
                     future.set_exception(ChannelError("connection closed"))
             self._io.close()
+
+    def _peer_name(self) -> str:
+        return f"{self.peer_key.hex()[:16]} at {self.peer_address[0]}:{self.peer_address[1]}"
+
+    def _mark_closed(self) -> None:
+        if not self._closed.is_set():
+            self._closed.set()
+            if self._on_close is not None:
+                self._on_close(self)
 
     async def _answer(self, header: dict[str, Any], segments: list[bytes]) -> None:
         payload = header.get("h")
@@ -167,50 +176,54 @@ class Channel:
             out["err"] = list(reply.error)
         else:
             out["h"] = reply.header
-        with contextlib.suppress(ConnectionError, OSError):
-            async with self._send_lock:
-                await self._io.write_frame(out, reply.segments if not reply.error else ())
+        with contextlib.suppress(ConnectionError, OSError, ChannelError):
+            await self._send(out, reply.segments if not reply.error else ())
 
-    async def close(self) -> None:
-        self._closed.set()
+    async def _send(self, header: dict[str, Any], segments: Segments) -> None:
+        """Write one frame. A write that fails or is interrupted leaves the stream unusable
+        (a frame cut short, a nonce spent): the channel closes."""
+        async with self._send_lock:
+            try:
+                await self._io.write_frame(header, segments)
+            except BaseException:
+                self._shut()
+                raise
+
+    def _shut(self) -> None:
+        self._mark_closed()
         self._reader_task.cancel()
         self._io.close()
 
-
-async def _handshake(io: FrameSocket, identity: Identity, expected: bytes | None) -> bytes:
-    """Mutual signed-challenge handshake; returns the peer's verified public key."""
-    nonce = os.urandom(32)
-    await io.write_frame({"hello": 1, "key": identity.public_key, "nonce": nonce}, ())
-    hello, _ = await io.read_frame(0)
-    peer_key, peer_nonce = hello.get("key"), hello.get("nonce")
-    if not (
-        isinstance(peer_key, bytes)
-        and len(peer_key) == PUBLIC_KEY_SIZE
-        and isinstance(peer_nonce, bytes)
-        and len(peer_nonce) == 32
-    ):
-        raise ChannelError("malformed handshake")
-    if expected is not None and peer_key != expected:
-        raise ChannelError(f"peer is {peer_key.hex()[:16]}…, expected {expected.hex()[:16]}…")
-    proof = identity.sign(CHANNEL_DOMAIN + peer_nonce + nonce + identity.public_key + peer_key)
-    await io.write_frame({"sig": proof}, ())
-    answer, _ = await io.read_frame(0)
-    signed = CHANNEL_DOMAIN + nonce + peer_nonce + peer_key + identity.public_key
-    sig = answer.get("sig")
-    if not isinstance(sig, bytes) or not verify_signature(peer_key, sig, signed):
-        raise ChannelError("peer failed to prove its key")
-    return peer_key
+    async def close(self) -> None:
+        self._shut()
 
 
 class ChannelServer:
-    """Accepts authenticated channels on a TCP port and keeps one channel per peer key."""
+    """Accepts channels on a TCP port and keeps the latest authenticated channel per peer key.
+
+    ``insecure_plaintext`` (both ends must choose it; logged as a warning) leaves frames
+    unencrypted, to measure what encryption costs. Never use it between real nodes.
+    """
 
     def __init__(
-        self, identity: Identity, handler: Handler, *, max_frame: int = DEFAULT_MAX_FRAME
+        self,
+        identity: Identity,
+        handler: Handler,
+        *,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        insecure_plaintext: bool = False,
     ) -> None:
         self.identity = identity
         self.handler = handler
         self.max_frame = max_frame
+        self.insecure_plaintext = insecure_plaintext
+        if insecure_plaintext:
+            log.warning(
+                "channel server of %s runs INSECURE PLAINTEXT channels: authenticated but not "
+                "encrypted, readable and alterable on the wire (for measurement only)",
+                identity.public_key.hex()[:16],
+            )
+        self._credentials = NoiseCredentials.for_identity(identity)
         self.tasks = TaskOwner("channels")
         self._listener: socket.socket | None = None
         self._channels: dict[bytes, Channel] = {}
@@ -242,25 +255,56 @@ class ChannelServer:
                 continue
             self.tasks.spawn(self._accept(sock), name="channel-handshake")
 
+    async def _secure(self, raw: SocketStream, expected: bytes | None) -> tuple[ByteStream, bytes]:
+        """Run the handshake (as initiator when ``expected`` is given); the stream frames
+        travel on, and the peer's proven key."""
+        session = await handshake(
+            raw,
+            self._credentials,
+            initiator=expected is not None,
+            expected=expected,
+            prologue=PLAINTEXT_PROLOGUE if self.insecure_plaintext else PROLOGUE,
+        )
+        stream = raw if self.insecure_plaintext else NoiseStream(raw, session)
+        return stream, session.peer_key
+
     async def _accept(self, sock: socket.socket) -> None:
         try:
-            io = FrameSocket(sock)
+            raw = SocketStream(sock)
         except OSError:
             sock.close()
             return
         try:
-            peer = await asyncio.wait_for(_handshake(io, self.identity, None), HANDSHAKE_TIMEOUT)
+            stream, peer = await asyncio.wait_for(self._secure(raw, None), HANDSHAKE_TIMEOUT)
         except (ChannelError, asyncio.TimeoutError, OSError) as exc:
-            log.debug("handshake from %s failed: %s", io.peername, exc)
-            io.close()
+            log.debug("handshake from %s failed: %s", raw.peername, str(exc) or "timed out")
+            raw.close()
             return
-        self._adopt(Channel(io, peer, self.handler, max_frame=self.max_frame, tasks=self.tasks))
+        try:
+            self._adopt(self._channel(stream, peer))
+        except OwnerClosed:  # this server is shutting down
+            stream.close()
+
+    def _channel(self, stream: ByteStream, peer: bytes) -> Channel:
+        return Channel(
+            FrameSocket(stream),
+            peer,
+            self.handler,
+            max_frame=self.max_frame,
+            tasks=self.tasks,
+            on_close=self._forget,
+        )
 
     def _adopt(self, channel: Channel) -> None:
+        """Keep ``channel`` (authenticated as its ``peer_key``) in place of an older one."""
         old = self._channels.get(channel.peer_key)
         self._channels[channel.peer_key] = channel
         if old is not None and old is not channel and not old.closed:
             self.tasks.spawn(old.close())
+
+    def _forget(self, channel: Channel) -> None:
+        if self._channels.get(channel.peer_key) is channel:
+            del self._channels[channel.peer_key]
 
     def channel(self, peer_key: bytes) -> Channel | None:
         """The open channel to ``peer_key``, if any."""
@@ -270,7 +314,9 @@ class ChannelServer:
     async def connect(
         self, address: tuple[str, int], peer_key: bytes, *, timeout: float = HANDSHAKE_TIMEOUT
     ) -> Channel:
-        """The open channel to ``peer_key``, dialling ``address`` if there is none."""
+        """The open channel to ``peer_key``, dialling ``address`` if there is none. The
+        handshake gets at most ``HANDSHAKE_TIMEOUT`` of ``timeout``: an unauthenticated peer
+        does not hold a dialler longer than a listener."""
         if (channel := self.channel(peer_key)) is not None:
             return channel
         lock = self._dialing.setdefault(peer_key, asyncio.Lock())
@@ -292,23 +338,22 @@ class ChannelServer:
                 raise ChannelError(
                     f"cannot connect to {address[0]}:{address[1]}: {str(exc) or 'timed out'}"
                 ) from None
-            io = FrameSocket(sock)
+            raw = SocketStream(sock)
+            where = f"{address[0]}:{address[1]}"
             try:
-                await asyncio.wait_for(_handshake(io, self.identity, peer_key), timeout)
-            except (asyncio.TimeoutError, OSError) as exc:
-                io.close()
-                raise ChannelError(
-                    f"handshake with {address[0]}:{address[1]} failed: {exc!r}"
-                ) from None
-            except ChannelError:
-                io.close()
-                raise
-            try:
-                channel = Channel(
-                    io, peer_key, self.handler, max_frame=self.max_frame, tasks=self.tasks
+                stream, _ = await asyncio.wait_for(
+                    self._secure(raw, peer_key), min(timeout, HANDSHAKE_TIMEOUT)
                 )
+            except (asyncio.TimeoutError, OSError) as exc:
+                raw.close()
+                raise ChannelError(f"handshake with {where} failed: {exc!r}") from None
+            except ChannelError as exc:
+                raw.close()
+                raise ChannelError(f"handshake with {where} failed: {exc}") from None
+            try:
+                channel = self._channel(stream, peer_key)
             except OwnerClosed:  # this server is shutting down
-                io.close()
+                stream.close()
                 raise ChannelError("the channel server is closed") from None
             self._adopt(channel)
             return channel

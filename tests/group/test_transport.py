@@ -1,14 +1,22 @@
-"""Authenticated channels: handshake, request/reply, limits, failures."""
+"""Noise channels: handshake, request/reply, limits, failures, wire format, the channel table.
+Attacks on channels are in tests/security."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
+import struct
 
+import msgpack
 import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from noise.connection import Keypair, NoiseConnection
 
+from mycelium_p2p.group.noise import MAX_NONCE
 from mycelium_p2p.group.transport import ChannelError, ChannelServer, RemoteError, Reply
 from mycelium_p2p.identity import Identity
-from tests.conftest import run_async
+from tests.conftest import run_async, wait_for
 
 
 async def echo(channel, method, header, segments):
@@ -21,19 +29,25 @@ async def echo(channel, method, header, segments):
     return Reply({"method": method, "peer": channel.peer_key, **header}, segments[::-1])
 
 
+@contextlib.asynccontextmanager
 async def pair(max_frame: int = 2**20):
+    """Two channel servers on loopback, closed on the way out: (a, b, server_a, server_b,
+    a's address)."""
     a, b = Identity.generate(), Identity.generate()
     server_a = ChannelServer(a, echo, max_frame=max_frame)
     server_b = ChannelServer(b, echo, max_frame=max_frame)
-    addr_a = await server_a.listen("127.0.0.1", 0)
-    await server_b.listen("127.0.0.1", 0)
-    return a, b, server_a, server_b, addr_a
+    try:
+        addr_a = await server_a.listen("127.0.0.1", 0)
+        await server_b.listen("127.0.0.1", 0)
+        yield a, b, server_a, server_b, addr_a
+    finally:
+        await server_a.close()
+        await server_b.close()
 
 
 @run_async()
 async def test_requests_carry_headers_and_raw_segments_both_ways() -> None:
-    a, b, server_a, server_b, addr_a = await pair()
-    try:
+    async with pair() as (a, b, server_a, server_b, addr_a):
         header, segs = await server_b.request(
             addr_a, a.public_key, "hi", {"x": 1}, [b"one", memoryview(b"two")], timeout=5
         )
@@ -43,15 +57,11 @@ async def test_requests_carry_headers_and_raw_segments_both_ways() -> None:
         channel = server_a.channel(b.public_key)
         header, _ = await channel.request("back", timeout=5)
         assert header["peer"] == a.public_key
-    finally:
-        await server_a.close()
-        await server_b.close()
 
 
 @run_async()
 async def test_errors_are_replies_not_broken_connections() -> None:
-    a, _b, server_a, server_b, addr_a = await pair()
-    try:
+    async with pair() as (a, _b, _server_a, server_b, addr_a):
         with pytest.raises(RemoteError, match="nope"):
             await server_b.request(addr_a, a.public_key, "fail", timeout=5)
         with pytest.raises(RemoteError, match="internal"):
@@ -60,37 +70,30 @@ async def test_errors_are_replies_not_broken_connections() -> None:
             await server_b.request(addr_a, a.public_key, "slow", timeout=0.2)
         header, _ = await server_b.request(addr_a, a.public_key, "still-fine", timeout=5)
         assert header["method"] == "still-fine"
-    finally:
-        await server_a.close()
-        await server_b.close()
 
 
 @run_async()
 async def test_a_peer_with_another_key_is_refused() -> None:
-    _a, _b, server_a, server_b, addr_a = await pair()
-    try:
-        with pytest.raises(ChannelError, match="expected"):
-            await server_b.request(addr_a, Identity.generate().public_key, "hi", timeout=5)
-    finally:
-        await server_a.close()
-        await server_b.close()
+    other = Identity.generate().public_key
+    async with pair() as (a, _b, server_a, server_b, addr_a):
+        with pytest.raises(ChannelError, match="expected") as refused:
+            await server_b.request(addr_a, other, "hi", timeout=5)
+        assert a.public_key.hex() in str(refused.value) and other.hex() in str(refused.value)
+        assert not server_b._channels
+        await asyncio.sleep(0.05)  # a's side of the failed handshake
+        assert not server_a._channels
 
 
 @run_async()
 async def test_oversized_frames_close_the_channel() -> None:
-    a, _b, server_a, server_b, addr_a = await pair(max_frame=1000)
-    try:
+    async with pair(max_frame=1000) as (a, _b, _server_a, server_b, addr_a):
         with pytest.raises(ChannelError):
             await server_b.request(addr_a, a.public_key, "big", {}, [bytes(5000)], timeout=2)
-    finally:
-        await server_a.close()
-        await server_b.close()
 
 
 @run_async()
 async def test_garbage_and_silent_clients_do_not_hurt_the_server() -> None:
-    a, _b, server_a, server_b, addr_a = await pair()
-    try:
+    async with pair() as (a, _b, _server_a, server_b, addr_a):
         for junk in (b"\xff\xff\xff\xff", b"\x00\x00\x00\x03abc", b"GET / HTTP/1.0\r\n\r\n"):
             _reader, writer = await asyncio.open_connection(*addr_a)
             writer.write(junk)
@@ -98,9 +101,6 @@ async def test_garbage_and_silent_clients_do_not_hurt_the_server() -> None:
             writer.close()
         header, _ = await server_b.request(addr_a, a.public_key, "ok", timeout=5)
         assert header["method"] == "ok"
-    finally:
-        await server_a.close()
-        await server_b.close()
 
 
 @run_async()
@@ -116,8 +116,7 @@ async def test_unreachable_peer_is_a_channel_error() -> None:
 
 @run_async()
 async def test_big_segments_arrive_intact_both_ways() -> None:
-    a, _b, server_a, server_b, addr_a = await pair(max_frame=64 * 2**20)
-    try:
+    async with pair(max_frame=64 * 2**20) as (a, _b, _server_a, server_b, addr_a):
         big = bytes(range(256)) * (12 * 2**12)  # 12 MiB: moved by the worker-thread path
         small = b"tail"
         _header, segs = await server_b.request(
@@ -125,18 +124,14 @@ async def test_big_segments_arrive_intact_both_ways() -> None:
         )
         assert segs == [small, big]
         assert isinstance(segs[1], bytes) and hash(segs[1]) == hash(big)
-    finally:
-        await server_a.close()
-        await server_b.close()
 
 
 @run_async()
 async def test_many_frames_of_every_size_in_flight_arrive_intact() -> None:
     """Frames share one read buffer: back-to-back frames, a segment split across reads, one
     bigger than the buffer, one for the worker thread, empty ones, all in flight at once."""
-    a, _b, server_a, server_b, addr_a = await pair(max_frame=64 * 2**20)
     sizes = [0, 1, 3, 4096, 200_000, 300_000, 900_000, 2 * 2**20 + 7]
-    try:
+    async with pair(max_frame=64 * 2**20) as (a, _b, _server_a, server_b, addr_a):
 
         async def one(i: int) -> None:
             segs = [bytes([i % 251]) * n + i.to_bytes(4, "big") for n in sizes[i % 4 :: 3]]
@@ -147,6 +142,75 @@ async def test_many_frames_of_every_size_in_flight_arrive_intact() -> None:
             assert back == [b"", *segs[::-1]]
 
         await asyncio.gather(*(one(i) for i in range(40)))
+
+
+async def _message(reader: asyncio.StreamReader) -> bytes:
+    return await reader.readexactly(int.from_bytes(await reader.readexactly(2), "big"))
+
+
+def _prefixed(message: bytes) -> bytes:
+    return len(message).to_bytes(2, "big") + message
+
+
+@run_async()
+async def test_the_wire_is_plain_noise_with_libp2p_payloads() -> None:
+    """A client written with noiseprotocol's own NoiseConnection (its handshake, its encrypt and
+    decrypt) and the libp2p payload talks to a ChannelServer: the formats agree both ways."""
+    a, b = Identity.generate(), Identity.generate()
+    server = ChannelServer(a, echo)
+    addr = await server.listen("127.0.0.1", 0)
+    static = X25519PrivateKey.generate()
+    noise = NoiseConnection.from_name(b"Noise_XX_25519_AESGCM_SHA256")
+    noise.set_prologue(b"mycelium-p2p/noise/v1")
+    noise.set_keypair_from_private_bytes(Keypair.STATIC, static.private_bytes_raw())
+    noise.set_as_initiator()
+    noise.start_handshake()
+    reader, writer = await asyncio.open_connection(*addr)
+    try:
+        writer.write(_prefixed(bytes(noise.write_message())))
+        payload = bytes(noise.read_message(await _message(reader)))
+        assert payload[:32] == a.public_key and len(payload) == 96
+        proof = b.sign(b"noise-libp2p-static-key:" + static.public_key().public_bytes_raw())
+        writer.write(_prefixed(bytes(noise.write_message(b.public_key + proof))))
+        assert noise.handshake_finished
+        head = msgpack.packb({"t": "q", "id": 7, "m": "hi", "h": {"x": 1}, "seg": [3]})
+        frame = struct.pack("!I", len(head)) + head + b"abc"
+        writer.write(_prefixed(noise.encrypt(frame)))
+        await wait_for(lambda: server.channel(b.public_key) is not None, 5, "the channel")
+        reply = noise.decrypt(await _message(reader))
+        (size,) = struct.unpack("!I", reply[:4])
+        header = msgpack.unpackb(reply[4 : 4 + size])
+        assert header["t"] == "r" and header["id"] == 7 and header["h"]["x"] == 1
+        assert header["h"]["peer"] == b.public_key
+        assert reply[4 + size :] == b"abc"
     finally:
-        await server_a.close()
-        await server_b.close()
+        writer.close()
+        await server.close()
+
+
+@run_async(timeout=120)
+async def test_closed_channels_leave_the_table() -> None:
+    """1,000 connect/close cycles: neither end keeps a closed channel."""
+    async with pair() as (a, _b, server_a, server_b, addr_a):
+        for _ in range(1000):
+            channel = await server_b.connect(addr_a, a.public_key)
+            await channel.close()
+            assert channel.closed and not server_b._channels
+        await wait_for(lambda: not server_a._channels, 10, "a to drop closed channels")
+        header, _ = await server_b.request(addr_a, a.public_key, "after", timeout=5)
+        assert header["method"] == "after"
+        assert [c.closed for c in server_a._channels.values()] == [False]
+
+
+@run_async()
+async def test_a_channel_closes_before_its_nonces_run_out() -> None:
+    async with pair() as (a, b, server_a, server_b, addr_a):
+        channel = await server_b.connect(addr_a, a.public_key)
+        await wait_for(lambda: server_a.channel(b.public_key) is not None, 5, "a to adopt")
+        channel._io.stream._send_nonces = itertools.count(MAX_NONCE - 1)
+        server_a.channel(b.public_key)._io.stream._recv_nonce = MAX_NONCE - 1
+        header, _ = await channel.request("last", timeout=5)  # nonce 2**64 - 2: the last one
+        assert header["method"] == "last"
+        with pytest.raises(ChannelError, match="nonces exhausted"):
+            await channel.request("one-too-many", timeout=5)
+        await wait_for(lambda: channel.closed and not server_b._channels, 5, "the close")
