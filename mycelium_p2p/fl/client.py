@@ -8,7 +8,7 @@ import time
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
-from flwr.app import Context, Error, Message, RecordDict
+from flwr.app import ConfigRecord, Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 
@@ -16,6 +16,7 @@ from ..errors import ConfigError
 from ..group.member import GroupMember
 from ..group.transport import Channel, Reply
 from .grid import LEADER_NODE_ID, ensure_task_identity, flower_node_id, make_metadata
+from .limits import TrainCaps, TrainConfigRefused, bound_train_config
 from .wire import WireError, decode_content, encode_content
 from .worker import DEFAULT_APP, ClientProcess, WorkerError
 
@@ -39,6 +40,14 @@ def load_client_app(spec: str) -> ClientApp:
     return app
 
 
+def bound_content(content: RecordDict, caps: TrainCaps) -> RecordDict:
+    """``content`` with each ConfigRecord held to ``caps`` (``bound_train_config``); raises
+    ``TrainConfigRefused``. Arrays and metrics pass untouched."""
+    for name, record in list(content.config_records.items()):
+        content[name] = ConfigRecord(bound_train_config(record, caps))
+    return content
+
+
 def _unavailable(message: Message, reason: str) -> Message:
     return Message(Error(ErrorCode.NODE_UNAVAILABLE, reason), reply_to=message)
 
@@ -53,11 +62,13 @@ class ClientRunner:
         node_config: dict[str, Any],
         executor: Executor | ClientProcess | None = None,
         app_spec: str = DEFAULT_APP,
+        caps: TrainCaps | None = None,
     ) -> None:
         """``executor``: where the ClientApp runs. Default: a thread of this runner's own.
         Nodes sharing a process may share one (see ``Node``); the runner does not shut it down.
         A ``ClientProcess`` runs the app named by ``app_spec`` (``module:attr``, or the digits
         task) in a worker process; Flower's ``context.state`` then lives in that worker.
+        ``caps``: the most training a leader may ask of this member (default ``TrainCaps()``).
         """
         ensure_task_identity()
         self.app = app
@@ -76,6 +87,7 @@ class ClientRunner:
         # waits for nothing else, so a pool given to us only serialises them.
         self._owned = executor is None
         self.app_spec = app_spec
+        self.caps = caps or TrainCaps()
         self._process: ClientProcess | None = None
         self._thread: Executor | None = None
         if isinstance(executor, ClientProcess):
@@ -142,6 +154,10 @@ class ClientRunner:
             content = decode_content(header["records"], segments)
         except WireError as exc:
             return Reply.fail("bad-request", str(exc))
+        try:  # the leader chooses the training, within this member's own caps
+            content = bound_content(content, self.caps)
+        except TrainConfigRefused as exc:
+            return Reply.fail("bad-config", str(exc))
         message = Message(
             metadata=make_metadata(
                 message_id=str(header["mid"]),
