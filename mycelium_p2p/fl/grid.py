@@ -132,7 +132,7 @@ class GroupGrid(Grid):
         self._inflight: set[concurrent.futures.Future[list[Message]]] = set()
         self._aborted = False
         #: each member's trained arrays in the latest round, if they passed screening (the
-        #: leader reads their updates)
+        #: leader reads their updates after the strategy has aggregated them)
         self.trained: dict[bytes, ArrayRecord] = {}
 
     # -- Grid's bookkeeping --------------------------------------------------------------------
@@ -230,7 +230,7 @@ class GroupGrid(Grid):
             if reply.has_content() and reply.metadata.message_type.startswith("train"):
                 key = self._keys.get(reply.metadata.src_node_id)
                 if key is not None:
-                    self.trained[key] = next(iter(reply.content.array_records.values()))
+                    self.trained[key] = _shallow(next(iter(reply.content.array_records.values())))
         return replies
 
     def _name(self, node_id: int) -> str:
@@ -340,6 +340,15 @@ class GroupGrid(Grid):
                     raise ChannelError(f"member {member.key.hex()[:8]} went silent mid-round")
         finally:
             task.cancel()
+
+
+def _shallow(record: ArrayRecord) -> ArrayRecord:
+    """A new ArrayRecord holding the same Arrays: FedMedian and FedTrimmedAvg pop the arrays
+    out of the replies they aggregate, which must not empty the leader's view of them."""
+    out = ArrayRecord()  # filled in place: ArrayRecord(dict) would rebuild every Array
+    for key, array in record.items():
+        out[key] = array
+    return out
 
 
 def _copy(content: RecordDict) -> RecordDict:
