@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from ..addresses import resolve
+from ..node.config import NodeConfig
 from .common import (
     bootstrap_addresses,
     bootstrap_option,
@@ -55,9 +56,10 @@ from .common import (
 @click.option("--invite", help="An invite (from `mycelium-p2p invite`) for an invite-only group.")
 @click.option(
     "--strategy",
-    default="fedavg",
+    default=NodeConfig.strategy,
     show_default=True,
-    type=click.Choice(["fedavg", "fedprox", "fedmedian", "fedtrimmedavg", "krum"]),
+    type=click.Choice(["fedavg", "fedprox", "fedmedian", "fedtrimmedavg", "krum", "multikrum"]),
+    help="How the leader aggregates updates (every reply is screened first).",
 )
 @click.option(
     "--client-app",

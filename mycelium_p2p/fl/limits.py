@@ -30,8 +30,9 @@ class Screening:
     ``norm_factor``: a training reply's update (its weights minus the weights sent) may be at
     most this multiple of the round's median update norm. Honest members run the same
     configuration on data of one kind, so their update norms are of one order (measured on
-    the digits task: the largest stays within 1.5x the median, see scripts/bench_poison.py); a
-    factor-5 outlier is a scaled or broken update. The median stays an honest member's value
+    the digits task with 4 and 5 members: the largest at most 1.5x the round's median, see
+    scripts/bench_poison.py); a factor-5 outlier is a scaled or broken update. A bad update
+    under the bound (a sign flip, even x4) is left to the robust default strategy. The median stays an honest member's value
     while fewer than half the replies are bad, so the rule cannot be dragged by the attacker
     it is meant to catch (with two members there is no majority: the rule then sees the mean
     of the two and the absolute cap is the only bound).
