@@ -120,7 +120,7 @@ def attacker(kind: str, honest: ClientApp, seed: int) -> ClientApp:
 class MeasuringGrid(GroupGrid):
     """The product's Grid, also noting each clean training round's largest norm / median."""
 
-    spreads: list[float]
+    spreads: list[tuple[float, float]]  # per clean training round: (largest / median, median)
 
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None
@@ -132,8 +132,9 @@ class MeasuringGrid(GroupGrid):
             for m, r in zip(messages, replies, strict=True)
             if r.has_content() and r.metadata.message_type.startswith("train")
         ]
-        if norms and statistics.median(norms) > 0:
-            self.spreads.append(max(norms) / statistics.median(norms))
+        median = statistics.median(norms) if norms else 0.0
+        if median > 0:
+            self.spreads.append((max(norms) / median, median))
         return replies
 
 
@@ -173,14 +174,16 @@ def held_out(members: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([d.x_test for d in shards]), np.concatenate([d.y_test for d in shards])
 
 
-async def run_seed(args: argparse.Namespace, seed: int, results: dict[str, Any]) -> list[float]:
+async def run_seed(
+    args: argparse.Namespace, seed: int, results: dict[str, Any]
+) -> list[tuple[float, float]]:
     compute = ThreadPoolExecutor(1, thread_name_prefix="compute")
     seed_peer, nodes = await group_of(args.members, seed, compute)
     leader, bad = nodes[0], nodes[-1]
     assert leader.group is not None and leader.group.is_leader
     honest_app = bad.runner.app
     x_test, y_test = held_out(args.members, seed)
-    spreads: list[float] = []
+    spreads: list[tuple[float, float]] = []
     try:
         for scenario in args.scenarios:
             bad.runner.app = attacker(scenario, honest_app, seed)
@@ -252,7 +255,7 @@ def main() -> None:
     logging.getLogger("flwr").setLevel(logging.WARNING)
     started = time.monotonic()
     results: dict[str, Any] = {}
-    spreads: list[float] = []
+    spreads: list[tuple[float, float]] = []
     for seed in range(args.seeds):
         spreads += asyncio.run(run_seed(args, seed, results))
     seconds = time.monotonic() - started
@@ -261,10 +264,12 @@ def main() -> None:
         f"{args.rounds} rounds, {args.seeds} seeds, mean +- std:"
     )
     print(table(results, args.strategies))
+    ratios, medians = [r for r, _ in spreads], [m for _, m in spreads]
     if spreads:
         print(
-            f"honest update norms, clean rounds: largest / median = "
-            f"{max(spreads):.2f} at most, {statistics.median(spreads):.2f} typically"
+            f"honest update norms, clean rounds: largest / median = {max(ratios):.2f} at most, "
+            f"{statistics.median(ratios):.2f} typically; median norm "
+            f"{min(medians):.2f} to {max(medians):.2f}"
         )
     print(f"took {seconds:.0f} s")
     if args.json:
@@ -275,7 +280,8 @@ def main() -> None:
                     "seeds": args.seeds,
                     "members": args.members,
                     "accuracy": results,
-                    "norm_spread_max": max(spreads, default=None),
+                    "norm_spread_max": max(ratios, default=None),
+                    "median_norm_range": [min(medians, default=0), max(medians, default=0)],
                     "seconds": round(seconds, 1),
                 }
             )

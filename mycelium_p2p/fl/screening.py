@@ -19,6 +19,7 @@ as most replies (Flower aborts the round otherwise), and an update norm of at mo
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from collections import Counter
@@ -26,7 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, Error, Message, Metadata, RecordDict
+from flwr.app import ArrayRecord, Error, Message, RecordDict
 from flwr.common.constant import ErrorCode
 
 from .limits import Screening
@@ -124,19 +125,8 @@ def norm_outliers(norms: dict[int, float], limits: Screening) -> dict[int, str]:
 
 def as_error(reply: Message, reason: str) -> Message:
     """``reply`` turned into an Error reply (same ids), which stock strategies skip."""
-    meta = reply.metadata
-    metadata = Metadata(
-        run_id=meta.run_id,
-        message_id=meta.message_id,
-        src_node_id=meta.src_node_id,
-        dst_node_id=meta.dst_node_id,
-        reply_to_message_id=meta.reply_to_message_id,
-        group_id=meta.group_id,
-        created_at=meta.created_at,
-        ttl=meta.ttl,
-        message_type=meta.message_type,
-    )
-    return Message(metadata=metadata, error=Error(ErrorCode.REPLY_MESSAGE_UNAVAILABLE, reason))
+    error = Error(ErrorCode.REPLY_MESSAGE_UNAVAILABLE, reason)
+    return Message(metadata=copy.copy(reply.metadata), error=error)
 
 
 def screen_round(
