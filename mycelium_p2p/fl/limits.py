@@ -40,7 +40,7 @@ class Screening:
 
     ``max_update_norm``: an absolute bound on an update's L2 norm, for rounds where the
     relative rule has no majority to lean on (one or two members, or several colluding):
-    no step of SGD on a sane model moves it this far (a digits round moves it by 0.3 to 0.8).
+    no step of SGD on a sane model moves it this far (a digits round moves it by 0.2 to 0.8).
     """
 
     max_examples: float = 1_000_000
