@@ -31,16 +31,17 @@ class Screening:
     ``norm_factor``: a training reply's update (its weights minus the weights sent) may be at
     most this multiple of the round's median update norm. Honest members run the same
     configuration on data of one kind, so their update norms are of one order (measured on
-    the digits task with 4 and 5 members: the largest at most 1.5x the round's median, see
-    scripts/bench_poison.py); a factor-5 outlier is a scaled or broken update. The median
-    stays an honest member's value while fewer than half the replies are bad, so the attacker
-    the rule is meant to catch cannot drag it (with two members there is no majority: the
-    rule then sees the mean of the two, and only the absolute cap bounds an update). A bad
-    update under the bound (a sign flip, even x4) is left to the robust default strategy.
+    the digits task, scripts/bench_poison.py: the largest at most 1.3x the round's median
+    with 5 members, 1.5x with 4, 2.6x with 3); a factor-5 outlier is a scaled or broken
+    update. The median stays an honest member's value while fewer than half the replies are
+    bad, so the attacker the rule is meant to catch cannot drag it (with two members there is
+    no majority: the rule then sees the mean of the two, and only the absolute cap bounds an
+    update). A bad update under the bound (a sign flip, even x4) is left to the robust
+    default strategy.
 
     ``max_update_norm``: an absolute bound on an update's L2 norm, for rounds where the
     relative rule has no majority to lean on (one or two members, or several colluding):
-    no step of SGD on a sane model moves it this far (a digits round moves it by 0.2 to 0.8).
+    no step of SGD on a sane model moves it this far (a digits round moves it by 0.2 to 1.7).
     """
 
     max_examples: float = 1_000_000
