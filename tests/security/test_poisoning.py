@@ -133,6 +133,8 @@ async def one_round(leader: Any, strategy: str, initial: ArrayRecord, screen: bo
         train_config=ConfigRecord({"lr": 0.05, "local-epochs": 1}),
         evaluate_config=ConfigRecord({}),
     )
+    # FedMedian pops the arrays out of the replies it aggregates: the leader's copy stays whole
+    assert grid.trained and all(len(a) == len(initial) for a in grid.trained.values())
     return flat(result.arrays)
 
 
