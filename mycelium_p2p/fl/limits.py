@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import MyceliumError
+from ..errors import ConfigError, MyceliumError
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,20 @@ class Screening:
     norm_factor: float = 5.0
     max_update_norm: float = 1_000.0
 
+    def __post_init__(self) -> None:
+        _require_positive(self, ("max_examples", "max_update_norm"))
+        if not self.norm_factor >= 1:  # below 1, every round drops its larger half
+            raise ConfigError(f"screening norm_factor must be >= 1, got {self.norm_factor}")
+
+
+def _require_positive(limits: object, names: tuple[str, ...]) -> None:
+    for name in names:
+        value = getattr(limits, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ConfigError(
+                f"{type(limits).__name__}.{name} must be a positive number: {value!r}"
+            )
+
 
 class TrainConfigRefused(MyceliumError):
     """A leader's training configuration holds a value this member will not train with."""
@@ -65,6 +79,9 @@ class TrainCaps:
     max_batch_size: int = 4096
     max_learning_rate: float = 1.0
     max_proximal_mu: float = 10.0
+
+    def __post_init__(self) -> None:
+        _require_positive(self, tuple(self.__dataclass_fields__))
 
     def bounds(self) -> dict[str, tuple[float, bool]]:
         """Train-config key -> (cap, whether 0 is allowed), for the keys the digits task reads."""

@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from mycelium_p2p.fl.limits import TrainCaps, TrainConfigRefused, bound_train_config
+from mycelium_p2p.errors import ConfigError
+from mycelium_p2p.fl.limits import Screening, TrainCaps, TrainConfigRefused, bound_train_config
 
 
 def test_values_over_a_cap_are_lowered_to_it_and_the_rest_pass_as_sent() -> None:
@@ -45,3 +46,19 @@ def test_values_over_a_cap_are_lowered_to_it_and_the_rest_pass_as_sent() -> None
 def test_non_finite_non_positive_or_non_numeric_values_are_refused(key: str, value: object) -> None:
     with pytest.raises(TrainConfigRefused, match=key):
         bound_train_config({key: value}, TrainCaps())
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: TrainCaps(max_local_epochs=0),
+        lambda: TrainCaps(max_learning_rate=math.nan),
+        lambda: TrainCaps(max_batch_size=-1),
+        lambda: Screening(max_examples=0),
+        lambda: Screening(max_update_norm=math.nan),
+        lambda: Screening(norm_factor=0.5),  # would drop the larger half of every round
+    ],
+)
+def test_limits_that_make_no_sense_are_a_config_error(make: object) -> None:
+    with pytest.raises(ConfigError):
+        make()  # type: ignore[operator]
