@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from ..addresses import resolve
+from ..fl.limits import TrainCaps
 from ..node.config import NodeConfig
 from .common import (
     bootstrap_addresses,
@@ -108,9 +109,15 @@ from .common import (
     default=1,
     show_default=True,
     type=click.IntRange(1, 100),
-    help="Local epochs per round.",
+    help=f"Local epochs per round (members train at most their cap, {TrainCaps.max_local_epochs}).",
 )
-@click.option("--lr", default=0.05, show_default=True, type=click.FloatRange(0, 10, min_open=True))
+@click.option(
+    "--lr",
+    default=0.05,
+    show_default=True,
+    type=click.FloatRange(0, 10, min_open=True),
+    help=f"Learning rate (members train with at most their cap, {TrainCaps.max_learning_rate}).",
+)
 @click.option(
     "--migrate/--no-migrate",
     default=True,
