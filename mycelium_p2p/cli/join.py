@@ -10,6 +10,8 @@ from pathlib import Path
 import click
 
 from ..addresses import resolve
+from ..fl.limits import TrainCaps
+from ..node.config import NodeConfig
 from .common import (
     bootstrap_addresses,
     bootstrap_option,
@@ -55,9 +57,10 @@ from .common import (
 @click.option("--invite", help="An invite (from `mycelium-p2p invite`) for an invite-only group.")
 @click.option(
     "--strategy",
-    default="fedavg",
+    default=NodeConfig.strategy,
     show_default=True,
-    type=click.Choice(["fedavg", "fedprox", "fedmedian", "fedtrimmedavg", "krum"]),
+    type=click.Choice(["fedavg", "fedprox", "fedmedian", "fedtrimmedavg", "krum", "multikrum"]),
+    help="How the leader aggregates updates (every reply is screened first).",
 )
 @click.option(
     "--client-app",
@@ -106,9 +109,15 @@ from .common import (
     default=1,
     show_default=True,
     type=click.IntRange(1, 100),
-    help="Local epochs per round.",
+    help=f"Local epochs per round (members train at most their cap, {TrainCaps.max_local_epochs}).",
 )
-@click.option("--lr", default=0.05, show_default=True, type=click.FloatRange(0, 10, min_open=True))
+@click.option(
+    "--lr",
+    default=0.05,
+    show_default=True,
+    type=click.FloatRange(0, 10, min_open=True),
+    help=f"Learning rate (members train with at most their cap, {TrainCaps.max_learning_rate}).",
+)
 @click.option(
     "--migrate/--no-migrate",
     default=True,

@@ -9,7 +9,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Annotated, Any
 
 import msgspec
-from flwr.app import Context, Error, Message, RecordDict
+from flwr.app import ConfigRecord, Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 from msgspec import Meta
@@ -19,6 +19,7 @@ from ..group.member import GroupMember
 from ..group.transport import Channel, Reply
 from ..records.leadership import MAX_CERT_BYTES, MAX_TERM
 from .grid import LEADER_NODE_ID, ensure_task_identity, flower_node_id, make_metadata
+from .limits import TrainCaps, TrainConfigRefused, bound_train_config
 from .wire import WireError, decode_content, encode_content
 from .worker import DEFAULT_APP, ClientProcess, WorkerError
 
@@ -54,6 +55,14 @@ def load_client_app(spec: str) -> ClientApp:
     return app
 
 
+def bound_content(content: RecordDict, caps: TrainCaps) -> RecordDict:
+    """``content`` with each ConfigRecord held to ``caps`` (``bound_train_config``); raises
+    ``TrainConfigRefused``. Arrays and metrics pass untouched."""
+    for name, record in list(content.config_records.items()):
+        content[name] = ConfigRecord(bound_train_config(record, caps))
+    return content
+
+
 def _unavailable(message: Message, reason: str) -> Message:
     return Message(Error(ErrorCode.NODE_UNAVAILABLE, reason), reply_to=message)
 
@@ -68,11 +77,13 @@ class ClientRunner:
         node_config: dict[str, Any],
         executor: Executor | ClientProcess | None = None,
         app_spec: str = DEFAULT_APP,
+        caps: TrainCaps | None = None,
     ) -> None:
         """``executor``: where the ClientApp runs. Default: a thread of this runner's own.
         Nodes sharing a process may share one (see ``Node``); the runner does not shut it down.
         A ``ClientProcess`` runs the app named by ``app_spec`` (``module:attr``, or the digits
         task) in a worker process; Flower's ``context.state`` then lives in that worker.
+        ``caps``: the most training a leader may ask of this member (default ``TrainCaps()``).
         """
         ensure_task_identity()
         self.app = app
@@ -91,6 +102,7 @@ class ClientRunner:
         # waits for nothing else, so a pool given to us only serialises them.
         self._owned = executor is None
         self.app_spec = app_spec
+        self.caps = caps or TrainCaps()
         self._process: ClientProcess | None = None
         self._thread: Executor | None = None
         if isinstance(executor, ClientProcess):
@@ -162,6 +174,10 @@ class ClientRunner:
             content = decode_content(request.records, segments)
         except WireError as exc:
             return Reply.fail("bad-request", str(exc))
+        try:  # the leader chooses the training, within this member's own caps
+            content = bound_content(content, self.caps)
+        except TrainConfigRefused as exc:
+            return Reply.fail("bad-config", str(exc))
         message = Message(
             metadata=make_metadata(
                 message_id=request.mid,

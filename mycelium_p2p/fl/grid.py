@@ -13,6 +13,8 @@ Stock strategies call ``get_node_ids`` and ``send_and_receive`` from the thread 
   (``NODE_UNAVAILABLE``) after the timeout, never a hang.
 - A reply with the wrong arrays, without ``num-examples`` or with metric keys unlike the
   others' would abort ``start()`` (``InconsistentMessageReplies``): it becomes an ``Error``.
+- A reply that would poison the aggregate (NaN or infinite values, a huge update, an absurd
+  ``num-examples``) becomes an ``Error`` too, logged with the member's key: see screening.py.
 - A member in a newer term aborts the round (``StepDown``): a deposed leader completes nothing.
 """
 
@@ -21,9 +23,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import hashlib
+import logging
 import time
 import uuid
-from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -34,10 +36,13 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from ..group.member import GroupMember, StepDown
 from ..group.transport import ChannelError, RemoteError
-from .wire import WireError, array_signature, decode_content, encode_content
+from .limits import Screening
+from .screening import check_reply, screen_round
+from .wire import WireError, decode_content, encode_content
+
+log = logging.getLogger(__name__)
 
 LEADER_NODE_ID = 0
-WEIGHT_KEY = "num-examples"
 LocalClient = Callable[[Message], Awaitable[Message]]
 
 
@@ -108,19 +113,26 @@ class GroupGrid(Grid):
         local_client: LocalClient,
         *,
         reply_timeout: float = 120.0,
+        screening: Screening | None = None,
+        screen: bool = True,
     ) -> None:
+        """``screening``: the limits replies are held to (default ``Screening()``). ``screen``
+        False keeps only the structural checks Flower needs: for measuring what screening buys
+        (scripts/bench_poison.py), never for a real group."""
         ensure_task_identity()
         self.group = group
         self.loop = loop
         self.local_client = local_client
         self.reply_timeout = reply_timeout
+        self.screening = (screening or Screening()) if screen else None
         self.term = group.term
         self._run: Any = None
         self._keys: dict[int, bytes] = {}
         self._pending: dict[str, concurrent.futures.Future[Message]] = {}
         self._inflight: set[concurrent.futures.Future[list[Message]]] = set()
         self._aborted = False
-        #: each member's trained arrays in the latest round (the leader reads their updates)
+        #: each member's trained arrays in the latest round, if they passed screening (the
+        #: leader reads their updates after the strategy has aggregated them)
         self.trained: dict[bytes, ArrayRecord] = {}
 
     # -- Grid's bookkeeping --------------------------------------------------------------------
@@ -213,7 +225,18 @@ class GroupGrid(Grid):
         replies = await asyncio.gather(
             *(self._exchange(m, uuid.uuid4().hex, timeout) for m in messages)
         )
-        return _reject_inconsistent(messages, replies)
+        replies = screen_round(messages, replies, self.screening, self._name)
+        for reply in replies:
+            if reply.has_content() and reply.metadata.message_type.startswith("train"):
+                key = self._keys.get(reply.metadata.src_node_id)
+                if key is not None:
+                    self.trained[key] = _shallow(next(iter(reply.content.array_records.values())))
+        return replies
+
+    def _name(self, node_id: int) -> str:
+        """A member's short name in logs: the start of its key in hex."""
+        key = self._keys.get(node_id)
+        return key.hex()[:8] if key is not None else f"node {node_id}"
 
     async def _exchange(
         self, message: Message, message_id: str, timeout: float | None = None
@@ -242,6 +265,10 @@ class GroupGrid(Grid):
 
         def error(code: int, reason: str) -> Message:
             return Message(metadata=reply_metadata(), error=Error(code, reason))
+
+        def dropped(reason: str) -> Message:  # a reply that came, but is not aggregated
+            log.warning("reply from member %s dropped: %s", self._name(dst), reason)
+            return error(ErrorCode.REPLY_MESSAGE_UNAVAILABLE, reason)
 
         member = self.group.roster.get(key) if key is not None else None
         if member is None:
@@ -290,12 +317,10 @@ class GroupGrid(Grid):
             try:
                 content = decode_content(answer.get("records"), segs)
             except WireError as exc:
-                return error(ErrorCode.REPLY_MESSAGE_UNAVAILABLE, str(exc))
-        problem = _check_reply(message.content, content, meta.message_type)
+                return dropped(str(exc))
+        problem = check_reply(message.content, content, meta.message_type, self.screening)
         if problem is not None:
-            return error(ErrorCode.REPLY_MESSAGE_UNAVAILABLE, problem)
-        if meta.message_type.startswith("train"):
-            self.trained[member.key] = next(iter(content.array_records.values()))
+            return dropped(problem)
         return Message(metadata=reply_metadata(), content=content)
 
     async def _while_present(self, member: Any, request: Any) -> Any:
@@ -317,59 +342,16 @@ class GroupGrid(Grid):
             task.cancel()
 
 
+def _shallow(record: ArrayRecord) -> ArrayRecord:
+    """A new ArrayRecord holding the same Arrays: FedMedian and FedTrimmedAvg pop the arrays
+    out of the replies they aggregate, which must not empty the leader's view of them."""
+    out = ArrayRecord()  # filled in place: ArrayRecord(dict) would rebuild every Array
+    for key, array in record.items():
+        out[key] = array
+    return out
+
+
 def _copy(content: RecordDict) -> RecordDict:
     """A per-destination copy (strategies share one RecordDict between messages)."""
     records, segments = encode_content(content)
     return decode_content(records, segments)
-
-
-def _check_reply(sent: RecordDict, reply: RecordDict, message_type: str) -> str | None:
-    """Why a reply cannot be aggregated, or None."""
-    metrics = reply.metric_records
-    if len(metrics) != 1:
-        return f"expected one MetricRecord, got {len(metrics)}"
-    weight = next(iter(metrics.values())).get(WEIGHT_KEY)
-    if not isinstance(weight, (int, float)) or weight <= 0:
-        return f"metrics lack a positive {WEIGHT_KEY!r}"
-    if message_type.startswith("train"):
-        if len(reply.array_records) != 1:
-            return f"expected one ArrayRecord, got {len(reply.array_records)}"
-        expected = list(array_signature(sent).values())
-        got = list(array_signature(reply).values())
-        if expected and got[0] != expected[0]:
-            return "arrays differ in keys, dtypes or shapes from the model sent"
-    return None
-
-
-def _reject_inconsistent(sent: list[Message], replies: list[Message]) -> list[Message]:
-    """Turn replies whose metric keys differ from the majority's into Error replies."""
-    keysets = {
-        i: frozenset(next(iter(r.content.metric_records.values())).keys())
-        for i, r in enumerate(replies)
-        if r.has_content()
-    }
-    if not keysets:
-        return replies
-    usual, _ = Counter(keysets.values()).most_common(1)[0]
-    out = []
-    for i, reply in enumerate(replies):
-        if i in keysets and keysets[i] != usual:
-            meta = reply.metadata
-            out.append(
-                Message(
-                    metadata=make_metadata(
-                        message_id=meta.message_id,
-                        src=meta.src_node_id,
-                        dst=meta.dst_node_id,
-                        message_type=meta.message_type,
-                        group_id=meta.group_id,
-                        reply_to=meta.reply_to_message_id,
-                    ),
-                    error=Error(
-                        ErrorCode.REPLY_MESSAGE_UNAVAILABLE, "metric keys differ from others"
-                    ),
-                )
-            )
-        else:
-            out.append(reply)
-    return out

@@ -20,6 +20,7 @@ from ..group.member import GroupMember, StepDown
 from ..group.state import ModelSnapshot
 from .client import ClientRunner
 from .grid import GroupGrid
+from .limits import Screening, bound_train_config
 from .npy import to_ndarray
 from .wire import decode_content, encode_content
 
@@ -84,18 +85,28 @@ async def lead_rounds(
     max_rounds: int | None = None,
     on_updates: Callable[[dict[bytes, np.ndarray], ModelSnapshot], None] | None = None,
     gate: asyncio.Event | None = None,
+    screening: Screening | None = None,
 ) -> None:
     """Run rounds while this node leads the term it led when called.
 
     ``on_updates`` gets each member's update of the round (its trained weights minus the model
     it was sent, flattened) and the committed model: the hook for splitting a group.
-    Each round waits for ``gate`` to be set (training can be paused).
+    Each round waits for ``gate`` to be set (training can be paused). Members' replies are
+    held to ``screening`` (default ``Screening()``) before the strategy sees them.
     """
     term = group.term
+    # what we ask of members is what we would do ourselves: within our own caps
+    train_config = bound_train_config(train_config, runner.caps)
     thread = ThreadPoolExecutor(1, thread_name_prefix="strategy")  # not the shared pool
     try:
         own = functools.partial(runner.run, batch=group.group_id)  # with its members' calls
-        grid = GroupGrid(group, asyncio.get_running_loop(), own, reply_timeout=reply_timeout)
+        grid = GroupGrid(
+            group,
+            asyncio.get_running_loop(),
+            own,
+            reply_timeout=reply_timeout,
+            screening=screening,
+        )
         done = 0
         while group.is_leader and group.term == term and (max_rounds is None or done < max_rounds):
             if gate is not None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..dht import DhtConfig
+from ..fl.limits import Screening, TrainCaps
 from ..group.state import Address, GroupConfig
 from ..migration.policy import MigrationConfig
 
@@ -47,7 +48,7 @@ class NodeConfig:
     capacity: int = 10
     policy: str = "open"
     invite: str | None = None
-    strategy: str = "fedavg"
+    strategy: str = "fedmedian"  # robust to a bad member (measured: scripts/bench_poison.py)
     client_app: str | None = None  # "module:attr" of the user's own ClientApp
     isolation: str = "thread"  # where the ClientApp runs: "thread", or "process" (a worker)
     torch_threads: int = 0  # with isolation="process": the worker's torch threads (0: default)
@@ -70,6 +71,8 @@ class NodeConfig:
     presence_interval: float = 30.0  # presence refresh; a new group or role is published at once
     reply_timeout: float = 60.0
     dht: DhtConfig = field(default_factory=DhtConfig)
+    screening: Screening = field(default_factory=Screening)  # what a leader accepts from members
+    train_caps: TrainCaps = field(default_factory=TrainCaps)  # the most a leader may ask of us
 
     def group_config(self) -> GroupConfig:
         return GroupConfig(heartbeat_interval=self.heartbeat_interval)

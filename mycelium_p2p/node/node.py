@@ -110,6 +110,7 @@ class Node(MovingMixin, PublishingMixin):
             self._node_config(),
             executor=compute,
             app_spec=config.client_app or DEFAULT_APP,
+            caps=config.train_caps,
         )
         self.tcp_addr: Address = ("", 0)
         self.migration = MigrationPolicy(config.migration_config())
@@ -340,6 +341,7 @@ class Node(MovingMixin, PublishingMixin):
                     reply_timeout=c.reply_timeout,
                     on_updates=self._split_policy(),
                     gate=self.training,
+                    screening=c.screening,
                 ),
                 name="lead",
             ),
