@@ -5,7 +5,8 @@ Three measurements per blob, each the best of ``--repeat`` runs of ``--n`` calls
 
 - ``verify``: ``verify_record`` as peers call it, Ed25519 included. A valid advert costs three
   signature checks (the charter's, the founder's vote in the certificate, the record's) and a
-  valid heartbeat one, so on valid records this column is mostly Ed25519 (~50-70 µs each here).
+  valid heartbeat one, so on valid records this column is mostly Ed25519 (~50-70 µs each on
+  an idle core; 100-150 µs measured with the machine loaded).
 - ``no-ed25519``: ``verify_record`` with every ``verify_signature`` it reaches (record, charter,
   certificate votes) replaced by ``True``: everything but the cryptography.
 - ``decode``: the decode and schema stages alone (size, envelope, payload and body schema, the
