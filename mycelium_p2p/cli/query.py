@@ -104,9 +104,9 @@ def presence_rows(rosters: list[tuple[GroupAdvert, list[Record]]]) -> list[dict[
             "node_id": node_id_for(r.signer).hex(),
             "group": advert.name,
             "group_id": advert.group_id,
-            "role": r.body["role"],
-            "round": r.body["round"],
-            "addr": f"{r.body['addr'][0]}:{r.body['addr'][1]}",
+            "role": r.body.role,
+            "round": r.body.round,
+            "addr": f"{r.body.addr[0]}:{r.body.addr[1]}",
         }
         for advert, r in newest.values()
     ]

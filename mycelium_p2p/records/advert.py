@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from ..identity import Identity
 from .charter import GroupCharter
 from .envelope import Record, sign_record
-from .kinds import index_topic
+from .kinds import AdvertBody, index_topic
 from .leadership import LeaderCert, decode_cert
 
 
@@ -45,22 +45,24 @@ class GroupAdvert:
         """The advert a verified ``advert`` record carries (its charter and certificate were
         checked when the record was)."""
         body = record.body
-        charter = GroupCharter.verify(body["charter"])
-        host, port = body["leader"]
+        if not isinstance(body, AdvertBody):
+            raise TypeError(f"a {record.kind} record is not an advert")
+        charter = GroupCharter.verify(body.charter)
+        m = body.metrics
         return cls(
             group_id=charter.group_id,
             name=charter.name,
             task=charter.task,
-            leader=(host, port),
+            leader=body.leader,
             leader_key=record.signer,
-            term=body["term"],
+            term=body.term,
             policy=charter.policy,
-            metrics=GroupMetrics(**body["metrics"]),
+            metrics=GroupMetrics(m.accuracy, m.loss, m.round, m.members, m.capacity),
             seq=record.seq,
             issued_at=record.issued_at,
             expires_at=record.expires_at,
             founder=charter.founder,
-            cert=decode_cert(body["cert"]),
+            cert=decode_cert(body.cert),
         )
 
     @property

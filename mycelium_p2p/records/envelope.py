@@ -15,9 +15,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
-import msgpack
+import msgspec
+from msgspec import Meta
 
 from ..errors import (
     BadSignature,
@@ -27,29 +28,28 @@ from ..errors import (
     RecordFromFuture,
     RecordTooLarge,
 )
-from ..identity import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, Identity, verify_signature
-from .kinds import KINDS, RecordKind
-from .schema import Bool, Bytes, Float, Int, Map, Str
+from ..identity import Identity, verify_signature
+from .charter import Signature
+from .kinds import KINDS, PAYLOAD_DECODER, RECORD_VERSION, Payload, RecordKind, payload_decoder
 
 MAX_RECORD_BYTES = 4096  # the largest any kind allows (adverts); most allow 1000
 DEFAULT_CLOCK_SKEW = 30.0
-RECORD_VERSION = 1
 RECORD_DOMAIN = b"mycelium-p2p/record/v1\x00"
 KEY_DOMAIN = b"mycelium-p2p/key/v1\x00"
 
-_PAYLOAD = Map(
-    {
-        "v": Int(RECORD_VERSION, RECORD_VERSION),
-        "kind": Str(max_len=32, min_len=1),
-        "topic": Str(max_len=128, min_len=1),
-        "owned": Bool(),
-        "signer": Bytes(PUBLIC_KEY_SIZE),
-        "seq": Int(),
-        "iat": Float(0.0, 1e11),
-        "exp": Float(0.0, 1e11),
-        "body": Map({}),  # replaced by the kind's schema; only its presence is checked here
-    }
+#: ``[payload bytes, signature]``: the payload stays the exact bytes that were signed.
+_ENVELOPE = msgspec.msgpack.Decoder(
+    tuple[Annotated[bytes, Meta(max_length=MAX_RECORD_BYTES)], Signature]
 )
+
+
+class _Claim(msgspec.Struct):
+    """The one payload field ``signer_of`` reads; the rest is skipped unchecked."""
+
+    signer: bytes
+
+
+_CLAIM = msgspec.msgpack.Decoder(_Claim)
 
 
 def record_key(topic: str, signer: bytes | None = None) -> bytes:
@@ -69,7 +69,7 @@ class Record:
     seq: int
     issued_at: float
     expires_at: float
-    body: Mapping[str, Any] = field(repr=False)
+    body: msgspec.Struct = field(repr=False)  # the kind's body type, e.g. ``AdvertBody``
     blob: bytes = field(repr=False)
 
     @property
@@ -89,7 +89,7 @@ def sign_record(
     identity: Identity,
     kind: str,
     topic: str,
-    body: Mapping[str, Any],
+    body: Mapping[str, Any] | msgspec.Struct,
     *,
     seq: int,
     now: float,
@@ -98,7 +98,7 @@ def sign_record(
 ) -> Record:
     """Sign a record and return it verified, so a bad body fails here and not at every peer."""
     kind_def = _kind(kinds, kind)
-    payload = msgpack.packb(
+    payload = msgspec.msgpack.encode(
         {
             "v": RECORD_VERSION,
             "kind": kind,
@@ -108,11 +108,10 @@ def sign_record(
             "seq": seq,
             "iat": float(now),
             "exp": float(now + ttl),
-            "body": dict(body),
-        },
-        use_bin_type=True,
+            "body": body if isinstance(body, msgspec.Struct) else dict(body),
+        }
     )
-    blob = msgpack.packb([payload, identity.sign(RECORD_DOMAIN + payload)], use_bin_type=True)
+    blob = msgspec.msgpack.encode((payload, identity.sign(RECORD_DOMAIN + payload)))
     return verify_record(blob, now=now, kinds=kinds)
 
 
@@ -123,11 +122,30 @@ def _kind(kinds: Mapping[str, RecordKind], name: str) -> RecordKind:
         raise MalformedRecord(f"unknown record kind {name!r}") from None
 
 
-def _unpack(data: bytes, what: str) -> Any:
+def _decode(
+    blob: bytes, kinds: Mapping[str, RecordKind]
+) -> tuple[Payload, bytes, bytes, RecordKind]:
+    """The decode and schema stages of ``verify_record``: ``(payload, payload bytes,
+    signature, kind)``, or ``MalformedRecord`` naming the offending field."""
+    if not isinstance(blob, bytes):
+        raise MalformedRecord(f"a record is bytes, got {type(blob).__name__}")
+    if len(blob) > MAX_RECORD_BYTES:
+        raise RecordTooLarge(f"record is {len(blob)} bytes; the limit is {MAX_RECORD_BYTES}")
     try:
-        return msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
-    except Exception as exc:  # msgpack raises a zoo of types on garbage
-        raise MalformedRecord(f"{what} is not valid msgpack ({type(exc).__name__})") from None
+        payload_bytes, signature = _ENVELOPE.decode(blob)
+    except msgspec.DecodeError as exc:
+        raise MalformedRecord(f"record envelope [payload, signature]: {exc}") from None
+    decoder = PAYLOAD_DECODER if kinds is KINDS else payload_decoder(kinds)
+    try:
+        payload: Payload = decoder.decode(payload_bytes)
+    except msgspec.DecodeError as exc:
+        raise MalformedRecord(f"record payload: {exc}") from None
+    kind_def = kinds[type(payload).__struct_config__.tag]
+    if len(blob) > kind_def.max_bytes:
+        raise RecordTooLarge(f"{kind_def.name} records are at most {kind_def.max_bytes} bytes")
+    if payload.owned != kind_def.owned:
+        raise MalformedRecord(f"{kind_def.name} records must have owned={kind_def.owned}")
+    return payload, payload_bytes, signature, kind_def
 
 
 def verify_record(
@@ -140,46 +158,22 @@ def verify_record(
 ) -> Record:
     """Check everything about ``blob`` and return the record, or raise a ``RecordError``.
 
-    Checked, cheapest first: size, envelope, payload schema, kind schema and rules, key binding
-    (when ``key`` is given), lifetime against ``now`` with ``skew`` tolerance, and signature.
+    Checked, cheapest first: size, envelope, payload and body types (one decode), the kind's
+    size limit and rules, key binding (when ``key`` is given), lifetime against ``now`` with
+    ``skew`` tolerance, and signature. ``kinds`` other than ``KINDS`` cost a new decoder a call.
     """
-    if not isinstance(blob, bytes):
-        raise MalformedRecord(f"a record is bytes, got {type(blob).__name__}")
-    if len(blob) > MAX_RECORD_BYTES:
-        raise RecordTooLarge(f"record is {len(blob)} bytes; the limit is {MAX_RECORD_BYTES}")
-    outer = _unpack(blob, "record")
-    if (
-        not isinstance(outer, list)
-        or len(outer) != 2
-        or not isinstance(outer[0], bytes)
-        or not isinstance(outer[1], bytes)
-    ):
-        raise MalformedRecord("record envelope must be [payload bytes, signature bytes]")
-    payload_bytes, signature = outer
-    if len(signature) != SIGNATURE_SIZE:
-        raise MalformedRecord(f"signature must be {SIGNATURE_SIZE} bytes")
-    payload = _unpack(payload_bytes, "record payload")
-    if not isinstance(payload, dict) or not isinstance(payload.get("body"), dict):
-        raise MalformedRecord("record payload must be a map with a body map")
-    body = payload["body"]
-    _PAYLOAD.check({**payload, "body": {}}, "record")
-    kind_def = _kind(kinds, payload["kind"])
-    if len(blob) > kind_def.max_bytes:
-        raise RecordTooLarge(f"{kind_def.name} records are at most {kind_def.max_bytes} bytes")
-    kind_def.body.check(body, f"{kind_def.name}.body")
-    if payload["owned"] != kind_def.owned:
-        raise MalformedRecord(f"{kind_def.name} records must have owned={kind_def.owned}")
-    kind_def.check(payload["signer"], payload["topic"], body)
+    payload, payload_bytes, signature, kind_def = _decode(blob, kinds)
+    kind_def.check(payload.signer, payload.topic, payload.body)
 
     record = Record(
-        kind=payload["kind"],
-        topic=payload["topic"],
-        owned=payload["owned"],
-        signer=payload["signer"],
-        seq=payload["seq"],
-        issued_at=float(payload["iat"]),
-        expires_at=float(payload["exp"]),
-        body=body,
+        kind=kind_def.name,
+        topic=payload.topic,
+        owned=payload.owned,
+        signer=payload.signer,
+        seq=payload.seq,
+        issued_at=payload.iat,
+        expires_at=payload.exp,
+        body=payload.body,
         blob=blob,
     )
     if key is not None and key != record.key:
@@ -209,11 +203,10 @@ def next_seq(previous: int, now: float) -> int:
 def signer_of(blob: bytes) -> bytes | None:
     """The signer a blob claims, unverified (for paging); None if it cannot be read."""
     try:
-        payload_bytes, _ = msgpack.unpackb(blob, raw=False)
-        signer = msgpack.unpackb(payload_bytes, raw=False)["signer"]
-    except Exception:
+        payload_bytes, _ = _ENVELOPE.decode(blob)
+        return _CLAIM.decode(payload_bytes).signer
+    except (msgspec.DecodeError, TypeError):
         return None
-    return signer if isinstance(signer, bytes) else None
 
 
 def best_per_signer(records: Iterable[Record]) -> dict[bytes, Record]:

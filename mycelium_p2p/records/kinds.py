@@ -1,4 +1,9 @@
-"""The kinds of record the network stores, their body schemas and their topic rules.
+"""The kinds of record the network stores: their payload and body types and topic rules.
+
+Every record's signed payload is a ``Payload``: a msgpack map of exactly its fields, each
+bounded. Each kind subclasses it, tagged by the payload's ``kind`` field, with the type of its
+``body``; decoding a payload into the union of the kinds' payload types checks it all in one pass
+and names the offending field on refusal (``$.body.metrics.accuracy``).
 
 A record is stored under the DHT key derived from its topic (and, for an *owned* topic, its
 signer), so each kind says which topics it may use. Cross-field rules (a group advert's
@@ -11,19 +16,37 @@ import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Annotated, Any, Literal, Union
+
+import msgspec
+from msgspec import Meta
 
 from ..errors import MalformedRecord
-from .charter import GROUP_ID_HEX_LEN, MAX_CAPACITY, MAX_CHARTER_BYTES, GroupCharter
-from .leadership import MAX_CERT_BYTES, MAX_TERM, check_cert, decode_cert
-from .schema import Blob, Bytes, Float, Int, Map, Str, Tuple
+from .charter import MAX_CAPACITY, MAX_CHARTER_BYTES, GroupCharter, Key
+from .leadership import MAX_CERT_BYTES, MAX_TERM, GroupId, Term, check_cert, decode_cert
 
+RECORD_VERSION = 1
 #: Group adverts are spread over this many index keys so no single DHT key holds them all.
 INDEX_SHARDS = 4
 MAX_PORT = 65535
+MAX_INT64 = 2**63 - 1
 
-GroupIdField = Str(max_len=GROUP_ID_HEX_LEN, min_len=GROUP_ID_HEX_LEN)
-AddressField = Tuple((Str(max_len=253, min_len=1), Int(lo=0, hi=MAX_PORT)))
+Host = Annotated[str, Meta(min_length=1, max_length=253)]
+Port = Annotated[int, Meta(ge=0, le=MAX_PORT)]
+Address = tuple[Host, Port]
+Time = Annotated[float, Meta(ge=0.0, le=1e11)]  # both bounds: NaN and infinities fail
+
+
+class Payload(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="kind"):
+    """The signed fields of every record; each kind's subclass adds its typed ``body``."""
+
+    v: Annotated[int, Meta(ge=RECORD_VERSION, le=RECORD_VERSION)]
+    topic: Annotated[str, Meta(min_length=1, max_length=128)]
+    owned: bool
+    signer: Key
+    seq: Annotated[int, Meta(ge=0, le=MAX_INT64)]
+    iat: Time
+    exp: Time
 
 
 def index_topic(group_id: str) -> str:
@@ -39,55 +62,72 @@ def index_topics() -> list[str]:
 
 @dataclass(frozen=True)
 class RecordKind:
-    """What a kind of record looks like and where it may be stored."""
+    """What a kind of record looks like and where it may be stored. ``payload`` is its
+    ``Payload`` subclass, tagged with ``name``; ``check`` gets its decoded ``body``."""
 
     name: str
-    body: Map
+    payload: type[Payload]
     owned: bool
-    check: Callable[[bytes, str, Mapping[str, Any]], None]
+    check: Callable[[bytes, str, Any], None]
     max_ttl: float = 3600.0
     max_bytes: int = 1000
 
+    def __post_init__(self) -> None:
+        if self.payload.__struct_config__.tag != self.name:
+            raise ValueError(f"the {self.name} kind's payload type must be tagged {self.name!r}")
 
-def _check_advert(signer: bytes, topic: str, body: Mapping[str, Any]) -> None:
+
+def payload_decoder(kinds: Mapping[str, RecordKind]) -> msgspec.msgpack.Decoder[Any]:
+    """A decoder of payloads of exactly these kinds (an unknown ``kind`` is refused)."""
+    payloads = tuple(kind.payload for kind in kinds.values())
+    return msgspec.msgpack.Decoder(Union[payloads])  # noqa: UP007 - a union built at run time
+
+
+class AdvertMetrics(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What a group's leader reports about it (self-reported)."""
+
+    accuracy: Annotated[float, Meta(ge=0.0, le=1.0)]
+    loss: Annotated[float, Meta(ge=0.0, le=1e9)]
+    round: Annotated[int, Meta(ge=0, le=MAX_TERM)]
+    members: Annotated[int, Meta(ge=0, le=MAX_CAPACITY)]
+    capacity: Annotated[int, Meta(ge=1, le=MAX_CAPACITY)]
+
+
+class AdvertBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    charter: Annotated[bytes, Meta(max_length=MAX_CHARTER_BYTES + 80)]
+    leader: Address
+    term: Term
+    cert: Annotated[bytes, Meta(max_length=MAX_CERT_BYTES)]
+    metrics: AdvertMetrics
+
+
+class AdvertPayload(Payload, tag="advert"):
+    body: AdvertBody
+
+
+def _check_advert(signer: bytes, topic: str, body: AdvertBody) -> None:
     """An advert is signed by the leader it names, for the group of the charter it carries,
     with a certificate of the term it claims (see ``leadership.check_cert``)."""
-    charter = GroupCharter.verify(body["charter"])
+    charter = GroupCharter.verify(body.charter)
     if topic != index_topic(charter.group_id):
         raise MalformedRecord(
             f"advert for {charter.group_id} filed under the wrong topic {topic!r}"
         )
-    cert = decode_cert(body["cert"])
+    cert = decode_cert(body.cert)
     check_cert(cert, group_id=charter.group_id, founder=charter.founder)
-    if cert.leader != signer or cert.term != body["term"]:
+    if cert.leader != signer or cert.term != body.term:
         raise MalformedRecord("an advert's signer must be the leader its certificate proves")
-    metrics = body["metrics"]
-    if metrics["capacity"] != charter.capacity or metrics["members"] > charter.capacity:
+    metrics = body.metrics
+    if metrics.capacity != charter.capacity or metrics.members > charter.capacity:
         raise MalformedRecord("advert's capacity or member count contradicts its charter")
 
 
 ADVERT = RecordKind(
     name="advert",
+    payload=AdvertPayload,
     owned=False,
     check=_check_advert,
     max_bytes=4096,
-    body=Map(
-        {
-            "charter": Blob(MAX_CHARTER_BYTES + 80),
-            "leader": AddressField,
-            "term": Int(1, MAX_TERM),
-            "cert": Blob(MAX_CERT_BYTES),
-            "metrics": Map(
-                {
-                    "accuracy": Float(0.0, 1.0),
-                    "loss": Float(0.0, 1e9),
-                    "round": Int(0, MAX_TERM),
-                    "members": Int(0, MAX_CAPACITY),
-                    "capacity": Int(1, MAX_CAPACITY),
-                }
-            ),
-        }
-    ),
 )
 
 
@@ -96,27 +136,33 @@ def roster_topic(group_id: str) -> str:
     return f"roster/{group_id}"
 
 
-def _check_heartbeat(signer: bytes, topic: str, body: Mapping[str, Any]) -> None:
-    if topic != roster_topic(body["group_id"]):
-        raise MalformedRecord(f"heartbeat for {body['group_id']} filed under {topic!r}")
+class HeartbeatBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    group_id: GroupId
+    addr: Address  # where the member serves the group's model (TCP)
+    role: Literal["member", "leader"]
+    round: Annotated[int, Meta(ge=0, le=MAX_INT64)]  # the latest group-model round it holds
+    model_hash: Annotated[bytes, Meta(min_length=32, max_length=32)]
+
+
+class HeartbeatPayload(Payload, tag="heartbeat"):
+    body: HeartbeatBody
+
+
+def _check_heartbeat(signer: bytes, topic: str, body: HeartbeatBody) -> None:
+    if topic != roster_topic(body.group_id):
+        raise MalformedRecord(f"heartbeat for {body.group_id} filed under {topic!r}")
 
 
 HEARTBEAT = RecordKind(
     name="heartbeat",
+    payload=HeartbeatPayload,
     owned=False,
     check=_check_heartbeat,
-    body=Map(
-        {
-            "group_id": GroupIdField,
-            "addr": AddressField,  # where the member serves the group's model (TCP)
-            "role": Str(max_len=16, choices=frozenset({"member", "leader"})),
-            "round": Int(),  # the latest group-model round this member holds
-            "model_hash": Bytes(32),
-        }
-    ),
 )
 
 #: The kinds this version understands, by name. Read-only.
 KINDS: Mapping[str, RecordKind] = MappingProxyType(
     {kind.name: kind for kind in (ADVERT, HEARTBEAT)}
 )
+#: Decodes and checks the payload of a record of any of ``KINDS``.
+PAYLOAD_DECODER = payload_decoder(KINDS)

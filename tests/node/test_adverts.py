@@ -20,7 +20,7 @@ async def test_fast_rounds_publish_few_adverts_and_the_last_round_gets_out(
     published: list[int] = []
 
     async def counting(dht: Any, record: Any) -> int:
-        published.append(record.body["metrics"]["round"])
+        published.append(record.body.metrics.round)
         return await publish_advert(dht, record)
 
     monkeypatch.setattr(node_module, "publish_advert", counting)  # start()
@@ -52,7 +52,7 @@ async def test_presence_goes_out_on_a_new_role_at_once_and_not_with_every_heartb
             for _ in range(tries):
                 records = await seed.get_records(key)
                 mine = [r for r in records if r.signer == member.identity.public_key]
-                if mine and mine[0].body["role"] == role:
+                if mine and mine[0].body.role == role:
                     return True
                 await asyncio.sleep(0.1)
             return False
@@ -63,7 +63,7 @@ async def test_presence_goes_out_on_a_new_role_at_once_and_not_with_every_heartb
 
         async def counting(record: Any) -> int:
             if record.kind == "heartbeat":
-                published.append(record.body["role"])
+                published.append(record.body.role)
             return await put(record)
 
         member.dht.put = counting

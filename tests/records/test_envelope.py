@@ -246,3 +246,96 @@ def test_random_bytes_never_verify_and_never_crash(blob: bytes) -> None:
 
     with pytest.raises(RecordError):
         verify_record(blob, now=time.time())
+
+
+# Any msgpack value, of any type, including the edge cases a schema must refuse.
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**64 - 1),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=80),
+    st.binary(max_size=80),
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(st.one_of(st.text(max_size=8), st.integers(-5, 5)), inner, max_size=3),
+    ),
+    max_leaves=6,
+)
+
+
+@pytest.fixture(scope="module")
+def valid_payloads() -> tuple[Identity, dict[str, bytes]]:
+    """One signer's valid advert and heartbeat payloads, as msgpack (decoded afresh per use)."""
+    from mycelium_p2p.records import roster_topic
+
+    signer = Identity.generate()
+    advert = make_advert(signer, now=NOW)
+    body = {
+        "group_id": GroupAdvert.from_record(advert).group_id,
+        "addr": ["127.0.0.1", 7000],
+        "role": "member",
+        "round": 3,
+        "model_hash": bytes(32),
+    }
+    topic = roster_topic(body["group_id"])
+    heartbeat = sign_record(signer, "heartbeat", topic, body, seq=1, now=NOW, ttl=90)
+    return signer, {
+        kind: msgpack.unpackb(record.blob, raw=False)[0]
+        for kind, record in (("advert", advert), ("heartbeat", heartbeat))
+    }
+
+
+def _paths(value: object, path: tuple = ()) -> list[tuple]:
+    """Every place in a decoded payload: map entries and array items, nested."""
+    found = [path] if path else []
+    if isinstance(value, dict):
+        for name, item in value.items():
+            found += _paths(item, (*path, name))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found += _paths(item, (*path, i))
+    return found
+
+
+def _same_type(old: object, new: object) -> bool:
+    """Whether ``new`` could stand where ``old`` stood (an int may stand for a float)."""
+    if isinstance(old, float):
+        return type(new) in (float, int)
+    return type(new) is type(old)
+
+
+@settings(max_examples=400, deadline=None)
+@given(kind=st.sampled_from(["advert", "heartbeat"]), data=st.data())
+def test_mutated_payloads_are_refused_as_record_errors(
+    valid_payloads: tuple[Identity, dict[str, bytes]], kind: str, data: st.DataObject
+) -> None:
+    """Change, drop or add one field anywhere in a valid payload, re-sign it with the right key:
+    verifying it raises a ``RecordError`` (never another exception); it can verify only when
+    the new value has the old one's type (say, another accuracy in range)."""
+    from mycelium_p2p.errors import RecordError
+
+    signer, payloads = valid_payloads
+    payload = msgpack.unpackb(payloads[kind], raw=False)
+    *parents, last = data.draw(st.sampled_from(_paths(payload)), label="path")
+    container = payload
+    for step in parents:
+        container = container[step]
+    action = data.draw(st.sampled_from(["replace", "drop", "add"]), label="action")
+    old = container[last]
+    if action == "replace":
+        container[last] = data.draw(values, label="value")
+    elif action == "drop":
+        del container[last]  # a list loses an item: a tuple of the wrong length
+    elif isinstance(container, dict):
+        container[data.draw(st.text(max_size=8).filter(lambda k: k not in container))] = 0
+    else:
+        container.append(data.draw(values, label="value"))
+    try:
+        verify_record(resign(signer, payload), now=NOW)
+    except RecordError:
+        return
+    assert action == "replace" and _same_type(old, container[last]), (action, old, container)
