@@ -65,9 +65,9 @@ class DemoState:
         if not gid:
             return None
         # group names come from the network: shown as text, never as rich markup
-        name = escape(str(event.get("group") or gid[:8]))
-        view = self.groups.setdefault(gid, GroupView(gid, name))
-        view.name = name
+        view = self.groups.setdefault(gid, GroupView(gid, escape(str(gid)[:8])))
+        if event.get("group"):
+            view.name = escape(str(event["group"]))
         return view
 
     def _member_of(self, node: NodeView, gid: str | None, at: float) -> None:
