@@ -1,4 +1,10 @@
-"""Peer addresses: ``host:port`` strings, peers files, and resolving names to IPs."""
+"""Peer addresses: ``host:port`` strings, peers files, and resolving names to IPs.
+
+Names are resolved only when this node's own user gives them (bootstrap peers, the address to
+advertise). What peers send is an IP address: ``WireAddress`` refuses anything else where a
+message is decoded, and ``ip_literal`` is the dialler's last check, so nothing a peer sends is
+ever looked up.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +14,26 @@ import ipaddress
 import socket
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Annotated
+
+from msgspec import Meta
 
 from .errors import ConfigError
 
 Address = tuple[str, int]
+
+#: An IP address as peers send it (IPv4 dotted or IPv6: digits, hex, dots, colons).
+IpHost = Annotated[str, Meta(min_length=2, max_length=45, pattern=r"^[0-9A-Fa-f.:]+$")]
+Port = Annotated[int, Meta(ge=0, le=65535)]
+WireAddress = tuple[IpHost, Port]
+
+
+def ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """``host`` as an IP address, or None when it is not one (a name is never looked up)."""
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
 
 
 def parse_address(text: str, default_port: int | None = None) -> Address:

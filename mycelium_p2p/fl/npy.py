@@ -33,6 +33,38 @@ def _header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
     return out.getvalue()
 
 
+def _plain(array: Array) -> tuple[np.dtype, tuple[int, ...], bytes] | None:
+    """The dtype, shape and exact header of an array ``np.save`` could have written with our
+    fast path, or None."""
+    if array.stype != SType.NUMPY:
+        return None
+    try:
+        dtype = np.dtype(array.dtype)
+    except TypeError:
+        return None
+    if dtype.kind not in _PLAIN_KINDS or dtype.fields is not None:
+        return None
+    shape = tuple(int(d) for d in array.shape)
+    return dtype, shape, _header(dtype, shape)
+
+
+def well_formed(array: Array) -> bool:
+    """Whether ``array.data`` is exactly the ``.npy`` bytes of its dtype and shape (or, for an
+    array our fast path does not cover, parses to that dtype and shape). Peers' arrays are
+    checked with this before anything reads them."""
+    plain = _plain(array)
+    if plain is not None:
+        dtype, shape, header = plain
+        size = len(header) + dtype.itemsize * math.prod(shape)
+        if len(array.data) == size and array.data.startswith(header):
+            return True
+    try:
+        value = Array.numpy(array)
+    except Exception:  # np.load raises a zoo of types on hostile bytes
+        return False
+    return value.shape == tuple(array.shape) and str(value.dtype) == array.dtype
+
+
 def to_ndarray(array: Array) -> np.ndarray:
     """What ``array.numpy()`` returns (a new, writable array), without parsing its header."""
     if array.stype == SType.NUMPY:

@@ -11,7 +11,7 @@ from typing import Any
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from ..errors import MyceliumError
-from .npy import NpyArray
+from .npy import NpyArray, well_formed
 
 _MAX_RECORDS = 64
 _MAX_ARRAYS = 4096
@@ -57,12 +57,15 @@ def decode_content(records: Any, segments: list[bytes]) -> RecordDict:
                 for key, dtype, shape, stype, index in payload:
                     if not (isinstance(index, int) and 0 <= index < len(segments)):
                         raise WireError(f"array {key!r} points at a missing segment")
-                    arrays[str(key)] = NpyArray(
+                    array = NpyArray(
                         dtype=str(dtype),
                         shape=tuple(int(d) for d in shape),
                         stype=str(stype),
                         data=segments[index],
                     )
+                    if any(d < 0 for d in array.shape) or not well_formed(array):
+                        raise WireError(f"array {key!r}: its bytes are not its dtype and shape")
+                    arrays[str(key)] = array
                 out[name] = arrays
             elif kind == "c":
                 out[name] = ConfigRecord(payload)

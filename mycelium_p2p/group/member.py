@@ -386,6 +386,8 @@ class GroupMember(MemberRequests, RosterUpkeep, ModelCommits):
             leader, addr = reply.leader, reply.addr
             if leader is None or addr is None or leader in (self.me, replacing):
                 continue  # nobody, or the one that failed
+            if leader in self.roster:  # where we know it to be, not where one answer says
+                addr = self.roster[leader].addr
             named.setdefault((reply.term, leader), []).append(addr)
             if reply.cert is not None and reply.term >= self.term:
                 try:

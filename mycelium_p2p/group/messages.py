@@ -13,15 +13,14 @@ from typing import Annotated, Any, TypeVar
 import msgspec
 from msgspec import Meta
 
+from ..addresses import IpHost, Port, WireAddress
 from ..records.charter import MAX_CHARTER_BYTES, Key, Signature
 from ..records.leadership import MAX_CERT_BYTES, MAX_TERM, GroupId
 
 Round = Annotated[int, Meta(ge=0, le=MAX_TERM)]
 TermNo = Annotated[int, Meta(ge=0, le=MAX_TERM)]
-Host = Annotated[str, Meta(min_length=1, max_length=253)]
-Port = Annotated[int, Meta(ge=1, le=65535)]
-Address = tuple[Host, Port]
-RosterEntry = tuple[Key, Host, Port, Round]
+Address = WireAddress  # peers send IP addresses, never names
+RosterEntry = tuple[Key, IpHost, Port, Round]
 #: A roster's version: (the term of the leader that made it, its count of changes in that term)
 RosterVersion = tuple[TermNo, Round]
 Roster = Annotated[list[RosterEntry], Meta(max_length=64)]

@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..addresses import ip_literal
 from ..aio import OwnerClosed, TaskOwner
 from ..identity import Identity
 from .frames import ByteStream, ChannelError, FrameSocket, Segments, SocketStream
@@ -258,13 +259,18 @@ class ChannelServer:
     async def _secure(self, raw: SocketStream, expected: bytes | None) -> tuple[ByteStream, bytes]:
         """Run the handshake (as initiator when ``expected`` is given); the stream frames
         travel on, and the peer's proven key."""
-        session = await handshake(
-            raw,
-            self._credentials,
-            initiator=expected is not None,
-            expected=expected,
-            prologue=PLAINTEXT_PROLOGUE if self.insecure_plaintext else PROLOGUE,
-        )
+        try:
+            session = await handshake(
+                raw,
+                self._credentials,
+                initiator=expected is not None,
+                expected=expected,
+                prologue=PLAINTEXT_PROLOGUE if self.insecure_plaintext else PROLOGUE,
+            )
+        except (ChannelError, OSError):
+            raise
+        except Exception as exc:  # noiseprotocol's own errors on hostile input (a low-order key)
+            raise ChannelError(f"handshake refused: {type(exc).__name__}: {exc}") from None
         stream = raw if self.insecure_plaintext else NoiseStream(raw, session)
         return stream, session.peer_key
 
@@ -324,17 +330,19 @@ class ChannelServer:
             if (channel := self.channel(peer_key)) is not None:
                 return channel
             loop = asyncio.get_running_loop()
+            ip = ip_literal(address[0])  # peers send addresses: a name is never looked up
+            if ip is None:
+                raise ChannelError(f"cannot connect to {address[0]!r}: not an IP address")
             try:
-                infos = await loop.getaddrinfo(address[0], address[1], type=socket.SOCK_STREAM)
-                family, kind, proto, _, addr = infos[0]
-                sock = socket.socket(family, kind, proto)
+                family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+                sock = socket.socket(family, socket.SOCK_STREAM)
                 sock.setblocking(False)
                 try:
-                    await asyncio.wait_for(loop.sock_connect(sock, addr), timeout)
+                    await asyncio.wait_for(loop.sock_connect(sock, (str(ip), address[1])), timeout)
                 except BaseException:
                     sock.close()
                     raise
-            except (OSError, asyncio.TimeoutError) as exc:
+            except (OSError, OverflowError, asyncio.TimeoutError) as exc:
                 raise ChannelError(
                     f"cannot connect to {address[0]}:{address[1]}: {str(exc) or 'timed out'}"
                 ) from None

@@ -7,8 +7,9 @@ from flwr.app import ConfigRecord, RecordDict
 from ..fl.client import ClientRunner
 from ..fl.grid import leader_message
 from ..fl.leader import arrays_of, metric
+from ..group.messages import BadMessage, ModelReply, parse
 from ..group.state import ModelSnapshot
-from ..group.transport import ChannelServer
+from ..group.transport import ChannelError, ChannelServer
 from ..records import GroupAdvert
 
 
@@ -34,7 +35,11 @@ async def fetch_model(
     header, segments = await channels.request(
         advert.leader, advert.leader_key, "g.model", {"gid": advert.group_id}, timeout=timeout
     )
-    snapshot = ModelSnapshot.of(int(header["round"]), header["content"], segments)
-    if header.get("content") is None or snapshot.digest != header.get("digest"):
+    try:
+        reply = parse(ModelReply, header)
+        snapshot = ModelSnapshot.of(reply.round, reply.content, segments)
+    except (BadMessage, TypeError, ValueError) as exc:
+        raise ChannelError(f"{advert.name}'s model reply is malformed: {exc}") from None
+    if reply.content is None or snapshot.digest != reply.digest:
         return ModelSnapshot()
     return snapshot

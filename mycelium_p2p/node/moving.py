@@ -58,6 +58,8 @@ class MovingMixin:
                 await self.evaluate_groups()
             except MyceliumError as exc:  # a peer went away mid-check: try again next time
                 log.info("migration check failed: %s", exc)
+            except Exception:  # nothing a peer sends may end migration for good
+                log.exception("migration check failed")
 
     async def evaluate_groups(self) -> str:
         """Measure our group and a few candidates on our own data; move if it clearly pays.
@@ -81,10 +83,15 @@ class MovingMixin:
         for advert in candidates:
             try:
                 model = await fetch_model(self.channels, advert, self.config.reply_timeout)
+                measured = await score(self.runner, model)
             except (ChannelError, RemoteError) as exc:
-                log.debug("cannot fetch %s's model: %s", advert.name, exc)
+                log.info("cannot measure %s's model: %s", advert.name, exc)
                 continue
-            measured = await score(self.runner, model)
+            except Exception as exc:  # one candidate's bad model never ends the check
+                log.warning(
+                    "cannot measure %s's model: %s: %s", advert.name, type(exc).__name__, exc
+                )
+                continue
             if measured is not None:
                 scores[advert.group_id] = measured
         decision = self.migration.decide(own, scores, time.monotonic())

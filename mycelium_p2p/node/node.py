@@ -23,7 +23,7 @@ from typing import Any
 from flwr.app import ArrayRecord
 from flwr.clientapp import ClientApp
 
-from ..addresses import reachable_ip
+from ..addresses import ip_literal, reachable_ip, resolve
 from ..aio import TaskOwner
 from ..dht import DhtNode, fetch_adverts, publish_advert
 from ..errors import BootstrapError, ConfigError
@@ -169,6 +169,8 @@ class Node(MovingMixin, PublishingMixin):
         await self.dht.listen(c.port, c.host)
         _, tcp_port = await self.channels.listen(c.host, c.port or 0)
         advertise = c.advertise_host or reachable_ip(c.host, c.bootstrap)
+        if ip_literal(advertise) is None:  # our own user's name: peers are sent the address
+            ((advertise, _),) = await resolve([(advertise, tcp_port)])
         self.tcp_addr = (advertise, tcp_port)
         if c.bootstrap:
             await self._bootstrap()

@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal, Union
 import msgspec
 from msgspec import Meta
 
+from ..addresses import WireAddress
 from ..errors import MalformedRecord
 from .charter import MAX_CAPACITY, MAX_CHARTER_BYTES, GroupCharter, Key
 from .leadership import MAX_CERT_BYTES, MAX_TERM, GroupId, Term, check_cert, decode_cert
@@ -28,12 +29,9 @@ from .leadership import MAX_CERT_BYTES, MAX_TERM, GroupId, Term, check_cert, dec
 RECORD_VERSION = 1
 #: Group adverts are spread over this many index keys so no single DHT key holds them all.
 INDEX_SHARDS = 4
-MAX_PORT = 65535
 MAX_INT64 = 2**63 - 1
 
-Host = Annotated[str, Meta(min_length=1, max_length=253)]
-Port = Annotated[int, Meta(ge=0, le=MAX_PORT)]
-Address = tuple[Host, Port]
+Address = WireAddress  # peers send IP addresses, never names
 Time = Annotated[float, Meta(ge=0.0, le=1e11)]  # both bounds: NaN and infinities fail
 
 
