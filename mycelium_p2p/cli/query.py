@@ -184,9 +184,10 @@ def id_(data_dir: Path, as_json: bool) -> None:
 )
 @data_dir_option
 def invite(group_ref: str, node_key: str, ttl: float, data_dir: Path) -> None:
-    """Issue an invite into an invite-only group this node belongs to, signed by this node.
-    The group's leader admits the invited node while this node is still a member."""
+    """Issue an invite into an invite-only group this node founded (only a group's founder
+    invites), signed by this node's key."""
     from ..group.invite import issue_invite
+    from ..records.charter import GroupCharter
 
     try:
         member_key = bytes.fromhex(node_key)
@@ -201,4 +202,10 @@ def invite(group_ref: str, node_key: str, ttl: float, data_dir: Path) -> None:
         raise click.ClickException(f"--group {group_ref} {reason} (known here: {known or 'none'})")
     identity = Identity.load(data_dir / KEY_FILE)
     group_id = charters[0].stem
+    founder = GroupCharter.verify(charters[0].read_bytes(), group_id).founder
+    if founder != identity.public_key:
+        raise click.ClickException(
+            f"only the founder of group {group_id} can invite (its founder is "
+            f"{founder.hex()[:16]}…, this node is {identity.public_key.hex()[:16]}…)"
+        )
     click.echo(issue_invite(identity, group_id, member_key, now=time.time(), ttl=ttl))

@@ -129,7 +129,7 @@ class MemberRequests:
                         req.invite,
                         group_id=self.group_id,
                         member_key=peer,
-                        members=self.roster.keys(),
+                        inviters={self.info.founder},
                         now=time.time(),
                     )
                 except InviteError as exc:

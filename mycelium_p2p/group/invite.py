@@ -1,7 +1,8 @@
-"""Invites to invite-only groups: a member's signature over (group, invited key, expiry).
+"""Invites to invite-only groups: the founder's signature over (group, invited key, expiry).
 
-No key signs for a group, so a member vouches with its own node key; the leader admits the
-invited node only while the inviter is in the roster (an ex-member's invites stop working).
+No key signs for a group: the founder, who chose to make it invite-only, vouches with its own
+node key (named in the charter). Only the founder may invite: were any member allowed to, one
+member could invite keys of its own until they outvote everyone else.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ MAX_INVITE_CHARS = 400
 
 
 class InviteError(MyceliumError):
-    """An invite is malformed, expired, for someone else, or not signed by a member."""
+    """An invite is malformed, expired, for someone else, or not signed by the founder."""
 
 
 class _Invite(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
@@ -56,8 +57,8 @@ def _signed_bytes(group_id: str, member_key: bytes, expires_at: float) -> bytes:
 def issue_invite(
     inviter: Identity, group_id: str, member_key: bytes, *, now: float, ttl: float
 ) -> str:
-    """An invite, signed by member ``inviter``, for ``member_key`` into ``group_id``, valid
-    for ``ttl`` seconds, as text."""
+    """An invite, signed by ``inviter`` (the group's founder), for ``member_key`` into
+    ``group_id``, valid for ``ttl`` seconds, as text."""
     if len(member_key) != PUBLIC_KEY_SIZE:
         raise InviteError(f"a node key is {PUBLIC_KEY_SIZE} bytes, got {len(member_key)}")
     if not (math.isfinite(ttl) and ttl > 0):
@@ -71,10 +72,10 @@ def issue_invite(
 
 
 def verify_invite(
-    text: str, *, group_id: str, member_key: bytes, members: Collection[bytes], now: float
+    text: str, *, group_id: str, member_key: bytes, inviters: Collection[bytes], now: float
 ) -> Invite:
     """The invite in ``text`` if it admits ``member_key`` to ``group_id`` now, signed by one of
-    ``members`` (the current roster). Raises ``InviteError`` saying why not."""
+    ``inviters`` (the group's founder). Raises ``InviteError`` saying why not."""
     if not isinstance(text, str) or not text.startswith(INVITE_PREFIX):
         raise InviteError("not an invite (it should start with 'myc-invite-')")
     if len(text) > MAX_INVITE_CHARS:
@@ -91,8 +92,8 @@ def verify_invite(
         raise InviteError("the invite was issued to another node key")
     if not invite.expires_at > now:  # also refuses NaN
         raise InviteError("the invite has expired")
-    if invite.inviter not in members:
-        raise InviteError("the invite was signed by a node that is not a member of the group")
+    if invite.inviter not in inviters:
+        raise InviteError("the invite was not signed by the group's founder")
     signed = _signed_bytes(invite.group_id, invite.member_key, invite.expires_at)
     if not verify_signature(invite.inviter, invite.signature, signed):
         raise InviteError("the invite's signature is not its inviter's")

@@ -15,13 +15,13 @@ NOW = 1_800_000_000.0
 GID = "0123456789abcdef"
 
 
-def test_a_members_invite_admits_its_node_into_its_group_until_it_expires() -> None:
+def test_the_founders_invite_admits_its_node_into_its_group_until_it_expires() -> None:
     member, node = Identity.generate(), Identity.generate()
     text = issue_invite(member, GID, node.public_key, now=NOW, ttl=60)
-    roster = {member.public_key}
+    founder = {member.public_key}
 
     def check(**kw):
-        args = {"group_id": GID, "member_key": node.public_key, "members": roster, "now": NOW}
+        args = {"group_id": GID, "member_key": node.public_key, "inviters": founder, "now": NOW}
         return verify_invite(text, **{**args, **kw})
 
     invite = check()
@@ -32,8 +32,8 @@ def test_a_members_invite_admits_its_node_into_its_group_until_it_expires() -> N
         check(member_key=Identity.generate().public_key)
     with pytest.raises(InviteError, match="not this one"):
         check(group_id="f" * 16)
-    with pytest.raises(InviteError, match="not a member"):
-        check(members={Identity.generate().public_key})  # the inviter has left the group
+    with pytest.raises(InviteError, match="not signed by the group's founder"):
+        check(inviters={Identity.generate().public_key})  # any other member, or anyone
 
 
 @pytest.mark.parametrize(
@@ -42,7 +42,7 @@ def test_a_members_invite_admits_its_node_into_its_group_until_it_expires() -> N
 )
 def test_garbage_is_refused_with_a_reason(text: str) -> None:
     with pytest.raises(InviteError):
-        verify_invite(text, group_id=GID, member_key=bytes(32), members={bytes(32)}, now=NOW)
+        verify_invite(text, group_id=GID, member_key=bytes(32), inviters={bytes(32)}, now=NOW)
 
 
 def _fields(text: str) -> list:
@@ -62,7 +62,7 @@ def test_an_invite_signed_by_someone_else_is_refused() -> None:
     text = _text([*_fields(genuine)[:4], _fields(forged)[4]])
     with pytest.raises(InviteError, match="signature"):
         verify_invite(
-            text, group_id=GID, member_key=node.public_key, members={member.public_key}, now=NOW
+            text, group_id=GID, member_key=node.public_key, inviters={member.public_key}, now=NOW
         )
 
 
@@ -76,6 +76,6 @@ def test_an_invite_whose_expiry_is_not_a_time_is_refused(expiry: object) -> None
             _text(fields),
             group_id=GID,
             member_key=node.public_key,
-            members={member.public_key},
+            inviters={member.public_key},
             now=NOW,
         )
