@@ -68,10 +68,12 @@ class ModelCommits:
         new to us and its certificate proves it), else the refusal code."""
         if term < self.term:
             return "stale-term"
-        if term == self.term and sender == self.leader_key and not self.is_leader:
+        # whom we follow in *this* term (having voted in a term adopts it, with no leader yet)
+        known = self.leader_key if self.cert is not None and self.cert.term == term else None
+        if known is not None and sender == known and not self.is_leader:
             self._lease_until = self._now() + self.config.lease_timeout
             return None
-        if term == self.term and (self.is_leader or self.leader_key is not None):
+        if known is not None:
             return "not-leader"  # one leader a term: a second claim proves nothing
         try:
             cert = decode_cert(cert_blob or b"")
