@@ -214,3 +214,42 @@ async def test_a_channel_closes_before_its_nonces_run_out() -> None:
         with pytest.raises(ChannelError, match="nonces exhausted"):
             await channel.request("one-too-many", timeout=5)
         await wait_for(lambda: channel.closed and not server_b._channels, 5, "the close")
+
+
+@run_async(timeout=30)
+async def test_a_channel_answers_at_most_max_in_flight_requests_at_once() -> None:
+    """A peer's 20 concurrent requests to a handler that blocks: 3 run (the channel reads no
+    further meanwhile), none is dropped, and all 20 are answered once the handler unblocks."""
+    running, most = 0, 0
+    release = asyncio.Event()
+
+    async def blocking(channel, method, header, segments):
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        try:
+            await release.wait()
+        finally:
+            running -= 1
+        return Reply({"i": header["i"]})
+
+    a, b = Identity.generate(), Identity.generate()
+    server_a = ChannelServer(a, blocking, max_in_flight=3)
+    server_b = ChannelServer(b, echo)
+    try:
+        addr_a = await server_a.listen("127.0.0.1", 0)
+        calls = [
+            asyncio.create_task(server_b.request(addr_a, a.public_key, "w", {"i": i}, timeout=20))
+            for i in range(20)
+        ]
+        await wait_for(lambda: running == 3, 5, "3 requests running")
+        await asyncio.sleep(0.3)  # the others stay queued, unread
+        assert running == 3 and most == 3
+        assert len(server_a.tasks) <= 3 + 2  # 3 answers, a reader, the accept loop
+        release.set()
+        replies = await asyncio.gather(*calls)
+        assert sorted(header["i"] for header, _ in replies) == list(range(20))
+        assert most == 3
+    finally:
+        await server_a.close()
+        await server_b.close()
