@@ -78,7 +78,8 @@ class Reply:
 
 class Channel:
     """One authenticated connection. ``request`` sends and awaits a reply; incoming requests
-    go to the handler. Either side may send requests. ``on_close`` runs once, when it closes."""
+    go to the handler, ``max_in_flight`` at a time (the rest wait unread, in the peer's socket).
+    Either side may send requests. ``on_close`` runs once, when it closes."""
 
     def __init__(
         self,
@@ -181,27 +182,24 @@ class Channel:
         """Handle one request and write its reply, holding its in-flight slot until then (a
         peer that never reads cannot make the node queue more than a slot's worth of replies)."""
         try:
-            await self._handle(header, segments)
+            payload = header.get("h")
+            if self._handler is None or not isinstance(payload, dict):
+                reply = Reply.fail("bad-request", "this end takes no requests")
+            else:
+                try:
+                    reply = await self._handler(self, header["m"], payload, segments)
+                except Exception as exc:  # a handler bug must not kill the connection
+                    log.exception("handler for %s failed", header["m"])
+                    reply = Reply.fail("internal", f"{type(exc).__name__}: {exc}")
+            out: dict[str, Any] = {"t": "r", "id": header.get("id")}
+            if reply.error is not None:
+                out["err"] = list(reply.error)
+            else:
+                out["h"] = reply.header
+            with contextlib.suppress(ConnectionError, OSError, ChannelError):
+                await self._send(out, reply.segments if not reply.error else ())
         finally:
             self._slots.release()
-
-    async def _handle(self, header: dict[str, Any], segments: list[bytes]) -> None:
-        payload = header.get("h")
-        if self._handler is None or not isinstance(payload, dict):
-            reply = Reply.fail("bad-request", "this end takes no requests")
-        else:
-            try:
-                reply = await self._handler(self, header["m"], payload, segments)
-            except Exception as exc:  # a handler bug must not kill the connection
-                log.exception("handler for %s failed", header["m"])
-                reply = Reply.fail("internal", f"{type(exc).__name__}: {exc}")
-        out: dict[str, Any] = {"t": "r", "id": header.get("id")}
-        if reply.error is not None:
-            out["err"] = list(reply.error)
-        else:
-            out["h"] = reply.header
-        with contextlib.suppress(ConnectionError, OSError, ChannelError):
-            await self._send(out, reply.segments if not reply.error else ())
 
     async def _send(self, header: dict[str, Any], segments: Segments) -> None:
         """Write one frame. A write that fails or is interrupted leaves the stream unusable
@@ -225,10 +223,9 @@ class Channel:
 class ChannelServer:
     """Accepts channels on a TCP port and keeps the latest authenticated channel per peer key.
 
-    ``max_in_flight`` bounds each channel's requests being answered at once (the rest wait
-    unread, in the peer's socket). ``insecure_plaintext`` (both ends must choose it; logged as a
-    warning) leaves frames unencrypted, to measure what encryption costs. Never use it between
-    real nodes.
+    ``max_in_flight``: see ``Channel``. ``insecure_plaintext`` (both ends must choose it; logged
+    as a warning) leaves frames unencrypted, to measure what encryption costs. Never use it
+    between real nodes.
     """
 
     def __init__(
