@@ -9,6 +9,11 @@ authentication closes the channel. Frames over ``max_frame`` bytes are refused b
 body is read. Before the handshake ends nothing is read but small handshake messages, on the
 event loop, within ``HANDSHAKE_TIMEOUT``.
 
+A peer's requests are answered ``max_in_flight`` at a time per channel (``MAX_IN_FLIGHT``): a
+request holds its slot until its reply is written, and while every slot is taken the channel
+reads nothing more from that peer, so TCP flow control pushes back on it. A peer that pipelines
+requests without reading the replies makes the node hold a few tasks and replies, not one each.
+
 ``insecure_plaintext=True`` (both ends, for measurement only) keeps the authenticating handshake
 but sends frames unencrypted; its own prologue makes a mismatch fail the handshake, so the two
 settings never talk to each other.
@@ -44,6 +49,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_FRAME = 512 * 2**20
 HANDSHAKE_TIMEOUT = 5.0
+MAX_IN_FLIGHT = 8  # requests per channel being answered (or their replies written) at once
 
 Handler = Callable[["Channel", str, dict[str, Any], list[bytes]], Awaitable["Reply"]]
 
@@ -72,7 +78,8 @@ class Reply:
 
 class Channel:
     """One authenticated connection. ``request`` sends and awaits a reply; incoming requests
-    go to the handler. Either side may send requests. ``on_close`` runs once, when it closes."""
+    go to the handler, ``max_in_flight`` at a time (the rest wait unread, in the peer's socket).
+    Either side may send requests. ``on_close`` runs once, when it closes."""
 
     def __init__(
         self,
@@ -83,6 +90,7 @@ class Channel:
         max_frame: int,
         tasks: TaskOwner,
         on_close: Callable[[Channel], None] | None = None,
+        max_in_flight: int = MAX_IN_FLIGHT,
     ) -> None:
         self.peer_key = peer_key
         self.peer_address = io.peername
@@ -94,6 +102,7 @@ class Channel:
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[tuple[dict[str, Any], list[bytes]]]] = {}
         self._send_lock = asyncio.Lock()
+        self._slots = asyncio.Semaphore(max_in_flight)  # requests of the peer's being answered
         self._closed = asyncio.Event()
         self._reader_task = tasks.spawn(self._read_loop(), name="channel-reader")
 
@@ -139,7 +148,14 @@ class Channel:
                     if future is not None and not future.done():
                         future.set_result((header, segments))
                 elif kind == "q" and isinstance(header.get("m"), str):
-                    self._tasks.spawn(self._answer(header, segments), name="channel-request")
+                    # backpressure: with every slot taken, read nothing more from this peer
+                    # (replies to our own requests wait too; a request's timeout ends that)
+                    await self._slots.acquire()
+                    try:
+                        self._tasks.spawn(self._answer(header, segments), name="channel-request")
+                    except BaseException:
+                        self._slots.release()
+                        raise
                 else:
                     raise ChannelError("frame is neither request nor reply")
         except (ConnectionError, OSError) as exc:
@@ -163,22 +179,27 @@ class Channel:
                 self._on_close(self)
 
     async def _answer(self, header: dict[str, Any], segments: list[bytes]) -> None:
-        payload = header.get("h")
-        if self._handler is None or not isinstance(payload, dict):
-            reply = Reply.fail("bad-request", "this end takes no requests")
-        else:
-            try:
-                reply = await self._handler(self, header["m"], payload, segments)
-            except Exception as exc:  # a handler bug must not kill the connection
-                log.exception("handler for %s failed", header["m"])
-                reply = Reply.fail("internal", f"{type(exc).__name__}: {exc}")
-        out: dict[str, Any] = {"t": "r", "id": header.get("id")}
-        if reply.error is not None:
-            out["err"] = list(reply.error)
-        else:
-            out["h"] = reply.header
-        with contextlib.suppress(ConnectionError, OSError, ChannelError):
-            await self._send(out, reply.segments if not reply.error else ())
+        """Handle one request and write its reply, holding its in-flight slot until then (a
+        peer that never reads cannot make the node queue more than a slot's worth of replies)."""
+        try:
+            payload = header.get("h")
+            if self._handler is None or not isinstance(payload, dict):
+                reply = Reply.fail("bad-request", "this end takes no requests")
+            else:
+                try:
+                    reply = await self._handler(self, header["m"], payload, segments)
+                except Exception as exc:  # a handler bug must not kill the connection
+                    log.exception("handler for %s failed", header["m"])
+                    reply = Reply.fail("internal", f"{type(exc).__name__}: {exc}")
+            out: dict[str, Any] = {"t": "r", "id": header.get("id")}
+            if reply.error is not None:
+                out["err"] = list(reply.error)
+            else:
+                out["h"] = reply.header
+            with contextlib.suppress(ConnectionError, OSError, ChannelError):
+                await self._send(out, reply.segments if not reply.error else ())
+        finally:
+            self._slots.release()
 
     async def _send(self, header: dict[str, Any], segments: Segments) -> None:
         """Write one frame. A write that fails or is interrupted leaves the stream unusable
@@ -202,8 +223,9 @@ class Channel:
 class ChannelServer:
     """Accepts channels on a TCP port and keeps the latest authenticated channel per peer key.
 
-    ``insecure_plaintext`` (both ends must choose it; logged as a warning) leaves frames
-    unencrypted, to measure what encryption costs. Never use it between real nodes.
+    ``max_in_flight``: see ``Channel``. ``insecure_plaintext`` (both ends must choose it; logged
+    as a warning) leaves frames unencrypted, to measure what encryption costs. Never use it
+    between real nodes.
     """
 
     def __init__(
@@ -212,11 +234,15 @@ class ChannelServer:
         handler: Handler,
         *,
         max_frame: int = DEFAULT_MAX_FRAME,
+        max_in_flight: int = MAX_IN_FLIGHT,
         insecure_plaintext: bool = False,
     ) -> None:
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
         self.identity = identity
         self.handler = handler
         self.max_frame = max_frame
+        self.max_in_flight = max_in_flight
         self.insecure_plaintext = insecure_plaintext
         if insecure_plaintext:
             log.warning(
@@ -299,6 +325,7 @@ class ChannelServer:
             max_frame=self.max_frame,
             tasks=self.tasks,
             on_close=self._forget,
+            max_in_flight=self.max_in_flight,
         )
 
     def _adopt(self, channel: Channel) -> None:

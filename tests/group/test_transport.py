@@ -9,10 +9,13 @@ import itertools
 import struct
 
 import msgpack
+import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from noise.connection import Keypair, NoiseConnection
 
+from mycelium_p2p.fl.wire import _MAX_ARRAYS, encode_content
+from mycelium_p2p.group.frames import MAX_HEADER, decode_header
 from mycelium_p2p.group.noise import MAX_NONCE
 from mycelium_p2p.group.transport import ChannelError, ChannelServer, RemoteError, Reply
 from mycelium_p2p.identity import Identity
@@ -214,3 +217,118 @@ async def test_a_channel_closes_before_its_nonces_run_out() -> None:
         with pytest.raises(ChannelError, match="nonces exhausted"):
             await channel.request("one-too-many", timeout=5)
         await wait_for(lambda: channel.closed and not server_b._channels, 5, "the close")
+
+
+@run_async(timeout=30)
+async def test_a_channel_answers_at_most_max_in_flight_requests_at_once() -> None:
+    """A peer's 20 concurrent requests to a handler that blocks: 3 run (the channel reads no
+    further meanwhile), none is dropped, and all 20 are answered once the handler unblocks."""
+    running, most = 0, 0
+    release = asyncio.Event()
+
+    async def blocking(channel, method, header, segments):
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        try:
+            await release.wait()
+        finally:
+            running -= 1
+        return Reply({"i": header["i"]})
+
+    a, b = Identity.generate(), Identity.generate()
+    server_a = ChannelServer(a, blocking, max_in_flight=3)
+    server_b = ChannelServer(b, echo)
+    try:
+        addr_a = await server_a.listen("127.0.0.1", 0)
+        calls = [
+            asyncio.create_task(server_b.request(addr_a, a.public_key, "w", {"i": i}, timeout=20))
+            for i in range(20)
+        ]
+        await wait_for(lambda: running == 3, 5, "3 requests running")
+        await asyncio.sleep(0.3)  # the others stay queued, unread
+        assert running == 3 and most == 3
+        assert len(server_a.tasks) <= 3 + 2  # 3 answers, a reader, the accept loop
+        release.set()
+        replies = await asyncio.gather(*calls)
+        assert sorted(header["i"] for header, _ in replies) == list(range(20))
+        assert most == 3
+    finally:
+        await server_a.close()
+        await server_b.close()
+
+
+def _nested(depth: int) -> list:
+    inner: list = []
+    for _ in range(depth - 1):
+        inner = [inner]
+    return inner
+
+
+def _request(h: object) -> bytes:
+    return msgpack.packb({"t": "q", "id": 1, "m": "x", "h": h, "seg": []}, use_bin_type=True)
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        pytest.param(_request({str(i): 0 for i in range(2000)}), id="a-map-of-2000-keys"),
+        pytest.param(_request({"a": [0] * 10_000}), id="a-list-of-10000"),
+        pytest.param(_request({"a": "x" * 70_000}), id="a-string-of-70000"),
+        pytest.param(_request({"a": [[{}] * 8000] * 10}), id="80000-values"),
+        pytest.param(_request({"a": [[[]] * 2] * 8200}), id="24600-lists"),
+        pytest.param(_request({"a": _nested(15)}), id="17-levels-deep"),
+        pytest.param(
+            _request({"a": None}).replace(b"\xa1a\xc0", b"\xa1a" + b"\x91" * 2999 + b"\x90"),
+            id="3000-levels-deep",  # over msgpack's own limit (its packer stops at 512)
+        ),
+        pytest.param(_request({"a": ["x" * 60_000] * 9}), id="over-MAX_HEADER-bytes"),
+    ],
+)
+@run_async()
+async def test_a_header_over_its_bounds_closes_the_channel_and_runs_nothing(head, caplog) -> None:
+    """Headers that would decode into more than a header may hold (too many entries, values,
+    lists, levels, or bytes) close the channel with a warning naming the peer; the handler
+    never runs, and the peer's next channel works."""
+    calls: list[str] = []
+
+    async def handler(channel, method, header, segments):
+        calls.append(method)
+        return Reply({})
+
+    a, b = Identity.generate(), Identity.generate()
+    server_a = ChannelServer(a, handler)
+    server_b = ChannelServer(b, echo)
+    try:
+        addr_a = await server_a.listen("127.0.0.1", 0)
+        channel = await server_b.connect(addr_a, a.public_key)
+        await channel._io.stream.send([memoryview(struct.pack("!I", len(head)) + head)])
+        await wait_for(lambda: channel.closed, 5, "a to close the channel")
+        assert calls == []
+        warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert any(f"closing channel to {b.public_key.hex()[:16]}" in w for w in warnings)
+        await server_b.request(addr_a, a.public_key, "ok", {"a": _nested(14)}, timeout=5)
+        assert calls == ["ok"]
+    finally:
+        await server_a.close()
+        await server_b.close()
+
+
+def test_a_model_of_4096_arrays_is_described_within_the_header_bounds() -> None:
+    """fl.wire's own limit: 4,096 arrays, keys of 80 bytes, 2-D shapes, in a g.model reply."""
+    from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
+
+    zeros = np.zeros((2, 3), "float32")
+    arrays = {f"model.layers.{i:04d}.".ljust(80, "w"): Array(zeros) for i in range(4096)}
+    assert len(arrays) == _MAX_ARRAYS
+    content = RecordDict({"arrays": ArrayRecord(arrays), "config": ConfigRecord({"lr": 0.1})})
+    records, segments = encode_content(content)
+    frame = {
+        "t": "r",
+        "id": 1,
+        "h": {"round": 3, "digest": bytes(32), "content": records},
+        "seg": [len(s) for s in segments],
+    }
+    head = msgpack.packb(frame, use_bin_type=True)
+    assert len(head) <= MAX_HEADER
+    assert decode_header(head) == msgpack.unpackb(head, raw=False)
