@@ -108,7 +108,8 @@ async def test_a_stranger_cannot_make_a_member_train_or_take_its_lead() -> None:
         run = member.runner.run
 
         async def counting(message: Any, batch: str = "") -> Any:
-            calls.append(1)
+            if message.metadata.message_id == "x":  # the stranger's, not the real leader's
+                calls.append(1)
             return await run(message, batch)
 
         member.runner.run = counting
