@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from mycelium_p2p.group.member import GroupMember
+from mycelium_p2p.group.member import GroupMember, StepDown
 from mycelium_p2p.group.state import GroupConfig, ModelSnapshot
 from mycelium_p2p.group.transport import Channel, ChannelServer, RemoteError, Reply
 from mycelium_p2p.identity import Identity
@@ -162,3 +162,40 @@ async def test_a_newcomer_the_others_have_not_heard_of_does_not_make_a_majority(
             if newcomer.group is not None:
                 await newcomer.group.close()
             await newcomer.channels.close()
+
+
+FAST = GroupConfig(heartbeat_interval=0.2, request_timeout=1.0)  # loops are not started
+
+
+async def depose(founder: Peer, a: Peer, b: Peer) -> GroupMember:
+    """Leader ``founder`` of {founder, a, b} is frozen (SIGSTOP): a and b elect one of them in
+    term 2 without it, and both follow the winner, whose roster no longer names the founder.
+    Returns the winner."""
+    ga, gb = a.group, b.group
+    assert ga is not None and gb is not None
+    everyone = {p.identity.public_key for p in (founder, a, b)}
+    await wait_for(lambda: roster_of(a) == roster_of(b) == everyone, 5, "roster pushes")
+    ga._lease_until = gb._lease_until = 0.0  # the leader is frozen: their leases lapse
+    winner = min((ga, gb), key=lambda g: g.me)  # the first in the candidates' order
+    await winner._elect()
+    assert winner.is_leader and winner.term == 2
+    voter = ga if winner is gb else gb
+    await voter._find_leader()  # as its loop does: it follows the winner
+    assert voter.leader_key == winner.me and founder.identity.public_key not in voter.roster
+    return winner
+
+
+@run_async(timeout=30)
+async def test_a_deposed_leader_learns_the_newer_term_from_members_that_dropped_it() -> None:
+    # The members of term 2 hold the new leader's roster, without the old leader: they refuse
+    # its requests as a non-member's, not as a stale term's. Had the old leader heeded only
+    # "stale-term", it would never have asked them who leads now, and led on (a fork).
+    async with group_of(2, FAST) as (founder, a, b):
+        leader = founder.group
+        assert leader is not None
+        winner = await depose(founder, a, b)
+        snapshot = ModelSnapshot.of(leader.model.round + 1, {"w": 1}, [])
+        with pytest.raises(StepDown):
+            await leader.commit(snapshot)
+        assert not leader.is_leader
+        assert (leader.term, leader.leader_key) == (2, winner.me)
