@@ -46,14 +46,17 @@ class RosterUpkeep:
     _request: Callable[..., Any]
     heed_stale_term: Callable[[Member], Awaitable[bool]]
 
-    def _heard_within(self, seconds: float) -> int:
-        """Roster members (this leader included) heard from in the last ``seconds``."""
-        cutoff = self._now() - seconds
-        return sum(1 for k, m in self.roster.items() if k == self.me or m.last_seen >= cutoff)
-
     def has_quorum(self) -> bool:
-        """A majority of the roster answered within the lease: changes to it may be made."""
-        return self._heard_within(self.config.lease_timeout) >= majority(len(self.roster))
+        """A majority of the roster answered within the lease: changes to it may be made.
+
+        Counted among the members the others know of (``Member.confirmed``), as acks are: a
+        leader cut off from its group could otherwise admit newcomers and count them as the
+        majority that lets it drop the members that elected a new leader meanwhile.
+        """
+        cutoff = self._now() - self.config.lease_timeout
+        known = [m for k, m in self.roster.items() if k != self.me and m.confirmed]
+        heard = 1 + sum(1 for m in known if m.last_seen >= cutoff)
+        return heard >= majority(1 + len(known))
 
     async def confirm_quorum(self) -> bool:
         """As leader: whether a majority of the roster (its confirmed members) acknowledges
