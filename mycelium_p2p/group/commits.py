@@ -23,6 +23,13 @@ class StepDown(MyceliumError):
     """This leader has seen a newer term and must stop."""
 
 
+def may_be_deposed(reply: object) -> bool:
+    """Whether a member's answer to a leader's request may mean a newer term deposed it: the
+    member refused our term ("stale-term"), or its roster, which a newer leader sent it, no
+    longer names us ("not-member"). Either way ``heed_stale_term`` asks for the proof."""
+    return isinstance(reply, RemoteError) and reply.code in ("stale-term", "not-member")
+
+
 class ModelCommits:
     """The authority and model rules of ``GroupMember``."""
 
@@ -111,8 +118,8 @@ class ModelCommits:
         self._lease_until = self._now() + self.config.lease_timeout
 
     async def heed_stale_term(self, member: Member) -> bool:
-        """A member refused us with "stale-term": ask it who leads now. True (and we step down)
-        only if it shows a certificate that proves a newer term to us."""
+        """A member refused us with "stale-term" or "not-member": ask it who leads now. True
+        (and we step down) only if it shows a certificate that proves a newer term to us."""
         try:
             header, _ = await self._request(member.key, member.addr, "g.leader", {}, timeout=1.0)
             reply = m.parse(m.LeaderReply, header)
@@ -157,8 +164,7 @@ class ModelCommits:
         voting = [member.confirmed for member in others]
         acks = 1
         for member, reply, counts in zip(others, replies, voting, strict=True):
-            stale = isinstance(reply, RemoteError) and reply.code == "stale-term"
-            if stale and await self.heed_stale_term(member):
+            if may_be_deposed(reply) and await self.heed_stale_term(member):
                 raise StepDown(f"member {member.key.hex()[:8]} proved a newer term")
             if not isinstance(reply, BaseException):
                 acks += counts

@@ -62,6 +62,7 @@ class MemberRequests:
     is_leader: bool
     members: Callable[[], list[Member]]
     has_quorum: Callable[[], bool]
+    confirm_quorum: Callable[[], Awaitable[bool]]
     roster_changed: Callable[[], None]
     lease_lapsed: Callable[[], bool]
     authorize: Callable[..., str | None]
@@ -134,7 +135,11 @@ class MemberRequests:
                     )
                 except InviteError as exc:
                     return Reply.fail("invite", f"group {self.info.name} is invite-only: {exc}")
-            if not self.has_quorum():  # admitting while cut off could build a second majority
+            # admitting while cut off or deposed could build a second majority, on which the
+            # other side's certificate proves nothing: the roster must acknowledge us now
+            if not self.has_quorum() or not await self.confirm_quorum():
+                if not self.is_leader:  # a member proved a newer term meanwhile
+                    return self._not_leader()
                 return Reply.fail("no-quorum", f"group {self.info.name} is regrouping; try later")
             if len(self.roster) >= self.info.capacity:
                 return Reply.fail(

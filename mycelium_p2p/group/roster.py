@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from ..aio import OwnerClosed, TaskOwner
+from .commits import may_be_deposed
 from .election import majority
 from .state import Address, GroupConfig, Member, ModelSnapshot
 
@@ -43,15 +44,48 @@ class RosterUpkeep:
     members: Callable[[], list[Member]]
     _roster_wire: Callable[[], list[list[Any]]]
     _request: Callable[..., Any]
-
-    def _heard_within(self, seconds: float) -> int:
-        """Roster members (this leader included) heard from in the last ``seconds``."""
-        cutoff = self._now() - seconds
-        return sum(1 for k, m in self.roster.items() if k == self.me or m.last_seen >= cutoff)
+    heed_stale_term: Callable[[Member], Awaitable[bool]]
 
     def has_quorum(self) -> bool:
-        """A majority of the roster answered within the lease: changes to it may be made."""
-        return self._heard_within(self.config.lease_timeout) >= majority(len(self.roster))
+        """A majority of the roster answered within the lease: changes to it may be made.
+
+        Counted among the members the others know of (``Member.confirmed``), as acks are: a
+        leader cut off from its group could otherwise admit newcomers and count them as the
+        majority that lets it drop the members that elected a new leader meanwhile.
+        """
+        cutoff = self._now() - self.config.lease_timeout
+        known = [m for k, m in self.roster.items() if k != self.me and m.confirmed]
+        heard = 1 + sum(1 for m in known if m.last_seen >= cutoff)
+        return heard >= majority(1 + len(known))
+
+    async def confirm_quorum(self) -> bool:
+        """As leader: whether a majority of the roster (its confirmed members) acknowledges
+        our term now, in a round trip we start. Heartbeats do not show that: a leader that was
+        frozen or cut off reads, when it wakes, heartbeats its members sent before they elected
+        another leader. A member that proves a newer term makes us step down (False)."""
+        if not self.is_leader:
+            return False
+        term = self.term
+        known = [m for m in self.members() if m.key != self.me and m.confirmed]
+        header = {
+            "term": term,
+            "cert": self.cert_blob,
+            "roster": self._roster_wire(),
+            "rv": self.roster_version,
+        }
+        replies = await asyncio.gather(
+            *(
+                self._request(m.key, m.addr, "g.roster", header, timeout=self.config.lease_timeout)
+                for m in known
+            ),
+            return_exceptions=True,
+        )
+        acks = 1
+        for member, reply in zip(known, replies, strict=True):
+            if may_be_deposed(reply) and self.is_leader and await self.heed_stale_term(member):
+                return False
+            acks += not isinstance(reply, BaseException)
+        return self.is_leader and self.term == term and acks >= majority(1 + len(known))
 
     def _drop_silent_members(self) -> None:
         """Drop members silent beyond ``member_timeout``, but only while a majority still talks.

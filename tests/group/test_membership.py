@@ -52,3 +52,19 @@ def test_a_leader_without_a_majority_steps_down_after_a_lease() -> None:
     group._quorum_lost_at = time.monotonic() - 2.0  # the loss has lasted beyond a lease
     group._drop_silent_members()
     assert not group.is_leader and stepped and len(group.roster) == 4
+
+
+def test_newcomers_the_others_never_heard_of_do_not_keep_a_cut_off_leader_in_office() -> None:
+    # The members that elected the leader fell silent (they elected another one), but two
+    # newcomers it admitted meanwhile, that no other member has heard of, heartbeat it: 3 of
+    # 5 "answered". Counted, they would let it drop the real members and commit rounds with
+    # the newcomers alone, a fork the other side's certificate proves nothing to. Like acks,
+    # quorum counts only the members the others know of: 1 of 3.
+    group = leader_with([2.6, 2.7, 0.1, 0.2])
+    for i in (3, 4):
+        group.roster[bytes([i]) * 32].confirmed = False
+    group._drop_silent_members()
+    assert len(group.roster) == 5 and group.pushes == []
+    group._quorum_lost_at = time.monotonic() - 2.0  # the loss has lasted beyond a lease
+    group._drop_silent_members()
+    assert not group.is_leader and len(group.roster) == 5

@@ -7,13 +7,14 @@ anything the members know came from the roster pushes and the leader's resignati
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 
-from mycelium_p2p.group.member import GroupMember
+from mycelium_p2p.group.member import GroupMember, JoinRefused, StepDown
 from mycelium_p2p.group.state import GroupConfig, ModelSnapshot
 from mycelium_p2p.group.transport import Channel, ChannelServer, RemoteError, Reply
 from mycelium_p2p.identity import Identity
@@ -144,14 +145,22 @@ async def test_a_malformed_redirect_is_refused_and_changes_nothing() -> None:
 
 @run_async(timeout=30)
 async def test_a_newcomer_the_others_have_not_heard_of_does_not_make_a_majority() -> None:
-    # {leader, M}; M is cut off (it may be electing itself: its electorate is M alone), then N
-    # joins. Leader + N would be 2 of 3, but M never learnt of N: that "majority" could
+    # {leader, M}; N joins, and M is cut off right after acknowledging the leader's term for
+    # N's admission, before it hears of N (it may be electing itself: its electorate is M
+    # alone). Leader + N would be 2 of 3, but M never learnt of N: that "majority" could
     # coexist with M's. Until a majority of the members known before hears of N, N's ack
     # does not count.
     async with group_of(1) as (founder, cut_off):
         leader = founder.group
         assert leader is not None
-        await cut_off.channels.close()
+        confirm = leader.confirm_quorum
+
+        async def confirm_then_cut() -> bool:
+            confirmed = await confirm()
+            await cut_off.channels.close()
+            return confirmed
+
+        leader.confirm_quorum = confirm_then_cut  # type: ignore[method-assign]
         newcomer = await Peer().listen()
         try:
             joined = await newcomer.join(founder, SLOW)
@@ -162,3 +171,76 @@ async def test_a_newcomer_the_others_have_not_heard_of_does_not_make_a_majority(
             if newcomer.group is not None:
                 await newcomer.group.close()
             await newcomer.channels.close()
+
+
+FAST = GroupConfig(heartbeat_interval=0.2, request_timeout=1.0)  # loops are not started
+
+
+async def depose(founder: Peer, a: Peer, b: Peer) -> GroupMember:
+    """Leader ``founder`` of {founder, a, b} is frozen (SIGSTOP): a and b elect one of them in
+    term 2 without it, and both follow the winner, whose roster no longer names the founder.
+    Returns the winner."""
+    ga, gb = a.group, b.group
+    assert ga is not None and gb is not None
+    everyone = {p.identity.public_key for p in (founder, a, b)}
+    await wait_for(lambda: roster_of(a) == roster_of(b) == everyone, 5, "roster pushes")
+    ga._lease_until = gb._lease_until = 0.0  # the leader is frozen: their leases lapse
+    winner = min((ga, gb), key=lambda g: g.me)  # the first in the candidates' order
+    await winner._elect()
+    assert winner.is_leader and winner.term == 2
+    voter = ga if winner is gb else gb
+    await voter._find_leader()  # as its loop does: it follows the winner
+    assert voter.leader_key == winner.me and founder.identity.public_key not in voter.roster
+    return winner
+
+
+@run_async(timeout=30)
+async def test_a_deposed_leader_learns_the_newer_term_from_members_that_dropped_it() -> None:
+    # The members of term 2 hold the new leader's roster, without the old leader: they refuse
+    # its requests as a non-member's, not as a stale term's. Had the old leader heeded only
+    # "stale-term", it would never have asked them who leads now, and led on (a fork).
+    async with group_of(2, FAST) as (founder, a, b):
+        leader = founder.group
+        assert leader is not None
+        winner = await depose(founder, a, b)
+        snapshot = ModelSnapshot.of(leader.model.round + 1, {"w": 1}, [])
+        with pytest.raises(StepDown):
+            await leader.commit(snapshot)
+        assert not leader.is_leader
+        assert (leader.term, leader.leader_key) == (2, winner.me)
+
+
+@run_async(timeout=30)
+async def test_a_deposed_leader_does_not_admit_newcomers_into_a_fork_of_its_own() -> None:
+    # The chaos fork: leader L of {L, A, B} is frozen (SIGSTOP); A and B elect A in term 2
+    # without it. When L wakes, the heartbeats A and B sent before the election are waiting
+    # in its sockets: they make it look as if a majority still answered. Two newcomers find
+    # L through its advert (still naming it) and ask to join. Had L admitted them, A's
+    # certificate (votes of A and B) would no longer be a majority of L's roster minus L
+    # ({A, B, N1, N2}), so nothing A shows could make L step down, and once A and B fell
+    # silent L would drop them on the newcomers' heartbeats and commit rounds of term 1 for
+    # good: two models per round. A leader admits only when its roster acknowledges its term
+    # now; here A proves term 2 instead, and L follows it.
+    async with group_of(2, FAST) as (founder, a, b):
+        leader = founder.group
+        assert leader is not None
+        winner = await depose(founder, a, b)
+        for member in leader.roster.values():  # the stale heartbeats, read as L wakes
+            member.last_seen = leader._now()
+        newcomers = [await Peer().listen() for _ in range(2)]
+        try:
+            for newcomer in newcomers:
+                with contextlib.suppress(JoinRefused):
+                    await newcomer.join(founder, FAST)
+            assert set(leader.roster) == {p.identity.public_key for p in (founder, a, b)}
+            snapshot = ModelSnapshot.of(leader.model.round + 1, {"w": 1}, [])
+            if leader.is_leader:
+                with pytest.raises(StepDown):
+                    await leader.commit(snapshot)
+            assert not leader.is_leader
+            assert (leader.term, leader.leader_key) == (2, winner.me)
+        finally:
+            for newcomer in newcomers:
+                if newcomer.group is not None:
+                    await newcomer.group.close()
+                await newcomer.channels.close()

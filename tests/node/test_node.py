@@ -274,6 +274,10 @@ async def test_a_leader_drops_a_dead_member_while_the_majority_answers() -> None
     async with learning_network(configs) as (_, *nodes):
         (leader,) = leaders(nodes)
         await wait_for(lambda: len(leader.rounds) >= 2, 60, "2 rounds")
+        # the majority that answers must know of each other: a member that died before it
+        # heard of the last joiner may as well be cut off and electing itself alone
+        confirmed = lambda: all(m.confirmed for m in leader.group.roster.values())  # noqa: E731
+        await wait_for(confirmed, 10, "the roster confirmed")
         await crash(next(n for n in nodes if n is not leader))
         await wait_for(lambda: len(leader.group.roster) == 2, 10, "the dead member dropped")
         done = len(leader.rounds)
