@@ -28,7 +28,7 @@ BAD_HOST = "a" * 64  # a name IDNA cannot encode (getaddrinfo raised UnicodeErro
 NOT_AN_IP = "aaaa"  # shaped like an address (hex letters) but none: the dialler refuses it
 XFAIL_SYBILS = pytest.mark.xfail(
     strict=True,
-    reason="known limit: anyone may join an open group and any member may invite, so made-up "
+    reason="known limit: anyone may join an open group, so made-up "
     "keys can become a majority (docs/threat-model.md)",
 )
 
