@@ -5,8 +5,9 @@ requests. A leader's authority is a certificate of its members' signed votes (``
 members follow a new leader only when its certificate holds a majority of their roster. The
 training itself is the ``fl`` layer's; it asks this object who the members are, what the term
 is, and to ``commit`` each new model to a majority before a round counts. This module holds the
-state, the loop and the election; its other parts are mixins: the request handlers
-(handlers.py), the roster rules (roster.py) and authority and model commits (commits.py).
+state, the loop, joining and finding the leader; its other parts are mixins: the request
+handlers (handlers.py), the roster rules (roster.py), authority and model commits
+(commits.py) and standing for election (elections.py).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 
 from ..aio import TaskOwner
 from ..errors import MyceliumError, ProofError
-from ..identity import Identity, verify_signature
+from ..identity import Identity
 from ..records.charter import GroupCharter
 from ..records.leadership import (
     LeaderCert,
@@ -28,11 +29,11 @@ from ..records.leadership import (
     decode_cert,
     founding_cert,
     majority,
-    vote_bytes,
 )
 from . import messages as m
 from .commits import ModelCommits, StepDown
-from .election import ElectionState, candidate_rank, electorate
+from .election import ElectionState, electorate
+from .elections import Elections
 from .handlers import MemberRequests
 from .roster import RosterUpkeep
 from .state import Address, GroupConfig, GroupInfo, Member, ModelSnapshot
@@ -84,7 +85,7 @@ async def _ask_to_join(
     return reply, charter, cert, segments
 
 
-class GroupMember(MemberRequests, RosterUpkeep, ModelCommits):
+class GroupMember(MemberRequests, RosterUpkeep, ModelCommits, Elections):
     """A node's membership in one group, as leader or member."""
 
     def __init__(
@@ -418,106 +419,3 @@ class GroupMember(MemberRequests, RosterUpkeep, ModelCommits):
             await self.join(self.leader_addr, self.leader_key)
         except JoinRefused as exc:
             log.warning("group %s dropped us and refused us back: %s", self.group_id, exc)
-
-    # -- election --------------------------------------------------------------------------------
-
-    async def _elect(self) -> None:
-        old = self.leader_key
-        voters = electorate(self.roster, old) | {self.me}
-        rank = candidate_rank(self.me, voters)
-        await asyncio.sleep(rank * self.config.stagger)
-        if self.leader_key != old or not self.lease_lapsed():
-            return  # someone else won meanwhile
-        term = max(self.term, self._highest_term) + 1
-        if not self.election.stand(term, self.me):
-            return
-        others = [self.roster[k] for k in voters if k != self.me and k in self.roster]
-        replies = await asyncio.gather(
-            *(
-                self._request(
-                    mb.key,
-                    mb.addr,
-                    "g.vote",
-                    {
-                        "term": term,
-                        "round": self.model.round,
-                        "rv": self.roster_version,
-                        "addr": list(self.my_addr),
-                    },
-                    timeout=self.config.request_timeout / 2,
-                )
-                for mb in others
-            ),
-            return_exceptions=True,
-        )
-        signed = vote_bytes(self.group_id, term, self.me)
-        votes = [(self.me, self.identity.sign(signed))]
-        for member, answer in zip(others, replies, strict=True):
-            if isinstance(answer, BaseException):
-                continue
-            try:
-                reply = m.parse(m.VoteReply, answer[0])
-            except m.BadMessage:
-                continue
-            # a voter's term only steers our next try, and a liar cannot push it far
-            self._highest_term = max(self._highest_term, min(reply.term, term + 64))
-            if reply.granted and reply.vote and verify_signature(member.key, reply.vote, signed):
-                votes.append((member.key, reply.vote))
-        if self.leader_key != old and self.term >= term:
-            return  # a leader for this term or a newer one announced itself meanwhile
-        if len(votes) >= majority(len(voters)) and not self.tasks.closed:
-            log.info(
-                "group %s: elected leader of term %d (%d/%d votes)",
-                self.group_id,
-                term,
-                len(votes),
-                len(voters),
-            )
-            self.election.won(term)
-            if old is not None:
-                self.roster.pop(old, None)
-            self.cert = LeaderCert(self.group_id, term, self.me, votes)
-            self._become_leader(term)
-            return
-        await asyncio.sleep((len(voters) + rank) * self.config.stagger)
-
-    def _become_leader(self, term: int) -> None:
-        self._quorum_lost_at = None
-        self.role = "leader"
-        self.leader_key = self._last_leader = self.me
-        self.leader_addr = self.my_addr
-        now = self._now()
-        for member in self.roster.values():
-            member.last_seen = now
-            member.confirmed = True  # the roster we were elected on
-        for member in self.members():
-            if member.key != self.me:
-                self.tasks.spawn(self._announce(member), name="announce")
-        self.roster_changed()  # a roster of this term (without the old leader) outranks any before
-        self.on_leader(term)
-
-    async def _announce(self, member: Member) -> None:
-        try:
-            await self._request(
-                member.key,
-                member.addr,
-                "g.announce",
-                {"term": self.term, "addr": list(self.my_addr), "cert": self.cert_blob},
-            )
-        except (ChannelError, RemoteError) as exc:
-            log.debug("announce to %s failed: %s", member.key.hex()[:8], exc)
-
-    def step_down(self, term: int) -> None:
-        """A newer term exists: stop leading (the fl layer aborts its round)."""
-        self.election.observe(term)
-        self._highest_term = max(self._highest_term, term)
-        if self.is_leader:
-            log.info("group %s: stepping down, term %d is newer", self.group_id, term)
-            self._resign()
-
-    def _resign(self) -> None:
-        """Stop leading; as a member, find the leader or stand in the next election."""
-        self.role = "member"
-        self.leader_key = self.leader_addr = None
-        self._lease_until = 0.0
-        self.on_follower()
