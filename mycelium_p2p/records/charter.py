@@ -93,8 +93,11 @@ class GroupCharter:
         return cls.verify(msgspec.msgpack.encode(signed))
 
     @classmethod
-    def verify(cls, blob: bytes, group_id: str | None = None) -> GroupCharter:
-        """The charter in ``blob``, checked (of ``group_id`` when given), or ``ProofError``."""
+    def verify(
+        cls, blob: bytes, group_id: str | None = None, *, check_signature: bool = True
+    ) -> GroupCharter:
+        """The charter in ``blob``, checked (of ``group_id`` when given), or ``ProofError``.
+        ``check_signature=False`` only for a blob already verified (a verified record's)."""
         if not isinstance(blob, bytes) or len(blob) > MAX_CHARTER_BYTES + 80:
             raise ProofError("a charter is a few hundred bytes")
         try:
@@ -111,7 +114,9 @@ class GroupCharter:
         gid = group_id_of(signed.terms)
         if group_id is not None and gid != group_id:
             raise ProofError(f"the charter is group {gid}'s, not {group_id}'s")
-        if not verify_signature(terms.founder, signed.signature, CHARTER_DOMAIN + signed.terms):
+        if check_signature and not verify_signature(
+            terms.founder, signed.signature, CHARTER_DOMAIN + signed.terms
+        ):
             raise ProofError(f"group {gid}'s charter is not signed by its founder")
         return cls(
             gid,
