@@ -4,13 +4,23 @@ to a majority, and models stored or fetched."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from ..aio import TaskOwner
 from ..errors import MyceliumError, ProofError
-from ..records.leadership import LeaderCert, check_cert, decode_cert, majority, proves_leadership
+from ..identity import Identity
+from ..records.leadership import (
+    LeaderCert,
+    check_cert,
+    check_commit,
+    decode_cert,
+    majority,
+    proves_leadership,
+    sign_commit,
+)
 from . import messages as m
 from .election import ElectionState
 from .state import Address, GroupConfig, GroupInfo, Member, ModelSnapshot
@@ -34,6 +44,7 @@ class ModelCommits:
     """The authority and model rules of ``GroupMember``."""
 
     # state and methods provided by GroupMember
+    identity: Identity
     me: bytes
     info: GroupInfo
     config: GroupConfig
@@ -52,6 +63,7 @@ class ModelCommits:
     on_model: Callable[[ModelSnapshot], None]
     _lease_until: float
     _last_leader: bytes | None
+    _leaders: dict[int, bytes]
     _fetching: bool
     _now: Callable[[], float]
     step_down: Callable[[int], None]
@@ -110,12 +122,19 @@ class ModelCommits:
         if self.is_leader and cert.leader != self.me:
             self.step_down(cert.term)
         self.election.won(cert.term)
+        self.remember_leader(cert.term, cert.leader)
         self.role = "leader" if cert.leader == self.me else "member"
         known = self.roster.get(cert.leader)
         self.leader_key = self._last_leader = cert.leader
         self.leader_addr = addr or (known.addr if known else self.leader_addr)
         self.cert = cert
         self._lease_until = self._now() + self.config.lease_timeout
+
+    def remember_leader(self, term: int, leader: bytes) -> None:
+        """Note who proved the lead of ``term`` to us (we check commit proofs against it)."""
+        self._leaders[term] = leader
+        while len(self._leaders) > 64:
+            del self._leaders[min(self._leaders)]
 
     async def heed_stale_term(self, member: Member) -> bool:
         """A member refused us with "stale-term" or "not-member": ask it who leads now. True
@@ -146,12 +165,16 @@ class ModelCommits:
             raise StepDown("not the leader")
         term = self.term
         others = [member for member in self.members() if member.key != self.me]
+        assert self.cert is not None  # a leader holds the certificate of its term
+        proof = sign_commit(self.identity, self.cert, snapshot.round, snapshot.digest).encode()
+        snapshot = dataclasses.replace(snapshot, proof=proof)
         header = {
             "term": term,
             "cert": self.cert_blob,
             "round": snapshot.round,
             "digest": snapshot.digest,
             "content": snapshot.content,
+            "proof": proof,
         }
         replies = await asyncio.gather(
             *(
@@ -186,11 +209,71 @@ class ModelCommits:
         """Take a model that was produced or fetched outside a commit (a new leader's start)."""
         self._set_model(snapshot)
 
-    def _store_model(self, round_: int, digest: bytes, content: Any, segments: list[bytes]) -> bool:
+    # -- which round a model is: proven by its leader's signed commit ----------------------------
+
+    @property
+    def proven_round(self) -> int:
+        """The round of our model that its commit proof shows (0 without one: a model brought
+        from another group, or none yet). Elections compare proven rounds only."""
+        return self.model.round if self.model.proof else 0
+
+    def _check_proof(self, round_: int, digest: bytes, proof: bytes) -> bool:
+        try:
+            check_commit(
+                proof,
+                group_id=self.group_id,
+                founder=self.info.founder,
+                round_=round_,
+                digest=digest,
+            )
+        except ProofError as exc:
+            log.warning("group %s: a model of round %d: %s", self.group_id, round_, exc)
+            return False
+        return True
+
+    def candidate_round(self, round_: int, proof: bytes) -> int | None:
+        """The round a candidate for leader holds, if its ``proof`` shows it to us: a commit
+        signed by the leader of that term as we know it (or as our roster's majority voted).
+        None if it claims a round it cannot prove."""
+        if round_ == 0:
+            return 0
+        try:
+            cert = check_commit(
+                proof, group_id=self.group_id, founder=self.info.founder, round_=round_
+            ).cert
+        except ProofError as exc:
+            log.info("group %s: a candidate claims round %d: %s", self.group_id, round_, exc)
+            return None
+        known = self._leaders.get(cert.term)
+        if known == cert.leader or (cert.term == 1 and known is None):
+            return round_
+        if known is None:  # a term we did not see: its votes must be our majority's
+            roster = set(self.roster) | ({self._last_leader} if self._last_leader else set())
+            if proves_leadership(cert, group_id=self.group_id, roster=roster, replacing=None):
+                return round_
+        log.info("group %s: a candidate's round %d has no proof we accept", self.group_id, round_)
+        return None
+
+    def _store_model(
+        self,
+        round_: int,
+        digest: bytes,
+        content: Any,
+        segments: list[bytes],
+        proof: bytes = b"",
+        *,
+        need_proof: bool = False,
+    ) -> bool:
+        """Keep a model our leader sent. A commit must carry its proof; a model sent on join or
+        fetch keeps one when it has it (else it counts as round 0 in elections)."""
         if content is None:
             return False
+        if (proof or need_proof) and not self._check_proof(round_, digest, proof):
+            if need_proof:
+                return False
+            proof = b""
         try:
-            snapshot = ModelSnapshot.of(round_, content, segments)
+            snapshot = ModelSnapshot.of(round_, content, segments, proof)
         except (TypeError, ValueError) as exc:  # content msgpack cannot encode again
             log.warning("group %s: unreadable model: %s", self.group_id, exc)
             return False
@@ -209,7 +292,7 @@ class ModelCommits:
             try:
                 header, segments = await self._request(key, addr, "g.model", {})
                 reply = m.parse(m.ModelReply, header)
-                self._store_model(reply.round, reply.digest, reply.content, segments)
+                self._store_model(reply.round, reply.digest, reply.content, segments, reply.proof)
             except (ChannelError, RemoteError, m.BadMessage) as exc:
                 log.debug("model fetch failed: %s", exc)
             finally:

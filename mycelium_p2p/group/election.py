@@ -13,10 +13,11 @@ The algorithm (also in the README):
 4. A member grants at most one vote per term, never for a term at or below one it has seen,
    only to a candidate holding a model round and a roster at least as new as its own, and only
    once its own lease has lapsed (so a member that can still reach the leader does not help
-   depose it). Rosters carry a version (the term of the leader that made them, and a count):
-   a candidate that missed roster changes (members dropped while it was cut off) counts its
-   majority among electors that are no longer the group's, and is refused, as Raft refuses a
-   candidate whose log is behind.
+   depose it). The candidate's round is the one its leader's signed commit proves
+   (``CommitProof``, checked by ``ModelCommits.candidate_round``). Rosters carry a version
+   (the term of the leader that made them, and a count): a candidate that missed roster
+   changes (members dropped while it was cut off) counts its majority among electors that are
+   no longer the group's, and is refused, as Raft refuses a candidate whose log is behind.
 5. A failed candidacy does not raise the candidate's own term; it retries with a higher one.
 6. Every leader-to-member request carries the term. Members refuse a lower term; a leader that
    sees a higher term steps down at once and cannot complete its round (fencing).

@@ -55,6 +55,8 @@ class Elections:
     members: Callable[[], list[Member]]
     roster_changed: Callable[[], None]
     _request: Callable[..., Any]
+    proven_round: int
+    remember_leader: Callable[[int, bytes], None]
 
     async def _elect(self) -> None:
         old = self.leader_key
@@ -75,9 +77,10 @@ class Elections:
                     "g.vote",
                     {
                         "term": term,
-                        "round": self.model.round,
+                        "round": self.proven_round,
                         "rv": self.roster_version,
                         "addr": list(self.my_addr),
+                        "proof": self.model.proof if self.proven_round else b"",
                     },
                     timeout=self.config.request_timeout / 2,
                 )
@@ -112,6 +115,7 @@ class Elections:
             if old is not None:
                 self.roster.pop(old, None)
             self.cert = LeaderCert(self.group_id, term, self.me, votes)
+            self.remember_leader(term, self.me)
             self._become_leader(term)
             return
         await asyncio.sleep((len(voters) + rank) * self.config.stagger)

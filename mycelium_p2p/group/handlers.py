@@ -70,7 +70,9 @@ class MemberRequests:
     _request: Callable[..., Awaitable[tuple[dict[str, Any], list[bytes]]]]
     _adopt_roster: Callable[[list[Any], tuple[int, int]], None]
     roster_version: tuple[int, int]
-    _store_model: Callable[[int, bytes, Any, list[bytes]], bool]
+    _store_model: Callable[..., bool]
+    candidate_round: Callable[[int, bytes], int | None]
+    proven_round: int
     _follow: Callable[[Address, bytes], Awaitable[None]]
     _leader_lost: Any
     tasks: Any
@@ -161,6 +163,7 @@ class MemberRequests:
             round=self.model.round,
             digest=self.model.digest,
             content=self.model.content,
+            proof=self.model.proof,
         )
         return Reply(m.wire(reply), self.model.segments)
 
@@ -185,11 +188,15 @@ class MemberRequests:
         lapsed = self.lease_lapsed()
         if not lapsed and not self.is_leader and self.leader_key not in (None, peer):
             lapsed = not await self._probe_leader()
+        shown = self.candidate_round(req.round, req.proof)
+        if shown is None:
+            reply = m.VoteReply(granted=False, term=self.term, why=f"round {req.round} unproven")
+            return Reply(m.wire(reply))
         granted, why = self.election.grant(
             req.term,
             peer,
-            candidate_round=req.round,
-            my_round=self.model.round,
+            candidate_round=shown,
+            my_round=self.proven_round,
             candidate_roster=req.rv,
             my_roster=self.roster_version,
             lease_lapsed=lapsed and not self.is_leader,
@@ -225,15 +232,18 @@ class MemberRequests:
         refusal = self.authorize(peer, req.term, req.cert)
         if refusal is not None:
             return Reply.fail(refusal, f"my term is {self.term}")
-        if not self._store_model(req.round, req.digest, req.content, segments):
-            return Reply.fail("bad-model", "digest mismatch")
+        if not self._store_model(
+            req.round, req.digest, req.content, segments, req.proof, need_proof=True
+        ):
+            return Reply.fail("bad-model", "digest or commit proof does not match")
         return Reply(m.wire(m.RoundReply(round=self.model.round)))
 
     async def _on_model(self, peer: bytes, req: m.Empty, _: list[bytes]) -> Reply:
         if peer not in self.roster and self.info.policy != "open":
             return Reply.fail("not-member", "the model goes to members only")
+        model = self.model
         reply = m.ModelReply(
-            round=self.model.round, digest=self.model.digest, content=self.model.content
+            round=model.round, digest=model.digest, content=model.content, proof=model.proof
         )
         return Reply(m.wire(reply), self.model.segments)
 

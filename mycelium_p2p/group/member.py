@@ -108,6 +108,7 @@ class GroupMember(MemberRequests, RosterUpkeep, ModelCommits, Elections):
         self.leader_addr: Address | None = None
         self.cert: LeaderCert | None = None  # the current leader's proof of its term
         self._last_leader: bytes | None = None  # the leader a lapsed lease leaves behind
+        self._leaders: dict[int, bytes] = {}  # term -> the leader that proved it to us
         self.roster: dict[bytes, Member] = {self.me: Member(self.me, my_addr)}
         self.roster_version = (0, 0)  # (term, changes): see RosterUpkeep._adopt_roster
         self.model = ModelSnapshot()
@@ -221,7 +222,7 @@ class GroupMember(MemberRequests, RosterUpkeep, ModelCommits, Elections):
     ) -> None:
         self.adopt_leader(cert, leader_addr)
         self._adopt_roster(reply.roster, reply.rv)
-        self._store_model(reply.round, reply.digest, reply.content, segments)
+        self._store_model(reply.round, reply.digest, reply.content, segments, reply.proof)
 
     def start(self) -> None:
         """Start heartbeats (as member) or roster upkeep (as leader)."""

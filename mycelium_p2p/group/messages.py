@@ -15,7 +15,7 @@ from msgspec import Meta
 
 from ..addresses import IpHost, Port, WireAddress
 from ..records.charter import MAX_CHARTER_BYTES, Key, Signature
-from ..records.leadership import MAX_CERT_BYTES, MAX_TERM, GroupId
+from ..records.leadership import MAX_CERT_BYTES, MAX_PROOF_BYTES, MAX_TERM, GroupId
 
 Round = Annotated[int, Meta(ge=0, le=MAX_TERM)]
 TermNo = Annotated[int, Meta(ge=0, le=MAX_TERM)]
@@ -26,6 +26,8 @@ RosterVersion = tuple[TermNo, Round]
 Roster = Annotated[list[RosterEntry], Meta(max_length=64)]
 Cert = Annotated[bytes, Meta(max_length=MAX_CERT_BYTES)]
 Digest = Annotated[bytes, Meta(min_length=32, max_length=32)]
+#: A leader's signed commit of the model a member holds (``CommitProof``); empty for round 0
+Proof = Annotated[bytes, Meta(max_length=MAX_PROOF_BYTES)]
 Reason = Annotated[str, Meta(max_length=200)]
 
 
@@ -57,9 +59,10 @@ class Heartbeat(Request):
 
 class VoteRequest(Request):
     term: TermNo
-    round: Round
+    round: Round  # checked against ``proof``: a candidate's round is never taken on its word
     rv: RosterVersion
     addr: Address
+    proof: Proof = b""
 
 
 class Announce(Request):
@@ -74,6 +77,7 @@ class Commit(Request):
     round: Round
     digest: Digest
     content: Any
+    proof: Proof
 
 
 class RosterPush(Request):
@@ -112,6 +116,7 @@ class JoinReply(_Message):
     round: Round
     digest: Digest
     content: Any
+    proof: Proof = b""
 
 
 class HeartbeatReply(_Message):
@@ -140,6 +145,7 @@ class ModelReply(_Message):
     round: Round
     digest: Digest
     content: Any
+    proof: Proof = b""
 
 
 class RoundReply(_Message):

@@ -93,6 +93,7 @@ class ModelSnapshot:
     digest: bytes = bytes(32)
     content: Any = None
     segments: tuple[bytes, ...] = field(default=(), repr=False)
+    proof: bytes = field(default=b"", repr=False)  # the leader's signed commit (CommitProof)
 
     @staticmethod
     def digest_of(content: Any, segments: tuple[bytes, ...] | list[bytes]) -> bytes:
@@ -104,8 +105,10 @@ class ModelSnapshot:
         return h.digest()
 
     @classmethod
-    def of(cls, round_: int, content: Any, segments: list[bytes]) -> ModelSnapshot:
-        return cls(round_, cls.digest_of(content, segments), content, tuple(segments))
+    def of(
+        cls, round_: int, content: Any, segments: list[bytes], proof: bytes = b""
+    ) -> ModelSnapshot:
+        return cls(round_, cls.digest_of(content, segments), content, tuple(segments), proof)
 
     @property
     def empty(self) -> bool:

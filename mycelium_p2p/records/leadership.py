@@ -118,3 +118,60 @@ def proves_leadership(
         return False
     electorate = {key for key in roster if key != replacing or key == cert.leader}
     return len(cert.voters() & electorate) >= majority(len(electorate))
+
+
+# -- commits: which round a leader committed ------------------------------------------------------
+
+COMMIT_DOMAIN = b"mycelium-p2p/commit/v1\x00"
+MAX_PROOF_BYTES = MAX_CERT_BYTES + 160
+
+
+def commit_bytes(group_id: str, term: int, round_: int, digest: bytes) -> bytes:
+    """The exact bytes a leader signs when it commits model ``digest`` as round ``round_``."""
+    return COMMIT_DOMAIN + msgspec.msgpack.encode([group_id, term, round_, digest])
+
+
+class CommitProof(msgspec.Struct, array_like=True, forbid_unknown_fields=True, frozen=True):
+    """A leader's signature on a commit, with the certificate of the term it signed in.
+
+    A member keeps the proof of the model it holds; a candidate shows it when it asks for votes,
+    so its round is checked, not taken on its word (Raft compares logs the same way)."""
+
+    round: Annotated[int, Meta(ge=1, le=MAX_TERM)]
+    digest: Annotated[bytes, Meta(min_length=32, max_length=32)]
+    signature: Signature
+    cert: LeaderCert
+
+    def encode(self) -> bytes:
+        return msgspec.msgpack.encode(self)
+
+
+_PROOF = msgspec.msgpack.Decoder(CommitProof)
+
+
+def sign_commit(leader: Identity, cert: LeaderCert, round_: int, digest: bytes) -> CommitProof:
+    """``leader``'s proof that it committed ``digest`` as ``round_`` in ``cert``'s term."""
+    signature = leader.sign(commit_bytes(cert.group_id, cert.term, round_, digest))
+    return CommitProof(round_, digest, signature, cert)
+
+
+def check_commit(
+    blob: bytes, *, group_id: str, founder: bytes, round_: int, digest: bytes | None = None
+) -> CommitProof:
+    """The proof in ``blob`` if it is a well-formed commit of ``round_`` (and ``digest``) in
+    ``group_id``, signed by the leader its certificate names. Whether that certificate proves
+    its term to *you* is yours to check. Raises ``ProofError``."""
+    if not isinstance(blob, bytes) or len(blob) > MAX_PROOF_BYTES:
+        raise ProofError("a commit proof is at most a few KB of bytes")
+    try:
+        proof = _PROOF.decode(blob)
+    except msgspec.DecodeError as exc:
+        raise ProofError(f"malformed commit proof: {exc}") from None
+    if proof.round != round_ or (digest is not None and proof.digest != digest):
+        raise ProofError(f"the proof is for round {proof.round}, not round {round_}")
+    cert = proof.cert
+    check_cert(cert, group_id=group_id, founder=founder)
+    signed = commit_bytes(group_id, cert.term, proof.round, proof.digest)
+    if not verify_signature(cert.leader, proof.signature, signed):
+        raise ProofError(f"round {round_} is not signed by the leader of term {cert.term}")
+    return proof

@@ -8,11 +8,14 @@ from mycelium_p2p.errors import ProofError
 from mycelium_p2p.identity import Identity
 from mycelium_p2p.records.charter import GroupCharter
 from mycelium_p2p.records.leadership import (
+    CommitProof,
     LeaderCert,
     check_cert,
+    check_commit,
     decode_cert,
     founding_cert,
     proves_leadership,
+    sign_commit,
     sign_vote,
 )
 
@@ -121,3 +124,32 @@ def test_sybils_ex_members_and_one_stolen_key_never_make_a_majority() -> None:
     assert not proves_leadership(
         wrong_group, group_id=gid, roster=roster, replacing=leader.public_key
     )
+
+
+def test_a_commit_proof_shows_which_round_the_leader_of_a_term_committed() -> None:
+    founder, a, b = Identity.generate(), Identity.generate(), Identity.generate()
+    charter = GroupCharter.found(founder, name="lab", task="digits", capacity=5, now=NOW)
+    gid, digest = charter.group_id, bytes(range(32))
+    cert = cert_of(gid, 4, a, [a, b])
+    blob = sign_commit(a, cert, 17, digest).encode()
+    proof = check_commit(blob, group_id=gid, founder=founder.public_key, round_=17, digest=digest)
+    assert (proof.round, proof.cert.term, proof.cert.leader) == (17, 4, a.public_key)
+    check = {"group_id": gid, "founder": founder.public_key}
+    with pytest.raises(ProofError, match="not round 10"):
+        check_commit(blob, **check, round_=10)  # a claimed round is bound
+    with pytest.raises(ProofError, match="not round"):
+        check_commit(blob, **check, round_=17, digest=bytes(32))  # ... and so is the model
+    other = GroupCharter.found(founder, name="lab", task="digits", capacity=5, now=NOW)
+    with pytest.raises(ProofError):
+        check_commit(blob, group_id=other.group_id, founder=founder.public_key, round_=17)
+    # b (a voter, not the leader) cannot sign a commit under a's certificate
+    forged = CommitProof(17, digest, sign_commit(b, cert, 17, digest).signature, cert)
+    with pytest.raises(ProofError, match="not signed by the leader"):
+        check_commit(forged.encode(), **check, round_=17)
+    # a rogue's own "term 1" certificate is refused: term 1 is the founder's
+    rogue_cert = cert_of(gid, 1, b, [b])
+    with pytest.raises(ProofError, match="founder"):
+        check_commit(sign_commit(b, rogue_cert, 99, digest).encode(), **check, round_=99)
+    for junk in (b"", b"\x93\x01", blob[:-3], b"x" * 10_000):
+        with pytest.raises(ProofError):
+            check_commit(junk, **check, round_=17)

@@ -177,6 +177,7 @@ async def test_a_malicious_member_cannot_depose_usurp_or_rewrite_history() -> No
                     "round": 10**6,
                     "digest": bytes(32),
                     "content": {"w": 1},
+                    "proof": b"",
                 },
             ),
             (
