@@ -175,7 +175,7 @@ def main() -> int:
     p_up.add_argument(
         "--firewall",
         action="store_true",
-        help="each host drops incoming packets but the ports the README opens (needs nft)",
+        help="each host drops incoming packets but the ports docs/operations.md opens (needs nft)",
     )
     p_up.add_argument(
         "--form-timeout", type=float, default=120.0, help="seconds to wait for the groups"

@@ -1,6 +1,6 @@
 """Leader election: the rules, as pure functions and one small state object.
 
-The algorithm (also in the README):
+The algorithm (also in docs/design/groups.md):
 
 1. A member's *lease* on its leader lapses when heartbeats fail for ``lease_timeout`` or the
    leader's connection is refused or reset.
