@@ -175,6 +175,7 @@ async def network(
                 dht=dht,
                 migrate=False,  # migration and splitting start once every node is in
                 split=False,
+                merge=False,  # each arm keeps the groups it was given
                 group_evaluation_interval=args.evaluation_interval,
                 advert_ttl=60.0,
                 **enter,

@@ -120,10 +120,14 @@ def quiet_flower() -> None:
 
 @contextlib.asynccontextmanager
 async def learning_network(
-    configs: list[dict[str, Any]], *, heartbeat: float = 0.3, compute: Any = None
+    configs: list[dict[str, Any]],
+    *,
+    heartbeat: float = 0.3,
+    compute: Any = None,
+    together: bool = False,
 ) -> AsyncIterator[list[Any]]:
-    """A seed DHT peer plus one full ``Node`` per config dict, started in order, in-process
-    (their ClientApps in ``compute``, when given: one executor for all)."""
+    """A seed DHT peer plus one full ``Node`` per config dict, started in order (or all at
+    once, ``together``), in-process (their ClientApps in ``compute``, when given)."""
     from mycelium_p2p.node.node import Node, NodeConfig
 
     quiet_flower()
@@ -134,9 +138,11 @@ async def learning_network(
         for overrides in configs:
             settings = {"heartbeat_interval": heartbeat, "round_pause": 0.05, **overrides}
             config = NodeConfig(bootstrap=[seed.address], host="127.0.0.1", dht=FAST, **settings)
-            node = Node(config, compute=compute)
-            await node.start()
-            nodes.append(node)
+            nodes.append(Node(config, compute=compute))
+            if not together:
+                await nodes[-1].start()
+        if together:
+            await asyncio.gather(*(node.start() for node in nodes))
         yield [seed, *nodes]
     finally:
         for node in nodes:

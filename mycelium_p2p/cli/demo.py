@@ -84,6 +84,7 @@ async def run_demo(config: DemoConfig, console: Console, stop: asyncio.Event) ->
         "0.5",
         "--threads",
         "1",
+        "--no-merge",  # the demo starts from mixed groups by design, to show migration sort them
     ]
 
     def options(i: int) -> list[str]:

@@ -125,6 +125,12 @@ from .common import (
     help="Move to a group that serves this node's data better.",
 )
 @click.option(
+    "--merge/--no-merge",
+    default=True,
+    show_default=True,
+    help="As leader, merge this group into a larger one of its task that serves it as well.",
+)
+@click.option(
     "--evaluation-interval",
     default=30.0,
     show_default=True,
@@ -196,6 +202,7 @@ def join(
     epochs: int,
     lr: float,
     migrate: bool,
+    merge: bool,
     evaluation_interval: float,
     threshold: float,
     bootstrap_wait: float,
@@ -248,6 +255,7 @@ def join(
             local_epochs=epochs,
             learning_rate=lr,
             migrate=migrate,
+            merge=merge,
             group_evaluation_interval=evaluation_interval,
             performance_threshold=threshold,
             reply_timeout=reply_timeout,

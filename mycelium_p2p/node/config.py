@@ -65,6 +65,8 @@ class NodeConfig:
     round_pause: float = 0.5
     bootstrap_wait: float = 300.0  # keep trying the bootstrap peers this long at start
     stall_timeout: float = 0.0  # leave a group leaderless this long (0: 10 heartbeats)
+    found_jitter: float | None = None  # no group found: wait up to this, look again (2 beats)
+    merge: bool = True  # leaders merge their group into a larger one that serves them as well
     local_epochs: int = 1
     learning_rate: float = 0.05
     advert_ttl: float = 120.0
@@ -82,6 +84,19 @@ class NodeConfig:
             performance_threshold=self.performance_threshold,
             cooldown=2 * self.group_evaluation_interval,
         )
+
+    @property
+    def founding_jitter(self) -> float:
+        """How long, at most, a node that finds no group waits before it looks again and
+        founds one (nodes started together then mostly find the first founder's group)."""
+        if self.found_jitter is not None:
+            return self.found_jitter
+        return 2 * self.heartbeat_interval
+
+    @property
+    def merge_interval(self) -> float:
+        """How often a leader looks for a group to merge into."""
+        return 2 * self.heartbeat_interval
 
     @property
     def record_interval(self) -> float:

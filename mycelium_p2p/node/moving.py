@@ -11,7 +11,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
@@ -32,6 +32,14 @@ log = logging.getLogger(__name__)
 def joinable(advert: GroupAdvert) -> bool:
     """Open, with room, and not dissolved (a leader that left alone advertises 0 members)."""
     return advert.policy == "open" and advert.free_slots > 0 and advert.metrics.members > 0
+
+
+def rank_joinable(adverts: list[GroupAdvert]) -> list[GroupAdvert]:
+    """Joinable groups in the order a node without measurements tries them: by neutral facts
+    (the most members first, then the group id), never by what an advert claims to score."""
+    return sorted(
+        (a for a in adverts if joinable(a)), key=lambda a: (-a.metrics.members, a.group_id)
+    )
 
 
 class MovingMixin:
@@ -175,12 +183,13 @@ class MovingMixin:
                     self.tasks.spawn(self._watch_rivals(group), name="rivals")
                 )
 
-    async def move_to(self, advert: GroupAdvert, reason: str = "") -> None:
-        """Leave our group cleanly and join ``advert``'s (back to finding a group if refused)."""
+    async def move_to(self, advert: GroupAdvert, reason: str = "", *, chosen: bool = True) -> None:
+        """Leave our group cleanly and join ``advert``'s (back to finding a group if refused).
+        A move we did not choose (a split, a merge) does not count toward the move cap."""
         async with self._group_change:
-            await self._move_to(advert, reason)
+            await self._move_to(advert, reason, chosen=chosen)
 
-    async def _move_to(self, advert: GroupAdvert, reason: str) -> None:
+    async def _move_to(self, advert: GroupAdvert, reason: str, *, chosen: bool = True) -> None:
         old = self.group
         if old is None:
             return
@@ -190,7 +199,10 @@ class MovingMixin:
             self.rounds.clear()
             await publish_advert(self.dht, self._advert(members=0))
         await self._leave_group()
-        self.migration.moved(time.monotonic())
+        if chosen:
+            self.migration.moved(time.monotonic())
+        else:
+            self.migration.settled(time.monotonic())
         self.moves.append((time.time(), old.group_id, advert.group_id))
         self.emit(
             "moving",
@@ -301,7 +313,8 @@ class MovingMixin:
             policy="open",
             metrics=GroupMetrics(),
         )
-        self.tasks.spawn(self.move_to(advert_like, reason="split"), name="split-move")
+        move = self.move_to(advert_like, reason=split.reason, chosen=False)
+        self.tasks.spawn(move, name="split-move")
         return Reply({})
 
 
@@ -319,3 +332,4 @@ class SplitRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         | None
     ) = None
     key: Annotated[bytes, Meta(min_length=32, max_length=32)] | None = None
+    reason: Literal["split", "merge"] = "split"

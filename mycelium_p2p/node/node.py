@@ -41,7 +41,8 @@ from ..records import GroupAdvert
 from ..records.charter import GroupCharter
 from .config import Event, NodeConfig, NodeEvent
 from .lifecycle import DataDirLock
-from .moving import MovingMixin, joinable
+from .merging import MergingMixin
+from .moving import MovingMixin, rank_joinable
 from .publishing import PublishingMixin
 
 __all__ = ["Node", "NodeConfig", "NodeEvent"]
@@ -63,7 +64,7 @@ def select_group(adverts: list[GroupAdvert], wanted: str) -> list[GroupAdvert]:
     return by_name
 
 
-class Node(MovingMixin, PublishingMixin):
+class Node(MovingMixin, MergingMixin, PublishingMixin):
     """A full mycelium-p2p node. ``start``, then it trains; ``stop`` leaves cleanly."""
 
     def __init__(
@@ -227,10 +228,10 @@ class Node(MovingMixin, PublishingMixin):
                     f"no group {c.group!r} is advertised for task {c.task!r} (advertised: {names})"
                 )
         else:
-            chosen = sorted(
-                (a for a in adverts if joinable(a)),
-                key=lambda a: (-a.metrics.accuracy, -a.metrics.members, a.group_id),
-            )
+            chosen = rank_joinable(adverts)
+            if not chosen and c.founding_jitter > 0:  # nodes started together: let one found
+                await asyncio.sleep(self._rng.uniform(0, c.founding_jitter))
+                chosen = rank_joinable(await fetch_adverts(self.dht, c.task))
         refusals = []
         for advert in chosen:
             try:
@@ -350,6 +351,8 @@ class Node(MovingMixin, PublishingMixin):
             self.dht.keep_published(self._advert, interval=c.advert_ttl / 3),
             self.tasks.spawn(self._watch_rivals(self.group), name="rivals"),
         ]
+        if c.merge and self.group.info.policy == "open":
+            self._leading.append(self.tasks.spawn(self._watch_merges(self.group), name="merges"))
 
     def _on_follower(self) -> None:
         self._stop_leading()

@@ -285,6 +285,7 @@ class ChaosRun:
             *("--heartbeat", str(c.heartbeat), "--round-pause", str(c.round_pause)),
             *("--reply-timeout", str(c.reply_timeout), "--threads", "1"),
             *("--evaluation-interval", "10"),
+            "--no-merge",  # the suite's groups are one per domain by design
         ]
         if self.lan:
             options += ["--port", str(NODE_PORT)]

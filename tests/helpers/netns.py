@@ -48,7 +48,7 @@ PREFIX_RE = re.compile(r"^myc(\d+)[a-z]-")
 ARP_SYSCTL = Path("/proc/sys/net/ipv4/neigh/default")  # one ARP table for every namespace
 RUN_MARKER = ".mycelium-lan"  # in a run's temp dir, so cleanup removes only our directories
 
-# A host firewall as the LAN runbook (docs/operations.md) has it (nft syntax; the host's namespace only).
+# A host firewall as the LAN runbook (docs/operations.md) has it (nft; the host's namespace only).
 FIREWALL = """table inet mycelium {{
     chain input {{
         type filter hook input priority 0; policy drop;

@@ -1,0 +1,87 @@
+"""When a group should merge into another of its task: structure proposes, measurement decides.
+
+Groups of one task that formed side by side (nodes started together, or cut off from each other
+for a while) waste every member's data. A leader looks for a group that *outranks* its own —
+more members, or as many and a smaller group id — and has room for all of its members. The
+order is total, so two groups never merge into each other at once, and chains settle on the
+largest group. A merge happens only where the other group's model serves this node's data at
+least as well as its own (within ``tolerance``), in ``confirmations`` checks in a row, so
+groups whose data differ never merge and one lucky measurement moves nobody.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class GroupView:
+    """What the merge rule reads of a group's advert: neutral facts only."""
+
+    group_id: str
+    members: int
+    free_slots: int
+    open: bool = True
+
+
+def outranks(other: GroupView, mine: GroupView) -> bool:
+    """Whether ``mine`` should merge into ``other``: more members, or as many and a smaller id."""
+    return (other.members, _smaller_first(other.group_id)) > (
+        mine.members,
+        _smaller_first(mine.group_id),
+    )
+
+
+def _smaller_first(group_id: str) -> tuple[int, ...]:
+    return tuple(-ord(c) for c in group_id)
+
+
+def merge_candidates(mine: GroupView, others: Iterable[GroupView]) -> list[GroupView]:
+    """Open groups that outrank ours and have room for all of our members, best first."""
+    fit = [
+        g
+        for g in others
+        if g.group_id != mine.group_id
+        and g.open
+        and g.free_slots >= mine.members
+        and outranks(g, mine)
+    ]
+    return sorted(fit, key=lambda g: (g.members, _smaller_first(g.group_id)), reverse=True)
+
+
+@dataclass(frozen=True)
+class MergeConfig:
+    tolerance: float = 0.02  # the other model may score this much lower on our data
+    confirmations: int = 2  # ... in this many checks in a row
+    min_rounds: int = 5  # models younger than this tell data apart poorly: not compared yet
+
+
+@dataclass
+class MergePolicy:
+    """Remembers the streak of each target. Pure: the caller measures."""
+
+    config: MergeConfig = field(default_factory=MergeConfig)
+    _streak: dict[str, int] = field(default_factory=dict)
+
+    def decide(
+        self, own: float | None, target: str, measured: float | None, *, rounds: int
+    ) -> tuple[bool, str]:
+        """Whether to merge into ``target`` now, given our model's score on our data and the
+        target model's (None: no model yet; nothing is merged on faith), and the rounds the
+        younger of the two models has trained."""
+        if own is None or measured is None or rounds < self.config.min_rounds:
+            self._streak.clear()
+            return False, f"no trained models to compare with {target} yet"
+        if measured < own - self.config.tolerance:
+            self._streak.clear()
+            return False, f"{target} serves our data worse ({measured:.3f} vs {own:.3f})"
+        streak = self._streak.get(target, 0) + 1
+        self._streak = {target: streak}
+        if streak < self.config.confirmations:
+            return False, f"{target} would do; confirming ({streak}/{self.config.confirmations})"
+        self._streak.clear()
+        return True, f"{target} is larger and serves our data as well ({measured:.3f} vs {own:.3f})"
+
+    def reset(self) -> None:
+        self._streak.clear()

@@ -1,0 +1,114 @@
+"""Consolidation: a leader merges its group into a larger one of the same task that serves its
+data as well (migration/consolidation.py has the rule; this runs it over the network).
+
+``MergingMixin`` is part of ``Node``. The leader tells each member to join the target
+(``n.split`` with ``join``, the message splits already use), then moves itself; members that
+cannot get in find a group as after any refused move.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ..dht import fetch_adverts
+from ..errors import MyceliumError
+from ..group.member import GroupMember
+from ..group.transport import ChannelError, RemoteError
+from ..migration.consolidation import GroupView, MergePolicy, merge_candidates
+from ..migration.measure import fetch_model, score
+from ..records import GroupAdvert
+from .moving import joinable
+
+log = logging.getLogger(__name__)
+
+
+class MergingMixin:
+    """Merging small groups into larger ones, for ``Node``."""
+
+    # attributes provided by Node
+    group: GroupMember | None
+    emit: Callable[..., None]
+    _move_to: Callable[..., Awaitable[None]]
+
+    async def _watch_merges(self, group: GroupMember) -> None:
+        """While leading an open group: look for a group to merge into every two heartbeats."""
+        c = self.config
+        policy = MergePolicy()
+        while True:
+            await asyncio.sleep(c.merge_interval)
+            if self.group is not group or not group.is_leader:
+                return
+            try:
+                found = await self._merge_target(group, policy)
+            except (MyceliumError, OSError) as exc:
+                log.debug("merge check of %s failed: %s", group.group_id, exc)
+                continue
+            except Exception:  # nothing a peer sends may end the check for good
+                log.exception("merge check of %s failed", group.group_id)
+                continue
+            if found is not None:  # not in this task: moving stops leading, and with it us
+                self.tasks.spawn(self._merge_into(group, *found), name="merge")
+                return
+
+    async def _merge_target(
+        self, group: GroupMember, policy: MergePolicy
+    ) -> tuple[GroupAdvert, str] | None:
+        size = len(group.roster)
+        mine = GroupView(group.group_id, size, group.info.capacity - size)
+        adverts = {
+            a.group_id: a
+            for a in await fetch_adverts(self.dht, self.config.task)
+            if joinable(a) and a.group_id != group.group_id
+        }
+        views = [GroupView(a.group_id, a.metrics.members, a.free_slots) for a in adverts.values()]
+        candidates = merge_candidates(mine, views)
+        if not candidates:
+            policy.reset()
+            return None
+        target = adverts[candidates[0].group_id]
+        own = await score(self.runner, group.model)
+        try:
+            model = await fetch_model(self.channels, target, self.config.reply_timeout)
+        except (ChannelError, RemoteError) as exc:
+            log.debug("cannot measure %s's model: %s", target.name, exc)
+            return None
+        measured = await score(self.runner, model)
+        rounds = min(group.model.round, model.round)
+        merge, reason = policy.decide(own, target.group_id, measured, rounds=rounds)
+        log.debug("group %s: merge check: %s", group.group_id, reason)
+        return (target, reason) if merge else None
+
+    async def _merge_into(self, group: GroupMember, target: GroupAdvert, reason: str) -> None:
+        async with self._group_change:
+            if self.group is not group or not group.is_leader:
+                return
+            members = [m for m in group.members() if m.key != self.identity.public_key]
+            self.emit(
+                "merge",
+                f"merging group {group.info.name} ({len(members) + 1} members) into "
+                f"{target.name}: {reason}",
+                group=group.info.name,
+                group_id=group.group_id,
+                to=target.name,
+                to_id=target.group_id,
+                reason=reason,
+            )
+            order: dict[str, Any] = {
+                "gid": group.group_id,
+                "term": group.term,
+                "join": target.group_id,
+                "addr": list(target.leader),
+                "key": target.leader_key,
+                "reason": "merge",
+            }
+            for member in members:
+                with contextlib.suppress(ChannelError, RemoteError):
+                    await group.channels.request(
+                        member.addr, member.key, "n.split", order, timeout=self.config.reply_timeout
+                    )
+            group.remove_members({m.key for m in members})
+            await self._move_to(target, reason, chosen=False)
