@@ -270,13 +270,19 @@ def join(
             try:
                 await node.start()
                 started = True
-                await stop.wait()
+                ended = asyncio.ensure_future(node.ended.wait())
+                signalled = asyncio.ensure_future(stop.wait())
+                await asyncio.wait({ended, signalled}, return_when=asyncio.FIRST_COMPLETED)
+                ended.cancel()
+                signalled.cancel()
             finally:
                 await node.stop()
                 if started:
                     node.emit("stopped", "left the group and stopped")
 
         await run_until_signalled(serve)
+        if node.gave_up:
+            raise click.ClickException(node.gave_up)
 
     try:
         run_async(main())

@@ -107,6 +107,7 @@ def presence_rows(rosters: list[tuple[GroupAdvert, list[Record]]]) -> list[dict[
             "role": r.body.role,
             "round": r.body.round,
             "addr": f"{r.body.addr[0]}:{r.body.addr[1]}",
+            "app_errors": r.body.app_errors,
         }
         for advert, r in newest.values()
     ]

@@ -45,12 +45,18 @@ def groups_table(adverts: list[GroupAdvert]) -> Table:
 
 
 def nodes_table(rows: list[dict[str, Any]]) -> Table:
-    """A rich table of nodes: id, group, role, round, address."""
+    """A rich table of nodes: id, group, role, round, address, ClientApp failures in a row."""
     table = Table(title=f"{len(rows)} node(s)" if rows else "no nodes seen", title_justify="left")
-    for column in ("node", "group", "role", "round", "address"):
-        table.add_column(column, justify="right" if column == "round" else "left")
+    for column in ("node", "group", "role", "round", "address", "app errors"):
+        table.add_column(column, justify="left" if column in ("node", "group", "role") else "right")
     for row in rows:
+        errors = row.get("app_errors", 0)
         table.add_row(
-            row["node_id"][:12], row["group"], row["role"], str(row["round"]), row["addr"]
+            row["node_id"][:12],
+            Text(row["group"]),
+            row["role"],
+            str(row["round"]),
+            row["addr"],
+            Text(f"{errors} in a row", style="red") if errors else "",
         )
     return table

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import logging
 import time
+import traceback
+from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import msgspec
@@ -22,6 +26,21 @@ from .grid import LEADER_NODE_ID, ensure_task_identity, flower_node_id, make_met
 from .limits import TrainCaps, TrainConfigRefused, bound_train_config
 from .wire import WireError, decode_content, encode_content
 from .worker import DEFAULT_APP, ClientProcess, WorkerError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AppFailures:
+    """How this node's ClientApp has been failing: in all, in a row, and the last error."""
+
+    total: int = 0
+    streak: int = 0
+    last: str = ""
+    logged: int = 0  # how many distinct errors were logged with their traceback
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"total": self.total, "streak": self.streak, "last": self.last}
 
 
 class FlRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -105,6 +124,9 @@ class ClientRunner:
         self.caps = caps or TrainCaps()
         self._process: ClientProcess | None = None
         self._thread: Executor | None = None
+        self.failures = AppFailures()
+        self.on_failure: Callable[[AppFailures], None] = lambda failures: None
+        self._seen_errors: set[str] = set()
         if isinstance(executor, ClientProcess):
             self._process = executor
         else:
@@ -119,7 +141,35 @@ class ClientRunner:
         """Call the ClientApp (in a thread or a worker); its exceptions become Error replies.
 
         ``batch`` (the group, for a round's messages) orders calls in a shared worker process.
+        A raising ClientApp is logged with its traceback once per distinct error, then counted
+        (``failures``); ``on_failure`` hears of each failure.
         """
+        reply = await self._run(message, batch)
+        if reply.has_error() and reply.error.code == ErrorCode.CLIENT_APP_RAISED_EXCEPTION:
+            self._failed(reply.error.reason or "ClientApp failed", message.metadata.message_type)
+        elif not reply.has_error():
+            self.failures.streak = 0
+        return reply
+
+    def _failed(self, reason: str, kind: str) -> None:
+        failures = self.failures
+        failures.total += 1
+        failures.streak += 1
+        failures.last = reason.splitlines()[0][:200] if reason else "ClientApp failed"
+        first_line = failures.last
+        if first_line not in self._seen_errors and len(self._seen_errors) < 16:
+            self._seen_errors.add(first_line)
+            log.error("this node's ClientApp failed on a %s message:\n%s", kind, reason)
+        elif failures.total in (2, 10) or failures.total % 100 == 0:
+            log.warning(
+                "this node's ClientApp has failed %d times (%d in a row); last: %s",
+                failures.total,
+                failures.streak,
+                first_line,
+            )
+        self.on_failure(failures)
+
+    async def _run(self, message: Message, batch: str) -> Message:
         async with self._lock:
             if self._process is not None:
                 if self._closed:
@@ -152,8 +202,10 @@ class ClientRunner:
         try:
             reply = self.app(message, self.context)
         except Exception as exc:
+            # the first line goes to the leader (as Flower's Error); the traceback stays here
+            reason = f"{type(exc).__name__}: {exc}"
             return Message(
-                Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, f"{type(exc).__name__}: {exc}"),
+                Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, f"{reason}\n{traceback.format_exc()}"),
                 reply_to=message,
             )
         return reply
@@ -190,8 +242,9 @@ class ClientRunner:
         )
         started = time.perf_counter()
         reply = await self.run(message, batch=group.group_id)
-        if reply.has_error():
-            return Reply.fail("client-error", reply.error.reason or "ClientApp failed")
+        if reply.has_error():  # the error's first line, as Flower reports it; not our traceback
+            reason = (reply.error.reason or "ClientApp failed").splitlines()[0]
+            return Reply.fail("client-error", reason[:200])
         records, segs = encode_content(reply.content)
         return Reply(
             {"mid": request.mid, "records": records, "seconds": time.perf_counter() - started},

@@ -128,12 +128,15 @@ class GroupGrid(Grid):
         self.term = group.term
         self._run: Any = None
         self._keys: dict[int, bytes] = {}
+        self._round_keys: list[bytes] | None = None
         self._pending: dict[str, concurrent.futures.Future[Message]] = {}
         self._inflight: set[concurrent.futures.Future[list[Message]]] = set()
         self._aborted = False
         #: each member's trained arrays in the latest round, if they passed screening (the
         #: leader reads their updates after the strategy has aggregated them)
         self.trained: dict[bytes, ArrayRecord] = {}
+        #: members whose ClientApp raised: (times in this term, the error it sent back)
+        self.app_errors: dict[bytes, tuple[int, str]] = {}
 
     # -- Grid's bookkeeping --------------------------------------------------------------------
 
@@ -161,20 +164,31 @@ class GroupGrid(Grid):
         )
 
     def get_node_ids(self) -> Iterable[int]:
-        """The members now (read on the event loop: the roster changes there)."""
+        """The members at the round's start, the same for every call within it (a strategy
+        counts them, then waits until that many are there: a member leaving in between would
+        make it wait forever). Members that leave mid-round answer as unavailable."""
+        if self._round_keys is None:
+            self._round_keys = self._members_now()
+        self._keys = {flower_node_id(key): key for key in self._round_keys}
+        return list(self._keys)
+
+    def new_round(self) -> None:
+        """Take the roster afresh at the next ``get_node_ids`` (called between rounds)."""
+        self._round_keys = None
+
+    def _members_now(self) -> list[bytes]:
+        """The roster, read on the event loop (it changes there)."""
 
         async def snapshot() -> list[bytes]:
             return [m.key for m in self.group.members()]
 
         try:
             asyncio.get_running_loop()
-            keys = [m.key for m in self.group.members()]  # already on the loop
+            return [m.key for m in self.group.members()]  # already on the loop
         except RuntimeError:
             if self._aborted or self.loop.is_closed():
                 raise StepDown("the leader stopped") from None
-            keys = asyncio.run_coroutine_threadsafe(snapshot(), self.loop).result()
-        self._keys = {flower_node_id(key): key for key in keys}
-        return list(self._keys)
+            return asyncio.run_coroutine_threadsafe(snapshot(), self.loop).result()
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         ids = []
@@ -309,6 +323,8 @@ class GroupGrid(Grid):
             except RemoteError as exc:
                 if exc.code == "stale-term" and await self.group.heed_stale_term(member):
                     raise StepDown(f"member {member.key.hex()[:8]} proved a newer term") from None
+                if exc.code == "client-error":
+                    self._app_failed(member.key, exc.reason)
                 return error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, exc.reason)
             except ChannelError as exc:
                 return error(ErrorCode.NODE_UNAVAILABLE, str(exc))
@@ -322,6 +338,22 @@ class GroupGrid(Grid):
         if problem is not None:
             return dropped(problem)
         return Message(metadata=reply_metadata(), content=content)
+
+    def _app_failed(self, key: bytes, reason: str) -> None:
+        """A member's ClientApp raised: say so once per member and error, then count."""
+        count, last = self.app_errors.get(key, (0, ""))
+        reason = reason[:200]
+        if reason != last or count + 1 in (10, 100):
+            log.warning(
+                "group %s: member %s's ClientApp failed (%d times this term): %s",
+                self.group.group_id,
+                key.hex()[:8],
+                count + 1,
+                reason,
+            )
+        self.app_errors[key] = (count + 1, reason)
+        while len(self.app_errors) > 64:  # members come and go: a bounded table
+            del self.app_errors[next(iter(self.app_errors))]
 
     async def _while_present(self, member: Any, request: Any) -> Any:
         """Await ``request`` unless the member goes silent first (a cut cable sends no reset):

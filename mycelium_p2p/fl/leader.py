@@ -72,6 +72,24 @@ def metric(metrics: Any, word: str, default: float) -> float:
     return default
 
 
+def _untrained(
+    group: GroupMember, grid: GroupGrid, runner: ClientRunner, idle: int, pause: float
+) -> float:
+    """Say why no member trained (once, then every 10th time) and how long to wait: longer
+    each time in a row, up to 10 s, so a group whose apps all fail does not spin."""
+    if idle == 1 or idle % 10 == 0:
+        errors = [f"{key.hex()[:8]}: {why}" for key, (_, why) in grid.app_errors.items()]
+        if runner.failures.streak:
+            errors.append(f"this node: {runner.failures.last}")
+        log.warning(
+            "group %s: no member trained this round (%d in a row)%s",
+            group.group_id,
+            idle,
+            "; ClientApp errors: " + "; ".join(errors) if errors else "",
+        )
+    return min(max(pause, 0.5) * 2 ** min(idle - 1, 5), 10.0)
+
+
 async def lead_rounds(
     group: GroupMember,
     runner: ClientRunner,
@@ -107,7 +125,7 @@ async def lead_rounds(
             reply_timeout=reply_timeout,
             screening=screening,
         )
-        done = 0
+        done = idle = 0
         while group.is_leader and group.term == term and (max_rounds is None or done < max_rounds):
             if gate is not None:
                 await gate.wait()
@@ -115,6 +133,7 @@ async def lead_rounds(
             arrays = initial() if base.empty else arrays_of(base)
             started = time.monotonic()
             grid.trained.clear()
+            grid.new_round()
             try:
                 result = await _in_thread(
                     grid,
@@ -128,9 +147,10 @@ async def lead_rounds(
                     evaluate_config=ConfigRecord({}),
                 )
                 if len(result.arrays) == 0:
-                    log.warning("group %s: no member trained this round", group.group_id)
-                    await asyncio.sleep(max(round_pause, 0.5))
+                    idle += 1
+                    await asyncio.sleep(_untrained(group, grid, runner, idle, round_pause))
                     continue
+                idle = 0
                 snapshot = snapshot_of(base.round + 1, result.arrays)
                 if not await group.commit(snapshot):
                     log.warning(

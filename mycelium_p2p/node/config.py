@@ -18,7 +18,7 @@ class NodeEvent:
     """Something a node did, for people (``text``) and for programs (``kind`` and ``fields``).
 
     Kinds: up, founded, joined, leader, follower, round, evaluated, moving, refused, split,
-    regroup, merge, stopped.
+    regroup, merge, app-failed, stopped.
     """
 
     kind: str
@@ -67,6 +67,7 @@ class NodeConfig:
     stall_timeout: float = 0.0  # leave a group leaderless this long (0: 10 heartbeats)
     found_jitter: float | None = None  # no group found: wait up to this, look again (2 beats)
     merge: bool = True  # leaders merge their group into a larger one that serves them as well
+    max_app_failures: int = 5  # the ClientApp failing this many calls in a row: leave (0: never)
     local_epochs: int = 1
     learning_rate: float = 0.05
     advert_ttl: float = 120.0

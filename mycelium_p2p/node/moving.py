@@ -51,6 +51,35 @@ class MovingMixin:
     emit: Callable[..., None]
     _leave_group: Callable[[], Awaitable[None]]
 
+    # -- a ClientApp that keeps failing ---------------------------------------------------------
+
+    def _on_app_failure(self, failures: Any) -> None:
+        """Our ClientApp failed again: after ``max_app_failures`` calls in a row, leave the group
+        for good (a member whose app always fails only holds its group hostage)."""
+        limit = self.config.max_app_failures
+        if limit <= 0 or failures.streak < limit or self.gave_up is not None:
+            return
+        self.gave_up = (
+            f"this node's ClientApp failed {failures.streak} times in a row "
+            f"(last: {failures.last}); left the group: fix the app and start the node again"
+        )
+        self.tasks.spawn(self._give_up(), name="give-up")
+
+    async def _give_up(self) -> None:
+        async with self._group_change:
+            group = self.group
+            if self._migrating is not None:
+                self._migrating.cancel()
+            await self._leave_group()
+            self.emit(
+                "app-failed",
+                self.gave_up or "",
+                group=group.info.name if group else None,
+                group_id=group.group_id if group else None,
+                error=self.runner.failures.last,
+            )
+            self.ended.set()
+
     # -- moving between groups --------------------------------------------------------------------
 
     def start_migration(self) -> None:

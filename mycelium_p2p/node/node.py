@@ -113,6 +113,10 @@ class Node(MovingMixin, MergingMixin, PublishingMixin):
             app_spec=config.client_app or DEFAULT_APP,
             caps=config.train_caps,
         )
+        self.runner.on_failure = self._on_app_failure
+        #: why this node left its group for good (its ClientApp kept failing), and when
+        self.gave_up: str | None = None
+        self.ended = asyncio.Event()
         self.tcp_addr: Address = ("", 0)
         self.migration = MigrationPolicy(config.migration_config())
         self.moves: list[tuple[float, str, str]] = []  # (time, from group, to group)
@@ -446,4 +450,5 @@ class Node(MovingMixin, MergingMixin, PublishingMixin):
             "term": group.term if group else 0,
             "round": group.model.round if group else 0,
             "members": len(group.roster) if group else 0,
+            "app_failures": self.runner.failures.as_dict(),
         }

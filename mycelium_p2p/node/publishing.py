@@ -69,14 +69,15 @@ class PublishingMixin:
         """
         # at least a second apart; a record lives three intervals, and at most an hour
         interval = min(max(self.config.presence_interval, 1.0), 1200.0)
-        published: tuple[str, str] | None = None
+        published: tuple[str, str, bool] | None = None
         due = 0.0
         while True:
             group = self.group
             if group is not None:
                 role = "leader" if group.is_leader else "member"
                 now = time.monotonic()
-                if (group.group_id, role) != published or now >= due:
+                failing = self.runner.failures.streak > 0
+                if (group.group_id, role, failing) != published or now >= due:
                     self._heartbeat_seq = next_seq(self._heartbeat_seq, time.time())
                     body = {
                         "group_id": group.group_id,
@@ -84,6 +85,7 @@ class PublishingMixin:
                         "role": role,
                         "round": group.model.round,
                         "model_hash": group.model.digest,
+                        "app_errors": self.runner.failures.streak,
                     }
                     record = sign_record(
                         self.identity,
@@ -95,7 +97,7 @@ class PublishingMixin:
                         ttl=3 * interval,
                     )
                     stored = await self.dht.put(record)
-                    published = (group.group_id, role)
+                    published = (group.group_id, role, failing)
                     # nobody took it (a DHT still forming): try again soon
                     due = now + (interval if stored else min(interval, self.config.record_interval))
             await asyncio.sleep(min(1.0, interval))

@@ -140,6 +140,8 @@ class HeartbeatBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     role: Literal["member", "leader"]
     round: Annotated[int, Meta(ge=0, le=MAX_INT64)]  # the latest group-model round it holds
     model_hash: Annotated[bytes, Meta(min_length=32, max_length=32)]
+    # its ClientApp's failures in a row (0: it trains); shown by ``mycelium-p2p nodes``
+    app_errors: Annotated[int, Meta(ge=0, le=MAX_INT64)] = 0
 
 
 class HeartbeatPayload(Payload, tag="heartbeat"):

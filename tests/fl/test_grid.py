@@ -93,3 +93,24 @@ async def test_bad_replies_become_errors_and_good_ones_pass() -> None:
             assert reply.has_error() and "expected" in reply.error.reason
         finally:
             await impostor.close()
+
+
+@run_async(timeout=90)
+async def test_a_member_leaving_mid_round_does_not_hang_the_strategy() -> None:
+    """Flower's strategies count the nodes, then wait (forever) until that many are there. A
+    member leaving between the two calls hung the leader: within a round the Grid keeps the
+    roster it started with; the departed member answers as unavailable."""
+    from flwr.common.constant import ErrorCode
+
+    async with learning_network([{"create": "g", "round_pause": 30}, {}]) as (_, leader, member):
+        grid = GroupGrid(leader.group, asyncio.get_running_loop(), leader.runner.run)
+        before = set(await asyncio.to_thread(grid.get_node_ids))
+        assert len(before) == 2
+        leader.group.remove_members({member.identity.public_key})
+        assert set(await asyncio.to_thread(grid.get_node_ids)) == before  # the same round
+        (reply,) = await asyncio.to_thread(
+            grid.send_and_receive, [train_message(flower_node_id(member.identity.public_key))]
+        )
+        assert reply.has_error() and reply.error.code == ErrorCode.NODE_UNAVAILABLE
+        grid.new_round()
+        assert set(grid.get_node_ids()) == {flower_node_id(leader.identity.public_key)}

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+from typing import Any
 
 import pytest
 
@@ -366,3 +368,33 @@ async def test_two_leaders_of_one_group_merge_into_the_one_ahead() -> None:
         done = len(rival.rounds)
         await wait_for(lambda: len(rival.rounds) >= done + 2, 60, "rounds after the merge")
         assert rival.rounds[-1].members == 3
+
+
+@run_async(timeout=120)
+async def test_a_raising_client_app_is_visible_and_its_node_leaves(caplog) -> None:
+    """A member whose ClientApp raises: it logs the traceback once (then counts), the leader
+    names the member and the error it got back, and after ``max_app_failures`` calls in a row
+    the member leaves the group with a clear message; the group trains on without it."""
+    caplog.set_level(logging.WARNING)
+    good = {"client_app": "tests.helpers.user_app:app", "migrate": False}
+    bad = {"client_app": "tests.helpers.raising_app:app", "max_app_failures": 4, "migrate": False}
+    events: list[Any] = []
+    async with learning_network([{**good, "create": "mixed"}, bad]) as (_, leader, buggy):
+        buggy.on_event = events.append
+        await wait_for(lambda: buggy.ended.is_set(), 60, "the buggy member to give up")
+        assert buggy.group is None and buggy.runner.failures.streak >= 4
+        assert "ClientApp failed 4 times in a row" in (buggy.gave_up or "")
+        assert "shapes (2, 2) and (3,)" in buggy.gave_up
+        assert [e.kind for e in events if e.kind == "app-failed"] == ["app-failed"]
+        done = len(leader.rounds)
+        await wait_for(lambda: len(leader.rounds) >= done + 2, 30, "rounds without it")
+        assert leader.rounds[-1].members == 1 and leader.group.is_leader
+    member_logs = [r for r in caplog.records if r.name == "mycelium_p2p.fl.client"]
+    tracebacks = [r for r in member_logs if r.levelno == logging.ERROR]
+    assert len(tracebacks) == 1, [r.getMessage() for r in member_logs]
+    assert "Traceback" in tracebacks[0].getMessage() and "raising_app.py" in (
+        tracebacks[0].getMessage()
+    )
+    key = buggy.identity.public_key.hex()[:8]
+    reports = [r.getMessage() for r in caplog.records if r.name == "mycelium_p2p.fl.grid"]
+    assert any(key in m and "shapes (2, 2)" in m and "Traceback" not in m for m in reports)
