@@ -46,7 +46,12 @@ def make_protocol() -> tuple[MyceliumProtocol, FakeTransport, TaskOwner]:
     owner = TaskOwner()
     identity = Identity.generate()
     protocol = MyceliumProtocol(
-        Node(identity.node_id), RecordStore(), 20, rtt=RttEstimator(), spawn=owner.spawn
+        Node(identity.node_id),
+        RecordStore(),
+        20,
+        rtt=RttEstimator(),
+        spawn=owner.spawn,
+        identity=identity,
     )
     transport = FakeTransport()
     protocol.connection_made(transport)
