@@ -126,6 +126,11 @@ class _OwnedRoutingTable(RoutingTable):
 
     protocol: MyceliumProtocol
 
+    def has_room_for(self, node: Node) -> bool:
+        """Would ``node`` enter a bucket (free, or split) rather than the replacement cache?"""
+        bucket = self.buckets[self.get_bucket_for(node)]
+        return len(bucket) < self.ksize or bucket.has_in_range(self.node) or bucket.depth() % 5 != 0
+
     def add_contact(self, node: Node) -> None:
         index = self.get_bucket_for(node)
         bucket = self.buckets[index]
@@ -391,7 +396,7 @@ class MyceliumProtocol(IdProofs, KademliaProtocol):
         if proven == node.id:
             self.welcome_if_new(node)
         elif proven is None:
-            self._request_proof(sender, inbound=True)
+            self._request_proof(node, inbound=True)
         return node
 
     def rpc_stun(self, sender: Address) -> list[Any]:
@@ -444,7 +449,7 @@ class MyceliumProtocol(IdProofs, KademliaProtocol):
             if proven == node.id:
                 self.welcome_if_new(node)
             elif proven is None:
-                self._request_proof((node.ip, node.port), inbound=False)
+                self._request_proof(node, inbound=False)
             else:
                 self.stats.bogus_ids += 1  # whoever listed it lied about the id
             return result

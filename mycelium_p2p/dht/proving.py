@@ -89,12 +89,16 @@ class IdProofs:
         self.welcome_if_new(node)
         return node
 
-    def _request_proof(self, address: Address, *, inbound: bool) -> None:
-        """Challenge ``address`` in the background, within the limits.
+    def _request_proof(self, node: Node, *, inbound: bool) -> None:
+        """Challenge ``node``'s address in the background, within the limits, if it could enter
+        our routing table (a full bucket that cannot split would not take it: no work).
 
         ``inbound``: a request from it caused this; the challenge counts against its 3x budget.
         """
+        address = (node.ip, node.port)
         if address in self._proving or len(self._proving) >= _MAX_PROVING:
+            return
+        if not self.router.has_room_for(node):  # type: ignore[attr-defined]
             return
         allowance = self.book.allowance(address) if inbound else None
         if allowance is not None and allowance < PROVE_REQUEST_BYTES:
