@@ -187,7 +187,8 @@ class ProofLimiter:
     """Token buckets for proof work (signing or verifying, ~50-140 µs each).
 
     One bucket per address and one for everyone: a stranger gets at most ``burst`` proofs at
-    once and ``per_address_rate`` per second; all strangers together ``total_rate`` per second.
+    once and ``per_address_rate`` per second; everyone together ``total_rate`` per second
+    (500/s: under 10% of a core, however many addresses a spoofer uses).
     This is the single hook the general per-source limits (``dht/limits.py``) can replace.
     """
 
@@ -196,8 +197,8 @@ class ProofLimiter:
         *,
         per_address_rate: float = 1.0,
         burst: float = 4.0,
-        total_rate: float = 2000.0,
-        total_burst: float = 4000.0,
+        total_rate: float = 500.0,
+        total_burst: float = 1000.0,
         max_addresses: int = 4096,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:

@@ -98,7 +98,9 @@ def test_random_datagrams_never_raise(data: bytes) -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(
-    name=st.sampled_from(["ping", "store", "find_node", "find_value", "find_records", "stun"]),
+    name=st.sampled_from(
+        ["ping", "store", "find_node", "find_value", "find_records", "stun", "prove"]
+    ),
     args=st.lists(
         st.one_of(
             st.none(),
