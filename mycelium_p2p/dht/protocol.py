@@ -392,10 +392,9 @@ class MyceliumProtocol(IdProofs, KademliaProtocol):
         if nodeid == b"":
             return None
         node = Node(_check_id(nodeid), sender[0], sender[1])
-        proven = self.book.proven_id(sender)
-        if proven == node.id:
+        if self.book.proven_id(sender) == node.id:
             self.welcome_if_new(node)
-        elif proven is None:
+        else:  # unknown, or another id than it proved here (a restart with a new key?)
             self._request_proof(node, inbound=True)
         return node
 
@@ -453,7 +452,9 @@ class MyceliumProtocol(IdProofs, KademliaProtocol):
             else:
                 self.stats.bogus_ids += 1  # whoever listed it lied about the id
             return result
-        self.router.remove_contact(node)
+        listed = self.router.buckets[self.router.get_bucket_for(node)][node.id]
+        if listed is not None and (listed.ip, listed.port) == (node.ip, node.port):
+            self.router.remove_contact(node)  # not when a liar gave its id a dead address
         self._evicted[(node.ip, node.port)] = node
         while len(self._evicted) > 256:
             self._evicted.popitem(last=False)

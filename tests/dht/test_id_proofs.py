@@ -227,3 +227,30 @@ async def test_stock_kademlia_peers_are_answered_but_never_enter_our_tables() ->
                 await fresh.close()
         finally:
             stock.stop()
+
+
+@run_async()
+async def test_a_liar_cannot_evict_a_peer_by_listing_its_id_at_a_dead_address() -> None:
+    protocol, _transport, owner = make_protocol()
+    honest = Node(Identity.generate().node_id, "127.0.0.1", 41000)
+    protocol.book.prove((honest.ip, honest.port), honest.id)
+    protocol.welcome_if_new(honest)
+    protocol.handle_call_response((False, None), Node(honest.id, "127.0.0.1", 41999))
+    assert table_ids(protocol.router) == {honest.id}  # the lie timed out, not the peer
+    protocol.handle_call_response((False, None), honest)
+    assert table_ids(protocol.router) == set()  # the peer itself timed out
+    await owner.close()
+
+
+@run_async()
+async def test_an_address_that_claims_another_id_is_challenged_again() -> None:
+    protocol, transport, owner = make_protocol()
+    first, second = Identity.generate(), Identity.generate()
+    protocol.datagram_received(request("ping", first.node_id), PEER)
+    await answer_challenge(protocol, transport, first)
+    transport.sent.clear()
+    protocol.datagram_received(request("ping", second.node_id), PEER)  # restarted, new key
+    await answer_challenge(protocol, transport, second)
+    assert protocol.book.proven_id(PEER) == second.node_id
+    assert table_ids(protocol.router) == {second.node_id}
+    await owner.close()
