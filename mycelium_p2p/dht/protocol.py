@@ -262,6 +262,7 @@ class MyceliumProtocol(IdProofs, KademliaProtocol):
             if expired is not None and expired[0] == address:
                 # Alive after all, only slow (a busy host): learn the RTT, take it back.
                 self.stats.late_replies += 1
+                self.book.validate(address)  # late, but a round trip all the same
                 self.rtt.observe(address, now - expired[1])
                 evicted = self._evicted.pop(address, None)
                 if evicted is not None:
