@@ -254,3 +254,32 @@ async def test_an_address_that_claims_another_id_is_challenged_again() -> None:
     assert protocol.book.proven_id(PEER) == second.node_id
     assert table_ids(protocol.router) == {second.node_id}
     await owner.close()
+
+
+@run_async(timeout=180)
+async def test_twenty_sybils_with_chosen_ids_around_a_key_enter_no_table() -> None:
+    """Real peers announcing ids next to a key (not derived from their keys) join a swarm,
+    look the key up and store there; no honest table or reply ever holds their ids."""
+    async with swarm(30) as nodes:
+        record = make_advert()
+        chosen = [chosen_id_near(record.key, i) for i in range(20)]
+        sybils = []
+        for node_id in chosen:
+            sybil = DhtNode(config=FAST)
+            sybil.node = Node(node_id)  # the id it announces; its key says otherwise
+            await sybil.listen(0, "127.0.0.1")
+            sybils.append(sybil)
+        try:
+            await asyncio.gather(*(s.bootstrap([nodes[0].address]) for s in sybils))
+            await asyncio.gather(*(s.find_closest(record.key) for s in sybils))
+            await nodes[5].put(record)
+            for reader in nodes[10:20]:
+                assert await reader.get_records(record.key) == [record]
+            for node in nodes:
+                assert not set(chosen) & table_ids(node.protocol.router)
+                reply = node.protocol.rpc_find_node(("127.0.0.1", 9), b"", record.key)
+                assert not set(chosen) & {contact[0] for contact in reply}
+            assert sum(n.stats.proofs_failed for n in nodes) > 0  # they were asked, and failed
+        finally:
+            for sybil in sybils:
+                await sybil.close()
