@@ -236,25 +236,31 @@ def datagram_size(payload: Any) -> int:
     return _HEADER + len(msgpack.packb(payload))
 
 
+def _drop_until_fits(whole: Any, items: list[Any], allowance: int) -> None:
+    """Pop ``items`` (part of ``whole``) from the end until ``whole`` fits: one packing of the
+    whole, one of each item dropped (an entry's size is at least its own encoding)."""
+    excess = datagram_size(whole) - allowance
+    while items and excess > 0:
+        excess -= len(msgpack.packb(items.pop()))
+
+
 def fit_reply(response: Any, allowance: int) -> tuple[Any, bool]:
     """``response`` trimmed so its datagram fits ``allowance`` bytes, and whether it was cut.
 
-    Record pages lose records from the end (``more`` stays True, so paging goes on), then
+    Record pages lose records from the end (``more`` becomes True, so paging goes on), then
     contacts; contact lists lose contacts. Anything else that does not fit becomes None.
     """
     if datagram_size(response) <= allowance:
         return response, False
     if isinstance(response, dict) and isinstance(response.get("records"), list):
         page = dict(response, records=list(response["records"]), nodes=list(response["nodes"]))
-        for field in ("records", "nodes"):
-            while page[field] and datagram_size(page) > allowance:
-                page[field].pop()
-                if field == "records":
-                    page["more"] = True
+        _drop_until_fits(page, page["records"], allowance)
+        if len(page["records"]) < len(response["records"]):
+            page["more"] = True  # True packs to one byte, as False did: the page still fits
+        _drop_until_fits(page, page["nodes"], allowance)
         return (page if datagram_size(page) <= allowance else None), True
     if isinstance(response, list) and all(isinstance(n, list) for n in response):
         nodes = list(response)
-        while nodes and datagram_size(nodes) > allowance:
-            nodes.pop()
+        _drop_until_fits(nodes, nodes, allowance)
         return (nodes if datagram_size(nodes) <= allowance else None), True
     return None, True

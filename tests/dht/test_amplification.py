@@ -11,7 +11,7 @@ import msgpack
 import pytest
 from kademlia.node import Node
 
-from mycelium_p2p.dht.peers import AMPLIFICATION
+from mycelium_p2p.dht.peers import AMPLIFICATION, datagram_size, fit_reply
 from mycelium_p2p.dht.protocol import MyceliumProtocol
 from mycelium_p2p.identity import Identity
 from mycelium_p2p.records import Record, roster_topic, sign_record
@@ -124,3 +124,17 @@ async def test_a_ping_no_longer_triggers_replication_until_the_pinger_proves_its
         await asyncio.sleep(0.01)
     assert len(stores) == 1
     await owner.close()
+
+
+def test_fit_reply_trims_pages_and_contact_lists_to_the_allowance() -> None:
+    page = {"records": [bytes(300)] * 20, "more": False, "nodes": [[bytes(20), "::1", 1]] * 20}
+    for allowance in (50, 400, 1000, 3000, 6000):
+        fitted, cut = fit_reply(page, allowance)
+        assert cut
+        assert fitted is None or datagram_size(fitted) <= allowance
+        if fitted is not None and len(fitted["records"]) < 20:
+            assert fitted["more"] is True  # the requester pages on from the last signer
+    assert fit_reply(page, 10**6) == (page, False)
+    only_nodes, _ = fit_reply({**page, "records": []}, 300)
+    assert only_nodes["more"] is False and 0 < len(only_nodes["nodes"]) < 20
+    assert fit_reply({"value": bytes(900)}, 300) == (None, True)
