@@ -98,6 +98,7 @@ class DhtNode(Server):
             spawn=self.tasks.spawn,
             read_only=self.read_only,
             page_bytes=self.config.page_bytes,
+            identity=self.identity,
         )
 
     # -- life cycle ----------------------------------------------------------------------------
@@ -176,14 +177,8 @@ class DhtNode(Server):
         return ids
 
     async def _ping_seed(self, addr: Address) -> Node | None:
-        ok, reply = await self.protocol.ping(addr, self.node.id)
-        if not ok or not isinstance(reply, bytes) or len(reply) != NODE_ID_SIZE:
-            return None
-        if reply == self.node.id:
-            return None  # that is us
-        node = Node(reply, addr[0], addr[1])
-        self.protocol.welcome_if_new(node)
-        return node
+        """Challenge a seed to prove its id: one round trip, and it enters our table."""
+        return await self.protocol.prove(addr)
 
     def routing_table_size(self) -> int:
         return sum(len(bucket) for bucket in self.protocol.router.buckets)

@@ -9,6 +9,9 @@ What changes from ``kademlia.protocol.KademliaProtocol`` (and rpcudp underneath)
 - ``rpc_store`` validates every record (``RecordStore.offer``) and answers False on refusal.
 - ``rpc_find_records`` pages through all entries under a key within the datagram budget.
 - A read-only peer (a CLI query) sends an empty node id and is never added to routing tables.
+- A peer enters our routing table (and our replies) only after proving its id and address
+  (``prove``, see ``peers.py``); until an address answered one of our requests, what it makes us
+  send stays within 3x what it sent (QUIC's anti-amplification rule).
 - Background work (replication to new peers, bucket pings) runs in owned tasks.
 
 The wire format stays rpcudp's (``0x00|0x01`` + 20-byte id + msgpack), so stock kademlia nodes
@@ -32,8 +35,10 @@ from kademlia.routing import RoutingTable
 from rpcudp.exceptions import MalformedMessage
 
 from ..errors import RecordError
-from ..identity import NODE_ID_SIZE
+from ..identity import NODE_ID_SIZE, Identity
 from ..records import signer_of
+from .peers import AddressBook, ProofLimiter, fit_reply
+from .proving import IdProofs
 from .rtt import Address, RttEstimator
 from .storage import RecordStore
 
@@ -44,6 +49,10 @@ REQUEST, RESPONSE = b"\x00", b"\x01"
 _MSG_ID_SIZE = 20
 _MAX_NODES_IN_REPLY = 64
 _MAX_HOST_LEN = 64
+# First requests to a peer that has not validated our address are padded so that its whole
+# answer fits within 3x (20 IPv6 contacts; a record page of 6000 bytes plus contacts).
+_PAD_FIND_NODE = 640
+_PAD_FIND_RECORDS = 2600
 
 Spawn = Callable[[Coroutine[Any, Any, Any]], "asyncio.Task[Any]"]
 RpcResult = tuple[bool, Any]
@@ -61,6 +70,12 @@ class ProtocolStats:
     timeouts: int = 0
     late_replies: int = 0
     foreign_replies: int = 0
+    proofs_ok: int = 0
+    proofs_failed: int = 0
+    proofs_throttled: int = 0
+    bogus_ids: int = 0  # a contact whose address proved another id
+    replies_trimmed: int = 0
+    replies_dropped: int = 0
 
 
 @dataclass
@@ -84,6 +99,7 @@ def _check_id(value: Any, what: str = "node id") -> bytes:
 def parse_node_list(items: Any, exclude: bytes) -> list[Node]:
     """Nodes from a ``find_node`` reply; malformed entries are skipped."""
     nodes: list[Node] = []
+    addresses: set[tuple[str, int]] = set()
     if not isinstance(items, list):
         return nodes
     for item in items[:_MAX_NODES_IN_REPLY]:
@@ -98,7 +114,9 @@ def parse_node_list(items: Any, exclude: bytes) -> list[Node]:
             and 0 < len(host) <= _MAX_HOST_LEN
             and isinstance(port, int)
             and 0 < port < 65536
+            and (host, port) not in addresses  # one query per address, however many ids
         ):
+            addresses.add((host, port))
             nodes.append(Node(node_id, host, port))
     return nodes
 
@@ -107,6 +125,11 @@ class _OwnedRoutingTable(RoutingTable):
     """kademlia's routing table, with its bucket-full ping run as an owned task."""
 
     protocol: MyceliumProtocol
+
+    def has_room_for(self, node: Node) -> bool:
+        """Would ``node`` enter a bucket (free, or split) rather than the replacement cache?"""
+        bucket = self.buckets[self.get_bucket_for(node)]
+        return len(bucket) < self.ksize or bucket.has_in_range(self.node) or bucket.depth() % 5 != 0
 
     def add_contact(self, node: Node) -> None:
         index = self.get_bucket_for(node)
@@ -121,7 +144,7 @@ class _OwnedRoutingTable(RoutingTable):
             self.protocol.spawn(self.protocol.call_ping(bucket.head()))
 
 
-class MyceliumProtocol(KademliaProtocol):
+class MyceliumProtocol(IdProofs, KademliaProtocol):
     """Kademlia RPCs over UDP with validation, adaptive timeouts and paged record lookups."""
 
     storage: RecordStore
@@ -136,6 +159,9 @@ class MyceliumProtocol(KademliaProtocol):
         spawn: Spawn,
         read_only: bool = False,
         page_bytes: int = 6000,
+        identity: Identity | None = None,
+        book: AddressBook | None = None,
+        limiter: ProofLimiter | None = None,
     ) -> None:
         super().__init__(source_node, storage, ksize)
         self.router = _OwnedRoutingTable(self, ksize, source_node)
@@ -144,6 +170,11 @@ class MyceliumProtocol(KademliaProtocol):
         self.read_only = read_only
         self.page_bytes = page_bytes
         self.stats = ProtocolStats()
+        self.identity = identity
+        self.book = book or AddressBook()
+        self.limiter = limiter or ProofLimiter()
+        self.local_address: Address | None = None
+        self._proving: dict[Address, asyncio.Future[Node | None]] = {}
         self._outstanding: dict[bytes, _Pending] = {}  # type: ignore[assignment]
         self._expired: OrderedDict[bytes, tuple[Address, float]] = OrderedDict()
         self._evicted: OrderedDict[Address, Node] = OrderedDict()
@@ -154,12 +185,19 @@ class MyceliumProtocol(KademliaProtocol):
             "find_node": self.rpc_find_node,
             "find_value": self.rpc_find_value,
             "find_records": self.rpc_find_records,
+            "prove": self.rpc_prove,
         }
 
     @property
     def wire_id(self) -> bytes:
         """The id we announce: ours, or empty when read-only (so nobody routes to us)."""
         return b"" if self.read_only else self.source_node.id
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        sockname = transport.get_extra_info("sockname")
+        if isinstance(sockname, tuple) and len(sockname) >= 2:
+            self.local_address = (sockname[0], sockname[1])
 
     # -- receiving ---------------------------------------------------------------------------
 
@@ -168,6 +206,8 @@ class MyceliumProtocol(KademliaProtocol):
         if len(data) < 1 + _MSG_ID_SIZE + 1 or data[:1] not in (REQUEST, RESPONSE):
             self.stats.malformed_datagrams += 1
             return
+        if data[:1] == REQUEST:
+            self.book.received(address, len(data))
         msg_id = data[1 : 1 + _MSG_ID_SIZE]
         try:
             payload = msgpack.unpackb(data[1 + _MSG_ID_SIZE :], raw=False, strict_map_key=False)
@@ -178,7 +218,7 @@ class MyceliumProtocol(KademliaProtocol):
             self._accept_response(msg_id, payload, address)
         elif (
             isinstance(payload, list)
-            and len(payload) == 2
+            and len(payload) in (2, 3)  # [name, args] or [name, args, padding]
             and isinstance(payload[0], str)
             and isinstance(payload[1], list)
         ):
@@ -201,8 +241,18 @@ class MyceliumProtocol(KademliaProtocol):
             self.stats.handler_errors += 1
             log.exception("rpc_%s failed on a request from %s", name, address)
             response = None
+        data = msgpack.packb(response)
+        allowance = self.book.allowance(address)
+        if allowance is not None:
+            if 1 + _MSG_ID_SIZE + len(data) > allowance:
+                self.stats.replies_trimmed += 1
+                data = msgpack.packb(fit_reply(response, allowance)[0])
+            if not self.book.charge(address, 1 + _MSG_ID_SIZE + len(data)):
+                self.stats.replies_dropped += 1
+                return
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.sendto(RESPONSE + msg_id + msgpack.packb(response), address)
+            self.transport.sendto(RESPONSE + msg_id + data, address)
+            self.book.answered(address)
 
     def _accept_response(self, msg_id: bytes, data: Any, address: Address) -> None:
         now = asyncio.get_running_loop().time()
@@ -212,6 +262,7 @@ class MyceliumProtocol(KademliaProtocol):
             if expired is not None and expired[0] == address:
                 # Alive after all, only slow (a busy host): learn the RTT, take it back.
                 self.stats.late_replies += 1
+                self.book.validate(address)  # late, but a round trip all the same
                 self.rtt.observe(address, now - expired[1])
                 evicted = self._evicted.pop(address, None)
                 if evicted is not None:
@@ -224,15 +275,24 @@ class MyceliumProtocol(KademliaProtocol):
             return
         del self._outstanding[msg_id]
         pending.timer.cancel()
+        self.book.validate(address)  # it received our random message id: a round trip
         self.rtt.observe(address, now - pending.sent_at)
         if not pending.future.done():
             pending.future.set_result((True, data))
 
     # -- sending -----------------------------------------------------------------------------
 
-    def _call(self, address: Address, name: str, *args: Any) -> asyncio.Future[RpcResult]:
-        """Send one request; the future gives (True, reply) or (False, None) on timeout."""
+    def _call(
+        self, address: Address, name: str, *args: Any, pad_to: int = 0
+    ) -> asyncio.Future[RpcResult]:
+        """Send one request; the future gives (True, reply) or (False, None) on timeout.
+
+        ``pad_to`` pads the datagram to about that many bytes (see ``peers.py``).
+        """
         data = msgpack.packb([name, list(args)])
+        padding = pad_to - (1 + _MSG_ID_SIZE + len(data)) - 3
+        if padding > 0:
+            data = msgpack.packb([name, list(args), bytes(padding)])
         if len(data) > MAX_REQUEST_BYTES:
             raise MalformedMessage(f"{name} request is {len(data)} bytes; the limit is 8192")
         loop = asyncio.get_running_loop()
@@ -276,13 +336,16 @@ class MyceliumProtocol(KademliaProtocol):
         return self._call(address, "store", self.wire_id, key, value)
 
     def find_node(self, address: Address, _nodeid: bytes, key: bytes) -> asyncio.Future[RpcResult]:
-        return self._call(address, "find_node", self.wire_id, key)
+        pad = self._pad(address, _PAD_FIND_NODE)
+        return self._call(address, "find_node", self.wire_id, key, pad_to=pad)
 
     def find_value(self, address: Address, _nodeid: bytes, key: bytes) -> asyncio.Future[RpcResult]:
-        return self._call(address, "find_value", self.wire_id, key)
+        pad = self._pad(address, _PAD_FIND_RECORDS)
+        return self._call(address, "find_value", self.wire_id, key, pad_to=pad)
 
     def find_records(self, address: Address, key: bytes, after: bytes) -> asyncio.Future[RpcResult]:
-        return self._call(address, "find_records", self.wire_id, key, after)
+        pad = self._pad(address, _PAD_FIND_RECORDS)
+        return self._call(address, "find_records", self.wire_id, key, after, pad_to=pad)
 
     # -- queries used by lookups: parsed and validated replies -------------------------------
 
@@ -325,11 +388,15 @@ class MyceliumProtocol(KademliaProtocol):
     # -- handlers: they validate their arguments and never raise on peer input ----------------
 
     def _source(self, sender: Address, nodeid: Any) -> Node | None:
-        """The requesting node, welcomed into our table, or None for a read-only peer."""
+        """The requesting node, or None for a read-only peer. It is welcomed into our table
+        if it proved that id from that address, else challenged (within the limits)."""
         if nodeid == b"":
             return None
         node = Node(_check_id(nodeid), sender[0], sender[1])
-        self.welcome_if_new(node)
+        if self.book.proven_id(sender) == node.id:
+            self.welcome_if_new(node)
+        else:  # unknown, or another id than it proved here (a restart with a new key?)
+            self._request_proof(node, inbound=True)
         return node
 
     def rpc_stun(self, sender: Address) -> list[Any]:
@@ -375,12 +442,20 @@ class MyceliumProtocol(KademliaProtocol):
     # -- routing-table upkeep ----------------------------------------------------------------
 
     def handle_call_response(self, result: RpcResult, node: Node) -> RpcResult:
-        """Welcome a peer that answered; drop one that did not (remembered, in case it was
-        only slow: a late reply brings it back)."""
+        """Welcome a peer that answered (once it proved its id); drop one that did not
+        (remembered, in case it was only slow: a late reply brings it back)."""
         if result[0]:
-            self.welcome_if_new(node)
+            proven = self.book.proven_id((node.ip, node.port))
+            if proven == node.id:
+                self.welcome_if_new(node)
+            elif proven is None:
+                self._request_proof(node, inbound=False)
+            else:
+                self.stats.bogus_ids += 1  # whoever listed it lied about the id
             return result
-        self.router.remove_contact(node)
+        listed = self.router.buckets[self.router.get_bucket_for(node)][node.id]
+        if listed is not None and (listed.ip, listed.port) == (node.ip, node.port):
+            self.router.remove_contact(node)  # not when a liar gave its id a dead address
         self._evicted[(node.ip, node.port)] = node
         while len(self._evicted) > 256:
             self._evicted.popitem(last=False)
@@ -389,9 +464,13 @@ class MyceliumProtocol(KademliaProtocol):
     def welcome_if_new(self, node: Node) -> None:
         """Add a new contact; hand it the records it is now among the closest to hold.
 
-        Stock kademlia hashes the (already hashed) key again here and fires untracked tasks.
+        Only a peer that proved its id from its address is welcomed: that proof is also the
+        round trip that lets us send it more than 3x what it sent. Stock kademlia hashes the
+        (already hashed) key again here and fires untracked tasks.
         """
         if node.id == self.source_node.id or not self.router.is_new_node(node):
+            return
+        if self.book.proven_id((node.ip, node.port)) != node.id:
             return
         for key in self.storage.stored_keys():
             keynode = Node(key)

@@ -137,7 +137,7 @@ async def test_a_stock_kademlia_peer_cannot_plant_a_forged_advert() -> None:
             await stock.set_digest(genuine.key, "plain text where an advert should be")
             await stock.set_digest(record_key("groups/0"), b"\x92\xc4\x01x\xc4\x40" + bytes(64))
             rejected = sum(n.stats.records_rejected for n in nodes)
-            assert rejected >= 4 * (FAST.ksize - 2)
+            assert rejected >= 4 * (FAST.ksize - 2), rejected
             for node in nodes:
                 for blob in (r.blob for r in node.storage.records(genuine.key)):
                     assert blob == genuine.blob

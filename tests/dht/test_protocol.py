@@ -12,11 +12,13 @@ from hypothesis import strategies as st
 
 from mycelium_p2p.aio import TaskOwner
 from mycelium_p2p.dht import MyceliumProtocol, RecordStore, RttEstimator
+from mycelium_p2p.dht.peers import proof_message
 from mycelium_p2p.dht.protocol import REQUEST, RESPONSE
 from mycelium_p2p.identity import Identity
 from tests.conftest import make_advert, run_async
 
 PEER = ("127.0.0.1", 40000)
+LOCAL = ("127.0.0.1", 40001)
 
 
 class FakeTransport:
@@ -31,6 +33,9 @@ class FakeTransport:
     def is_closing(self) -> bool:
         return False
 
+    def get_extra_info(self, name: str) -> object:
+        return LOCAL if name == "sockname" else None
+
     def replies(self) -> list:
         return [msgpack.unpackb(d[21:], raw=False) for d, _ in self.sent if d[:1] == RESPONSE]
 
@@ -41,11 +46,35 @@ def make_protocol() -> tuple[MyceliumProtocol, FakeTransport, TaskOwner]:
     owner = TaskOwner()
     identity = Identity.generate()
     protocol = MyceliumProtocol(
-        Node(identity.node_id), RecordStore(), 20, rtt=RttEstimator(), spawn=owner.spawn
+        Node(identity.node_id),
+        RecordStore(),
+        20,
+        rtt=RttEstimator(),
+        spawn=owner.spawn,
+        identity=identity,
     )
     transport = FakeTransport()
     protocol.connection_made(transport)
     return protocol, transport, owner
+
+
+async def answer_challenge(
+    protocol: MyceliumProtocol, transport: FakeTransport, prover: Identity, seen=LOCAL
+) -> None:
+    """Answer the last ``prove`` challenge sent to PEER as ``prover`` would (signing ``seen``)."""
+    for _ in range(100):
+        sent = [d for d, addr in transport.sent if d[:1] == REQUEST and addr == PEER]
+        if sent:
+            break
+        await asyncio.sleep(0.01)
+    data = sent[-1]
+    name, (challenger_id, nonce), *_pad = msgpack.unpackb(data[21:], raw=False)
+    assert name == "prove"
+    message = proof_message(nonce, challenger_id, prover.node_id, seen)
+    reply = [prover.public_key, prover.sign(message), list(seen)]
+    protocol.datagram_received(RESPONSE + data[1:21] + msgpack.packb(reply), PEER)
+    for _ in range(10):
+        await asyncio.sleep(0)
 
 
 def request(name: str, *args) -> bytes:
@@ -69,7 +98,9 @@ def test_random_datagrams_never_raise(data: bytes) -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(
-    name=st.sampled_from(["ping", "store", "find_node", "find_value", "find_records", "stun"]),
+    name=st.sampled_from(
+        ["ping", "store", "find_node", "find_value", "find_records", "stun", "prove"]
+    ),
     args=st.lists(
         st.one_of(
             st.none(),
@@ -129,10 +160,13 @@ async def test_store_validates_and_answers_false_on_refusal() -> None:
 
 @run_async()
 async def test_read_only_peers_are_never_added_to_the_routing_table() -> None:
-    protocol, _transport, owner = make_protocol()
+    protocol, transport, owner = make_protocol()
     protocol.datagram_received(request("ping", b""), PEER)
     assert sum(len(b) for b in protocol.router.buckets) == 0
-    protocol.datagram_received(request("ping", Identity.generate().node_id), PEER)
+    assert not [d for d, _ in transport.sent if d[:1] == REQUEST]  # nobody to challenge
+    peer = Identity.generate()
+    protocol.datagram_received(request("ping", peer.node_id), PEER)
+    await answer_challenge(protocol, transport, peer)  # a peer with an id enters once proven
     assert sum(len(b) for b in protocol.router.buckets) == 1
     await owner.close()
 
