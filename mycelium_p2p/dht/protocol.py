@@ -7,6 +7,8 @@ What changes from ``kademlia.protocol.KademliaProtocol`` (and rpcudp underneath)
 - Every request's timeout comes from measured round trips (``RttEstimator``), not a fixed 5 s;
   a reply is accepted only from the address the request went to; late replies still teach RTT.
 - ``rpc_store`` validates every record (``RecordStore.offer``) and answers False on refusal.
+- Requests over a source's rate limits (``limits.RpcGate``) are dropped before any work;
+  stores are offered with their source address, for the store's per-network quotas.
 - ``rpc_find_records`` pages through all entries under a key within the datagram budget.
 - A read-only peer (a CLI query) sends an empty node id and is never added to routing tables.
 - Background work (replication to new peers, bucket pings) runs in owned tasks.
@@ -34,6 +36,7 @@ from rpcudp.exceptions import MalformedMessage
 from ..errors import RecordError
 from ..identity import NODE_ID_SIZE
 from ..records import signer_of
+from .limits import RpcGate, RpcLimits
 from .rtt import Address, RttEstimator
 from .storage import RecordStore
 
@@ -61,6 +64,7 @@ class ProtocolStats:
     timeouts: int = 0
     late_replies: int = 0
     foreign_replies: int = 0
+    rate_limited: int = 0
 
 
 @dataclass
@@ -136,6 +140,7 @@ class MyceliumProtocol(KademliaProtocol):
         spawn: Spawn,
         read_only: bool = False,
         page_bytes: int = 6000,
+        limits: RpcLimits | None = None,
     ) -> None:
         super().__init__(source_node, storage, ksize)
         self.router = _OwnedRoutingTable(self, ksize, source_node)
@@ -144,6 +149,7 @@ class MyceliumProtocol(KademliaProtocol):
         self.read_only = read_only
         self.page_bytes = page_bytes
         self.stats = ProtocolStats()
+        self.gate = RpcGate(limits or RpcLimits())
         self._outstanding: dict[bytes, _Pending] = {}  # type: ignore[assignment]
         self._expired: OrderedDict[bytes, tuple[Address, float]] = OrderedDict()
         self._evicted: OrderedDict[Address, Node] = OrderedDict()
@@ -190,6 +196,9 @@ class MyceliumProtocol(KademliaProtocol):
         handler = self._handlers.get(name)
         if handler is None:
             self.stats.bad_requests += 1
+            return
+        if not self.gate.allow(address, name):
+            self.stats.rate_limited += 1
             return
         try:
             response = handler(address, *args)
@@ -343,7 +352,7 @@ class MyceliumProtocol(KademliaProtocol):
         self._source(sender, nodeid)
         _check_id(key, "key")
         try:
-            self.storage.offer(key, value)
+            self.storage.offer(key, value, source=sender[0])
         except RecordError as exc:
             self.stats.records_rejected += 1
             log.debug("refused a store from %s: %s", sender, exc)
