@@ -13,6 +13,7 @@ addresses, and a dropped entry comes back full, which costs at most one burst.
 from __future__ import annotations
 
 import ipaddress
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
@@ -68,7 +69,7 @@ class RateLimiter:
         max_sources: int = 4096,
         clock: Clock = time.monotonic,
     ) -> None:
-        if rate <= 0 or burst < 1 or max_sources < 1:
+        if not (0 < rate < math.inf and 1 <= burst < math.inf and max_sources >= 1):
             raise ValueError(
                 f"a rate limit needs rate > 0, burst >= 1, max_sources >= 1; got "
                 f"{rate}, {burst}, {max_sources}"
