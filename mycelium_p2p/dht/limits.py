@@ -92,6 +92,12 @@ class RateLimiter:
             self._buckets.move_to_end(source)
         return bucket.take(now, cost)
 
+    def refund(self, source: Hashable, cost: float = 1.0) -> None:
+        """Give back tokens spent on work that turned out well (never above the burst)."""
+        bucket = self._buckets.get(source)
+        if bucket is not None:
+            bucket.tokens = min(self.burst, bucket.tokens + cost)
+
     def __len__(self) -> int:
         return len(self._buckets)
 
