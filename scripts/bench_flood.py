@@ -7,7 +7,8 @@ peers on 127.0.0.1; G honest groups each publish their advert from a network of 
 ``--sockets`` source addresses) stores F validly signed adverts of F fresh keys at the ``k``
 closest peers of each advert's index shard, paced at ``--rate`` datagrams/s. Then a fresh
 reader lists the groups (``fetch_adverts``). Prints, per arm: honest groups listed (goal: all),
-adverts listed, flood entries held by the peers, stores refused, requests rate-limited.
+adverts listed, flood entries held by the peers, stores refused, requests rate-limited, and the
+reader's request timeouts (peers still busy with the flood answer late).
 
     python scripts/bench_flood.py [--peers 24] [--groups 8] [--flood 10000] [--ksize 8] [--json]
 
@@ -154,6 +155,7 @@ async def arm(name: str, args: argparse.Namespace, flood: list[tuple[bytes, byte
             "stored": sum(p.stats.records_stored for p in peers),
             "refused": sum(p.stats.records_rejected for p in peers),
             "rate_limited": sum(p.stats.rate_limited for p in peers),
+            "reader_timeouts": reader.stats.timeouts,
             "flood_s": round(flood_s, 1),
             "total_s": round(time.monotonic() - started, 1),
         }
@@ -191,7 +193,8 @@ def main() -> None:
             f"{name:>8}: honest groups listed {r['honest_listed']}/{r['honest_groups']}, "
             f"adverts listed {r['adverts_listed']}, flood entries held {r['flood_held']} "
             f"(sent {r['flood_sent']}), stores accepted {r['stored']}, refused {r['refused']}, "
-            f"rate-limited {r['rate_limited']}; flood {r['flood_s']} s, arm {r['total_s']} s",
+            f"rate-limited {r['rate_limited']}; reader's timeouts {r['reader_timeouts']}; "
+            f"flood {r['flood_s']} s, arm {r['total_s']} s",
             flush=True,
         )
     if args.json:

@@ -113,10 +113,11 @@ class RpcLimits:
 
     requests_per_s: float = 200.0
     requests_burst: float = 400.0
-    stores_per_s: float = 50.0
-    stores_burst: float = 100.0
+    # a burst covers replicating a few hundred records to a new neighbour at once
+    stores_per_s: float = 100.0
+    stores_burst: float = 1000.0
     network_stores_per_s: float = 500.0
-    network_stores_burst: float = 1000.0
+    network_stores_burst: float = 2000.0
     max_sources: int = 4096
     enabled: bool = True
 
