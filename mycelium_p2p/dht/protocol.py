@@ -304,9 +304,14 @@ class MyceliumProtocol(KademliaProtocol):
         return parse_node_list(result[1], exclude=self.source_node.id)
 
     async def query_records(
-        self, node: Node, key: bytes, max_pages: int
+        self,
+        node: Node,
+        key: bytes,
+        max_pages: int,
+        on_answer: Callable[[], None] | None = None,
     ) -> tuple[list[bytes], list[Node]] | None:
-        """All record blobs ``node`` holds under ``key`` (paged) and the nodes it suggests."""
+        """All record blobs ``node`` holds under ``key`` (paged) and the nodes it suggests;
+        ``on_answer`` is called when its first page arrives (it is alive, and paging)."""
         blobs: list[bytes] = []
         nodes: list[Node] = []
         after = b""
@@ -317,6 +322,8 @@ class MyceliumProtocol(KademliaProtocol):
             ok, reply = result
             if not ok:
                 return None if after == b"" else (blobs, nodes)
+            if after == b"" and on_answer is not None:
+                on_answer()
             if not isinstance(reply, dict):
                 return blobs, nodes
             page = reply.get("records")

@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import os
 import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -15,7 +17,7 @@ from mycelium_p2p.dht.storage import StoreQuotas
 from mycelium_p2p.errors import StoreFull
 from mycelium_p2p.identity import Identity
 from mycelium_p2p.records import Record, record_key, roster_topic, sign_record, signer_of
-from tests.conftest import FAST, make_advert, run_async, wait_for
+from tests.conftest import FAST, make_advert, run_async, swarm, wait_for
 from tests.helpers.flood import flood_adverts
 
 NOW = 1_800_000_000.0
@@ -184,3 +186,41 @@ async def test_stores_count_against_the_network_the_datagram_came_from() -> None
         assert node.storage.network_of(record.key, record.signer) == "127.0.5.0/24"
     finally:
         await asyncio.gather(node.close(), writer.close())
+
+
+def _slow_later_pages(protocol: Any) -> Callable[..., Any]:
+    """``rpc_find_records`` whose pages after the first take 3 ms (a busy peer)."""
+    answer = protocol.rpc_find_records
+
+    def slow(sender: Any, nodeid: Any, key: Any, after: Any) -> Any:
+        if after:
+            time.sleep(0.003)  # blocks the loop, as a busy peer would
+        return answer(sender, nodeid, key, after)
+
+    return slow
+
+
+@run_async(120)
+async def test_a_reader_gets_every_page_of_a_full_key() -> None:
+    """A key filled to its byte quota takes several pages; a peer still paging its answer is
+    answering, not stalled, and the lookup waits for it (within its deadline)."""
+    flood = [(record_key(t), b) for t, b in flood_adverts(400, now=time.time())]
+    key = flood[0][0]
+    blobs = [blob for k, blob in flood if k == key]
+    config = DhtConfig(maintenance_interval=0.5, min_stall=0.001, page_bytes=3000)
+    async with swarm(12, config) as nodes:
+        for node in nodes[::2]:  # half hold the key; the others answer at once, empty
+            for blob in blobs:
+                with contextlib.suppress(StoreFull):
+                    node.storage.offer(key, blob, FLOODER)
+            node.protocol._handlers["find_records"] = _slow_later_pages(node.protocol)
+        held = {r.signer for r in nodes[0].storage.records(key)}
+        assert len(held) > 60  # dozens of pages
+        reader = DhtNode(config=config, read_only=True)
+        await reader.listen(0, "127.0.8.1")
+        try:
+            await reader.bootstrap([nodes[0].address])
+            for _ in range(3):
+                assert {r.signer for r in await reader.get_records(key)} == held
+        finally:
+            await reader.close()
