@@ -33,6 +33,7 @@ from kademlia.protocol import KademliaProtocol
 from kademlia.routing import RoutingTable
 from rpcudp.exceptions import MalformedMessage
 
+from ..addresses import ip_literal
 from ..errors import RecordError
 from ..identity import NODE_ID_SIZE
 from ..records import signer_of
@@ -100,6 +101,7 @@ def parse_node_list(items: Any, exclude: bytes) -> list[Node]:
             and node_id != exclude
             and isinstance(host, str)
             and 0 < len(host) <= _MAX_HOST_LEN
+            and ip_literal(host) is not None  # sending to a name would resolve it on the loop
             and isinstance(port, int)
             and 0 < port < 65536
         ):

@@ -12,6 +12,7 @@ import pytest
 
 from mycelium_p2p.dht import DhtConfig, DhtNode
 from mycelium_p2p.dht.limits import RateLimiter, RpcGate, RpcLimits
+from mycelium_p2p.dht.protocol import parse_node_list
 from mycelium_p2p.records import record_key
 from tests.conftest import make_advert, run_async, wait_for
 from tests.helpers.flood import flood_adverts
@@ -116,3 +117,15 @@ async def test_a_flooding_source_is_throttled_and_others_are_still_served() -> N
         assert record in node.storage.records(record.key)
     finally:
         await asyncio.gather(node.close(), honest.close())
+
+
+def test_contacts_named_by_host_names_are_dropped() -> None:
+    """Peers send addresses; a UDP send to a name would block the loop in getaddrinfo."""
+    ids = [bytes([i]) * 20 for i in range(1, 5)]
+    items = [
+        [ids[0], "127.0.0.2", 4000],
+        [ids[1], "localhost", 4000],
+        [ids[2], "example.invalid", 4000],
+        [ids[3], "::1", 4000],
+    ]
+    assert [n.ip for n in parse_node_list(items, exclude=b"")] == ["127.0.0.2", "::1"]
