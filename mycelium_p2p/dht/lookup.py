@@ -90,11 +90,9 @@ async def lookup(
         if (quorum and with_records >= quorum) or now >= deadline:
             break
         for node in in_flight.values():
-            if (
-                state[node.id] is _State.PENDING
-                and now >= stall_at[node.id]
-                and node.id not in paging
-            ):
+            if node.id in paging:  # answering (even if its first page came late): wait for it
+                state[node.id] = _State.PENDING
+            elif state[node.id] is _State.PENDING and now >= stall_at[node.id]:
                 state[node.id] = _State.SLOW
         usable = [n for n in known.values() if state[n.id] not in (_State.FAILED, _State.SLOW)]
         candidates = sorted(usable, key=lambda n: n.long_id ^ target_id)[:ksize]
