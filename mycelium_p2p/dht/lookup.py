@@ -62,6 +62,7 @@ async def lookup(
     stall_at: dict[bytes, float] = {}
     in_flight: dict[asyncio.Future[object], Node] = {}
     result = LookupResult(closest=[])
+    paging: set[bytes] = set()
     with_records = 0
 
     def learn(nodes: list[Node]) -> None:
@@ -71,8 +72,10 @@ async def lookup(
                 state[node.id] = _State.NEW
 
     def launch(node: Node) -> None:
-        if records:
-            coro = protocol.query_records(node, target, max_pages)
+        if records:  # a peer paging its answer is answering, not stalled
+            coro = protocol.query_records(
+                node, target, max_pages, on_answer=lambda: paging.add(node.id)
+            )
         else:
             coro = protocol.query_nodes(node, target)
         task = protocol.spawn(coro)
@@ -87,7 +90,9 @@ async def lookup(
         if (quorum and with_records >= quorum) or now >= deadline:
             break
         for node in in_flight.values():
-            if state[node.id] is _State.PENDING and now >= stall_at[node.id]:
+            if node.id in paging:  # answering (even if its first page came late): wait for it
+                state[node.id] = _State.PENDING
+            elif state[node.id] is _State.PENDING and now >= stall_at[node.id]:
                 state[node.id] = _State.SLOW
         usable = [n for n in known.values() if state[n.id] not in (_State.FAILED, _State.SLOW)]
         candidates = sorted(usable, key=lambda n: n.long_id ^ target_id)[:ksize]
@@ -100,7 +105,11 @@ async def lookup(
                 active += 1
         if active == 0 and (candidates or not in_flight):
             break  # every close usable peer answered (or nobody is left to wait for)
-        waits = [stall_at[n.id] for n in in_flight.values() if state[n.id] is _State.PENDING]
+        waits = [
+            stall_at[n.id]
+            for n in in_flight.values()
+            if state[n.id] is _State.PENDING and n.id not in paging
+        ]
         timeout = (min(waits) if waits else deadline) - now
         done, _ = await asyncio.wait(
             list(in_flight), timeout=max(timeout, 0.0), return_when=asyncio.FIRST_COMPLETED

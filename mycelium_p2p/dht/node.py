@@ -7,7 +7,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kademlia.network import Server
@@ -17,10 +17,11 @@ from ..aio import TaskOwner
 from ..errors import BootstrapError, RecordError
 from ..identity import NODE_ID_SIZE, Identity
 from ..records import DEFAULT_CLOCK_SKEW, Record, best_per_signer, verify_record
+from .limits import RpcLimits
 from .lookup import LookupResult, lookup
 from .protocol import MyceliumProtocol
 from .rtt import Address, RttEstimator
-from .storage import RecordStore
+from .storage import RecordStore, StoreQuotas
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,8 @@ class DhtConfig:
     page_bytes: int = 6000
     max_pages: int = 32
     max_corrections: int = 32  # stale peers corrected after one lookup, at most
+    quotas: StoreQuotas = field(default_factory=StoreQuotas)  # fair shares; network, signer quotas
+    rpc_limits: RpcLimits = field(default_factory=RpcLimits)  # per-source limits on RPCs we answer
 
 
 class DhtNode(Server):
@@ -73,6 +76,7 @@ class DhtNode(Server):
             skew=self.config.clock_skew,
             max_keys=self.config.max_keys,
             max_entries_per_key=self.config.max_entries_per_key,
+            quotas=self.config.quotas,
         )
         super().__init__(
             ksize=self.config.ksize,
@@ -99,6 +103,7 @@ class DhtNode(Server):
             read_only=self.read_only,
             page_bytes=self.config.page_bytes,
             identity=self.identity,
+            limits=self.config.rpc_limits,
         )
 
     # -- life cycle ----------------------------------------------------------------------------

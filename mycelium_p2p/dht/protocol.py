@@ -7,6 +7,8 @@ What changes from ``kademlia.protocol.KademliaProtocol`` (and rpcudp underneath)
 - Every request's timeout comes from measured round trips (``RttEstimator``), not a fixed 5 s;
   a reply is accepted only from the address the request went to; late replies still teach RTT.
 - ``rpc_store`` validates every record (``RecordStore.offer``) and answers False on refusal.
+- Requests over a source's rate limits (``limits.RpcGate``) are dropped before any work;
+  stores are offered with their source address, for the store's per-network quotas.
 - ``rpc_find_records`` pages through all entries under a key within the datagram budget.
 - A read-only peer (a CLI query) sends an empty node id and is never added to routing tables.
 - A peer enters our routing table (and our replies) only after proving its id and address
@@ -34,9 +36,11 @@ from kademlia.protocol import KademliaProtocol
 from kademlia.routing import RoutingTable
 from rpcudp.exceptions import MalformedMessage
 
+from ..addresses import ip_literal
 from ..errors import RecordError
 from ..identity import NODE_ID_SIZE, Identity
 from ..records import signer_of
+from .limits import RpcGate, RpcLimits
 from .peers import AddressBook, ProofLimiter, fit_reply
 from .proving import IdProofs
 from .rtt import Address, RttEstimator
@@ -76,6 +80,7 @@ class ProtocolStats:
     bogus_ids: int = 0  # a contact whose address proved another id
     replies_trimmed: int = 0
     replies_dropped: int = 0
+    rate_limited: int = 0
 
 
 @dataclass
@@ -112,6 +117,7 @@ def parse_node_list(items: Any, exclude: bytes) -> list[Node]:
             and node_id != exclude
             and isinstance(host, str)
             and 0 < len(host) <= _MAX_HOST_LEN
+            and ip_literal(host) is not None  # sending to a name would resolve it on the loop
             and isinstance(port, int)
             and 0 < port < 65536
             and (host, port) not in addresses  # one query per address, however many ids
@@ -162,6 +168,7 @@ class MyceliumProtocol(IdProofs, KademliaProtocol):
         identity: Identity | None = None,
         book: AddressBook | None = None,
         limiter: ProofLimiter | None = None,
+        limits: RpcLimits | None = None,
     ) -> None:
         super().__init__(source_node, storage, ksize)
         self.router = _OwnedRoutingTable(self, ksize, source_node)
@@ -175,6 +182,7 @@ class MyceliumProtocol(IdProofs, KademliaProtocol):
         self.limiter = limiter or ProofLimiter()
         self.local_address: Address | None = None
         self._proving: dict[Address, asyncio.Future[Node | None]] = {}
+        self.gate = RpcGate(limits or RpcLimits())
         self._outstanding: dict[bytes, _Pending] = {}  # type: ignore[assignment]
         self._expired: OrderedDict[bytes, tuple[Address, float]] = OrderedDict()
         self._evicted: OrderedDict[Address, Node] = OrderedDict()
@@ -230,6 +238,9 @@ class MyceliumProtocol(IdProofs, KademliaProtocol):
         handler = self._handlers.get(name)
         if handler is None:
             self.stats.bad_requests += 1
+            return
+        if not self.gate.allow(address, name):
+            self.stats.rate_limited += 1
             return
         try:
             response = handler(address, *args)
@@ -358,9 +369,14 @@ class MyceliumProtocol(IdProofs, KademliaProtocol):
         return parse_node_list(result[1], exclude=self.source_node.id)
 
     async def query_records(
-        self, node: Node, key: bytes, max_pages: int
+        self,
+        node: Node,
+        key: bytes,
+        max_pages: int,
+        on_answer: Callable[[], None] | None = None,
     ) -> tuple[list[bytes], list[Node]] | None:
-        """All record blobs ``node`` holds under ``key`` (paged) and the nodes it suggests."""
+        """All record blobs ``node`` holds under ``key`` (paged) and the nodes it suggests;
+        ``on_answer`` is called when its first page arrives (it is alive, and paging)."""
         blobs: list[bytes] = []
         nodes: list[Node] = []
         after = b""
@@ -371,6 +387,8 @@ class MyceliumProtocol(IdProofs, KademliaProtocol):
             ok, reply = result
             if not ok:
                 return None if after == b"" else (blobs, nodes)
+            if after == b"" and on_answer is not None:
+                on_answer()
             if not isinstance(reply, dict):
                 return blobs, nodes
             page = reply.get("records")
@@ -410,7 +428,7 @@ class MyceliumProtocol(IdProofs, KademliaProtocol):
         self._source(sender, nodeid)
         _check_id(key, "key")
         try:
-            self.storage.offer(key, value)
+            self.storage.offer(key, value, source=sender[0])
         except RecordError as exc:
             self.stats.records_rejected += 1
             log.debug("refused a store from %s: %s", sender, exc)

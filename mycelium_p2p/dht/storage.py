@@ -1,5 +1,16 @@
 """``RecordStore``: what one DHT node holds: verified records, one per (key, signer), with expiry.
 
+Quotas keep one source from crowding out the rest (``StoreQuotas``). Each entry counts against
+the *source network* that stored its current version (``limits.source_network``: a /24 or /48;
+``LOCAL`` for the node's own). Under one key, room is shared max-min fairly: when a key is full
+(entries or bytes), a newcomer from network N evicts the *newest* entries of the network holding
+the most bytes there, as long as that network still holds more than N will; else N may only
+replace its own soonest-expiring entry with a longer-lived one (the rule without quotas). A
+flood arrives after what it floods, so newest-first spares a network's older (honest) entries.
+Across the store, a network holds at most ``network_entries`` entries and a signer writes at
+most ``signer_keys`` keys. Quotas are decided on the record's claimed signer, expiry and size
+*before* its signature is checked: a refused flood costs a decode, not a signature check.
+
 It also speaks kademlia's ``IStorage`` interface, so the library's own code paths (replicating
 to newly seen nodes, ``Server.set``) go through the same validation.
 """
@@ -7,15 +18,63 @@ to newly seen nodes, ``Server.set``) go through the same validation.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from kademlia.storage import IStorage
 
 from ..errors import RecordError, StaleRecord, StoreFull
 from ..records import DEFAULT_CLOCK_SKEW, Record, verify_record
+from .limits import source_network
 
 Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class StoreQuotas:
+    """Per-key, per-network and per-signer limits (on top of ``max_keys`` and
+    ``max_entries_per_key``). ``fair=False`` restores the rules without them (a baseline).
+
+    ``key_bytes`` bounds what one key holds so that a reader's ``max_pages`` pages read it all
+    (32 pages of 6000 bytes, each at least 6000 - 4096 bytes full, hold 60,928 bytes).
+    """
+
+    key_bytes: int = 56 * 1024
+    network_entries: int = 4096
+    signer_keys: int = 32
+    fair: bool = True
+
+
+@dataclass
+class _Slot:
+    record: Record
+    network: str
+    order: int  # when this version was stored here: fair eviction takes a network's newest
+
+    @property
+    def size(self) -> int:
+        return len(self.record.blob)
+
+
+class _Claim(msgspec.Struct):
+    """What a record says of itself, read before its signature is checked."""
+
+    signer: bytes
+    exp: float
+
+
+_ENVELOPE = msgspec.msgpack.Decoder(tuple[bytes, bytes])
+_CLAIM = msgspec.msgpack.Decoder(_Claim)
+
+
+def _claim(blob: Any) -> _Claim | None:
+    try:
+        return _CLAIM.decode(_ENVELOPE.decode(blob)[0])
+    except (msgspec.DecodeError, TypeError):
+        return None  # ``verify_record`` says what is wrong
 
 
 class RecordStore(IStorage):
@@ -28,50 +87,136 @@ class RecordStore(IStorage):
         skew: float = DEFAULT_CLOCK_SKEW,
         max_keys: int = 50_000,
         max_entries_per_key: int = 256,
+        quotas: StoreQuotas | None = None,
     ) -> None:
         self._clock = clock
         self._skew = skew
         self._max_keys = max_keys
         self._max_entries = max_entries_per_key
-        self._data: dict[bytes, dict[bytes, Record]] = {}
+        self.quotas = quotas or StoreQuotas()
+        self._data: dict[bytes, dict[bytes, _Slot]] = {}
+        self._per_network: Counter[str] = Counter()
+        self._per_signer: Counter[bytes] = Counter()
+        self._stored = 0
 
     # -- our interface ---------------------------------------------------------------------
 
-    def offer(self, key: bytes, blob: bytes) -> Record:
+    def offer(self, key: bytes, blob: bytes, source: str | None = None) -> Record:
         """Validate ``blob`` for ``key`` and keep it; raise ``RecordError`` and change nothing.
 
-        Per signer: a higher seq replaces, the same bytes refresh, anything else is stale.
+        ``source`` is the IP address it came from (None: this node's own). Per signer: a higher
+        seq replaces, the same bytes refresh, anything else is stale.
         """
         now = self._clock()
+        network = source_network(source)
         entries = self._live_entries(key, now)
         if entries:
-            for current in entries.values():
-                if current.blob == blob:
-                    return current  # the same bytes: a refresh of a record already verified
+            for slot in entries.values():
+                if slot.record.blob == blob:
+                    return slot.record  # the same bytes: a refresh of a record already verified
+        claim = _claim(blob)
+        victims: list[bytes] = []
+        if claim is not None and isinstance(blob, bytes):
+            victims = self._make_room(key, entries or {}, claim, len(blob), network)
         record = verify_record(blob, now=now, key=key, skew=self._skew)
         current = entries.get(record.signer) if entries else None
-        if current is not None and record.seq <= current.seq:
-            raise StaleRecord(f"seq {record.seq} is not newer than the stored seq {current.seq}")
+        if current is not None and record.seq <= current.record.seq:
+            raise StaleRecord(
+                f"seq {record.seq} is not newer than the stored seq {current.record.seq}"
+            )
         if entries is None:
             if len(self._data) >= self._max_keys:
                 self.cull()
                 if len(self._data) >= self._max_keys:
                     raise StoreFull(f"this node holds its limit of {self._max_keys} keys")
             entries = self._data[key] = {}
-        if current is None and len(entries) >= self._max_entries:
-            soonest = min(entries.values(), key=lambda r: r.expires_at)
-            if soonest.expires_at >= record.expires_at:
-                raise StoreFull(f"key holds its limit of {self._max_entries} entries")
-            del entries[soonest.signer]
-        entries[record.signer] = record
+        for signer in victims:
+            self._remove(entries, signer)
+        if current is not None:
+            self._remove(entries, record.signer)
+        self._stored += 1
+        entries[record.signer] = _Slot(record, network, self._stored)
+        self._per_network[network] += 1
+        self._per_signer[record.signer] += 1
         return record
+
+    def _make_room(
+        self, key: bytes, entries: dict[bytes, _Slot], claim: _Claim, size: int, network: str
+    ) -> list[bytes]:
+        """The signers whose entries must go for this record to fit; StoreFull if none can."""
+        q = self.quotas
+        current = entries.get(claim.signer)
+        if q.fair:
+            if (current is None or current.network != network) and self._per_network[
+                network
+            ] >= q.network_entries:
+                raise StoreFull(f"network {network} holds its quota of {q.network_entries}")
+            if current is None and self._per_signer[claim.signer] >= q.signer_keys:
+                raise StoreFull(f"signer holds its quota of {q.signer_keys} keys")
+        others = {s: slot for s, slot in entries.items() if s != claim.signer}
+        count = len(others) + 1
+        used = sum(slot.size for slot in others.values()) + size
+        victims: list[bytes] = []
+
+        def over() -> bool:
+            return count > self._max_entries or (q.fair and used > q.key_bytes)
+
+        while over():
+            victim = self._fair_victim(others, network, size) if q.fair else None
+            if victim is None:
+                own = [s for s in others.values() if q.fair is False or s.network == network]
+                soonest = min(own, key=lambda s: s.record.expires_at, default=None)
+                if soonest is None or soonest.record.expires_at >= claim.exp:
+                    raise StoreFull(
+                        f"key {key.hex()[:12]} is full ({self._max_entries} entries, "
+                        f"{q.key_bytes} bytes) and {network} holds its share"
+                    )
+                victim = soonest.record.signer
+            victims.append(victim)
+            count -= 1
+            used -= others.pop(victim).size
+        return victims
+
+    @staticmethod
+    def _fair_victim(others: dict[bytes, _Slot], network: str, size: int) -> bytes | None:
+        """The newest entry of the network holding the most bytes, if it holds more than
+        ``network`` will once this record is in."""
+        held: Counter[str] = Counter()
+        for slot in others.values():
+            held[slot.network] += slot.size
+        mine = held.pop(network, 0) + size
+        if not held:
+            return None
+        top, top_bytes = held.most_common(1)[0]
+        if top_bytes <= mine:
+            return None
+        newest = max((s for s in others.values() if s.network == top), key=lambda s: s.order)
+        return newest.record.signer
+
+    def _remove(self, entries: dict[bytes, _Slot], signer: bytes) -> None:
+        slot = entries.pop(signer)
+        self._per_network[slot.network] -= 1
+        if self._per_network[slot.network] <= 0:
+            del self._per_network[slot.network]
+        self._per_signer[signer] -= 1
+        if self._per_signer[signer] <= 0:
+            del self._per_signer[signer]
 
     def records(self, key: bytes) -> list[Record]:
         """The live records under ``key``, ordered by signer."""
         entries = self._live_entries(key, self._clock())
         if not entries:
             return []
-        return [entries[s] for s in sorted(entries)]
+        return [entries[s].record for s in sorted(entries)]
+
+    def network_of(self, key: bytes, signer: bytes) -> str | None:
+        """The source network that stored ``signer``'s entry under ``key`` (None if none)."""
+        slot = self._data.get(key, {}).get(signer)
+        return slot.network if slot is not None else None
+
+    def held_by(self, network: str) -> int:
+        """How many entries ``network`` holds in this store."""
+        return self._per_network[network]
 
     def page(self, key: bytes, after: bytes, budget: int) -> tuple[list[bytes], bool]:
         """Blobs under ``key`` from signers after ``after``, up to ``budget`` bytes; more left?"""
@@ -102,12 +247,12 @@ class RecordStore(IStorage):
     def __len__(self) -> int:
         return sum(len(entries) for entries in self._data.values())
 
-    def _live_entries(self, key: bytes, now: float) -> dict[bytes, Record] | None:
+    def _live_entries(self, key: bytes, now: float) -> dict[bytes, _Slot] | None:
         entries = self._data.get(key)
         if entries is None:
             return None
-        for signer in [s for s, r in entries.items() if r.expired(now)]:
-            del entries[signer]
+        for signer in [s for s, slot in entries.items() if slot.record.expired(now)]:
+            self._remove(entries, signer)
         if not entries:
             del self._data[key]
             return None

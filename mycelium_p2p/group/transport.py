@@ -7,7 +7,8 @@ After it, frames (``frames.FrameSocket``: a msgpack header and raw segments, ten
 into a larger message) travel inside AES-GCM Noise transport messages; a message that fails
 authentication closes the channel. Frames over ``max_frame`` bytes are refused before their
 body is read. Before the handshake ends nothing is read but small handshake messages, on the
-event loop, within ``HANDSHAKE_TIMEOUT``.
+event loop, within ``HANDSHAKE_TIMEOUT``; which connections get that far, per source IP and
+in all, is ``admission.Admission``'s decision (``ConnectionLimits``).
 
 A peer's requests are answered ``max_in_flight`` at a time per channel (``MAX_IN_FLIGHT``): a
 request holds its slot until its reply is written, and while every slot is taken the channel
@@ -33,13 +34,15 @@ from typing import Any
 from ..addresses import ip_literal
 from ..aio import OwnerClosed, TaskOwner
 from ..identity import Identity
-from .frames import ByteStream, ChannelError, FrameSocket, Segments, SocketStream
+from .admission import HANDSHAKE_TIMEOUT, Admission, ConnectionLimits
+from .frames import ByteStream, ChannelError, FrameSocket, Segments, SocketStream, close_socket
 from .noise import PLAINTEXT_PROLOGUE, PROLOGUE, NoiseCredentials, NoiseStream, handshake
 
 __all__ = [
     "Channel",
     "ChannelError",
     "ChannelServer",
+    "ConnectionLimits",
     "RemoteError",
     "Reply",
     "Segments",
@@ -48,7 +51,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_FRAME = 512 * 2**20
-HANDSHAKE_TIMEOUT = 5.0
 MAX_IN_FLIGHT = 8  # requests per channel being answered (or their replies written) at once
 
 Handler = Callable[["Channel", str, dict[str, Any], list[bytes]], Awaitable["Reply"]]
@@ -223,9 +225,9 @@ class Channel:
 class ChannelServer:
     """Accepts channels on a TCP port and keeps the latest authenticated channel per peer key.
 
-    ``max_in_flight``: see ``Channel``. ``insecure_plaintext`` (both ends must choose it; logged
-    as a warning) leaves frames unencrypted, to measure what encryption costs. Never use it
-    between real nodes.
+    ``max_in_flight``: see ``Channel``; ``limits``: see ``admission``. ``insecure_plaintext``
+    (both ends must choose it; logged as a warning) leaves frames unencrypted, to measure what
+    encryption costs. Never use it between real nodes.
     """
 
     def __init__(
@@ -236,6 +238,7 @@ class ChannelServer:
         max_frame: int = DEFAULT_MAX_FRAME,
         max_in_flight: int = MAX_IN_FLIGHT,
         insecure_plaintext: bool = False,
+        limits: ConnectionLimits | None = None,
     ) -> None:
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
@@ -244,6 +247,8 @@ class ChannelServer:
         self.max_frame = max_frame
         self.max_in_flight = max_in_flight
         self.insecure_plaintext = insecure_plaintext
+        self.admission = Admission(limits or ConnectionLimits())
+        self._handshake_timeout = self.admission.limits.handshake_timeout
         if insecure_plaintext:
             log.warning(
                 "channel server of %s runs INSECURE PLAINTEXT channels: authenticated but not "
@@ -275,12 +280,15 @@ class ChannelServer:
         loop = asyncio.get_running_loop()
         while True:
             try:
-                sock, _ = await loop.sock_accept(listener)
+                sock, peer = await loop.sock_accept(listener)
             except OSError as exc:
                 log.warning("accept failed: %s", exc)
                 await asyncio.sleep(0.1)
                 continue
-            self.tasks.spawn(self._accept(sock), name="channel-handshake")
+            if not self.admission.admit(peer[0]):
+                sock.close()  # over its source's limits: refused unread
+                continue
+            self.tasks.spawn(self._accept(sock, peer[0]), name="channel-handshake")
 
     async def _secure(self, raw: SocketStream, expected: bytes | None) -> tuple[ByteStream, bytes]:
         """Run the handshake (as initiator when ``expected`` is given); the stream frames
@@ -300,31 +308,47 @@ class ChannelServer:
         stream = raw if self.insecure_plaintext else NoiseStream(raw, session)
         return stream, session.peer_key
 
-    async def _accept(self, sock: socket.socket) -> None:
+    async def _accept(self, sock: socket.socket, ip: str) -> None:
+        """Authenticate an admitted connection and adopt its channel, within the limits."""
+        admission = self.admission
         try:
             raw = SocketStream(sock)
-        except OSError:
-            sock.close()
-            return
-        try:
-            stream, peer = await asyncio.wait_for(self._secure(raw, None), HANDSHAKE_TIMEOUT)
+            stream, peer = await asyncio.wait_for(self._secure(raw, None), self._handshake_timeout)
         except (ChannelError, asyncio.TimeoutError, OSError) as exc:
-            log.debug("handshake from %s failed: %s", raw.peername, str(exc) or "timed out")
-            raw.close()
+            admission.failed(ip)
+            log.debug("handshake from %s failed: %s", ip, str(exc) or "timed out")
+            close_socket(sock)
+            return
+        except BaseException:  # cancelled: this server is closing
+            admission.failed(ip)
+            close_socket(sock)
+            raise
+        admission.proven(ip)
+        if not admission.open_channel(ip):
+            log.debug("refused a channel from %s: it holds its limit of channels", ip)
+            stream.close()
             return
         try:
-            self._adopt(self._channel(stream, peer))
+            self._adopt(self._channel(stream, peer, ip))
         except OwnerClosed:  # this server is shutting down
+            admission.close_channel(ip)
             stream.close()
 
-    def _channel(self, stream: ByteStream, peer: bytes) -> Channel:
+    def _channel(self, stream: ByteStream, peer: bytes, ip: str | None = None) -> Channel:
+        """A channel on ``stream``; one accepted from ``ip`` counts against its limit."""
+
+        def closed(channel: Channel) -> None:
+            self._forget(channel)
+            if ip is not None:
+                self.admission.close_channel(ip)
+
         return Channel(
             FrameSocket(stream),
             peer,
             self.handler,
             max_frame=self.max_frame,
             tasks=self.tasks,
-            on_close=self._forget,
+            on_close=closed,
             max_in_flight=self.max_in_flight,
         )
 
@@ -377,7 +401,7 @@ class ChannelServer:
             where = f"{address[0]}:{address[1]}"
             try:
                 stream, _ = await asyncio.wait_for(
-                    self._secure(raw, peer_key), min(timeout, HANDSHAKE_TIMEOUT)
+                    self._secure(raw, peer_key), min(timeout, self._handshake_timeout)
                 )
             except (asyncio.TimeoutError, OSError) as exc:
                 raw.close()
