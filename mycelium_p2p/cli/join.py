@@ -125,6 +125,14 @@ from .common import (
     help="Move to a group that serves this node's data better.",
 )
 @click.option(
+    "--max-app-failures",
+    default=5,
+    show_default=True,
+    type=click.IntRange(0, 10_000),
+    help="Leave the group (and exit 1) when the ClientApp fails this many calls in a row "
+    "(0: never).",
+)
+@click.option(
     "--merge/--no-merge",
     default=True,
     show_default=True,
@@ -202,6 +210,7 @@ def join(
     epochs: int,
     lr: float,
     migrate: bool,
+    max_app_failures: int,
     merge: bool,
     evaluation_interval: float,
     threshold: float,
@@ -256,6 +265,7 @@ def join(
             learning_rate=lr,
             migrate=migrate,
             merge=merge,
+            max_app_failures=max_app_failures,
             group_evaluation_interval=evaluation_interval,
             performance_threshold=threshold,
             reply_timeout=reply_timeout,
