@@ -142,3 +142,17 @@ def test_a_client_app_holding_the_gil_upsets_leadership_only_in_a_thread(
             for node in (member, leader):  # the member first: a leader leaving hands over
                 assert node.stop() == 0
                 assert not re.search(upset, node.output()), node.output()[-3000:]
+
+
+def test_join_exits_1_saying_why_when_its_client_app_keeps_failing(tmp_path: Path) -> None:
+    """The node's ClientApp raises on every call: `join` logs the traceback once, leaves its
+    group after --max-app-failures calls in a row and exits 1 with the error."""
+    with processes() as procs:
+        port = start_seed(procs, tmp_path / "seed")
+        app = ("--client-app", "tests.helpers.raising_app:app", "--max-app-failures", "3")
+        node = start_join(procs, port, tmp_path / "n", "--create", "buggy", *FAST, *app)
+        node.expect(r"ClientApp failed 3 times in a row", timeout=60)
+        assert node.popen.wait(timeout=30) == 1
+        output = "\n".join(node.lines) + (node.popen.stdout.read() if node.popen.stdout else "")
+        assert output.count("Traceback") == 1, output
+        assert "shapes (2, 2) and (3,) do not align" in output
