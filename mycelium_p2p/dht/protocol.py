@@ -18,6 +18,7 @@ interoperate: their stores are validated like anyone's.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import os
 from collections import OrderedDict
@@ -104,9 +105,28 @@ def parse_node_list(items: Any, exclude: bytes) -> list[Node]:
 
 
 class _OwnedRoutingTable(RoutingTable):
-    """kademlia's routing table, with its bucket-full ping run as an owned task."""
+    """kademlia's routing table, with its bucket-full ping run as an owned task and a
+    ``find_neighbors`` that returns the closest contacts it holds."""
 
     protocol: MyceliumProtocol
+
+    def find_neighbors(
+        self, node: Node, k: int | None = None, exclude: Node | None = None
+    ) -> list[Node]:
+        """The ``k`` contacts closest to ``node`` by XOR distance, over the whole table.
+
+        kademlia's version walks buckets outward by index from the target's and stops at the
+        first ``k`` it meets: index order is not XOR order, and its walk ends early at an empty
+        bucket (a table of 150 contacts could answer none). Lookups seeded or fed by it miss
+        records held by the truly closest peers.
+        """
+        contacts = (
+            contact
+            for bucket in self.buckets
+            for contact in bucket.nodes.values()
+            if contact.id != node.id and (exclude is None or not contact.same_home_as(exclude))
+        )
+        return heapq.nsmallest(k or self.ksize, contacts, key=node.distance_to)
 
     def add_contact(self, node: Node) -> None:
         index = self.get_bucket_for(node)
