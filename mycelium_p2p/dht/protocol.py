@@ -10,6 +10,9 @@ What changes from ``kademlia.protocol.KademliaProtocol`` (and rpcudp underneath)
 - ``rpc_find_records`` pages through all entries under a key within the datagram budget.
 - A read-only peer (a CLI query) sends an empty node id and is never added to routing tables.
 - Background work (replication to new peers, bucket pings) runs in owned tasks.
+- ``find_neighbors`` returns the truly closest contacts (kademlia's can return none at all).
+- Lookup queries come back as ``Answer``s that flag malformed replies; ``distrust`` drops a
+  peer that answered nonsense and keeps it out of the routing table for a while.
 
 The wire format stays rpcudp's (``0x00|0x01`` + 20-byte id + msgpack), so stock kademlia nodes
 interoperate: their stores are validated like anyone's.
@@ -19,11 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import ipaddress
 import logging
 import os
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
@@ -45,6 +50,7 @@ REQUEST, RESPONSE = b"\x00", b"\x01"
 _MSG_ID_SIZE = 20
 _MAX_NODES_IN_REPLY = 64
 _MAX_HOST_LEN = 64
+_MAX_DISTRUSTED = 1024
 
 Spawn = Callable[[Coroutine[Any, Any, Any]], "asyncio.Task[Any]"]
 RpcResult = tuple[bool, Any]
@@ -62,6 +68,7 @@ class ProtocolStats:
     timeouts: int = 0
     late_replies: int = 0
     foreign_replies: int = 0
+    liars_dropped: int = 0
 
 
 @dataclass
@@ -82,26 +89,50 @@ def _check_id(value: Any, what: str = "node id") -> bytes:
     return value
 
 
-def parse_node_list(items: Any, exclude: bytes) -> list[Node]:
-    """Nodes from a ``find_node`` reply; malformed entries are skipped."""
+def parse_contacts(items: Any, exclude: bytes) -> list[Node] | None:
+    """Contacts from a ``find_node`` reply (our own id left out), or None if the list is
+    malformed: no honest peer sends a bad entry, a duplicate, a host name or too many."""
+    if not isinstance(items, list) or len(items) > _MAX_NODES_IN_REPLY:
+        return None
     nodes: list[Node] = []
-    if not isinstance(items, list):
-        return nodes
-    for item in items[:_MAX_NODES_IN_REPLY]:
+    seen: set[bytes] = set()
+    for item in items:
         if not isinstance(item, list) or len(item) != 3:
-            continue
+            return None
         node_id, host, port = item
-        if (
+        if not (
             isinstance(node_id, bytes)
             and len(node_id) == NODE_ID_SIZE
-            and node_id != exclude
+            and node_id not in seen
             and isinstance(host, str)
             and 0 < len(host) <= _MAX_HOST_LEN
+            and _is_ip_literal(host)
             and isinstance(port, int)
             and 0 < port < 65536
         ):
+            return None
+        seen.add(node_id)
+        if node_id != exclude:
             nodes.append(Node(node_id, host, port))
     return nodes
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass
+class Answer:
+    """A peer's parsed answer to a lookup query. ``malformed``: it sent what no honest peer
+    sends (the lookup then treats it as a liar)."""
+
+    nodes: list[Node] = field(default_factory=list)
+    blobs: list[bytes] = field(default_factory=list)
+    malformed: bool = False
 
 
 class _OwnedRoutingTable(RoutingTable):
@@ -167,6 +198,8 @@ class MyceliumProtocol(KademliaProtocol):
         self._outstanding: dict[bytes, _Pending] = {}  # type: ignore[assignment]
         self._expired: OrderedDict[bytes, tuple[Address, float]] = OrderedDict()
         self._evicted: OrderedDict[Address, Node] = OrderedDict()
+        self._distrusted: OrderedDict[bytes, float] = OrderedDict()  # id -> until (monotonic)
+        self.distrust_for = 600.0
         self._handlers: dict[str, Callable[..., Any]] = {
             "ping": self.rpc_ping,
             "stun": self.rpc_stun,
@@ -306,20 +339,19 @@ class MyceliumProtocol(KademliaProtocol):
 
     # -- queries used by lookups: parsed and validated replies -------------------------------
 
-    async def query_nodes(self, node: Node, target: bytes) -> list[Node] | None:
+    async def query_nodes(self, node: Node, target: bytes) -> Answer | None:
         """Ask ``node`` for the nodes it knows closest to ``target``; None if it did not answer."""
         result = await self.find_node((node.ip, node.port), self.wire_id, target)
         self.handle_call_response(result, node)
         if not result[0]:
             return None
-        return parse_node_list(result[1], exclude=self.source_node.id)
+        nodes = parse_contacts(result[1], exclude=self.source_node.id)
+        return Answer(malformed=True) if nodes is None else Answer(nodes)
 
-    async def query_records(
-        self, node: Node, key: bytes, max_pages: int
-    ) -> tuple[list[bytes], list[Node]] | None:
-        """All record blobs ``node`` holds under ``key`` (paged) and the nodes it suggests."""
-        blobs: list[bytes] = []
-        nodes: list[Node] = []
+    async def query_records(self, node: Node, key: bytes, max_pages: int) -> Answer | None:
+        """All record blobs ``node`` holds under ``key`` (paged) and the nodes it suggests;
+        None if it did not answer at all."""
+        answer = Answer()
         after = b""
         for _ in range(max_pages):
             result = await self.find_records((node.ip, node.port), key, after)
@@ -327,20 +359,51 @@ class MyceliumProtocol(KademliaProtocol):
                 self.handle_call_response(result, node)
             ok, reply = result
             if not ok:
-                return None if after == b"" else (blobs, nodes)
-            if not isinstance(reply, dict):
-                return blobs, nodes
-            page = reply.get("records")
+                return None if after == b"" else answer
+            page = reply.get("records") if isinstance(reply, dict) else None
+            if not isinstance(page, list) or not all(isinstance(b, bytes) for b in page):
+                answer.malformed = True
+                return answer
             if after == b"":
-                nodes = parse_node_list(reply.get("nodes"), exclude=self.source_node.id)
-            if not isinstance(page, list):
-                return blobs, nodes
-            page = [blob for blob in page if isinstance(blob, bytes)]
-            blobs.extend(page)
+                nodes = parse_contacts(reply.get("nodes"), exclude=self.source_node.id)
+                if nodes is None:
+                    answer.malformed = True
+                    return answer
+                answer.nodes = nodes
+            answer.blobs.extend(page)
             if reply.get("more") is not True or not page:
                 break
             after = _last_signer_marker(page)
-        return blobs, nodes
+        return answer
+
+    def distrust(self, node: Node, *, proven: bool = True) -> None:
+        """``node`` answered nonsense: drop it from the routing table.
+
+        ``proven`` (a malformed reply, a forged record) also keeps it out for ``distrust_for``
+        s, whatever it sends meanwhile. Without proof (its referrals did not answer, which an
+        honest peer's also do just after a wave of crashes) it may come back on its own, and a
+        table of ``ksize`` contacts or fewer keeps it: a lonely node does not cut its last links.
+        """
+        self.stats.liars_dropped += 1
+        if not proven and sum(len(b) for b in self.router.buckets) <= self.router.ksize:
+            return
+        self.router.remove_contact(node)
+        self._evicted.pop((node.ip, node.port), None)
+        if not proven:
+            return
+        self._distrusted[node.id] = time.monotonic() + self.distrust_for
+        self._distrusted.move_to_end(node.id)
+        while len(self._distrusted) > _MAX_DISTRUSTED:
+            self._distrusted.popitem(last=False)
+
+    def distrusts(self, node_id: bytes) -> bool:
+        until = self._distrusted.get(node_id)
+        if until is None:
+            return False
+        if until > time.monotonic():
+            return True
+        del self._distrusted[node_id]
+        return False
 
     # -- handlers: they validate their arguments and never raise on peer input ----------------
 
@@ -412,6 +475,8 @@ class MyceliumProtocol(KademliaProtocol):
         Stock kademlia hashes the (already hashed) key again here and fires untracked tasks.
         """
         if node.id == self.source_node.id or not self.router.is_new_node(node):
+            return
+        if self.distrusts(node.id):
             return
         for key in self.storage.stored_keys():
             keynode = Node(key)
