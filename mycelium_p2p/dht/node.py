@@ -93,7 +93,7 @@ class DhtNode(Server):
         self._rebootstrap_lock = asyncio.Lock()
 
     def _create_protocol(self) -> MyceliumProtocol:
-        return MyceliumProtocol(
+        return self.protocol_class(
             self.node,
             self.storage,
             self.ksize,
