@@ -25,7 +25,8 @@ from enum import Enum
 
 from kademlia.node import Node
 
-from .protocol import Answer, MyceliumProtocol
+from .protocol import MyceliumProtocol
+from .replies import Answer
 
 
 class _State(Enum):

@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-import ipaddress
 import logging
 import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -40,6 +39,7 @@ from rpcudp.exceptions import MalformedMessage
 from ..errors import RecordError
 from ..identity import NODE_ID_SIZE
 from ..records import signer_of
+from .replies import Answer, parse_contacts
 from .rtt import Address, RttEstimator
 from .storage import RecordStore
 
@@ -48,8 +48,6 @@ log = logging.getLogger(__name__)
 MAX_REQUEST_BYTES = 8192  # rpcudp refuses to send more; so do we
 REQUEST, RESPONSE = b"\x00", b"\x01"
 _MSG_ID_SIZE = 20
-_MAX_NODES_IN_REPLY = 64
-_MAX_HOST_LEN = 64
 _MAX_DISTRUSTED = 1024
 
 Spawn = Callable[[Coroutine[Any, Any, Any]], "asyncio.Task[Any]"]
@@ -87,52 +85,6 @@ def _check_id(value: Any, what: str = "node id") -> bytes:
     if not isinstance(value, bytes) or len(value) != NODE_ID_SIZE:
         raise _BadRequest(f"{what} must be {NODE_ID_SIZE} bytes")
     return value
-
-
-def parse_contacts(items: Any, exclude: bytes) -> list[Node] | None:
-    """Contacts from a ``find_node`` reply (our own id left out), or None if the list is
-    malformed: no honest peer sends a bad entry, a duplicate, a host name or too many."""
-    if not isinstance(items, list) or len(items) > _MAX_NODES_IN_REPLY:
-        return None
-    nodes: list[Node] = []
-    seen: set[bytes] = set()
-    for item in items:
-        if not isinstance(item, list) or len(item) != 3:
-            return None
-        node_id, host, port = item
-        if not (
-            isinstance(node_id, bytes)
-            and len(node_id) == NODE_ID_SIZE
-            and node_id not in seen
-            and isinstance(host, str)
-            and 0 < len(host) <= _MAX_HOST_LEN
-            and _is_ip_literal(host)
-            and isinstance(port, int)
-            and 0 < port < 65536
-        ):
-            return None
-        seen.add(node_id)
-        if node_id != exclude:
-            nodes.append(Node(node_id, host, port))
-    return nodes
-
-
-def _is_ip_literal(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
-@dataclass
-class Answer:
-    """A peer's parsed answer to a lookup query. ``malformed``: it sent what no honest peer
-    sends (the lookup then treats it as a liar)."""
-
-    nodes: list[Node] = field(default_factory=list)
-    blobs: list[bytes] = field(default_factory=list)
-    malformed: bool = False
 
 
 class _OwnedRoutingTable(RoutingTable):

@@ -11,7 +11,7 @@ from typing import Any
 from kademlia.node import Node
 
 from mycelium_p2p.dht import DhtConfig, DhtNode, MyceliumProtocol
-from mycelium_p2p.dht.protocol import parse_contacts
+from mycelium_p2p.dht.replies import parse_contacts
 from mycelium_p2p.identity import Identity
 from mycelium_p2p.records import Record
 from mycelium_p2p.testing.hostile import (
