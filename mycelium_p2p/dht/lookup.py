@@ -5,10 +5,12 @@
   and only that path queries it, so a liar misleads the one path it sits on, not the others.
 - **No waiting for the dead**: each path keeps ``alpha`` queries in flight; a query silent past
   its peer's ``stall_after`` stops counting against ``alpha`` (a late answer is still used).
-- **Ending**: a path ends when the ``width`` closest usable peers it knows have answered; a
-  record lookup also ends as soon as ``enough(result)`` holds. A record lookup does *not* end
-  because the closest peers answered "nothing": their "nothing" counts like any other answer,
-  and the path goes on to the next closest until ``width`` of them answered.
+- **Ending**: a path ends when the ``width`` closest usable peers it knows have answered (a
+  node lookup, which picks where a put stores, also waits for a stalled peer closer than
+  those, up to its timeout); a record lookup also ends as soon as ``enough(result)`` holds.
+  A record lookup does *not* end because the closest peers answered "nothing": their
+  "nothing" counts like any other answer, and the path goes on to the next closest until
+  ``width`` of them answered.
 - **Liars**: a peer whose reply is malformed, holds a forged record (``screen`` says so), or
   whose referrals keep failing (``blame_after`` strikes, more than twice its good referrals:
   bogus or unreachable contacts) is dropped from the routing table
@@ -151,8 +153,23 @@ class _Lookup:
                     self.launch(peer, now)
                     busy += 1
             active += busy
+        if active == 0 and not self.records and self.slow_among_closest():
+            return True  # a put's store set: wait (up to its timeout) for a close slow peer
         # Done when every close usable peer answered, or nobody is left to wait for.
         return not (active == 0 and (any_candidates or not self.in_flight))
+
+    def slow_among_closest(self) -> bool:
+        """Is a stalled query open to a peer closer than the ``width``-th that answered?"""
+        done = [
+            p.node.long_id ^ self.target_id for p in self.peers.values() if p.state is _State.DONE
+        ]
+        if len(done) < self.width:
+            return any(p.state is _State.SLOW for p in self.in_flight.values())
+        bound = sorted(done)[self.width - 1]
+        return any(
+            p.state is _State.SLOW and p.node.long_id ^ self.target_id < bound
+            for p in self.in_flight.values()
+        )
 
     def blame(self, peer: _Peer, *, failed: bool, late: bool = False) -> None:
         """Charge a referral's outcome to those who vouched for it; condemn serial liars.
