@@ -6,16 +6,17 @@
 - **No waiting for the dead**: each path keeps ``alpha`` queries in flight; a query silent past
   its peer's ``stall_after`` stops counting against ``alpha`` (a late answer is still used).
 - **Ending**: a path ends when the ``width`` closest usable peers it knows have answered (a
-  node lookup, which picks where a put stores, also waits for a stalled peer closer than
-  those, up to its timeout); a record lookup also ends as soon as ``enough(result)`` holds.
+  ``complete`` lookup, which picks where a put stores, also waits for a stalled peer closer
+  than those, up to its timeout); a record lookup also ends as soon as ``enough(result)`` holds.
   A record lookup does *not* end because the closest peers answered "nothing": their
   "nothing" counts like any other answer, and the path goes on to the next closest until
   ``width`` of them answered.
-- **Liars**: a peer whose reply is malformed, holds a forged record (``screen`` says so), or
-  whose referrals keep failing (``blame_after`` strikes, more than twice its good referrals:
-  bogus or unreachable contacts) is dropped from the routing table
-  (``protocol.distrust``), is not asked again, and its referrals that nobody else vouched for
-  are skipped.
+- **Liars**: a peer whose reply is malformed or holds a forged record (``screen`` says so)
+  is dropped from the routing table and kept out (``protocol.distrust``). A peer whose
+  referrals keep stalling (``blame_after`` strikes, more than twice its good referrals: bogus
+  or unreachable contacts) is not asked again in this lookup and its referrals that nobody
+  else vouched for are skipped; if they keep *failing* (timing out), it leaves the routing
+  table too (it may come back: an honest peer's contacts also die).
 """
 
 from __future__ import annotations
@@ -66,12 +67,13 @@ class _Peer:
     state: _State = _State.NEW
     stall_at: float = 0.0
     vouchers: set[bytes] = field(default_factory=set)  # who told us of it (empty: our table)
-    strikes: int = 0  # referrals of this peer that failed or stalled
+    strikes: int = 0  # referrals of this peer that stalled or failed
+    failures: int = 0  # referrals of this peer that failed (timed out)
     good: int = 0  # referrals of this peer that answered
 
 
 class _Lookup:
-    """The state of one lookup; ``run`` drives it."""
+    """The state of one lookup; ``lookup`` drives it."""
 
     def __init__(
         self,
@@ -85,8 +87,10 @@ class _Lookup:
         screen: Screen | None,
         max_pages: int,
         blame_after: int,
+        complete: bool,
     ) -> None:
         self.protocol = protocol
+        self.complete = complete
         self.target = target
         self.target_id = int.from_bytes(target, "big")
         self.alpha = alpha
@@ -137,7 +141,7 @@ class _Lookup:
         for peer in self.in_flight.values():
             if peer.state is _State.PENDING and now >= peer.stall_at:
                 peer.state = _State.SLOW
-                self.blame(peer, failed=True)
+                self.blame(peer, "stall")
         active = 0
         any_candidates = False
         for path in range(self.paths):
@@ -153,8 +157,8 @@ class _Lookup:
                     self.launch(peer, now)
                     busy += 1
             active += busy
-        if active == 0 and not self.records and self.slow_among_closest():
-            return True  # a put's store set: wait (up to its timeout) for a close slow peer
+        if active == 0 and self.complete and self.slow_among_closest():
+            return True  # wait (up to its timeout) for a slow peer among the closest
         # Done when every close usable peer answered, or nobody is left to wait for.
         return not (active == 0 and (any_candidates or not self.in_flight))
 
@@ -171,30 +175,39 @@ class _Lookup:
             for p in self.in_flight.values()
         )
 
-    def blame(self, peer: _Peer, *, failed: bool, late: bool = False) -> None:
-        """Charge a referral's outcome to those who vouched for it; condemn serial liars.
+    def blame(self, peer: _Peer, outcome: str) -> None:
+        """Charge a referral's ``outcome`` to those who vouched for it.
 
-        ``late``: a referral charged when it stalled answered after all; take the strike back.
+        ``stall``: a strike; enough of them and the voucher is not asked again in this lookup
+        (cheap to undo, and a busy host stalls). ``timeout``: also a failure; enough failures
+        and it leaves the routing table too. ``answer`` counts as good; ``late`` (an answer
+        after a stall) also takes the stall's strike back.
         """
         for voucher_id in peer.vouchers:
             voucher = self.peers.get(voucher_id)
             if voucher is None:
                 continue
-            if not failed:
+            if outcome in ("answer", "late"):
                 voucher.good += 1
-                voucher.strikes -= late
-            else:
-                voucher.strikes += 1
-                if voucher.strikes >= self.blame_after and voucher.strikes > 2 * voucher.good:
-                    self.condemn(voucher, proven=False)
+                voucher.strikes -= outcome == "late"
+                continue
+            voucher.strikes += outcome == "stall"
+            voucher.failures += outcome == "timeout"
+            if voucher.strikes >= self.blame_after and voucher.strikes > 2 * voucher.good:
+                self.condemn(voucher)
+            if voucher.failures >= self.blame_after and voucher.failures > 2 * voucher.good:
+                self.protocol.distrust(voucher.node, proven=False)
+                voucher.failures = -len(self.peers)  # once per lookup is enough
 
-    def condemn(self, peer: _Peer, *, proven: bool) -> None:
-        """``peer`` lies: drop it, ask it nothing more, skip what only it vouched for."""
+    def condemn(self, peer: _Peer, *, proven: bool = False) -> None:
+        """``peer`` lies: ask it nothing more and skip what only it vouched for; if that is
+        ``proven`` (a malformed reply, a forged record), drop it and keep it out."""
         if peer.node.id in self.condemned:
             return
         self.condemned.add(peer.node.id)
         self.result.liars.append(peer.node)
-        self.protocol.distrust(peer.node, proven=proven)
+        if proven:
+            self.protocol.distrust(peer.node, proven=True)
         if peer.state is not _State.PENDING:  # a pending query may still finish: let it
             peer.state = _State.LIAR
         for other in self.peers.values():
@@ -203,8 +216,9 @@ class _Lookup:
 
     def receive(self, peer: _Peer, answer: Answer | None) -> None:
         if answer is None:
-            if peer.state is _State.PENDING:  # a stalled one was charged when it stalled
-                self.blame(peer, failed=True)
+            if peer.state is _State.PENDING:  # a stalled one had its strike when it stalled
+                self.blame(peer, "stall")
+            self.blame(peer, "timeout")
             peer.state = _State.FAILED
             return
         late = peer.state is _State.SLOW
@@ -220,7 +234,7 @@ class _Lookup:
             peer.state = _State.LIAR
             return
         peer.state = _State.DONE
-        self.blame(peer, failed=False, late=late)
+        self.blame(peer, "late" if late else "answer")
         self.result.responders[peer.node.id] = peer.node
         self.result.path_of[peer.node.id] = peer.path
         if blobs:
@@ -255,12 +269,15 @@ async def lookup(
     enough: Callable[[LookupResult], bool] | None = None,
     max_pages: int = 32,
     blame_after: int = 3,
+    complete: bool = False,
 ) -> LookupResult:
     """Find the ``width`` (default ``ksize``) closest live nodes to ``target`` over ``paths``
     disjoint paths; with ``records``, collect the valid records they hold too.
 
     ``screen`` filters each reply's blobs (None: a forgery, its sender is a liar); ``enough``
-    ends a record lookup early once what was found suffices.
+    ends a record lookup early once what was found suffices. ``complete``: before ending,
+    wait (up to their timeouts) for stalled peers closer than the ``width`` that answered, as
+    a put's store set should.
     """
     if paths < 1 or alpha < 1:
         raise ValueError(f"need paths >= 1 and alpha >= 1, got {paths} and {alpha}")
@@ -275,6 +292,7 @@ async def lookup(
         screen=screen,
         max_pages=max_pages,
         blame_after=blame_after,
+        complete=complete,
     )
     # Queries still open at the end run on (each bounded by its timeout): their answers keep
     # the routing table fresh, and their silence evicts the dead.

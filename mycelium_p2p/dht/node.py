@@ -232,7 +232,9 @@ class DhtNode(Server):
     async def find_closest(self, key: bytes, width: int | None = None) -> list[Node]:
         """The ``width`` (default ``ksize``) closest live nodes to ``key``, found over
         ``config.paths`` disjoint paths."""
-        result = await self._lookup(key, paths=self.config.paths, width=width or self.ksize)
+        result = await self._lookup(
+            key, paths=self.config.paths, width=width or self.ksize, complete=True
+        )
         return result.closest
 
     async def put(self, record: Record) -> int:
