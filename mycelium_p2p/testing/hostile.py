@@ -67,7 +67,7 @@ class HostileCrew:
 class _Hostile:
     """The dishonest answers, shared by our protocol's subclass and stock kademlia's."""
 
-    behaviour = "drop"
+    behaviour = "honest"  # until make_hostile
     crew: HostileCrew
     ksize_: int = 20
     kept: dict[bytes, bytes]  # stale and forged: the first value stored under each key
