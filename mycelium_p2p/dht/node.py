@@ -242,7 +242,8 @@ class DhtNode(Server):
         paths; return how many accepted it.
 
         The sibling list is wider than ``ksize`` so that peers that placed their ids next to
-        the key and swallow what they are sent cannot take every copy. Kademlia's ``set``
+        the key and swallow what they are sent cannot take every copy. A store that got no
+        answer is sent once more (a peer that answered no stays refused). Kademlia's ``set``
         says True even when every store failed; this counts real acceptances (our own copy
         included, when we are among the closest).
         """
@@ -255,10 +256,14 @@ class DhtNode(Server):
                 stored += 1
             except RecordError as exc:
                 log.debug("not keeping our own copy: %s", exc)
-        replies = await asyncio.gather(
-            *(self.protocol.call_store(node, key, record.blob) for node in closest)
-        )
-        stored += sum(1 for ok, accepted in replies if ok and accepted is True)
+        for _ in range(2):  # a store lost to a busy moment gets one more try
+            replies = await asyncio.gather(
+                *(self.protocol.call_store(node, key, record.blob) for node in closest)
+            )
+            stored += sum(1 for ok, accepted in replies if ok and accepted is True)
+            closest = [node for node, (ok, _) in zip(closest, replies, strict=True) if not ok]
+            if not closest:
+                break
         return stored
 
     def _among_closest(self, key: bytes, closest: list[Node]) -> bool:
