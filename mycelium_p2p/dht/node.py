@@ -33,7 +33,7 @@ class DhtConfig:
     alpha: int = 3  # queries in flight per path
     paths: int = 3  # disjoint lookup paths for puts and gets (S/Kademlia's d)
     siblings: int = 30  # a put stores at this many closest peers; a get searches as wide
-    quorum: int = 3  # a get stops once this many peers on 2+ paths agree on the newest records
+    quorum: int = 3  # a get stops once this many peers, on every path, agree on the newest
     blame_after: int = 3  # failed referrals before their sender counts as a liar
     min_timeout: float = 0.25  # a request fails no sooner than this ...
     max_timeout: float = 5.0  # ... and no later than this, whatever the measured RTT
@@ -278,7 +278,7 @@ class DhtNode(Server):
         Each value received is verified (signature, key binding, schema, expiry); a peer that
         returns a forgery is a liar and dropped. The lookup searches the ``siblings`` closest
         peers on each of ``paths`` disjoint paths, and stops early only once ``quorum`` peers
-        on two or more paths returned the newest records seen. Peers that returned older
+        on every path returned the newest records seen. Peers that returned older
         records, or none though they are among the closest, are corrected.
         """
         verified: dict[bytes, Record | None] = {}
@@ -316,7 +316,7 @@ class DhtNode(Server):
         return sorted(best.values(), key=lambda r: r.signer)
 
     def _agreed(self, result: LookupResult, check: Callable[[bytes], Record | None]) -> bool:
-        """Do ``quorum`` responders, on two paths or more, hold all the newest records seen?
+        """Do ``quorum`` responders, on every path, hold all the newest records seen?
 
         A responder agrees when it returned exactly the newest record of every signer seen so
         far: peers replaying an old version, or missing a record others hold, cannot end the
@@ -326,7 +326,7 @@ class DhtNode(Server):
         best = {r.blob for r in best_per_signer(r for rs in held.values() for r in rs).values()}
         agreeing = [rid for rid, records in held.items() if {r.blob for r in records} == best]
         paths = {result.path_of[rid] for rid in agreeing}
-        return len(agreeing) >= self.config.quorum and len(paths) >= min(2, result.paths)
+        return len(agreeing) >= self.config.quorum and len(paths) >= result.paths
 
     def _correct(self, key: bytes, best: dict[bytes, Record], result: LookupResult) -> None:
         """Send the newest records to responders that returned stale ones or lacked them."""
