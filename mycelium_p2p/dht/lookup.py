@@ -1,11 +1,22 @@
-"""Iterative Kademlia lookups that do not wait for the dead.
+"""Iterative Kademlia lookups over disjoint paths that tolerate lying and silent peers.
 
-kademlia's ``SpiderCrawl`` queries ``alpha`` peers and waits for *all* of them each round, so one
-dead peer stalls the whole lookup for the full timeout. Here ``alpha`` queries are kept in
-flight; a query silent for longer than its peer's ``stall_after`` stops counting against
-``alpha`` (it stays open, and a late answer is still used) and the next-closest peer is asked.
-The lookup ends when the ``k`` closest peers not known to be dead or slow have all answered, or,
-for record lookups, when ``quorum`` peers have returned valid records.
+- **Disjoint paths** (S/Kademlia §4.4): the closest contacts we hold are dealt round-robin to
+  ``paths`` lookups that run side by side. A peer belongs to the first path that hears of it
+  and only that path queries it, so a liar misleads the one path it sits on, not the others.
+- **No waiting for the dead**: each path keeps ``alpha`` queries in flight; a query silent past
+  its peer's ``stall_after`` stops counting against ``alpha`` (a late answer is still used).
+- **Ending**: a path ends when the ``width`` closest usable peers it knows have answered (a
+  ``complete`` lookup, which picks where a put stores, also waits for a stalled peer closer
+  than those, up to its timeout); a record lookup also ends as soon as ``enough(result)`` holds.
+  A record lookup does *not* end because the closest peers answered "nothing": their
+  "nothing" counts like any other answer, and the path goes on to the next closest until
+  ``width`` of them answered.
+- **Liars**: a peer whose reply is malformed or holds a forged record (``screen`` says so)
+  is dropped from the routing table and kept out (``protocol.distrust``). A peer whose
+  referrals keep stalling (``blame_after`` strikes, more than twice its good referrals: bogus
+  or unreachable contacts) is not asked again in this lookup and its referrals that nobody
+  else vouched for are skipped; if they keep *failing* (timing out), it leaves the routing
+  table too (it may come back: an honest peer's contacts also die).
 """
 
 from __future__ import annotations
@@ -18,6 +29,7 @@ from enum import Enum
 from kademlia.node import Node
 
 from .protocol import MyceliumProtocol
+from .replies import Answer
 
 
 class _State(Enum):
@@ -26,6 +38,13 @@ class _State(Enum):
     SLOW = 2
     DONE = 3
     FAILED = 4
+    LIAR = 5  # answered nonsense, or only a liar vouched for it: never asked
+
+
+_UNUSABLE = (_State.SLOW, _State.FAILED, _State.LIAR)
+
+#: The valid blobs of a reply, or None when the reply holds a forgery (its sender lies).
+Screen = Callable[[list[bytes]], "list[bytes] | None"]
 
 
 @dataclass
@@ -33,9 +52,218 @@ class LookupResult:
     """What a lookup learned: the closest responders and, for record lookups, their blobs."""
 
     closest: list[Node]
-    blobs: dict[bytes, list[bytes]] = field(default_factory=dict)  # responder id -> blobs
+    blobs: dict[bytes, list[bytes]] = field(default_factory=dict)  # responder id -> valid blobs
     responders: dict[bytes, Node] = field(default_factory=dict)
+    path_of: dict[bytes, int] = field(default_factory=dict)  # responder id -> its path
+    liars: list[Node] = field(default_factory=list)
+    paths: int = 1
     queried: int = 0
+
+
+@dataclass
+class _Peer:
+    node: Node
+    path: int
+    state: _State = _State.NEW
+    stall_at: float = 0.0
+    vouchers: set[bytes] = field(default_factory=set)  # who told us of it (empty: our table)
+    strikes: int = 0  # referrals of this peer that stalled or failed
+    failures: int = 0  # referrals of this peer that failed (timed out)
+    good: int = 0  # referrals of this peer that answered
+    paging: bool = False  # its first page came: it is answering, not stalled
+    was_slow: bool = False  # it stalled before its first page came
+
+
+class _Lookup:
+    """The state of one lookup; ``lookup`` drives it."""
+
+    def __init__(
+        self,
+        protocol: MyceliumProtocol,
+        target: bytes,
+        *,
+        alpha: int,
+        width: int,
+        paths: int,
+        records: bool,
+        screen: Screen | None,
+        max_pages: int,
+        blame_after: int,
+        complete: bool,
+    ) -> None:
+        self.protocol = protocol
+        self.complete = complete
+        self.target = target
+        self.target_id = int.from_bytes(target, "big")
+        self.alpha = alpha
+        self.width = width
+        self.paths = paths
+        self.records = records
+        self.screen = screen
+        self.max_pages = max_pages
+        self.blame_after = blame_after
+        self.peers: dict[bytes, _Peer] = {}
+        self.condemned: set[bytes] = set()
+        self.in_flight: dict[asyncio.Future[Answer | None], _Peer] = {}
+        self.result = LookupResult(closest=[], paths=paths)
+        seeds = protocol.router.find_neighbors(Node(target), k=max(width, paths))
+        for i, node in enumerate(seeds):
+            self.learn(node, i % paths, voucher=None)
+
+    def learn(self, node: Node, path: int, voucher: bytes | None) -> None:
+        if node.id == self.protocol.source_node.id:
+            return
+        peer = self.peers.get(node.id)
+        if peer is None:
+            peer = self.peers[node.id] = _Peer(node, path)
+            if voucher is None:
+                return
+        if voucher is not None:
+            peer.vouchers.add(voucher)
+            if peer.state is _State.LIAR and node.id not in self.condemned:
+                peer.state = _State.NEW  # an honest peer vouched for it after all
+
+    def launch(self, peer: _Peer, now: float) -> None:
+        if self.records:
+            coro = self.protocol.query_records(
+                peer.node, self.target, self.max_pages, on_answer=lambda: self.first_page(peer)
+            )
+        else:
+            coro = self.protocol.query_nodes(peer.node, self.target)
+        self.in_flight[self.protocol.spawn(coro)] = peer
+        peer.state = _State.PENDING
+        peer.stall_at = now + self.protocol.rtt.stall_after((peer.node.ip, peer.node.port))
+        self.result.queried += 1
+
+    def first_page(self, peer: _Peer) -> None:
+        """``peer``'s first page arrived: wait for the rest, however late it started (a big
+        key takes several pages; ending without them reads the key only in part)."""
+        peer.paging = True
+        if peer.state is _State.SLOW:
+            peer.state, peer.was_slow = _State.PENDING, True
+
+    def closest_usable(self, path: int) -> list[_Peer]:
+        usable = [p for p in self.peers.values() if p.path == path and p.state not in _UNUSABLE]
+        usable.sort(key=lambda p: p.node.long_id ^ self.target_id)
+        return usable[: self.width]
+
+    def step(self, now: float) -> bool:
+        """Mark stalls and launch queries; False once every path is finished."""
+        for peer in self.in_flight.values():
+            if peer.state is _State.PENDING and not peer.paging and now >= peer.stall_at:
+                peer.state = _State.SLOW
+                self.blame(peer, "stall")
+        active = 0
+        any_candidates = False
+        for path in range(self.paths):
+            candidates = self.closest_usable(path)
+            any_candidates = any_candidates or bool(candidates)
+            busy = sum(
+                1 for p in self.in_flight.values() if p.path == path and p.state is _State.PENDING
+            )
+            for peer in candidates:
+                if busy >= self.alpha:
+                    break
+                if peer.state is _State.NEW:
+                    self.launch(peer, now)
+                    busy += 1
+            active += busy
+        if active == 0 and self.complete and self.slow_among_closest():
+            return True  # wait (up to its timeout) for a slow peer among the closest
+        # Done when every close usable peer answered, or nobody is left to wait for.
+        return not (active == 0 and (any_candidates or not self.in_flight))
+
+    def slow_among_closest(self) -> bool:
+        """Is a stalled query open to a peer closer than the ``width``-th that answered?"""
+        done = [
+            p.node.long_id ^ self.target_id for p in self.peers.values() if p.state is _State.DONE
+        ]
+        if len(done) < self.width:
+            return any(p.state is _State.SLOW for p in self.in_flight.values())
+        bound = sorted(done)[self.width - 1]
+        return any(
+            p.state is _State.SLOW and p.node.long_id ^ self.target_id < bound
+            for p in self.in_flight.values()
+        )
+
+    def blame(self, peer: _Peer, outcome: str) -> None:
+        """Charge a referral's ``outcome`` to those who vouched for it.
+
+        ``stall``: a strike; enough of them and the voucher is not asked again in this lookup
+        (cheap to undo, and a busy host stalls). ``timeout``: also a failure; enough failures
+        and it leaves the routing table too. ``answer`` counts as good; ``late`` (an answer
+        after a stall) also takes the stall's strike back.
+        """
+        for voucher_id in peer.vouchers:
+            voucher = self.peers.get(voucher_id)
+            if voucher is None:
+                continue
+            if outcome in ("answer", "late"):
+                voucher.good += 1
+                voucher.strikes -= outcome == "late"
+                continue
+            voucher.strikes += outcome == "stall"
+            voucher.failures += outcome == "timeout"
+            if voucher.strikes >= self.blame_after and voucher.strikes > 2 * voucher.good:
+                self.condemn(voucher)
+            if voucher.failures >= self.blame_after and voucher.failures > 2 * voucher.good:
+                self.protocol.distrust(voucher.node, proven=False)
+                voucher.failures = -len(self.peers)  # once per lookup is enough
+
+    def condemn(self, peer: _Peer, *, proven: bool = False) -> None:
+        """``peer`` lies: ask it nothing more and skip what only it vouched for; if that is
+        ``proven`` (a malformed reply, a forged record), drop it and keep it out."""
+        if peer.node.id in self.condemned:
+            return
+        self.condemned.add(peer.node.id)
+        self.result.liars.append(peer.node)
+        if proven:
+            self.protocol.distrust(peer.node, proven=True)
+        if peer.state is not _State.PENDING:  # a pending query may still finish: let it
+            peer.state = _State.LIAR
+        for other in self.peers.values():
+            if other.state is _State.NEW and other.vouchers and other.vouchers <= self.condemned:
+                other.state = _State.LIAR
+
+    def receive(self, peer: _Peer, answer: Answer | None) -> None:
+        if answer is None:
+            if peer.state is _State.PENDING:  # a stalled one had its strike when it stalled
+                self.blame(peer, "stall")
+            self.blame(peer, "timeout")
+            peer.state = _State.FAILED
+            return
+        late = peer.state is _State.SLOW or peer.was_slow
+        blobs = answer.blobs
+        if self.records and self.screen is not None and blobs:
+            valid = self.screen(blobs)
+            if valid is None:
+                answer.malformed = True
+            else:
+                blobs = valid
+        if answer.malformed or peer.node.id in self.condemned:
+            self.condemn(peer, proven=answer.malformed)
+            peer.state = _State.LIAR
+            return
+        peer.state = _State.DONE
+        self.blame(peer, "late" if late else "answer")
+        self.result.responders[peer.node.id] = peer.node
+        self.result.path_of[peer.node.id] = peer.path
+        if blobs:
+            self.result.blobs[peer.node.id] = blobs
+        for node in answer.nodes:
+            self.learn(node, peer.path, voucher=peer.node.id)
+
+    def finish(self) -> LookupResult:
+        """The result, without whoever turned out to be a liar."""
+        done = [p.node for p in self.peers.values() if p.state is _State.DONE]
+        done = [n for n in done if n.id not in self.condemned]
+        done.sort(key=lambda n: n.long_id ^ self.target_id)
+        self.result.closest = done[: self.width]
+        for node_id in self.condemned:
+            self.result.blobs.pop(node_id, None)
+            self.result.responders.pop(node_id, None)
+            self.result.path_of.pop(node_id, None)
+        return self.result
 
 
 async def lookup(
@@ -45,92 +273,56 @@ async def lookup(
     ksize: int,
     alpha: int,
     deadline: float,
+    paths: int = 1,
+    width: int | None = None,
     records: bool = False,
-    quorum: int = 0,
+    screen: Screen | None = None,
+    enough: Callable[[LookupResult], bool] | None = None,
     max_pages: int = 32,
-    count_valid: Callable[[list[bytes]], int] = len,
+    blame_after: int = 3,
+    complete: bool = False,
 ) -> LookupResult:
-    """Find the ``ksize`` closest live nodes to ``target`` (and, with ``records``, its records).
+    """Find the ``width`` (default ``ksize``) closest live nodes to ``target`` over ``paths``
+    disjoint paths; with ``records``, collect the valid records they hold too.
 
-    ``count_valid`` tells how many of a responder's blobs are valid; only responders with at
-    least one count toward ``quorum``.
+    ``screen`` filters each reply's blobs (None: a forgery, its sender is a liar); ``enough``
+    ends a record lookup early once what was found suffices. ``complete``: before ending,
+    wait (up to their timeouts) for stalled peers closer than the ``width`` that answered, as
+    a put's store set should.
     """
+    if paths < 1 or alpha < 1:
+        raise ValueError(f"need paths >= 1 and alpha >= 1, got {paths} and {alpha}")
     loop = asyncio.get_running_loop()
-    target_id = int.from_bytes(target, "big")
-    known: dict[bytes, Node] = {}
-    state: dict[bytes, _State] = {}
-    stall_at: dict[bytes, float] = {}
-    in_flight: dict[asyncio.Future[object], Node] = {}
-    result = LookupResult(closest=[])
-    paging: set[bytes] = set()
-    with_records = 0
-
-    def learn(nodes: list[Node]) -> None:
-        for node in nodes:
-            if node.id not in known and node.id != protocol.source_node.id:
-                known[node.id] = node
-                state[node.id] = _State.NEW
-
-    def launch(node: Node) -> None:
-        if records:  # a peer paging its answer is answering, not stalled
-            coro = protocol.query_records(
-                node, target, max_pages, on_answer=lambda: paging.add(node.id)
-            )
-        else:
-            coro = protocol.query_nodes(node, target)
-        task = protocol.spawn(coro)
-        in_flight[task] = node
-        state[node.id] = _State.PENDING
-        stall_at[node.id] = loop.time() + protocol.rtt.stall_after((node.ip, node.port))
-        result.queried += 1
-
-    learn(protocol.router.find_neighbors(Node(target), k=ksize))
+    state = _Lookup(
+        protocol,
+        target,
+        alpha=alpha,
+        width=width or ksize,
+        paths=paths,
+        records=records,
+        screen=screen,
+        max_pages=max_pages,
+        blame_after=blame_after,
+        complete=complete,
+    )
+    # Queries still open at the end run on (each bounded by its timeout): their answers keep
+    # the routing table fresh, and their silence evicts the dead.
     while True:
         now = loop.time()
-        if (quorum and with_records >= quorum) or now >= deadline:
+        if now >= deadline or (enough is not None and enough(state.result)):
             break
-        for node in in_flight.values():
-            if node.id in paging:  # answering (even if its first page came late): wait for it
-                state[node.id] = _State.PENDING
-            elif state[node.id] is _State.PENDING and now >= stall_at[node.id]:
-                state[node.id] = _State.SLOW
-        usable = [n for n in known.values() if state[n.id] not in (_State.FAILED, _State.SLOW)]
-        candidates = sorted(usable, key=lambda n: n.long_id ^ target_id)[:ksize]
-        active = sum(1 for n in in_flight.values() if state[n.id] is _State.PENDING)
-        for node in candidates:
-            if active >= alpha:
-                break
-            if state[node.id] is _State.NEW:
-                launch(node)
-                active += 1
-        if active == 0 and (candidates or not in_flight):
-            break  # every close usable peer answered (or nobody is left to wait for)
+        if not state.step(now):
+            break
         waits = [
-            stall_at[n.id]
-            for n in in_flight.values()
-            if state[n.id] is _State.PENDING and n.id not in paging
+            p.stall_at
+            for p in state.in_flight.values()
+            if p.state is _State.PENDING and not p.paging
         ]
         timeout = (min(waits) if waits else deadline) - now
         done, _ = await asyncio.wait(
-            list(in_flight), timeout=max(timeout, 0.0), return_when=asyncio.FIRST_COMPLETED
+            list(state.in_flight), timeout=max(timeout, 0.0), return_when=asyncio.FIRST_COMPLETED
         )
         for task in done:
-            node = in_flight.pop(task)
-            answer = None if task.cancelled() else task.result()
-            if answer is None:
-                state[node.id] = _State.FAILED
-                continue
-            state[node.id] = _State.DONE
-            result.responders[node.id] = node
-            if records:
-                blobs, nodes = answer  # type: ignore[misc]
-                if blobs:
-                    result.blobs[node.id] = blobs
-                    if count_valid(blobs) > 0:
-                        with_records += 1
-                learn(nodes)
-            else:
-                learn(answer)  # type: ignore[arg-type]
-    done_nodes = [n for n in known.values() if state[n.id] is _State.DONE]
-    result.closest = sorted(done_nodes, key=lambda n: n.long_id ^ target_id)[:ksize]
-    return result
+            peer = state.in_flight.pop(task)
+            state.receive(peer, None if task.cancelled() else task.result())
+    return state.finish()

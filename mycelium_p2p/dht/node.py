@@ -14,7 +14,7 @@ from kademlia.network import Server
 from kademlia.node import Node
 
 from ..aio import TaskOwner
-from ..errors import BootstrapError, RecordError
+from ..errors import BootstrapError, RecordError, RecordExpired, RecordFromFuture
 from ..identity import NODE_ID_SIZE, Identity
 from ..records import DEFAULT_CLOCK_SKEW, Record, best_per_signer, verify_record
 from .limits import RpcLimits
@@ -31,8 +31,11 @@ class DhtConfig:
     """Tuning of one DHT node. The defaults suit a LAN and loopback alike."""
 
     ksize: int = 20
-    alpha: int = 3
-    quorum: int = 3  # record lookups stop once this many peers returned valid records
+    alpha: int = 3  # queries in flight per path
+    paths: int = 3  # disjoint lookup paths for puts and gets (S/Kademlia's d)
+    siblings: int = 30  # a put stores at this many closest peers; a get searches as wide
+    quorum: int = 3  # a get stops once this many peers, on every path, agree on the newest
+    blame_after: int = 3  # failed referrals before their sender counts as a liar
     min_timeout: float = 0.25  # a request fails no sooner than this ...
     max_timeout: float = 5.0  # ... and no later than this, whatever the measured RTT
     min_stall: float = 0.02  # a lookup waits at least this long before asking around a peer
@@ -94,7 +97,7 @@ class DhtNode(Server):
         self._rebootstrap_lock = asyncio.Lock()
 
     def _create_protocol(self) -> MyceliumProtocol:
-        return MyceliumProtocol(
+        return self.protocol_class(
             self.node,
             self.storage,
             self.ksize,
@@ -211,6 +214,7 @@ class DhtNode(Server):
     # -- records ---------------------------------------------------------------------------------
 
     async def _lookup(self, target: bytes, **kwargs: Any) -> LookupResult:
+        """One lookup; table upkeep uses one path, puts and gets ask for disjoint ones."""
         if self.routing_table_size() == 0:
             await self._rebootstrap()
         loop = asyncio.get_running_loop()
@@ -221,21 +225,30 @@ class DhtNode(Server):
             alpha=self.alpha,
             deadline=loop.time() + self.config.lookup_deadline,
             max_pages=self.config.max_pages,
+            blame_after=self.config.blame_after,
             **kwargs,
         )
 
-    async def find_closest(self, key: bytes) -> list[Node]:
-        """The ``ksize`` closest live nodes to ``key``."""
-        return (await self._lookup(key)).closest
+    async def find_closest(self, key: bytes, width: int | None = None) -> list[Node]:
+        """The ``width`` (default ``ksize``) closest live nodes to ``key``, found over
+        ``config.paths`` disjoint paths."""
+        result = await self._lookup(
+            key, paths=self.config.paths, width=width or self.ksize, complete=True
+        )
+        return result.closest
 
     async def put(self, record: Record) -> int:
-        """Store ``record`` at the nodes closest to its key; return how many accepted it.
+        """Store ``record`` at the ``siblings`` nodes closest to its key, found over disjoint
+        paths; return how many accepted it.
 
-        Kademlia's ``set`` says True even when every store failed; this counts real acceptances
-        (our own copy included, when we are among the closest).
+        The sibling list is wider than ``ksize`` so that peers that placed their ids next to
+        the key and swallow what they are sent cannot take every copy. A store that got no
+        answer is sent once more (a peer that answered no stays refused). Kademlia's ``set``
+        says True even when every store failed; this counts real acceptances (our own copy
+        included, when we are among the closest).
         """
         key = record.key
-        closest = await self.find_closest(key)
+        closest = await self.find_closest(key, self.config.siblings)
         stored = 0
         if not self.read_only and self._among_closest(key, closest):
             try:
@@ -243,14 +256,18 @@ class DhtNode(Server):
                 stored += 1
             except RecordError as exc:
                 log.debug("not keeping our own copy: %s", exc)
-        replies = await asyncio.gather(
-            *(self.protocol.call_store(node, key, record.blob) for node in closest)
-        )
-        stored += sum(1 for ok, accepted in replies if ok and accepted is True)
+        for _ in range(2):  # a store lost to a busy moment gets one more try
+            replies = await asyncio.gather(
+                *(self.protocol.call_store(node, key, record.blob) for node in closest)
+            )
+            stored += sum(1 for ok, accepted in replies if ok and accepted is True)
+            closest = [node for node, (ok, _) in zip(closest, replies, strict=True) if not ok]
+            if not closest:
+                break
         return stored
 
     def _among_closest(self, key: bytes, closest: list[Node]) -> bool:
-        if len(closest) < self.ksize:
+        if len(closest) < self.config.siblings:
             return True
         target = Node(key)
         return self.node.distance_to(target) < closest[-1].distance_to(target)
@@ -258,10 +275,14 @@ class DhtNode(Server):
     async def get_records(self, key: bytes) -> list[Record]:
         """Every signer's newest valid record under ``key``, merged across peers.
 
-        Each value received is verified (signature, key binding, schema, expiry); peers that
-        returned older records, or none though they are among the closest, are corrected.
+        Each value received is verified (signature, key binding, schema, expiry); a peer that
+        returns a forgery is a liar and dropped. The lookup searches the ``siblings`` closest
+        peers on each of ``paths`` disjoint paths, and stops early only once ``quorum`` peers
+        on every path returned the newest records seen. Peers that returned older
+        records, or none though they are among the closest, are corrected.
         """
         verified: dict[bytes, Record | None] = {}
+        forged: set[bytes] = set()
 
         def check(blob: bytes) -> Record | None:
             if blob not in verified:
@@ -269,21 +290,43 @@ class DhtNode(Server):
                     verified[blob] = verify_record(
                         blob, now=self.clock(), key=key, skew=self.config.clock_skew
                     )
+                except (RecordExpired, RecordFromFuture):
+                    verified[blob] = None  # honest clocks differ a little: not a lie
                 except RecordError:
                     verified[blob] = None
+                    forged.add(blob)
             return verified[blob]
+
+        def screen(blobs: list[bytes]) -> list[bytes] | None:
+            valid = [b for b in blobs if check(b) is not None]
+            return None if any(b in forged for b in blobs) else valid
 
         result = await self._lookup(
             key,
+            paths=self.config.paths,
+            width=self.config.siblings,
             records=True,
-            quorum=self.config.quorum,
-            count_valid=lambda blobs: sum(1 for b in blobs if check(b) is not None),
+            screen=screen,
+            enough=lambda found: self._agreed(found, check),
         )
         local = [] if self.read_only else self.storage.records(key)
         found = [r for blobs in result.blobs.values() for b in blobs if (r := check(b))]
         best = best_per_signer([*found, *local])
         self._correct(key, best, result)
         return sorted(best.values(), key=lambda r: r.signer)
+
+    def _agreed(self, result: LookupResult, check: Callable[[bytes], Record | None]) -> bool:
+        """Do ``quorum`` responders, on every path, hold all the newest records seen?
+
+        A responder agrees when it returned exactly the newest record of every signer seen so
+        far: peers replaying an old version, or missing a record others hold, cannot end the
+        lookup before what they lack is seen.
+        """
+        held = {rid: [r for b in blobs if (r := check(b))] for rid, blobs in result.blobs.items()}
+        best = {r.blob for r in best_per_signer(r for rs in held.values() for r in rs).values()}
+        agreeing = [rid for rid, records in held.items() if {r.blob for r in records} == best]
+        paths = {result.path_of[rid] for rid in agreeing}
+        return len(agreeing) >= self.config.quorum and len(paths) >= result.paths
 
     def _correct(self, key: bytes, best: dict[bytes, Record], result: LookupResult) -> None:
         """Send the newest records to responders that returned stale ones or lacked them."""

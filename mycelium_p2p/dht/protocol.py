@@ -15,6 +15,9 @@ What changes from ``kademlia.protocol.KademliaProtocol`` (and rpcudp underneath)
   (``prove``, see ``peers.py``); until an address answered one of our requests, what it makes us
   send stays within 3x what it sent (QUIC's anti-amplification rule).
 - Background work (replication to new peers, bucket pings) runs in owned tasks.
+- ``find_neighbors`` returns the truly closest contacts (kademlia's can return none at all).
+- Lookup queries come back as ``Answer``s that flag malformed replies; ``distrust`` drops a
+  peer that answered nonsense and keeps it out of the routing table for a while.
 
 The wire format stays rpcudp's (``0x00|0x01`` + 20-byte id + msgpack), so stock kademlia nodes
 interoperate: their stores are validated like anyone's.
@@ -23,8 +26,10 @@ interoperate: their stores are validated like anyone's.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import os
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -36,13 +41,13 @@ from kademlia.protocol import KademliaProtocol
 from kademlia.routing import RoutingTable
 from rpcudp.exceptions import MalformedMessage
 
-from ..addresses import ip_literal
 from ..errors import RecordError
 from ..identity import NODE_ID_SIZE, Identity
 from ..records import signer_of
 from .limits import RpcGate, RpcLimits
 from .peers import AddressBook, ProofLimiter, fit_reply
 from .proving import IdProofs
+from .replies import Answer, parse_contacts
 from .rtt import Address, RttEstimator
 from .storage import RecordStore
 
@@ -51,12 +56,11 @@ log = logging.getLogger(__name__)
 MAX_REQUEST_BYTES = 8192  # rpcudp refuses to send more; so do we
 REQUEST, RESPONSE = b"\x00", b"\x01"
 _MSG_ID_SIZE = 20
-_MAX_NODES_IN_REPLY = 64
-_MAX_HOST_LEN = 64
 # First requests to a peer that has not validated our address are padded so that its whole
 # answer fits within 3x (20 IPv6 contacts; a record page of 6000 bytes plus contacts).
 _PAD_FIND_NODE = 640
 _PAD_FIND_RECORDS = 2600
+_MAX_DISTRUSTED = 1024
 
 Spawn = Callable[[Coroutine[Any, Any, Any]], "asyncio.Task[Any]"]
 RpcResult = tuple[bool, Any]
@@ -81,6 +85,7 @@ class ProtocolStats:
     replies_trimmed: int = 0
     replies_dropped: int = 0
     rate_limited: int = 0
+    liars_dropped: int = 0
 
 
 @dataclass
@@ -101,34 +106,9 @@ def _check_id(value: Any, what: str = "node id") -> bytes:
     return value
 
 
-def parse_node_list(items: Any, exclude: bytes) -> list[Node]:
-    """Nodes from a ``find_node`` reply; malformed entries are skipped."""
-    nodes: list[Node] = []
-    addresses: set[tuple[str, int]] = set()
-    if not isinstance(items, list):
-        return nodes
-    for item in items[:_MAX_NODES_IN_REPLY]:
-        if not isinstance(item, list) or len(item) != 3:
-            continue
-        node_id, host, port = item
-        if (
-            isinstance(node_id, bytes)
-            and len(node_id) == NODE_ID_SIZE
-            and node_id != exclude
-            and isinstance(host, str)
-            and 0 < len(host) <= _MAX_HOST_LEN
-            and ip_literal(host) is not None  # sending to a name would resolve it on the loop
-            and isinstance(port, int)
-            and 0 < port < 65536
-            and (host, port) not in addresses  # one query per address, however many ids
-        ):
-            addresses.add((host, port))
-            nodes.append(Node(node_id, host, port))
-    return nodes
-
-
 class _OwnedRoutingTable(RoutingTable):
-    """kademlia's routing table, with its bucket-full ping run as an owned task."""
+    """kademlia's routing table, with its bucket-full ping run as an owned task and a
+    ``find_neighbors`` that returns the closest contacts it holds."""
 
     protocol: MyceliumProtocol
 
@@ -136,6 +116,24 @@ class _OwnedRoutingTable(RoutingTable):
         """Would ``node`` enter a bucket (free, or split) rather than the replacement cache?"""
         bucket = self.buckets[self.get_bucket_for(node)]
         return len(bucket) < self.ksize or bucket.has_in_range(self.node) or bucket.depth() % 5 != 0
+
+    def find_neighbors(
+        self, node: Node, k: int | None = None, exclude: Node | None = None
+    ) -> list[Node]:
+        """The ``k`` contacts closest to ``node`` by XOR distance, over the whole table.
+
+        kademlia's version walks buckets outward by index from the target's and stops at the
+        first ``k`` it meets: index order is not XOR order, and its walk ends early at an empty
+        bucket (a table of 150 contacts could answer none). Lookups seeded or fed by it miss
+        records held by the truly closest peers.
+        """
+        contacts = (
+            contact
+            for bucket in self.buckets
+            for contact in bucket.nodes.values()
+            if contact.id != node.id and (exclude is None or not contact.same_home_as(exclude))
+        )
+        return heapq.nsmallest(k or self.ksize, contacts, key=node.distance_to)
 
     def add_contact(self, node: Node) -> None:
         index = self.get_bucket_for(node)
@@ -186,6 +184,8 @@ class MyceliumProtocol(IdProofs, KademliaProtocol):
         self._outstanding: dict[bytes, _Pending] = {}  # type: ignore[assignment]
         self._expired: OrderedDict[bytes, tuple[Address, float]] = OrderedDict()
         self._evicted: OrderedDict[Address, Node] = OrderedDict()
+        self._distrusted: OrderedDict[bytes, float] = OrderedDict()  # id -> until (monotonic)
+        self.distrust_for = 600.0
         self._handlers: dict[str, Callable[..., Any]] = {
             "ping": self.rpc_ping,
             "stun": self.rpc_stun,
@@ -360,13 +360,14 @@ class MyceliumProtocol(IdProofs, KademliaProtocol):
 
     # -- queries used by lookups: parsed and validated replies -------------------------------
 
-    async def query_nodes(self, node: Node, target: bytes) -> list[Node] | None:
+    async def query_nodes(self, node: Node, target: bytes) -> Answer | None:
         """Ask ``node`` for the nodes it knows closest to ``target``; None if it did not answer."""
         result = await self.find_node((node.ip, node.port), self.wire_id, target)
         self.handle_call_response(result, node)
         if not result[0]:
             return None
-        return parse_node_list(result[1], exclude=self.source_node.id)
+        nodes = parse_contacts(result[1], exclude=self.source_node.id)
+        return Answer(malformed=True) if nodes is None else Answer(nodes)
 
     async def query_records(
         self,
@@ -374,11 +375,11 @@ class MyceliumProtocol(IdProofs, KademliaProtocol):
         key: bytes,
         max_pages: int,
         on_answer: Callable[[], None] | None = None,
-    ) -> tuple[list[bytes], list[Node]] | None:
+    ) -> Answer | None:
         """All record blobs ``node`` holds under ``key`` (paged) and the nodes it suggests;
-        ``on_answer`` is called when its first page arrives (it is alive, and paging)."""
-        blobs: list[bytes] = []
-        nodes: list[Node] = []
+        None if it did not answer at all. ``on_answer`` is called when its first page arrives
+        (it is alive, and paging: a lookup must not count it as stalled)."""
+        answer = Answer()
         after = b""
         for _ in range(max_pages):
             result = await self.find_records((node.ip, node.port), key, after)
@@ -386,22 +387,53 @@ class MyceliumProtocol(IdProofs, KademliaProtocol):
                 self.handle_call_response(result, node)
             ok, reply = result
             if not ok:
-                return None if after == b"" else (blobs, nodes)
+                return None if after == b"" else answer
             if after == b"" and on_answer is not None:
                 on_answer()
-            if not isinstance(reply, dict):
-                return blobs, nodes
-            page = reply.get("records")
+            page = reply.get("records") if isinstance(reply, dict) else None
+            if not isinstance(page, list) or not all(isinstance(b, bytes) for b in page):
+                answer.malformed = True
+                return answer
             if after == b"":
-                nodes = parse_node_list(reply.get("nodes"), exclude=self.source_node.id)
-            if not isinstance(page, list):
-                return blobs, nodes
-            page = [blob for blob in page if isinstance(blob, bytes)]
-            blobs.extend(page)
+                nodes = parse_contacts(reply.get("nodes"), exclude=self.source_node.id)
+                if nodes is None:
+                    answer.malformed = True
+                    return answer
+                answer.nodes = nodes
+            answer.blobs.extend(page)
             if reply.get("more") is not True or not page:
                 break
             after = _last_signer_marker(page)
-        return blobs, nodes
+        return answer
+
+    def distrust(self, node: Node, *, proven: bool = True) -> None:
+        """``node`` answered nonsense: drop it from the routing table.
+
+        ``proven`` (a malformed reply, a forged record) also keeps it out for ``distrust_for``
+        s, whatever it sends meanwhile. Without proof (its referrals did not answer, which an
+        honest peer's also do just after a wave of crashes) it may come back on its own, and a
+        table of ``ksize`` contacts or fewer keeps it: a lonely node does not cut its last links.
+        """
+        self.stats.liars_dropped += 1
+        if not proven and sum(len(b) for b in self.router.buckets) <= self.router.ksize:
+            return
+        self.router.remove_contact(node)
+        self._evicted.pop((node.ip, node.port), None)
+        if not proven:
+            return
+        self._distrusted[node.id] = time.monotonic() + self.distrust_for
+        self._distrusted.move_to_end(node.id)
+        while len(self._distrusted) > _MAX_DISTRUSTED:
+            self._distrusted.popitem(last=False)
+
+    def distrusts(self, node_id: bytes) -> bool:
+        until = self._distrusted.get(node_id)
+        if until is None:
+            return False
+        if until > time.monotonic():
+            return True
+        del self._distrusted[node_id]
+        return False
 
     # -- handlers: they validate their arguments and never raise on peer input ----------------
 
@@ -488,7 +520,7 @@ class MyceliumProtocol(IdProofs, KademliaProtocol):
         """
         if node.id == self.source_node.id or not self.router.is_new_node(node):
             return
-        if self.book.proven_id((node.ip, node.port)) != node.id:
+        if self.distrusts(node.id) or self.book.proven_id((node.ip, node.port)) != node.id:
             return
         for key in self.storage.stored_keys():
             keynode = Node(key)

@@ -154,7 +154,8 @@ async def test_proven_peers_route_and_their_proofs_are_cached() -> None:
         for reader in nodes[10:20]:
             assert await reader.get_records(record.key) == [record]
         after = sum(n.stats.proofs_ok for n in nodes)
-        assert after - before < 10 * 5, (before, after)  # mostly cached, not re-proven
+        # mostly cached, not re-proven: a get asks ~20 peers over its 3 paths
+        assert after - before < 10 * 10, (before, after)
 
 
 @run_async(timeout=120)
@@ -180,7 +181,8 @@ async def test_contacts_from_a_liar_are_only_candidates_until_proven() -> None:
                 assert not chosen & table_ids(node.protocol.router)
             # the honest peers behind the lies got in, under their real ids
             assert {n.node.id for n in honest} <= table_ids(reader.protocol.router)
-            assert reader.stats.bogus_ids > 0
+            # caught: by an address that proved another id, or by its dead contacts (blamed)
+            assert reader.stats.bogus_ids + reader.stats.liars_dropped > 0
         finally:
             await reader.close()
 

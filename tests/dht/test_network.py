@@ -89,7 +89,9 @@ async def test_readers_correct_peers_that_hold_stale_versions() -> None:
         old, new = make_advert(group, seq=1), make_advert(group, seq=2)
         await nodes[1].put(old)
         holders = [n for n in nodes if n.storage.records(old.key)]
-        # the new version reaches only one holder directly
+        holders.sort(key=lambda n: n.node.long_id ^ int.from_bytes(old.key, "big"))
+        # the new version reaches only one holder directly: the closest (a reader asks the
+        # closest peers; the farthest siblings are found only if someone names them)
         holders[0].storage.offer(new.key, new.blob)
         for reader in nodes[10:20]:
             assert [r.seq for r in await reader.get_records(new.key)] == [2]
@@ -136,8 +138,10 @@ async def test_a_stock_kademlia_peer_cannot_plant_a_forged_advert() -> None:
             # 3 and 4: what stock kademlia stores: plain values and garbage
             await stock.set_digest(genuine.key, "plain text where an advert should be")
             await stock.set_digest(record_key("groups/0"), b"\x92\xc4\x01x\xc4\x40" + bytes(64))
+            # offered to many of us (a stock peer is not proven, so our replies to it stay within
+            # 3x what it sent: it learns fewer contacts than among its own kind) and refused
             rejected = sum(n.stats.records_rejected for n in nodes)
-            assert rejected >= 4 * (FAST.ksize - 2), rejected
+            assert rejected >= 2 * FAST.ksize, rejected
             for node in nodes:
                 for blob in (r.blob for r in node.storage.records(genuine.key)):
                     assert blob == genuine.blob

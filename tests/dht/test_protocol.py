@@ -219,3 +219,25 @@ def test_rtt_estimator_bounds() -> None:
         rtt.observe(PEER, 10.0)
     assert rtt.give_up_after(PEER) == 5.0
     assert time.time() > 0
+
+
+def test_find_neighbors_returns_the_closest_contacts_even_beside_empty_buckets() -> None:
+    """kademlia's walk by bucket index stops at an empty bucket and is not XOR order."""
+    import random
+
+    from kademlia.node import Node
+
+    rng = random.Random(5)
+    for _ in range(30):
+        protocol, _, _ = make_protocol()
+        router = protocol.router
+        contacts = [Node(rng.randbytes(20), "127.0.0.1", 1000 + i) for i in range(150)]
+        for contact in contacts:
+            router.add_contact(contact)
+        for contact in rng.sample(contacts, 60):  # departures leave buckets empty
+            router.remove_contact(contact)
+        held = [c for b in router.buckets for c in b.get_nodes()]
+        for _ in range(10):
+            target = Node(rng.randbytes(20))
+            expected = sorted(held, key=target.distance_to)[:20]
+            assert router.find_neighbors(target) == expected

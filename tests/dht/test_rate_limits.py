@@ -12,7 +12,7 @@ import pytest
 
 from mycelium_p2p.dht import DhtConfig, DhtNode
 from mycelium_p2p.dht.limits import RateLimiter, RpcGate, RpcLimits
-from mycelium_p2p.dht.protocol import parse_node_list
+from mycelium_p2p.dht.replies import parse_contacts
 from mycelium_p2p.records import record_key
 from tests.conftest import make_advert, run_async, wait_for
 from tests.helpers.flood import flood_adverts
@@ -119,13 +119,14 @@ async def test_a_flooding_source_is_throttled_and_others_are_still_served() -> N
         await asyncio.gather(node.close(), honest.close())
 
 
-def test_contacts_named_by_host_names_are_dropped() -> None:
-    """Peers send addresses; a UDP send to a name would block the loop in getaddrinfo."""
+def test_contacts_named_by_host_names_make_the_reply_malformed() -> None:
+    """Peers send addresses; a UDP send to a name would block the loop in getaddrinfo. No
+    honest peer names one: the whole reply counts as a liar's (None)."""
     ids = [bytes([i]) * 20 for i in range(1, 5)]
-    items = [
-        [ids[0], "127.0.0.2", 4000],
-        [ids[1], "localhost", 4000],
-        [ids[2], "example.invalid", 4000],
-        [ids[3], "::1", 4000],
-    ]
-    assert [n.ip for n in parse_node_list(items, exclude=b"")] == ["127.0.0.2", "::1"]
+    good = [[ids[0], "127.0.0.2", 4000], [ids[3], "::1", 4000]]
+    assert [n.ip for n in parse_contacts(good, exclude=b"")] == ["127.0.0.2", "::1"]
+    for name in ("localhost", "example.invalid"):
+        assert parse_contacts([*good, [ids[1], name, 4000]], exclude=b"") is None
+    # one query per address however many ids it is given under (a restarted peer's old id)
+    again = [*good, [ids[2], "127.0.0.2", 4000]]
+    assert [n.id for n in parse_contacts(again, exclude=b"")] == [ids[0], ids[3]]
