@@ -44,6 +44,7 @@ class DhtConfig:
     page_bytes: int = 6000
     max_pages: int = 32
     max_corrections: int = 32  # stale peers corrected after one lookup, at most
+    max_hints: int = 64  # contacts from an earlier run pinged at bootstrap, at most
 
 
 class DhtNode(Server):
@@ -140,17 +141,31 @@ class DhtNode(Server):
 
     # -- joining -------------------------------------------------------------------------------
 
-    async def bootstrap(self, addrs: Iterable[Address]) -> list[Node]:  # type: ignore[override]
+    async def bootstrap(  # type: ignore[override]
+        self, addrs: Iterable[Address], hints: Iterable[Address] = ()
+    ) -> list[Node]:
         """Contact seed peers (IP addresses) and fill the routing table.
 
-        Raises ``BootstrapError`` when no seed answers. The seeds are remembered: a node whose
-        routing table empties contacts them again by itself.
+        ``hints`` are peers known from an earlier run (``contacts``): pinged along with the
+        seeds, but not waited for once a seed answered, so dead ones cost nothing. A node that
+        restarts while its seeds are down or just restarted (knowing nobody) still rejoins the
+        network it was in, not a corner of it. Raises ``BootstrapError`` when nobody answers.
+        The seeds are remembered: they are pinged again whenever they are missing from the
+        routing table (a seed that restarted learns of us), and a node whose routing table
+        empties contacts them again by itself.
         """
         addrs = [(host, int(port)) for host, port in addrs]
         for addr in addrs:
             if addr not in self._seeds:
                 self._seeds.append(addr)
+        hinted = [
+            self.tasks.spawn(self._ping_seed(addr))
+            for addr in dict.fromkeys((h, int(p)) for h, p in hints)
+            if addr not in addrs
+        ][: self.config.max_hints]
         answered = await asyncio.gather(*(self._ping_seed(addr) for addr in addrs))
+        if hinted and not any(answered):
+            await asyncio.wait(hinted, timeout=self.rtt.give_up_after())
         if not any(answered) and not self.routing_table_size():
             listed = ", ".join(f"{h}:{p}" for h, p in addrs) or "none given"
             raise BootstrapError(f"no bootstrap peer answered ({listed})")
@@ -160,6 +175,10 @@ class DhtNode(Server):
         # lookups from it for keys there end among the wrong peers.
         await asyncio.gather(*(self._lookup(rid) for rid in self._refresh_ids(only_empty=True)))
         return closest
+
+    def contacts(self) -> list[Address]:
+        """The addresses in our routing table, to remember for the next start (``hints``)."""
+        return [(n.ip, n.port) for b in self.protocol.router.buckets for n in b.get_nodes()]
 
     def _refresh_ids(self, *, only_empty: bool = False, idle_for: float = 0.0) -> list[bytes]:
         """A random id in each bucket (not our own) that is empty, or idle ``idle_for`` s."""
@@ -205,8 +224,22 @@ class DhtNode(Server):
             if self.routing_table_size() == 0:
                 await self._rebootstrap()
                 continue
+            await self._recontact_seeds()
+            if self.routing_table_size() < self.ksize:
+                # A node that joined through a seed knowing few (one just restarted) knows few
+                # itself; the network learns of it only when it asks around.
+                await self._lookup(self.node.id)
             for rid in self._refresh_ids(idle_for=self.config.refresh_interval):
                 await self._lookup(rid)
+
+    async def _recontact_seeds(self) -> None:
+        """Ping the seeds missing from our routing table: a seed that was down, or that
+        restarted knowing nobody, rejoins our part of the network at once (not when some
+        lookup happens to ask it)."""
+        known = set(self.contacts())
+        missing = [addr for addr in self._seeds if addr not in known]
+        if missing:
+            await asyncio.gather(*(self._ping_seed(addr) for addr in missing))
 
     # -- records ---------------------------------------------------------------------------------
 
