@@ -32,6 +32,7 @@ class DhtConfig:
     ksize: int = 20
     alpha: int = 3
     quorum: int = 3  # record lookups stop once this many peers returned valid records
+    listing_quorum: int = 8  # ... and listings (every signer under a key, fetch_adverts) this many
     min_timeout: float = 0.25  # a request fails no sooner than this ...
     max_timeout: float = 5.0  # ... and no later than this, whatever the measured RTT
     min_stall: float = 0.02  # a lookup waits at least this long before asking around a peer
@@ -288,11 +289,15 @@ class DhtNode(Server):
         target = Node(key)
         return self.node.distance_to(target) < closest[-1].distance_to(target)
 
-    async def get_records(self, key: bytes) -> list[Record]:
+    async def get_records(self, key: bytes, *, quorum: int | None = None) -> list[Record]:
         """Every signer's newest valid record under ``key``, merged across peers.
 
-        Each value received is verified (signature, key binding, schema, expiry); peers that
-        returned older records, or none though they are among the closest, are corrected.
+        The lookup stops once ``quorum`` peers (default ``config.quorum``) returned valid
+        records. Under a key many signers share, a peer that restarted lately holds only the
+        records published since, yet it counts: a listing that must miss no signer asks more
+        (``config.listing_quorum``). Each value received is verified (signature, key binding,
+        schema, expiry); peers that returned older records, or none though they are among the
+        closest, are corrected.
         """
         verified: dict[bytes, Record | None] = {}
 
@@ -309,7 +314,7 @@ class DhtNode(Server):
         result = await self._lookup(
             key,
             records=True,
-            quorum=self.config.quorum,
+            quorum=self.config.quorum if quorum is None else quorum,
             count_valid=lambda blobs: sum(1 for b in blobs if check(b) is not None),
         )
         local = [] if self.read_only else self.storage.records(key)

@@ -18,7 +18,15 @@ from mycelium_p2p.dht import DhtConfig, DhtNode, fetch_adverts
 from mycelium_p2p.node import dht_client
 from mycelium_p2p.node.contacts import MAX_CONTACTS, load_contacts, save_contacts
 from mycelium_p2p.node.node import Node, NodeConfig
-from tests.conftest import FAST, crash, run_async, swarm, wait_for
+from tests.conftest import (
+    FAST,
+    crash,
+    group_id_of_advert,
+    make_advert,
+    run_async,
+    swarm,
+    wait_for,
+)
 
 
 async def restart_seed(seed: DhtNode, hints: list[tuple[str, int]] = ()) -> DhtNode:
@@ -43,6 +51,25 @@ def test_contacts_file_round_trip_and_junk_is_ignored(tmp_path: Path) -> None:
     save_contacts(tmp_path, [("127.0.0.1", p) for p in range(1, 1000)])
     assert len(load_contacts(tmp_path)) == MAX_CONTACTS
     assert load_contacts(tmp_path / "missing") == []
+
+
+@run_async(timeout=60)
+async def test_a_listing_is_not_fooled_by_peers_that_restarted_and_hold_part_of_a_shard() -> None:
+    async with swarm(14) as nodes:
+        honest = make_advert(name="honest")
+        assert await nodes[1].put(honest) >= 14
+        key = honest.key
+        # A restarted peer holds only what was published since: here, another group's advert
+        # in the same index shard. The 7 peers closest to the shard are such peers.
+        other = next(r for i in range(100) if (r := make_advert(name=f"other-{i}")).key == key)
+        target = int.from_bytes(key, "big")
+        nearest = sorted(nodes, key=lambda n: n.node.long_id ^ target)[:7]
+        for peer in nearest:
+            peer.storage._data.clear()
+            peer.storage.offer(key, other.blob)
+        async with dht_client([nodes[0].address]) as reader:
+            listed = {a.group_id for a in await fetch_adverts(reader)}
+        assert group_id_of_advert(honest) in listed
 
 
 @run_async(timeout=60)
