@@ -12,8 +12,9 @@ garbage and truncated frames, half-open connections, connection churn). Every --
   and whose first round is older than the 30 s a new group may take) must appear in the latest
   listing of each `groups --watch` observer (taken within the last 3 s);
 - RSS of every node process (psutil). Growth per node is measured from the end of the warm-up
-  (--warmup minutes, default 5 or half the run if shorter) to the end, for node processes that
-  lived through that whole span (a restarted node starts from nothing again).
+  (--warmup minutes, default 5 or half the run if shorter; a process at least 60 s old) to the
+  end, for node processes that lived through that whole span (a restarted node starts from
+  nothing again).
 
 Figures: probes with an honest group missing (goal 0), rounds lost (goal 0), invariant
 violations, RSS growth per node (goal <= 10%), hostile traffic sent. Exits 1 when a goal is
@@ -41,6 +42,7 @@ from tests.helpers.hostile import HostileRates, HostileTraffic
 
 LISTING_FRESH = 3.0  # s: an observer listing older than this is not used by a probe
 NEW_GROUP_GRACE = 30.0  # s: a new group may take this long to be listed (the chaos rule)
+SETTLED_AGE = 60.0  # s: a node process's RSS is taken as its start figure once this old
 
 
 @dataclass
@@ -149,7 +151,8 @@ class SoakRun(ChaosRun):
             except psutil.Error:
                 continue
             self._rss_last[name] = (peer.pid, mb)
-            if after_warmup and name not in self._rss_start:
+            settled = now - peer.started_at >= SETTLED_AGE  # done importing and joining
+            if after_warmup and settled and name not in self._rss_start:
                 self._rss_start[name] = (peer.pid, mb)
 
     def finish_figures(self) -> SoakFigures:

@@ -350,20 +350,22 @@ class DhtNode(Server):
     # -- owner-side republishing -------------------------------------------------------------------
 
     def keep_published(
-        self, make_record: Callable[[], Record], interval: float
+        self, make_record: Callable[[], Record], interval: float, retry: float = 2.0
     ) -> asyncio.Task[None]:
         """Publish ``make_record()`` now and every ``interval`` s until the task is cancelled.
 
-        ``make_record`` signs a fresh record each time (new seq, new expiry); failures are
-        logged and retried at the next interval.
+        ``make_record`` signs a fresh record each time (new seq, new expiry). A publication no
+        peer accepted (every contact gone at once, a network still forming) is tried again
+        after ``retry`` s, not a whole interval later; invalid records are logged.
         """
 
         async def republish() -> None:
             while True:
+                stored = 0
                 try:
-                    await self.put(make_record())
+                    stored = await self.put(make_record())
                 except RecordError as exc:
                     log.error("cannot publish: %s", exc)
-                await asyncio.sleep(interval)
+                await asyncio.sleep(interval if stored else min(interval, retry))
 
         return self.tasks.spawn(republish(), name="republish")

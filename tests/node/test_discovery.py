@@ -171,3 +171,24 @@ async def test_groups_are_listed_again_after_a_node_and_its_seed_restart(tmp_pat
         for peer in [*peers, seed]:
             await peer.close()
         compute.shutdown(wait=False)
+
+
+@run_async(timeout=30)
+async def test_a_publication_nobody_accepted_is_tried_again_soon_not_an_interval_later() -> None:
+    dht = DhtNode(config=FAST)
+    accepted = iter([0, 0, 5, 5])
+    calls: list[int] = []
+
+    async def put(record: object) -> int:
+        calls.append(1)
+        return next(accepted)
+
+    dht.put = put  # type: ignore[method-assign]
+    task = dht.keep_published(lambda: make_advert(), interval=60.0, retry=0.05)
+    try:
+        await wait_for(lambda: len(calls) >= 3, 10, "two retries")
+        await asyncio.sleep(0.3)
+        assert len(calls) == 3  # accepted: the next one is an interval away
+    finally:
+        task.cancel()
+        await dht.tasks.close()
