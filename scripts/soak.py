@@ -10,7 +10,8 @@ garbage and truncated frames, half-open connections, connection churn). Every --
 
 - listing: every honest group (one with a live leader that completed a round in the last 10 s,
   and whose first round is older than the 30 s a new group may take) must appear in the latest
-  listing of each `groups --watch` observer (taken within the last 3 s);
+  listing of each `groups --watch` observer (taken within the last 5 s), and some observer
+  must have listed within those 5 s;
 - RSS of every node process (psutil). Growth per node is measured from the end of the warm-up
   (--warmup minutes, default 5 or half the run if shorter; a process at least 60 s old) to the
   end, for node processes that lived through that whole span (a restarted node starts from
@@ -40,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.helpers.chaos import ChaosConfig, ChaosRun
 from tests.helpers.hostile import HostileRates, HostileTraffic
 
-LISTING_FRESH = 3.0  # s: an observer listing older than this is not used by a probe
+LISTING_FRESH = 5.0  # s: an observer listing older than this is not used by a probe
 NEW_GROUP_GRACE = 30.0  # s: a new group may take this long to be listed (the chaos rule)
 SETTLED_AGE = 60.0  # s: a node process's RSS is taken as its start figure once this old
 
@@ -49,6 +50,7 @@ SETTLED_AGE = 60.0  # s: a node process's RSS is taken as its start figure once 
 class SoakFigures:
     probes: int = 0
     probes_with_missing_group: int = 0
+    probes_without_listing: int = 0  # no observer had listed anything for LISTING_FRESH s
     missing_examples: list[str] = field(default_factory=list)
     rss_growth_pct: dict[str, float] = field(default_factory=dict)  # node -> growth after warm-up
     rss_mb_end: dict[str, float] = field(default_factory=dict)
@@ -128,14 +130,19 @@ class SoakRun(ChaosRun):
             for gid in self._live_groups()
             if wall - self.invariants.first_round.get(gid, wall) > NEW_GROUP_GRACE
         }
-        for observer, (at, listed) in self.listings.items():
-            if now - at > LISTING_FRESH:
-                continue
+        fresh = {
+            o: listed for o, (at, listed) in self.listings.items() if now - at <= LISTING_FRESH
+        }
+        stamp = time.strftime("%H:%M:%S")
+        if not fresh:
+            f.probes_without_listing += 1
+            if len(f.missing_examples) < 20:
+                f.missing_examples.append(f"{stamp} no observer listed anything lately")
+        for observer, listed in fresh.items():
             missing = honest - listed
             if missing:
                 f.probes_with_missing_group += 1
                 if len(f.missing_examples) < 20:
-                    stamp = time.strftime("%H:%M:%S")
                     f.missing_examples.append(f"{stamp} {observer}: {sorted(missing)}")
                 break
         self._sample_rss(now)
@@ -209,6 +216,7 @@ def main() -> int:
         "warmup_minutes": warmup / 60,
         "probes": f.probes,
         "probes_with_missing_group": f.probes_with_missing_group,
+        "probes_without_listing": f.probes_without_listing,
         "rounds_completed": summary.rounds_completed,
         "rounds_lost": summary.rounds_lost,
         "invariant_violations": len(summary.violations),
@@ -220,11 +228,13 @@ def main() -> int:
         "rss_mb_median_end": (
             round(statistics.median(f.rss_mb_end.values()), 1) if f.rss_mb_end else None
         ),
+        "rss_growth_pct": f.rss_growth_pct,
         "hostile": hostile,
     }
     for key, value in out.items():
-        if key != "hostile":
+        if key not in ("hostile", "rss_growth_pct"):
             print(f"{key:<28} {value}")
+    print(f"{'rss growth % per node':<28} {f.rss_growth_pct}")
     print(f"{'hostile traffic':<28} {hostile}")
     for example in f.missing_examples:
         print(f"MISSING {example}")
@@ -235,6 +245,7 @@ def main() -> int:
         print(json.dumps(out))
     failed = (
         f.probes_with_missing_group
+        or f.probes_without_listing
         or summary.rounds_lost
         or summary.violations
         or (growth and max(growth) > 10.0)

@@ -58,6 +58,17 @@ def save_contacts(data_dir: Path, contacts: list[Address]) -> None:
     os.replace(tmp, path)
 
 
+def remember_contacts(dht: DhtNode, data_dir: Path) -> None:
+    """Save ``dht``'s contacts now, unless it knows nobody (a node cut off for a while keeps
+    what it knew before)."""
+    contacts = dht.contacts()
+    if contacts:
+        try:
+            save_contacts(data_dir, contacts)
+        except OSError as exc:
+            log.warning("cannot save DHT contacts: %s", exc)
+
+
 async def keep_contacts(dht: DhtNode, data_dir: Path, interval: float = 30.0) -> None:
     """Save ``dht``'s contacts soon after start, then every ``interval`` s (a killed node
     keeps the last save)."""
@@ -65,9 +76,4 @@ async def keep_contacts(dht: DhtNode, data_dir: Path, interval: float = 30.0) ->
     while True:
         await asyncio.sleep(delay)
         delay = interval
-        contacts = dht.contacts()
-        if contacts:  # a node cut off for a while keeps what it knew before
-            try:
-                save_contacts(data_dir, contacts)
-            except OSError as exc:
-                log.warning("cannot save DHT contacts: %s", exc)
+        remember_contacts(dht, data_dir)

@@ -40,7 +40,7 @@ from ..migration.policy import MigrationPolicy
 from ..records import GroupAdvert
 from ..records.charter import GroupCharter
 from .config import Event, NodeConfig, NodeEvent
-from .contacts import keep_contacts, load_contacts, save_contacts
+from .contacts import keep_contacts, load_contacts, remember_contacts
 from .lifecycle import DataDirLock
 from .moving import MovingMixin, joinable
 from .publishing import PublishingMixin
@@ -429,9 +429,8 @@ class Node(MovingMixin, PublishingMixin):
         """Leave the group cleanly and close everything (what SIGINT/SIGTERM do)."""
         await self._leave_group()
         await self.tasks.close()
-        if self.config.data_dir is not None and self.dht.contacts():
-            with contextlib.suppress(OSError):
-                save_contacts(self.config.data_dir, self.dht.contacts())
+        if self.config.data_dir is not None:
+            remember_contacts(self.dht, self.config.data_dir)
         await self.channels.close()
         await self.dht.close()
         self.runner.close()

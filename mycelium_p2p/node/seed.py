@@ -13,7 +13,7 @@ from ..dht import DhtConfig, DhtNode, fetch_adverts
 from ..errors import BootstrapError, NetworkError
 from ..identity import Identity
 from ..records import GroupAdvert
-from .contacts import keep_contacts, load_contacts, save_contacts
+from .contacts import keep_contacts, load_contacts, remember_contacts
 from .lifecycle import run_until_signalled
 
 log = logging.getLogger(__name__)
@@ -59,9 +59,8 @@ async def run_seed(
             )
             await stop.wait()
         finally:
-            if data_dir is not None and dht.contacts():
-                with contextlib.suppress(OSError):
-                    save_contacts(data_dir, dht.contacts())
+            if data_dir is not None:
+                remember_contacts(dht, data_dir)
             await dht.close()
         print("seed peer stopped", flush=True)
 
