@@ -148,7 +148,8 @@ class DhtNode(Server):
         """Contact seed peers (IP addresses) and fill the routing table.
 
         ``hints`` are peers known from an earlier run (``contacts``): pinged along with the
-        seeds, but not waited for once a seed answered, so dead ones cost nothing. A node that
+        seeds, but once a seed answered waited for only about a round trip, so dead ones cost
+        next to nothing. A node that
         restarts while its seeds are down or just restarted (knowing nobody) still rejoins the
         network it was in, not a corner of it. Raises ``BootstrapError`` when nobody answers.
         The seeds are remembered: they are pinged again whenever they are missing from the
@@ -159,14 +160,12 @@ class DhtNode(Server):
         for addr in addrs:
             if addr not in self._seeds:
                 self._seeds.append(addr)
-        hinted = [
-            self.tasks.spawn(self._ping_seed(addr))
-            for addr in dict.fromkeys((h, int(p)) for h, p in hints)
-            if addr not in addrs
-        ][: self.config.max_hints]
+        extra = [a for a in dict.fromkeys((h, int(p)) for h, p in hints) if a not in addrs]
+        hinted = [self.tasks.spawn(self._ping_seed(a)) for a in extra[: self.config.max_hints]]
         answered = await asyncio.gather(*(self._ping_seed(addr) for addr in addrs))
-        if hinted and not any(answered):
-            await asyncio.wait(hinted, timeout=self.rtt.give_up_after())
+        if hinted:  # live ones answer within about a round trip; with no seed, wait them out
+            wait = self.rtt.stall_after() if any(answered) else self.rtt.give_up_after()
+            await asyncio.wait(hinted, timeout=wait)
         if not any(answered) and not self.routing_table_size():
             listed = ", ".join(f"{h}:{p}" for h, p in addrs) or "none given"
             raise BootstrapError(f"no bootstrap peer answered ({listed})")

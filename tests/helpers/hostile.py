@@ -143,6 +143,23 @@ class HostileTraffic:
     async def _flood(self) -> None:
         attacker = DhtNode(config=DhtConfig(lookup_deadline=5.0))
         await attacker.listen(0, "127.0.0.1")
+        count = iter(range(1, 1 << 30))
+
+        async def one() -> None:
+            record = make_advert(
+                Identity.generate(),
+                name=f"flood-{next(count)}",
+                members=10,  # full: nobody tries to join it, it only takes room
+                ttl=600.0,
+                address=("127.0.0.1", 9),
+            )
+            try:
+                accepted = await asyncio.wait_for(attacker.put(record), 10)
+            except asyncio.TimeoutError:
+                accepted = 0
+            self.stats.adverts_flooded += 1
+            self.stats.adverts_accepted += accepted
+
         try:
             while not self._over():
                 try:
@@ -150,23 +167,7 @@ class HostileTraffic:
                     break
                 except Exception:  # seeds being killed by the chaos run: try again
                     await asyncio.sleep(1.0)
-            i = 0
-            while not self._over():
-                i += 1
-                record = make_advert(
-                    Identity.generate(),
-                    name=f"flood-{i}",
-                    members=10,  # full: nobody tries to join it, it only takes room
-                    ttl=600.0,
-                    address=("127.0.0.1", 9),
-                )
-                try:
-                    accepted = await asyncio.wait_for(attacker.put(record), 10)
-                except asyncio.TimeoutError:
-                    accepted = 0
-                self.stats.adverts_flooded += 1
-                self.stats.adverts_accepted += accepted
-                await asyncio.sleep(1.0 / self.rates.flood)
+            await self._paced(self.rates.flood, one)  # several in flight: the rate is kept
         finally:
             await attacker.close()
 
