@@ -13,9 +13,9 @@ garbage and truncated frames, half-open connections, connection churn). Every --
   listing of each `groups --watch` observer (taken within the last 5 s), and some observer
   must have listed within those 5 s;
 - RSS of every node process (psutil). Growth per node is measured from the end of the warm-up
-  (--warmup minutes, default 5 or half the run if shorter; a process at least 60 s old) to the
-  end, for node processes that lived through that whole span (a restarted node starts from
-  nothing again).
+  (--warmup minutes, default 5 or half the run if shorter) to the end, for node processes
+  that lived through that whole span; a restarted node is a new process, with a warm-up of its
+  own (its RSS is first taken once it is --warmup old).
 
 Figures: probes with an honest group missing (goal 0), rounds lost (goal 0), invariant
 violations, RSS growth per node (goal <= 10%), hostile traffic sent. Exits 1 when a goal is
@@ -43,7 +43,6 @@ from tests.helpers.hostile import HostileRates, HostileTraffic
 
 LISTING_FRESH = 5.0  # s: an observer listing older than this is not used by a probe
 NEW_GROUP_GRACE = 30.0  # s: a new group may take this long to be listed (the chaos rule)
-SETTLED_AGE = 60.0  # s: a node process's RSS is taken as its start figure once this old
 
 
 @dataclass
@@ -158,7 +157,7 @@ class SoakRun(ChaosRun):
             except psutil.Error:
                 continue
             self._rss_last[name] = (peer.pid, mb)
-            settled = now - peer.started_at >= SETTLED_AGE  # done importing and joining
+            settled = now - peer.started_at >= self.warmup  # a restarted node warms up too
             if after_warmup and settled and name not in self._rss_start:
                 self._rss_start[name] = (peer.pid, mb)
 
