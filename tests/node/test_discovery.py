@@ -27,6 +27,7 @@ from tests.conftest import (
     swarm,
     wait_for,
 )
+from tests.helpers.procs import processes, start_join, start_seed
 
 
 async def restart_seed(seed: DhtNode, hints: list[tuple[str, int]] = ()) -> DhtNode:
@@ -192,3 +193,12 @@ async def test_a_publication_nobody_accepted_is_tried_again_soon_not_an_interval
     finally:
         task.cancel()
         await dht.tasks.close()
+
+
+def test_a_seed_process_keeps_its_contacts_for_its_next_start(tmp_path: Path) -> None:
+    with processes() as procs:
+        port = start_seed(procs, tmp_path / "seed")
+        start_join(procs, port, tmp_path / "node", "--create", "g")
+        seed = procs[0]
+        assert seed.stop() == 0  # SIGTERM: a clean stop saves what it knows
+        assert len(load_contacts(tmp_path / "seed")) == 1  # the node
