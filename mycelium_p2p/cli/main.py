@@ -119,7 +119,7 @@ def bootstrap(
         identity = Identity.load_or_create(data_dir)
 
         async def main() -> None:
-            await run_seed(identity, host, port, await resolve(peers))
+            await run_seed(identity, host, port, await resolve(peers), data_dir=data_dir)
 
         run_async(main())
 

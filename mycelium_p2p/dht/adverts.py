@@ -27,8 +27,14 @@ def current_adverts(adverts: list[GroupAdvert]) -> list[GroupAdvert]:
 
 
 async def fetch_adverts(dht: DhtNode, task: str | None = None) -> list[GroupAdvert]:
-    """Every live, verified group advert (optionally for one task), by group name then id."""
-    shards = await asyncio.gather(*(dht.get_records(record_key(t)) for t in index_topics()))
+    """Every live, verified group advert (optionally for one task), by group name then id.
+
+    Each shard is read from ``listing_quorum`` peers, not the first few with any advert: one
+    that restarted lately holds only the adverts published since (seen in soak runs)."""
+    quorum = dht.config.listing_quorum
+    shards = await asyncio.gather(
+        *(dht.get_records(record_key(t), quorum=quorum) for t in index_topics())
+    )
     adverts = current_adverts(
         [GroupAdvert.from_record(r) for records in shards for r in records if r.kind == "advert"]
     )

@@ -36,6 +36,7 @@ class DhtConfig:
     siblings: int = 30  # a put stores at this many closest peers; a get searches as wide
     quorum: int = 3  # a get stops once this many peers, on every path, agree on the newest
     blame_after: int = 3  # failed referrals before their sender counts as a liar
+    listing_quorum: int = 8  # ... and listings (every signer under a key, fetch_adverts) this many
     min_timeout: float = 0.25  # a request fails no sooner than this ...
     max_timeout: float = 5.0  # ... and no later than this, whatever the measured RTT
     min_stall: float = 0.02  # a lookup waits at least this long before asking around a peer
@@ -50,6 +51,7 @@ class DhtConfig:
     max_corrections: int = 32  # stale peers corrected after one lookup, at most
     quotas: StoreQuotas = field(default_factory=StoreQuotas)  # fair shares; network, signer quotas
     rpc_limits: RpcLimits = field(default_factory=RpcLimits)  # per-source limits on RPCs we answer
+    max_hints: int = 64  # contacts from an earlier run pinged at bootstrap, at most
 
 
 class DhtNode(Server):
@@ -149,17 +151,30 @@ class DhtNode(Server):
 
     # -- joining -------------------------------------------------------------------------------
 
-    async def bootstrap(self, addrs: Iterable[Address]) -> list[Node]:  # type: ignore[override]
+    async def bootstrap(  # type: ignore[override]
+        self, addrs: Iterable[Address], hints: Iterable[Address] = ()
+    ) -> list[Node]:
         """Contact seed peers (IP addresses) and fill the routing table.
 
-        Raises ``BootstrapError`` when no seed answers. The seeds are remembered: a node whose
-        routing table empties contacts them again by itself.
+        ``hints`` are peers known from an earlier run (``contacts``): pinged along with the
+        seeds, but once a seed answered waited for only about a round trip, so dead ones cost
+        next to nothing. A node that
+        restarts while its seeds are down or just restarted (knowing nobody) still rejoins the
+        network it was in, not a corner of it. Raises ``BootstrapError`` when nobody answers.
+        The seeds are remembered: they are pinged again whenever they are missing from the
+        routing table (a seed that restarted learns of us), and a node whose routing table
+        empties contacts them again by itself.
         """
         addrs = [(host, int(port)) for host, port in addrs]
         for addr in addrs:
             if addr not in self._seeds:
                 self._seeds.append(addr)
+        extra = [a for a in dict.fromkeys((h, int(p)) for h, p in hints) if a not in addrs]
+        hinted = [self.tasks.spawn(self._ping_seed(a)) for a in extra[: self.config.max_hints]]
         answered = await asyncio.gather(*(self._ping_seed(addr) for addr in addrs))
+        if hinted:  # live ones answer within about a round trip; with no seed, wait them out
+            wait = self.rtt.stall_after() if any(answered) else self.rtt.give_up_after()
+            await asyncio.wait(hinted, timeout=wait)
         if not any(answered) and not self.routing_table_size():
             listed = ", ".join(f"{h}:{p}" for h, p in addrs) or "none given"
             raise BootstrapError(f"no bootstrap peer answered ({listed})")
@@ -169,6 +184,10 @@ class DhtNode(Server):
         # lookups from it for keys there end among the wrong peers.
         await asyncio.gather(*(self._lookup(rid) for rid in self._refresh_ids(only_empty=True)))
         return closest
+
+    def contacts(self) -> list[Address]:
+        """The addresses in our routing table, to remember for the next start (``hints``)."""
+        return [(n.ip, n.port) for b in self.protocol.router.buckets for n in b.get_nodes()]
 
     def _refresh_ids(self, *, only_empty: bool = False, idle_for: float = 0.0) -> list[bytes]:
         """A random id in each bucket (not our own) that is empty, or idle ``idle_for`` s."""
@@ -208,8 +227,22 @@ class DhtNode(Server):
             if self.routing_table_size() == 0:
                 await self._rebootstrap()
                 continue
+            await self._recontact_seeds()
+            if self.routing_table_size() < self.ksize:
+                # A node that joined through a seed knowing few (one just restarted) knows few
+                # itself; the network learns of it only when it asks around.
+                await self._lookup(self.node.id)
             for rid in self._refresh_ids(idle_for=self.config.refresh_interval):
                 await self._lookup(rid)
+
+    async def _recontact_seeds(self) -> None:
+        """Ping the seeds missing from our routing table: a seed that was down, or that
+        restarted knowing nobody, rejoins our part of the network at once (not when some
+        lookup happens to ask it)."""
+        known = set(self.contacts())
+        missing = [addr for addr in self._seeds if addr not in known]
+        if missing:
+            await asyncio.gather(*(self._ping_seed(addr) for addr in missing))
 
     # -- records ---------------------------------------------------------------------------------
 
@@ -272,14 +305,16 @@ class DhtNode(Server):
         target = Node(key)
         return self.node.distance_to(target) < closest[-1].distance_to(target)
 
-    async def get_records(self, key: bytes) -> list[Record]:
+    async def get_records(self, key: bytes, *, quorum: int | None = None) -> list[Record]:
         """Every signer's newest valid record under ``key``, merged across peers.
 
         Each value received is verified (signature, key binding, schema, expiry); a peer that
         returns a forgery is a liar and dropped. The lookup searches the ``siblings`` closest
         peers on each of ``paths`` disjoint paths, and stops early only once ``quorum`` peers
-        on every path returned the newest records seen. Peers that returned older
-        records, or none though they are among the closest, are corrected.
+        (default ``config.quorum``), on every path, returned the newest records seen. Under a
+        key many signers share, a peer that restarted lately holds only the records published
+        since: a listing that must miss no signer asks more (``config.listing_quorum``). Peers
+        that returned older records, or none though they are among the closest, are corrected.
         """
         verified: dict[bytes, Record | None] = {}
         forged: set[bytes] = set()
@@ -307,7 +342,7 @@ class DhtNode(Server):
             width=self.config.siblings,
             records=True,
             screen=screen,
-            enough=lambda found: self._agreed(found, check),
+            enough=lambda found: self._agreed(found, check, quorum or self.config.quorum),
         )
         local = [] if self.read_only else self.storage.records(key)
         found = [r for blobs in result.blobs.values() for b in blobs if (r := check(b))]
@@ -315,7 +350,9 @@ class DhtNode(Server):
         self._correct(key, best, result)
         return sorted(best.values(), key=lambda r: r.signer)
 
-    def _agreed(self, result: LookupResult, check: Callable[[bytes], Record | None]) -> bool:
+    def _agreed(
+        self, result: LookupResult, check: Callable[[bytes], Record | None], quorum: int
+    ) -> bool:
         """Do ``quorum`` responders, on every path, hold all the newest records seen?
 
         A responder agrees when it returned exactly the newest record of every signer seen so
@@ -326,7 +363,7 @@ class DhtNode(Server):
         best = {r.blob for r in best_per_signer(r for rs in held.values() for r in rs).values()}
         agreeing = [rid for rid, records in held.items() if {r.blob for r in records} == best]
         paths = {result.path_of[rid] for rid in agreeing}
-        return len(agreeing) >= self.config.quorum and len(paths) >= result.paths
+        return len(agreeing) >= quorum and len(paths) >= result.paths
 
     def _correct(self, key: bytes, best: dict[bytes, Record], result: LookupResult) -> None:
         """Send the newest records to responders that returned stale ones or lacked them."""
@@ -355,20 +392,22 @@ class DhtNode(Server):
     # -- owner-side republishing -------------------------------------------------------------------
 
     def keep_published(
-        self, make_record: Callable[[], Record], interval: float
+        self, make_record: Callable[[], Record], interval: float, retry: float = 2.0
     ) -> asyncio.Task[None]:
         """Publish ``make_record()`` now and every ``interval`` s until the task is cancelled.
 
-        ``make_record`` signs a fresh record each time (new seq, new expiry); failures are
-        logged and retried at the next interval.
+        ``make_record`` signs a fresh record each time (new seq, new expiry). A publication no
+        peer accepted (every contact gone at once, a network still forming) is tried again
+        after ``retry`` s, not a whole interval later; invalid records are logged.
         """
 
         async def republish() -> None:
             while True:
+                stored = 0
                 try:
-                    await self.put(make_record())
+                    stored = await self.put(make_record())
                 except RecordError as exc:
                     log.error("cannot publish: %s", exc)
-                await asyncio.sleep(interval)
+                await asyncio.sleep(interval if stored else min(interval, retry))
 
         return self.tasks.spawn(republish(), name="republish")

@@ -40,6 +40,7 @@ from ..migration.policy import MigrationPolicy
 from ..records import GroupAdvert
 from ..records.charter import GroupCharter
 from .config import Event, NodeConfig, NodeEvent
+from .contacts import keep_contacts, load_contacts, remember_contacts
 from .lifecycle import DataDirLock
 from .merging import MergingMixin
 from .moving import MovingMixin, rank_joinable
@@ -179,6 +180,8 @@ class Node(MovingMixin, MergingMixin, PublishingMixin):
         self.tcp_addr = (advertise, tcp_port)
         if c.bootstrap:
             await self._bootstrap()
+        if c.data_dir is not None:
+            self.tasks.spawn(keep_contacts(self.dht, c.data_dir), name="contacts")
         self.emit(
             "up",
             f"node {self.identity.node_id.hex()[:12]} up: udp {self.dht.address[1]}, "
@@ -199,9 +202,10 @@ class Node(MovingMixin, MergingMixin, PublishingMixin):
         """Join the DHT; keep trying for ``bootstrap_wait`` s (a seed may be booting or busy)."""
         c = self.config
         deadline = time.monotonic() + c.bootstrap_wait
+        hints = load_contacts(c.data_dir) if c.data_dir is not None else []
         while True:
             try:
-                await self.dht.bootstrap(c.bootstrap)
+                await self.dht.bootstrap(c.bootstrap, hints)
                 return
             except BootstrapError as exc:
                 if time.monotonic() >= deadline:
@@ -432,6 +436,8 @@ class Node(MovingMixin, MergingMixin, PublishingMixin):
         """Leave the group cleanly and close everything (what SIGINT/SIGTERM do)."""
         await self._leave_group()
         await self.tasks.close()
+        if self.config.data_dir is not None:
+            remember_contacts(self.dht, self.config.data_dir)
         await self.channels.close()
         await self.dht.close()
         self.runner.close()

@@ -7,11 +7,13 @@ import contextlib
 import ipaddress
 import logging
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 
 from ..dht import DhtConfig, DhtNode, fetch_adverts
 from ..errors import BootstrapError, NetworkError
 from ..identity import Identity
 from ..records import GroupAdvert
+from .contacts import keep_contacts, load_contacts, remember_contacts
 from .lifecycle import run_until_signalled
 
 log = logging.getLogger(__name__)
@@ -31,19 +33,25 @@ async def run_seed(
     port: int,
     peers: Sequence[Address] = (),
     config: DhtConfig | None = None,
+    data_dir: Path | None = None,
 ) -> None:
-    """Serve as a long-lived DHT-only peer until SIGINT/SIGTERM."""
+    """Serve as a long-lived DHT-only peer until SIGINT/SIGTERM. With ``data_dir``, its
+    contacts are kept there: a restarted seed knows the network again at once, instead of
+    nobody until peers happen to ask it something."""
 
     async def main(stop: asyncio.Event) -> None:
         dht = DhtNode(identity, config)
         await dht.listen(port, host)
+        hints = load_contacts(data_dir) if data_dir is not None else []
         try:
-            if peers:
+            if peers or hints:
                 try:
-                    await dht.bootstrap(peers)
+                    await dht.bootstrap(peers, hints)
                 except BootstrapError as exc:
                     # A seed must come up even if its fellow seeds are down; it retries alone.
                     log.warning("%s; serving alone until one appears", exc)
+            if data_dir is not None:
+                dht.tasks.spawn(keep_contacts(dht, data_dir), name="contacts")
             bound = dht.address
             print(
                 f"seed peer {identity.node_id.hex()} listening on udp {bound[0]}:{bound[1]}",
@@ -51,6 +59,8 @@ async def run_seed(
             )
             await stop.wait()
         finally:
+            if data_dir is not None:
+                remember_contacts(dht, data_dir)
             await dht.close()
         print("seed peer stopped", flush=True)
 

@@ -25,9 +25,11 @@ leader within 10 s.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import signal
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -437,6 +439,10 @@ class ChaosRun:
 
     def _restart(self, name: str) -> None:
         self.stopped.discard(name)
+        peer = self.net.peers[name]
+        if peer.popen is not None:  # SIGKILLed, but on a loaded host it may not be gone yet
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                peer.popen.wait(10)
         if name in self.nodes:  # same identity and data; a founder now joins like anyone
             self._start_node(name, self.nodes.index(name), found=False)
         else:
