@@ -1,0 +1,70 @@
+"""What the fuzzers found, each pinned at its cause: a user's file or a peer's number that used
+to crash or slip through, now refused with a documented error."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mycelium_p2p.addresses import read_peers_file
+from mycelium_p2p.cli import cli
+from mycelium_p2p.errors import ConfigError
+from mycelium_p2p.fl.leader import metric
+from mycelium_p2p.fl.limits import TrainCaps, TrainConfigRefused, bound_train_config
+
+
+def invoke(*args: str) -> tuple[int, str, BaseException | None]:
+    result = CliRunner().invoke(cli, list(args))
+    crash = None if isinstance(result.exception, SystemExit) else result.exception
+    return result.exit_code, result.output, crash
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (b"\x80", "cannot read"),  # not UTF-8: tomllib raised UnicodeDecodeError
+        (b"[join]\nport = inf\n", "is not a finite number"),  # IntRange: OverflowError
+        (b"[join]\nport = [1, 2]\n", "is not a single value"),  # int(list): TypeError
+        (b"[join]\ndata-dir = -0.0\n", "is not a path"),  # os.stat(float): TypeError
+        (b"[join]\nheartbeat = nan\n", "is not a finite number"),  # passed FloatRange
+        (b'[groups]\nbootstrap = [["127.0.0.1:1"]]\n', "is not a list of values"),
+        (b"[groups]\ntimeout = 1979-05-27T07:32:00Z\n", "is not a single value"),
+    ],
+)
+def test_a_bad_config_file_is_a_usage_error_not_a_traceback(
+    tmp_path: Path, text: bytes, message: str
+) -> None:
+    config = tmp_path / "m.toml"
+    config.write_bytes(text)
+    code, out, crash = invoke("--config", str(config), "join", "--help")
+    assert crash is None and code == 2 and message in out, out
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "NaN", "+inf"])
+def test_nan_and_infinity_on_the_command_line_are_refused(value: str) -> None:
+    """NaN passes every range check (its comparisons are all false); inf passes ``x>=0.1``."""
+    code, out, crash = invoke("groups", "-b", "127.0.0.1:9", "--timeout", value)
+    assert crash is None and code == 2 and "is not a finite number" in out, out
+
+
+def test_a_peers_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "peers"
+    path.write_bytes(b"127.0.0.1:8468\n\xff\xfe\n")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        read_peers_file(path)
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, [1.0, math.nan]])
+def test_any_non_finite_number_in_a_train_config_is_refused(value: object) -> None:
+    """Keys the caps do not bound reach the user's ClientApp as sent: not NaN, though."""
+    with pytest.raises(TrainConfigRefused, match="not finite"):
+        bound_train_config({"momentum": value}, TrainCaps())
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_a_non_finite_metric_reads_as_missing(value: float) -> None:
+    assert metric({"accuracy": value, "val_acc": 0.7}, "acc", -1.0) == 0.7
+    assert metric({"accuracy": value}, "acc", -1.0) == -1.0
