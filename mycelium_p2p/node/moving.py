@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any
 
 import msgspec
@@ -110,7 +110,13 @@ class MovingMixin:
         )
         if decision.move_to is not None and self.group is group:
             target = next(a for a in candidates if a.group_id == decision.move_to)
-            await self.move_to(target, reason=decision.reason)
+            threshold = self.migration.config.performance_threshold
+            others = sorted(  # the other groups that also beat ours, best first
+                (a for a in candidates if a is not target and a.group_id in scores),
+                key=lambda a: -scores[a.group_id],
+            )
+            fallbacks = [a for a in others if scores[a.group_id] - own > threshold]
+            await self.move_to(target, reason=decision.reason, fallbacks=fallbacks)
         return decision.reason
 
     async def _watch_group(self) -> None:
@@ -175,12 +181,17 @@ class MovingMixin:
                     self.tasks.spawn(self._watch_rivals(group), name="rivals")
                 )
 
-    async def move_to(self, advert: GroupAdvert, reason: str = "") -> None:
-        """Leave our group cleanly and join ``advert``'s (back to finding a group if refused)."""
+    async def move_to(
+        self, advert: GroupAdvert, reason: str = "", fallbacks: Sequence[GroupAdvert] = ()
+    ) -> None:
+        """Leave our group cleanly and join ``advert``'s; if it cannot be joined, the first of
+        ``fallbacks`` that can, else back to finding a group."""
         async with self._group_change:
-            await self._move_to(advert, reason)
+            await self._move_to(advert, reason, fallbacks)
 
-    async def _move_to(self, advert: GroupAdvert, reason: str) -> None:
+    async def _move_to(
+        self, advert: GroupAdvert, reason: str, fallbacks: Sequence[GroupAdvert]
+    ) -> None:
         old = self.group
         if old is None:
             return
@@ -191,26 +202,31 @@ class MovingMixin:
             await publish_advert(self.dht, self._advert(members=0))
         await self._leave_group()
         self.migration.moved(time.monotonic())
-        self.moves.append((time.time(), old.group_id, advert.group_id))
-        self.emit(
-            "moving",
-            f"moving from {old.info.name} to {advert.name}: {reason}",
-            group=old.info.name,
-            group_id=old.group_id,
-            to=advert.name,
-            to_id=advert.group_id,
-            reason=reason,
-        )
-        try:
-            await self._join(advert)
-        except JoinRefused as exc:
+        for target in (advert, *fallbacks):
             self.emit(
-                "refused",
-                f"{advert.name} refused us ({exc}); finding another group",
-                group_id=advert.group_id,
-                reason=str(exc),
+                "moving",
+                f"moving from {old.info.name} to {target.name}: {reason}",
+                group=old.info.name,
+                group_id=old.group_id,
+                to=target.name,
+                to_id=target.group_id,
+                reason=reason,
             )
-            await self._enter_group(as_configured=False)
+            try:
+                await self._join(target)
+            except Exception as exc:  # whatever one candidate does, we end up in a group
+                if not isinstance(exc, (JoinRefused, ChannelError, RemoteError)):
+                    log.warning("joining %s failed", target.name, exc_info=True)
+                self.emit(
+                    "refused",
+                    f"{target.name} refused us ({type(exc).__name__}: {exc})",
+                    group_id=target.group_id,
+                    reason=str(exc),
+                )
+                continue
+            self.moves.append((time.time(), old.group_id, target.group_id))
+            return
+        await self._enter_group(as_configured=False)
 
     def _split_policy(self) -> Callable[[dict[bytes, Any], ModelSnapshot], None]:
         policy = SplitPolicy()
