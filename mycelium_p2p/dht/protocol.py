@@ -31,6 +31,7 @@ from kademlia.protocol import KademliaProtocol
 from kademlia.routing import RoutingTable
 from rpcudp.exceptions import MalformedMessage
 
+from ..addresses import ip_literal
 from ..errors import RecordError
 from ..identity import NODE_ID_SIZE
 from ..records import signer_of
@@ -96,7 +97,8 @@ def parse_node_list(items: Any, exclude: bytes) -> list[Node]:
             and node_id != exclude
             and isinstance(host, str)
             and 0 < len(host) <= _MAX_HOST_LEN
-            and isinstance(port, int)
+            and ip_literal(host) is not None  # a name would be resolved by sendto
+            and type(port) is int
             and 0 < port < 65536
         ):
             nodes.append(Node(node_id, host, port))

@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from hypothesis import strategies as st
 from kademlia.node import Node
 
+from mycelium_p2p.addresses import ip_literal
 from mycelium_p2p.aio import TaskOwner
 from mycelium_p2p.dht import MyceliumProtocol, RecordStore, RttEstimator
 from mycelium_p2p.dht.protocol import REQUEST, RESPONSE
@@ -289,7 +290,11 @@ def check_datagrams(datagrams: list[bytes], ctx: Context) -> str:
 def reply(draw: st.DrawFn) -> tuple[bool, Any]:
     """(records query?, the reply payload a peer sends back)."""
     c = corpus()
-    nodes = [[identity(4).node_id, "127.0.0.1", 9004], [identity(5).node_id, "::1", 9005]]
+    nodes = [
+        [identity(4).node_id, "127.0.0.1", 9004],
+        [identity(5).node_id, "::1", 9005],
+        [identity(7).node_id, draw(st.sampled_from(["10.0.0.1", "localhost", "1.2.3"])), 1],
+    ]
     if draw(st.booleans()):
         blobs = draw(st.lists(record_blobs(), max_size=3))
         value: Any = {"records": [c.advert.blob, *blobs], "more": False, "nodes": nodes}
@@ -327,8 +332,10 @@ def check_reply(case: tuple[bool, Any], ctx: Context) -> str:
             protocol.cancel_outstanding()
             answer = await task
             nodes = answer[1] if records and answer else answer or []
-            if any(not isinstance(n.port, int) or not 0 < n.port < 65536 for n in nodes):
-                raise AssertionError(f"a contact with a bad port was taken: {nodes}")
+            if any(type(n.port) is not int or not 0 < n.port < 65536 for n in nodes):
+                raise InvalidStored(f"a contact with a bad port was taken: {nodes}")
+            if any(ip_literal(n.ip) is None for n in nodes):
+                raise InvalidStored(f"a contact named by a host name was taken: {nodes}")
             if records and answer and not all(isinstance(b, bytes) for b in answer[0]):
                 raise AssertionError("a non-bytes blob was taken")
             return "answered" if answer else "no answer"

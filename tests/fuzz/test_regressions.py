@@ -11,9 +11,11 @@ from click.testing import CliRunner
 
 from mycelium_p2p.addresses import read_peers_file
 from mycelium_p2p.cli import cli
+from mycelium_p2p.dht.protocol import parse_node_list
 from mycelium_p2p.errors import ConfigError
 from mycelium_p2p.fl.leader import metric
 from mycelium_p2p.fl.limits import TrainCaps, TrainConfigRefused, bound_train_config
+from mycelium_p2p.identity import Identity
 
 
 def invoke(*args: str) -> tuple[int, str, BaseException | None]:
@@ -68,3 +70,20 @@ def test_any_non_finite_number_in_a_train_config_is_refused(value: object) -> No
 def test_a_non_finite_metric_reads_as_missing(value: float) -> None:
     assert metric({"accuracy": value, "val_acc": 0.7}, "acc", -1.0) == 0.7
     assert metric({"accuracy": value}, "acc", -1.0) == -1.0
+
+
+def test_contacts_in_dht_replies_are_ip_addresses_and_integer_ports() -> None:
+    """A host name in a find_node reply would be resolved by ``sendto`` (getaddrinfo, on the
+    event loop); ``True`` passed as port 1."""
+    good, other = Identity.generate().node_id, Identity.generate().node_id
+    nodes = parse_node_list(
+        [
+            [good, "127.0.0.1", 9000],
+            [other, "localhost", 9001],
+            [other, "example.com", 9002],
+            [other, "10.0.0.1", True],
+            [other, "::1", 9003],
+        ],
+        exclude=b"",
+    )
+    assert [(n.ip, n.port) for n in nodes] == [("127.0.0.1", 9000), ("::1", 9003)]
