@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
+from ..addresses import WireAddress
 from ..dht import fetch_advert, fetch_adverts, publish_advert
 from ..errors import MyceliumError
 from ..group.member import GroupMember, JoinRefused
@@ -24,7 +25,7 @@ from ..group.transport import Channel, ChannelError, RemoteError, Reply
 from ..migration.measure import fetch_model, score
 from ..migration.split import SplitPolicy
 from ..records import GroupAdvert, GroupMetrics
-from ..records.leadership import MAX_TERM
+from ..records.leadership import MAX_TERM, GroupId
 
 log = logging.getLogger(__name__)
 
@@ -266,6 +267,11 @@ class MovingMixin:
             {"gid": group.group_id, "term": group.term, "found": name},
             timeout=self.config.reply_timeout,
         )
+        try:
+            founded = msgspec.convert(header, SplitFounded, strict=True)
+        except msgspec.ValidationError as exc:  # the rest stay with us: nothing to join
+            log.warning("split of %s: the founder's reply is malformed: %s", name, exc)
+            return
         for key in followers:
             member = members[key]
             with contextlib.suppress(ChannelError, RemoteError):
@@ -276,8 +282,8 @@ class MovingMixin:
                     {
                         "gid": group.group_id,
                         "term": group.term,
-                        "join": header["group_id"],
-                        "addr": header["addr"],
+                        "join": founded.group_id,
+                        "addr": list(founded.addr),
                         "key": founder.key,
                     },
                     timeout=self.config.reply_timeout,
@@ -335,3 +341,10 @@ class SplitRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         | None
     ) = None
     key: Annotated[bytes, Meta(min_length=32, max_length=32)] | None = None
+
+
+class SplitFounded(msgspec.Struct, kw_only=True):
+    """The reply to ``n.split`` asking a member to found a group: where its group is."""
+
+    group_id: GroupId
+    addr: WireAddress
