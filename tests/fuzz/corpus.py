@@ -6,6 +6,7 @@ import functools
 import hashlib
 import io
 import struct
+import zipfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -141,6 +142,22 @@ def frame_bytes(header: dict[str, Any], segments: list[bytes]) -> bytes:
 def npz_bytes(x: np.ndarray, y: np.ndarray) -> bytes:
     out = io.BytesIO()
     np.savez(out, x=x, y=y)
+    return out.getvalue()
+
+
+def npy_bytes(shape: tuple[int, ...], descr: str, data: bytes) -> bytes:
+    """An ``.npy`` file whose header says ``shape`` and ``descr``, whatever ``data`` holds."""
+    header = f"{{'descr': {descr!r}, 'fortran_order': False, 'shape': {shape!r}, }}"
+    header += " " * (-(len(header) + 11) % 64) + "\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode() + data
+
+
+def npz_members(x: bytes, y: bytes) -> bytes:
+    """An ``.npz`` archive of ``x.npy`` and ``y.npy`` as given."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr("x.npy", x)
+        archive.writestr("y.npy", y)
     return out.getvalue()
 
 

@@ -20,7 +20,16 @@ from mycelium_p2p.fl.task import DataError, load_array_file
 from mycelium_p2p.fl.wire import WireError, decode_content
 from mycelium_p2p.identity import Identity
 
-from .corpus import CSV_SEED, PEERS_SEED, TOML_SEED, corpus, npz_bytes, npz_seeds
+from .corpus import (
+    CSV_SEED,
+    PEERS_SEED,
+    TOML_SEED,
+    corpus,
+    npy_bytes,
+    npz_bytes,
+    npz_members,
+    npz_seeds,
+)
 from .harness import Context, InvalidStored, Target
 from .mutate import mutated_bytes, mutated_tree
 
@@ -97,8 +106,14 @@ _DTYPES = ["f2", "f4", "f8", "i1", "i8", "u8", "?", "c8", "U3", "S2", "M8[s]"]
 @st.composite
 def npz_files(draw: st.DrawFn) -> bytes:
     """``.npz`` archives edited as bytes, or holding arrays of odd dtypes, shapes and values."""
-    if draw(st.booleans()):
+    choice = draw(st.integers(0, 2))
+    if choice == 0:
         return draw(mutated_bytes(list(npz_seeds()), max_random=400))
+    if choice == 1:  # .npy headers that declare what they do not hold
+        shape = draw(st.lists(st.sampled_from([0, 1, 2, 3, -1, 10**9, 2**62, 10**13]), max_size=3))
+        descr = draw(st.sampled_from(["<f8", "|O", "<U3", ">f4", "V8", "|b1", "<c16", "<M8[s]"]))
+        data = draw(st.binary(max_size=64))
+        return npz_members(npy_bytes(tuple(shape), descr, data), npy_bytes((2,), "<i8", bytes(16)))
     n = draw(st.integers(0, 5))
     xshape = [n, *draw(st.lists(st.integers(0, 3), max_size=3))]
     x = np.zeros(xshape, dtype=draw(st.sampled_from(_DTYPES)))

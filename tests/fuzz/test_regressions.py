@@ -15,7 +15,10 @@ from mycelium_p2p.dht.protocol import parse_node_list
 from mycelium_p2p.errors import ConfigError
 from mycelium_p2p.fl.leader import metric
 from mycelium_p2p.fl.limits import TrainCaps, TrainConfigRefused, bound_train_config
+from mycelium_p2p.fl.task import DataError, load_array_file
 from mycelium_p2p.identity import Identity
+
+from .corpus import npy_bytes, npz_members
 
 
 def invoke(*args: str) -> tuple[int, str, BaseException | None]:
@@ -87,3 +90,16 @@ def test_contacts_in_dht_replies_are_ip_addresses_and_integer_ports() -> None:
         exclude=b"",
     )
     assert [(n.ip, n.port) for n in nodes] == [("127.0.0.1", 9000), ("::1", 9003)]
+
+
+@pytest.mark.parametrize("shape", [(10**13, 2), (2**62, 4), (10**9, 2)])
+def test_an_npz_whose_header_declares_more_than_it_holds_is_a_data_error(
+    tmp_path: Path, shape: tuple[int, ...]
+) -> None:
+    """numpy allocated the declared shape first: a MemoryError (146 TiB) escaped the loader."""
+    path = tmp_path / "bomb.npz"
+    path.write_bytes(
+        npz_members(npy_bytes(shape, "<f8", bytes(48)), npy_bytes((3,), "<i8", bytes(24)))
+    )
+    with pytest.raises(DataError, match="declares shape"):
+        load_array_file(path)
