@@ -44,12 +44,14 @@ FAILURES = ("crash", "hang", "invalid")
 class Tally:
     inputs: int = 0
     slowest: float = 0.0
+    slowest_input: Any = None
     outcomes: Counter[str] = field(default_factory=Counter)
     examples: list[tuple[Verdict, Any]] = field(default_factory=list)
 
     def add(self, verdict: Verdict, value: Any) -> None:
         self.inputs += 1
-        self.slowest = max(self.slowest, verdict.seconds)
+        if verdict.seconds > self.slowest:
+            self.slowest, self.slowest_input = verdict.seconds, value
         self.outcomes[verdict.outcome] += 1
         if verdict.outcome in FAILURES and len(self.examples) < 3:
             self.examples.append((verdict, value))
@@ -104,6 +106,7 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=4, help="inputs per hypothesis example")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--list", action="store_true")
+    parser.add_argument("--show-slowest", action="store_true", help="print each slowest input")
     args = parser.parse_args()
     if args.list:
         for target in TARGETS.values():
@@ -128,6 +131,8 @@ def main() -> int:
             f" {tally.slowest * 1000:>10.1f} {rate:>8.0f}  {ok}",
             flush=True,
         )
+        if args.show_slowest:
+            print(f"  slowest input: {tally.slowest_input!r:.300}")
         for verdict, value in tally.examples:
             failed = True
             print(f"  {verdict.outcome}: {verdict.error!r:.300}\n    input: {value!r:.500}")
