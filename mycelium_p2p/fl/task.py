@@ -7,10 +7,12 @@ tasks to specialise on. ``make_client_app`` wraps it all in a Flower message-API
 
 from __future__ import annotations
 
+import lzma
 import math
 import re
 import threading
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,6 +132,20 @@ def _first_line(exc: Exception) -> str:
     return (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
+# zipfile: RuntimeError for an encrypted member, NotImplementedError for an unknown
+# compression method, zlib/lzma errors for corrupt compressed data.
+_UNREADABLE_ZIP = (
+    OSError,
+    ValueError,
+    EOFError,
+    zipfile.BadZipFile,
+    RuntimeError,
+    NotImplementedError,
+    zlib.error,
+    lzma.LZMAError,
+)
+
+
 def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         archive = np.load(path, allow_pickle=False)
@@ -141,7 +157,7 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
                     raise DataError(f"{path}: no array {key!r} (found {sorted(archive.files)})")
                 _check_declared_size(path, archive.zip.getinfo(f"{key}.npy"), archive.zip)
             return archive["x"], archive["y"]
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+    except _UNREADABLE_ZIP as exc:
         raise DataError(f"{path}: not a readable .npz archive: {_first_line(exc)}") from None
     except MemoryError:
         raise DataError(f"{path}: its arrays do not fit in memory") from None

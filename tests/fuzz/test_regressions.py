@@ -3,7 +3,10 @@ to crash or slip through, now refused with a documented error."""
 
 from __future__ import annotations
 
+import io
 import math
+import struct
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -102,4 +105,36 @@ def test_an_npz_whose_header_declares_more_than_it_holds_is_a_data_error(
         npz_members(npy_bytes(shape, "<f8", bytes(48)), npy_bytes((3,), "<i8", bytes(24)))
     )
     with pytest.raises(DataError, match="declares shape"):
+        load_array_file(path)
+
+
+def _zip_with(flag_bits: int, method: int, data: bytes) -> bytes:
+    """A one-member .npz (x.npy) with the general-purpose flags and method given."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        info = zipfile.ZipInfo("x.npy")
+        archive.writestr(info, data)
+    raw = bytearray(out.getvalue())
+    for offset in (6, raw.rfind(b"PK\x01\x02") + 8):  # local header, central directory
+        struct.pack_into("<HH", raw, offset, flag_bits, method)
+    return bytes(raw)
+
+
+@pytest.mark.parametrize(
+    ("flags", "method", "data"),
+    [
+        (0x1, 0, npy_bytes((2,), "<f8", bytes(16))),  # RuntimeError: password required
+        (0, 99, npy_bytes((2,), "<f8", bytes(16))),  # NotImplementedError: method
+        (0, zipfile.ZIP_DEFLATED, b"\xff" * 100),  # zlib.error: invalid block type
+        (0, zipfile.ZIP_LZMA, bytes(100)),  # LZMAError: invalid or unsupported options
+    ],
+    ids=["encrypted", "unknown-method", "corrupt-deflate", "corrupt-lzma"],
+)
+def test_an_npz_zipfile_cannot_read_is_a_data_error(
+    tmp_path: Path, flags: int, method: int, data: bytes
+) -> None:
+    """zipfile's own errors for these escaped the loader as tracebacks."""
+    path = tmp_path / "odd.npz"
+    path.write_bytes(_zip_with(flags, method, data))
+    with pytest.raises(DataError, match=r"not a readable \.npz archive"):
         load_array_file(path)
