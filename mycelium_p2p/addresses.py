@@ -68,9 +68,11 @@ def parse_address(text: str, default_port: int | None = None) -> Address:
 def read_peers_file(path: Path, default_port: int = 8468) -> list[Address]:
     """Addresses from a peers file: one ``host:port`` per line; ``#`` starts a comment."""
     try:
-        lines = Path(path).read_text().splitlines()
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
     except OSError as exc:
         raise ConfigError(f"cannot read peers file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"peers file {path} is not UTF-8 text: {exc.reason}") from None
     peers = []
     for number, line in enumerate(lines, 1):
         line = line.split("#", 1)[0].strip()

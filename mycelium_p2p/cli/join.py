@@ -13,6 +13,7 @@ from ..addresses import resolve
 from ..fl.limits import TrainCaps
 from ..node.config import NodeConfig
 from .common import (
+    FiniteFloatRange,
     bootstrap_addresses,
     bootstrap_option,
     data_dir_option,
@@ -94,14 +95,14 @@ from .common import (
     "--heartbeat",
     default=1.0,
     show_default=True,
-    type=click.FloatRange(0.05, 60),
+    type=FiniteFloatRange(0.05, 60),
     help="Seconds between heartbeats.",
 )
 @click.option(
     "--round-pause",
     default=0.5,
     show_default=True,
-    type=click.FloatRange(0, 3600),
+    type=FiniteFloatRange(0, 3600),
     help="Seconds the leader waits between rounds.",
 )
 @click.option(
@@ -115,7 +116,7 @@ from .common import (
     "--lr",
     default=0.05,
     show_default=True,
-    type=click.FloatRange(0, 10, min_open=True),
+    type=FiniteFloatRange(0, 10, min_open=True),
     help=f"Learning rate (members train with at most their cap, {TrainCaps.max_learning_rate}).",
 )
 @click.option(
@@ -142,21 +143,21 @@ from .common import (
     "--evaluation-interval",
     default=30.0,
     show_default=True,
-    type=click.FloatRange(0.5, 86400),
+    type=FiniteFloatRange(0.5, 86400),
     help="Seconds between measurements of candidate groups on this node's data.",
 )
 @click.option(
     "--threshold",
     default=0.05,
     show_default=True,
-    type=click.FloatRange(0, 1),
+    type=FiniteFloatRange(0, 1),
     help="Accuracy gain (0-1) on this node's data that justifies a move.",
 )
 @click.option(
     "--bootstrap-wait",
     default=300.0,
     show_default=True,
-    type=click.FloatRange(0, 86400),
+    type=FiniteFloatRange(0, 86400),
     help="Seconds to keep trying the bootstrap peers at start before giving up (seeds may be "
     "starting, or slow while a whole LAN of nodes starts at once).",
 )
@@ -164,7 +165,7 @@ from .common import (
     "--reply-timeout",
     default=60.0,
     show_default=True,
-    type=click.FloatRange(0.5, 3600),
+    type=FiniteFloatRange(0.5, 3600),
     help="Seconds a leader waits for a member's training reply.",
 )
 @click.option(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from ..errors import MyceliumError, StoppedAbruptly
 from ..identity import Identity
 from .common import (
     DEFAULT_PORT,
+    FiniteFloatRange,
     bootstrap_addresses,
     bootstrap_option,
     data_dir_option,
@@ -54,13 +56,37 @@ def _load_config(ctx: click.Context, _param: click.Parameter, path: str | None) 
     try:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:  # or not UTF-8
         raise click.BadParameter(f"cannot read {path}: {exc}") from None
+    for command, table in data.items():
+        for key, value in table.items() if isinstance(table, dict) else ():
+            problem = _setting_problem(ctx.command, command, key, value)
+            if problem:
+                raise click.BadParameter(f"{path}: [{command}] {key} = {value!r} {problem}")
     ctx.default_map = {
         command: {key.replace("-", "_"): value for key, value in table.items()}
         for command, table in data.items()
         if isinstance(table, dict)
     }
+
+
+def _setting_problem(root: click.Command, command: str, key: str, value: Any) -> str | None:
+    """Why a config value cannot be an option's default, or None. Click converts what it is
+    given, but a list or a date where it wants a number is a TypeError, inf an OverflowError,
+    and NaN passes every range check."""
+    sub = root.commands.get(command) if isinstance(root, click.Group) else None
+    name = key.replace("-", "_")
+    param = next((p for p in sub.params if p.name == name), None) if sub else None
+    many = param is not None and (getattr(param, "multiple", False) or param.nargs != 1)
+    values = value if many and isinstance(value, list) else [value]
+    for item in values:
+        if not isinstance(item, (str, int, float)):
+            return f"is not {'a list of values' if many else 'a single value'}"
+        if isinstance(item, float) and not math.isfinite(item):
+            return "is not a finite number"
+        if param is not None and isinstance(param.type, click.Path) and not isinstance(item, str):
+            return "is not a path"
+    return None
 
 
 def _setup_logging(verbose: int) -> None:
@@ -131,14 +157,14 @@ def bootstrap(
     "--duration",
     default=60.0,
     show_default=True,
-    type=click.FloatRange(5, 3600),
+    type=FiniteFloatRange(5, 3600),
     help="Seconds of training once the groups are founded.",
 )
 @click.option(
     "--evaluation-interval",
     default=5.0,
     show_default=True,
-    type=click.FloatRange(0.5, 600),
+    type=FiniteFloatRange(0.5, 600),
     help="Seconds between each node's measurements of other groups.",
 )
 @click.option(

@@ -19,6 +19,7 @@ from ..identity import KEY_FILE, Identity, node_id_for
 if TYPE_CHECKING:
     from ..records import GroupAdvert, Record
 from .common import (
+    FiniteFloatRange,
     bootstrap_addresses,
     bootstrap_option,
     data_dir_option,
@@ -34,13 +35,13 @@ from .common import (
 @click.option("--task", help="Only groups learning this task.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (one document per refresh).")
 @click.option("--watch", is_flag=True, help="Keep refreshing until Ctrl-C.")
-@click.option("--interval", default=2.0, show_default=True, type=click.FloatRange(0.1))
+@click.option("--interval", default=2.0, show_default=True, type=FiniteFloatRange(0.1))
 @click.option("--count", default=0, type=click.IntRange(0), help="With --watch: stop after N.")
 @click.option(
     "--timeout",
     default=10.0,
     show_default=True,
-    type=click.FloatRange(0.1),
+    type=FiniteFloatRange(0.1),
     help="Seconds to wait for the network.",
 )
 def groups(
@@ -117,7 +118,7 @@ def presence_rows(rosters: list[tuple[GroupAdvert, list[Record]]]) -> list[dict[
 @bootstrap_option
 @peers_file_option
 @click.option("--json", "as_json", is_flag=True)
-@click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(0.1))
+@click.option("--timeout", default=10.0, show_default=True, type=FiniteFloatRange(0.1))
 def nodes(
     bootstrap: tuple[str, ...], peers_file: Path | None, as_json: bool, timeout: float
 ) -> None:
@@ -180,7 +181,7 @@ def id_(data_dir: Path, as_json: bool) -> None:
     "--ttl",
     default=86400.0,
     show_default=True,
-    type=click.FloatRange(1),
+    type=FiniteFloatRange(1),
     help="Seconds the invite stays valid.",
 )
 @data_dir_option

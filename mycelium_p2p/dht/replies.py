@@ -49,7 +49,7 @@ def parse_contacts(items: Any, exclude: bytes) -> list[Node] | None:
             and isinstance(host, str)
             and 0 < len(host) <= _MAX_HOST_LEN
             and _is_ip_literal(host)
-            and isinstance(port, int)
+            and type(port) is int  # not True, which is an int to isinstance
             and 0 < port < 65536
         ):
             return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -65,9 +66,14 @@ def _flat(arrays: ArrayRecord) -> np.ndarray:
 
 
 def metric(metrics: Any, word: str, default: float) -> float:
-    """The first metric whose name mentions ``word`` (ClientApps name them freely)."""
+    """The first finite metric whose name mentions ``word`` (ClientApps name them freely)."""
     for key, value in (metrics or {}).items():
-        if word in key and isinstance(value, (int, float)):
+        if (
+            word in key
+            and isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and math.isfinite(value)
+        ):
             return float(value)
     return default
 

@@ -95,7 +95,12 @@ class TrainCaps:
 
 def bound_train_config(config: Mapping[str, Any], caps: TrainCaps) -> dict[str, Any]:
     """``config`` with every bounded key at most its cap; ``TrainConfigRefused`` if one is not
-    a finite number, or is not positive (``proximal-mu``: negative). Other keys pass as sent."""
+    a finite number, or is not positive (``proximal-mu``: negative), or if any other number is
+    NaN or infinite. Other keys pass as sent."""
+    for key, value in config.items():
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            raise TrainConfigRefused(f"train config {key}={value!r} is not finite")
     out = dict(config)
     for key, (cap, zero_ok) in caps.bounds().items():
         if key not in out:

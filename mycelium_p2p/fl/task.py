@@ -7,9 +7,12 @@ tasks to specialise on. ``make_client_app`` wraps it all in a Flower message-API
 
 from __future__ import annotations
 
+import lzma
+import math
 import re
 import threading
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
+from numpy.lib import format as npy_format
 
 from ..errors import MyceliumError
 from .npy import from_ndarray, to_ndarray
@@ -128,6 +132,20 @@ def _first_line(exc: Exception) -> str:
     return (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
+# zipfile: RuntimeError for an encrypted member, NotImplementedError for an unknown
+# compression method, zlib/lzma errors for corrupt compressed data.
+_UNREADABLE_ZIP = (
+    OSError,
+    ValueError,
+    EOFError,
+    zipfile.BadZipFile,
+    RuntimeError,
+    NotImplementedError,
+    zlib.error,
+    lzma.LZMAError,
+)
+
+
 def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         archive = np.load(path, allow_pickle=False)
@@ -137,9 +155,23 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
             for key in ("x", "y"):
                 if key not in archive.files:
                     raise DataError(f"{path}: no array {key!r} (found {sorted(archive.files)})")
+                _check_declared_size(path, archive.zip.getinfo(f"{key}.npy"), archive.zip)
             return archive["x"], archive["y"]
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+    except _UNREADABLE_ZIP as exc:
         raise DataError(f"{path}: not a readable .npz archive: {_first_line(exc)}") from None
+    except MemoryError:
+        raise DataError(f"{path}: its arrays do not fit in memory") from None
+
+
+def _check_declared_size(path: Path, info: zipfile.ZipInfo, archive: zipfile.ZipFile) -> None:
+    """numpy allocates the shape an array's header declares before reading its bytes: refuse
+    a shape larger than the bytes the archive says it holds (MemoryError at 146 TiB)."""
+    with archive.open(info) as fh:
+        major, _ = npy_format.read_magic(fh)
+        read = npy_format.read_array_header_1_0 if major == 1 else npy_format.read_array_header_2_0
+        shape, _, dtype = read(fh)
+    if math.prod(shape) * dtype.itemsize > info.file_size:
+        raise DataError(f"{path}: {info.filename} declares shape {shape}, more than it holds")
 
 
 def _is_numeric_row(line: str) -> bool:

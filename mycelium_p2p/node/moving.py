@@ -10,12 +10,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
 
+from ..addresses import WireAddress
 from ..dht import fetch_advert, fetch_adverts, publish_advert
 from ..errors import MyceliumError
 from ..group.member import GroupMember, JoinRefused
@@ -24,7 +25,7 @@ from ..group.transport import Channel, ChannelError, RemoteError, Reply
 from ..migration.measure import fetch_model, score
 from ..migration.split import SplitPolicy
 from ..records import GroupAdvert, GroupMetrics
-from ..records.leadership import MAX_TERM
+from ..records.leadership import MAX_TERM, GroupId
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +148,13 @@ class MovingMixin:
         )
         if decision.move_to is not None and self.group is group:
             target = next(a for a in candidates if a.group_id == decision.move_to)
-            await self.move_to(target, reason=decision.reason)
+            threshold = self.migration.config.performance_threshold
+            others = sorted(  # the other groups that also beat ours, best first
+                (a for a in candidates if a is not target and a.group_id in scores),
+                key=lambda a: -scores[a.group_id],
+            )
+            fallbacks = [a for a in others if scores[a.group_id] - own > threshold]
+            await self.move_to(target, reason=decision.reason, fallbacks=fallbacks)
         return decision.reason
 
     async def _watch_group(self) -> None:
@@ -212,13 +219,28 @@ class MovingMixin:
                     self.tasks.spawn(self._watch_rivals(group), name="rivals")
                 )
 
-    async def move_to(self, advert: GroupAdvert, reason: str = "", *, chosen: bool = True) -> None:
-        """Leave our group cleanly and join ``advert``'s (back to finding a group if refused).
-        A move we did not choose (a split, a merge) does not count toward the move cap."""
+    async def move_to(
+        self,
+        advert: GroupAdvert,
+        reason: str = "",
+        fallbacks: Sequence[GroupAdvert] = (),
+        *,
+        chosen: bool = True,
+    ) -> None:
+        """Leave our group cleanly and join ``advert``'s; if it cannot be joined, the first of
+        ``fallbacks`` that can, else back to finding a group. A move we did not choose (a
+        split, a merge) does not count toward the move cap."""
         async with self._group_change:
-            await self._move_to(advert, reason, chosen=chosen)
+            await self._move_to(advert, reason, fallbacks, chosen=chosen)
 
-    async def _move_to(self, advert: GroupAdvert, reason: str, *, chosen: bool = True) -> None:
+    async def _move_to(
+        self,
+        advert: GroupAdvert,
+        reason: str,
+        fallbacks: Sequence[GroupAdvert] = (),
+        *,
+        chosen: bool = True,
+    ) -> None:
         old = self.group
         if old is None:
             return
@@ -232,26 +254,31 @@ class MovingMixin:
             self.migration.moved(time.monotonic())
         else:
             self.migration.settled(time.monotonic())
-        self.moves.append((time.time(), old.group_id, advert.group_id))
-        self.emit(
-            "moving",
-            f"moving from {old.info.name} to {advert.name}: {reason}",
-            group=old.info.name,
-            group_id=old.group_id,
-            to=advert.name,
-            to_id=advert.group_id,
-            reason=reason,
-        )
-        try:
-            await self._join(advert)
-        except JoinRefused as exc:
+        for target in (advert, *fallbacks):
             self.emit(
-                "refused",
-                f"{advert.name} refused us ({exc}); finding another group",
-                group_id=advert.group_id,
-                reason=str(exc),
+                "moving",
+                f"moving from {old.info.name} to {target.name}: {reason}",
+                group=old.info.name,
+                group_id=old.group_id,
+                to=target.name,
+                to_id=target.group_id,
+                reason=reason,
             )
-            await self._enter_group(as_configured=False)
+            try:
+                await self._join(target)
+            except Exception as exc:  # whatever one candidate does, we end up in a group
+                if not isinstance(exc, (JoinRefused, ChannelError, RemoteError)):
+                    log.warning("joining %s failed", target.name, exc_info=True)
+                self.emit(
+                    "refused",
+                    f"{target.name} refused us ({type(exc).__name__}: {exc})",
+                    group_id=target.group_id,
+                    reason=str(exc),
+                )
+                continue
+            self.moves.append((time.time(), old.group_id, target.group_id))
+            return
+        await self._enter_group(as_configured=False)
 
     def _split_policy(self) -> Callable[[dict[bytes, Any], ModelSnapshot], None]:
         policy = SplitPolicy()
@@ -291,6 +318,11 @@ class MovingMixin:
             {"gid": group.group_id, "term": group.term, "found": name},
             timeout=self.config.reply_timeout,
         )
+        try:
+            founded = msgspec.convert(header, SplitFounded, strict=True)
+        except msgspec.ValidationError as exc:  # the rest stay with us: nothing to join
+            log.warning("split of %s: the founder's reply is malformed: %s", name, exc)
+            return
         for key in followers:
             member = members[key]
             with contextlib.suppress(ChannelError, RemoteError):
@@ -301,8 +333,8 @@ class MovingMixin:
                     {
                         "gid": group.group_id,
                         "term": group.term,
-                        "join": header["group_id"],
-                        "addr": header["addr"],
+                        "join": founded.group_id,
+                        "addr": list(founded.addr),
                         "key": founder.key,
                     },
                     timeout=self.config.reply_timeout,
@@ -362,3 +394,10 @@ class SplitRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     ) = None
     key: Annotated[bytes, Meta(min_length=32, max_length=32)] | None = None
     reason: Literal["split", "merge"] = "split"
+
+
+class SplitFounded(msgspec.Struct, kw_only=True):
+    """The reply to ``n.split`` asking a member to found a group: where its group is."""
+
+    group_id: GroupId
+    addr: WireAddress

@@ -247,6 +247,9 @@ class Node(MovingMixin, MergingMixin, PublishingMixin):
                 return
             except JoinRefused as exc:
                 refusals.append(f"{advert.name}: {exc}")
+            except Exception as exc:  # a leader that broke the channel or sent nonsense
+                log.warning("joining %s failed", advert.name, exc_info=True)
+                refusals.append(f"{advert.name}: {type(exc).__name__}: {exc}")
         if c.group and as_configured:
             raise ConfigError(f"cannot join group {c.group!r}: {'; '.join(refusals)}")
         if refusals:  # say why, or a firewalled node founds groups of one without a word

@@ -10,7 +10,7 @@ from mycelium_p2p.fl.task import initial_arrays
 from mycelium_p2p.records import GroupMetrics, sign_advert
 from tests.conftest import learning_network, run_async, wait_for
 
-NO_AUTO = {"migrate": False, "split": False}
+NO_AUTO = {"migrate": False, "split": False, "merge": False}  # moves only when a test asks
 
 
 def by_name(nodes, name):
