@@ -4,8 +4,10 @@ Quotas keep one source from crowding out the rest (``StoreQuotas``). Each entry 
 the *source network* that stored its current version (``limits.source_network``: a /24 or /48;
 ``LOCAL`` for the node's own). Under one key, room is shared max-min fairly: when a key is full
 (entries or bytes), a newcomer from network N evicts the *newest* entries of the network holding
-the most bytes there, as long as that network still holds more than N will; else N may only
-replace its own soonest-expiring entry with a longer-lived one (the rule without quotas). A
+the most bytes there, as long as that network still holds more than N will; else, within N,
+the newest entries of the *host* holding the most, as long as it holds more than the newcomer's
+host will (a stranger on the honest nodes' own LAN subnet gets one host's share); else the
+newcomer may only replace its own host's soonest-expiring entry with a longer-lived one. A
 flood arrives after what it floods, so newest-first spares a network's older (honest) entries.
 Across the store, a network holds at most ``network_entries`` entries and a signer writes at
 most ``signer_keys`` keys. Quotas are decided on the record's claimed signer, expiry and size
@@ -28,7 +30,7 @@ from kademlia.storage import IStorage
 
 from ..errors import RecordError, StaleRecord, StoreFull
 from ..records import DEFAULT_CLOCK_SKEW, Record, verify_record
-from .limits import source_network
+from .limits import LOCAL, source_network
 
 Clock = Callable[[], float]
 
@@ -53,6 +55,7 @@ class _Slot:
     record: Record
     network: str
     order: int  # when this version was stored here: fair eviction takes a network's newest
+    host: str = LOCAL  # the address that stored it: shares are fair between hosts of a network
 
     @property
     def size(self) -> int:
@@ -109,6 +112,7 @@ class RecordStore(IStorage):
         """
         now = self._clock()
         network = source_network(source)
+        host = source or LOCAL
         entries = self._live_entries(key, now)
         if entries:
             for slot in entries.values():
@@ -117,7 +121,7 @@ class RecordStore(IStorage):
         claim = _claim(blob)
         victims: list[bytes] = []
         if claim is not None and isinstance(blob, bytes):
-            victims = self._make_room(key, entries or {}, claim, len(blob), network)
+            victims = self._make_room(key, entries or {}, claim, len(blob), network, host)
         record = verify_record(blob, now=now, key=key, skew=self._skew)
         current = entries.get(record.signer) if entries else None
         if current is not None and record.seq <= current.record.seq:
@@ -135,13 +139,19 @@ class RecordStore(IStorage):
         if current is not None:
             self._remove(entries, record.signer)
         self._stored += 1
-        entries[record.signer] = _Slot(record, network, self._stored)
+        entries[record.signer] = _Slot(record, network, self._stored, host)
         self._per_network[network] += 1
         self._per_signer[record.signer] += 1
         return record
 
     def _make_room(
-        self, key: bytes, entries: dict[bytes, _Slot], claim: _Claim, size: int, network: str
+        self,
+        key: bytes,
+        entries: dict[bytes, _Slot],
+        claim: _Claim,
+        size: int,
+        network: str,
+        host: str,
     ) -> list[bytes]:
         """The signers whose entries must go for this record to fit; StoreFull if none can."""
         q = self.quotas
@@ -162,9 +172,9 @@ class RecordStore(IStorage):
             return count > self._max_entries or (q.fair and used > q.key_bytes)
 
         while over():
-            victim = self._fair_victim(others, network, size) if q.fair else None
-            if victim is None:
-                own = [s for s in others.values() if q.fair is False or s.network == network]
+            victim = self._fair_victim(others, network, host, size) if q.fair else None
+            if victim is None:  # nobody holds more than we will: we may only replace our own
+                own = [s for s in others.values() if q.fair is False or s.host == host]
                 soonest = min(own, key=lambda s: s.record.expires_at, default=None)
                 if soonest is None or soonest.record.expires_at >= claim.exp:
                     raise StoreFull(
@@ -178,20 +188,29 @@ class RecordStore(IStorage):
         return victims
 
     @staticmethod
-    def _fair_victim(others: dict[bytes, _Slot], network: str, size: int) -> bytes | None:
-        """The newest entry of the network holding the most bytes, if it holds more than
-        ``network`` will once this record is in."""
-        held: Counter[str] = Counter()
-        for slot in others.values():
-            held[slot.network] += slot.size
-        mine = held.pop(network, 0) + size
-        if not held:
-            return None
-        top, top_bytes = held.most_common(1)[0]
-        if top_bytes <= mine:
-            return None
-        newest = max((s for s in others.values() if s.network == top), key=lambda s: s.order)
-        return newest.record.signer
+    def _fair_victim(
+        others: dict[bytes, _Slot], network: str, host: str, size: int
+    ) -> bytes | None:
+        """Max-min fairness in two levels: the newest entry of the network holding the most
+        bytes, if it holds more than ``network`` will once this record is in; else, within
+        our own network, the newest entry of the host holding the most, if it holds more than
+        ``host`` will (a stranger on the honest nodes' own subnet gets a host's share)."""
+        for level, mine_id, pool in (
+            ("network", network, list(others.values())),
+            ("host", host, [s for s in others.values() if s.network == network]),
+        ):
+            held: Counter[str] = Counter()
+            for slot in pool:
+                held[getattr(slot, level)] += slot.size
+            mine = held.pop(mine_id, 0) + size
+            if not held:
+                continue
+            top, top_bytes = held.most_common(1)[0]
+            if top_bytes <= mine:
+                continue
+            newest = max((s for s in pool if getattr(s, level) == top), key=lambda s: s.order)
+            return newest.record.signer
+        return None
 
     def _remove(self, entries: dict[bytes, _Slot], signer: bytes) -> None:
         slot = entries.pop(signer)

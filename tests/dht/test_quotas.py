@@ -225,3 +225,24 @@ async def test_a_reader_gets_every_page_of_a_full_key() -> None:
                 assert {r.signer for r in await reader.get_records(key)} == held
         finally:
             await reader.close()
+
+
+def test_a_flood_from_the_honest_nodes_own_subnet_leaves_every_honest_advert_stored(
+    flood,
+) -> None:
+    """A stranger on the LAN shares the honest hosts' /24: within a network, shares are fair
+    between hosts, so its fresh keys get one host's share, not the honest hosts' entries."""
+    store = RecordStore(clock=lambda: NOW)
+    honest = [
+        (make_advert(Identity.generate(), now=NOW, ttl=60, name=f"lan{i}"), f"127.0.0.{i + 1}")
+        for i in range(8)
+    ]
+    for record, source in honest[:4]:
+        store.offer(record.key, record.blob, source)
+    for key, blob in flood:
+        with contextlib.suppress(StoreFull):
+            store.offer(key, blob, "127.0.0.200")  # one host of the same /24
+    for record, source in honest[4:]:
+        store.offer(record.key, record.blob, source)
+    for record, _ in honest:
+        assert record in store.records(record.key), "an honest advert was evicted"

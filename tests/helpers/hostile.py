@@ -10,7 +10,8 @@ aims at whatever ``targets()`` returns at the moment (nodes restart on new ports
   half-open   connections that send 4 bytes of a 1 MiB length and then nothing (held a while)
   churn       connections opened and closed at once
 
-Everything stops at ``deadline`` or on ``stop()``; it only ever sends to 127.0.0.0/8.
+Everything stops at ``deadline`` or on ``stop()``; it only ever sends to 127.0.0.0/8. The
+advert flood comes from a loopback address of its own (``FLOOD_HOST``), in the nodes' /24.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ import msgpack
 from mycelium_p2p.dht import DhtConfig, DhtNode
 from mycelium_p2p.identity import Identity
 from tests.conftest import make_advert
+
+FLOOD_HOST = "127.0.0.66"  # the flooder's own host: one of the /24 the nodes live in
 
 Address = tuple[str, int]
 Targets = tuple[list[Address], list[Address]]  # (UDP addresses, TCP addresses)
@@ -142,7 +145,8 @@ class HostileTraffic:
 
     async def _flood(self) -> None:
         attacker = DhtNode(config=DhtConfig(lookup_deadline=5.0))
-        await attacker.listen(0, "127.0.0.1")
+        # a host of its own, as a stranger on the LAN has (in the honest nodes' own /24)
+        await attacker.listen(0, FLOOD_HOST)
         count = iter(range(1, 1 << 30))
 
         async def one() -> None:
