@@ -33,7 +33,6 @@ import asyncio
 import json
 import logging
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -153,20 +152,10 @@ def hostile_plan(args: argparse.Namespace, keys: list[bytes], rng: random.Random
     return plan
 
 
-def dead_ports(count: int = 8) -> list[int]:
-    """Loopback UDP ports that were free a moment ago and are closed now."""
-    ports = []
-    for _ in range(count):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            ports.append(sock.getsockname()[1])
-    return ports
-
-
 async def run_worker(impl_name: str, args: argparse.Namespace) -> dict:
     import psutil
 
-    from mycelium_p2p.testing.hostile import HostileCrew, make_hostile
+    from mycelium_p2p.testing.hostile import HostileCrew, closed_udp_ports, make_hostile
 
     logging.getLogger("kademlia").setLevel(logging.CRITICAL)
     logging.getLogger("rpcudp").setLevel(logging.CRITICAL)
@@ -179,7 +168,7 @@ async def run_worker(impl_name: str, args: argparse.Namespace) -> dict:
     liars = [impl.make_hostile(identity) for _, identity in hostile]
     for node in [*honest, *liars]:
         await node.listen(0, "127.0.0.1")
-    crew = HostileCrew(dead_ports())
+    crew = HostileCrew(closed_udp_ports())
     for node, (behaviour, _) in zip(liars, hostile, strict=True):
         make_hostile(node.protocol, behaviour, crew)
         crew.enlist(node.node.id, ("127.0.0.1", node.transport.get_extra_info("sockname")[1]))

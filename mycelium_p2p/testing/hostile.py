@@ -24,6 +24,7 @@ import hashlib
 import itertools
 import os
 import random
+import socket
 from typing import Any
 
 from kademlia.node import Node
@@ -60,6 +61,16 @@ def sybil_identity(key: bytes, prefix_bits: int, seed: int = 0) -> Identity:
         if shared_prefix(identity.node_id, key) >= prefix_bits:
             return identity
     raise AssertionError("unreachable")
+
+
+def closed_udp_ports(count: int = 8) -> list[int]:
+    """Loopback UDP ports that were free a moment ago and are closed now (dead contacts)."""
+    ports = []
+    for _ in range(count):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            ports.append(sock.getsockname()[1])
+    return ports
 
 
 def made_up_contacts(key: bytes, count: int, dead_ports: list[int]) -> list[list[Any]]:

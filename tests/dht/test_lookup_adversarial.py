@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import random
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,6 +15,7 @@ from mycelium_p2p.identity import Identity
 from mycelium_p2p.records import Record
 from mycelium_p2p.testing.hostile import (
     HostileCrew,
+    closed_udp_ports,
     hostile_dht_node,
     make_hostile,
     sybil_identity,
@@ -25,22 +25,13 @@ from tests.conftest import FAST, make_advert, run_async, swarm
 FULL_READS = DhtConfig(maintenance_interval=0.5, quorum=1000)  # gets ask everyone they can
 
 
-def closed_ports(count: int = 4) -> list[int]:
-    ports = []
-    for _ in range(count):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            ports.append(sock.getsockname()[1])
-    return ports
-
-
 @contextlib.asynccontextmanager
 async def with_hostile(
     honest: list[DhtNode], plan: list[tuple[str, Identity | None]], config: DhtConfig = FAST
 ) -> AsyncIterator[list[DhtNode]]:
     """Hostile peers (behaviour, key pair: ground for sybils) joined to the ``honest`` swarm
     through its seed."""
-    crew = HostileCrew(closed_ports())
+    crew = HostileCrew(closed_udp_ports(4))
     liars = [hostile_dht_node(identity, config=config) for _, identity in plan]
     try:
         for liar, (behaviour, _) in zip(liars, plan, strict=True):
