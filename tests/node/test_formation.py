@@ -39,7 +39,12 @@ async def test_a_smaller_group_merges_into_a_larger_one_with_the_same_data() -> 
     events: list[Any] = []
     async with learning_network(configs) as (_, big, _member, small):
         small.on_event = events.append
-        await wait_for(lambda: small.group.group_id == big.group.group_id, 120, "the merge")
+        # between leaving its group and joining the big one, `small.group` is briefly None
+        await wait_for(
+            lambda: small.group is not None and small.group.group_id == big.group.group_id,
+            120,
+            "the merge",
+        )
         assert [e for e in events if e.kind == "merge"], "the small group's leader merged it"
         await wait_for(lambda: len(big.group.roster) == 3, 30, "all three in the big group")
 
