@@ -85,6 +85,12 @@ def run_async(coro: Any) -> Any:
         raise click.exceptions.Exit(130) from None
 
 
+def reading_time(timeout: float) -> float:
+    """How long a listing reads within a command's ``timeout``: it then shows what it read
+    (some shards from fewer peers) instead of failing, with time left to verify and print."""
+    return timeout * 0.8
+
+
 async def with_timeout(coro: Any, seconds: float, what: str) -> Any:
     try:
         return await asyncio.wait_for(coro, seconds)

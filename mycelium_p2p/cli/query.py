@@ -24,6 +24,7 @@ from .common import (
     bootstrap_option,
     data_dir_option,
     peers_file_option,
+    reading_time,
     run_async,
     with_timeout,
 )
@@ -68,10 +69,14 @@ def groups(
     def emit_json(adverts: list[Any]) -> None:
         click.echo(json.dumps([a.to_json() for a in adverts]))
 
+    read = reading_time(timeout)
+
     async def main() -> None:
         async with dht_client(await resolve(addrs), timeout=timeout) as dht:
             if not watch:
-                adverts = await with_timeout(fetch_adverts(dht, task), timeout, "group lookup")
+                adverts = await with_timeout(
+                    fetch_adverts(dht, task, timeout=read), timeout, "group lookup"
+                )
                 emit_json(adverts) if as_json else console.print(groups_table(adverts))
                 return
             with contextlib.ExitStack() as stack:
@@ -80,7 +85,9 @@ def groups(
                     if n > 1:
                         await asyncio.sleep(interval)
                     try:
-                        adverts = await with_timeout(fetch_adverts(dht, task), timeout, "lookup")
+                        adverts = await with_timeout(
+                            fetch_adverts(dht, task, timeout=read), timeout, "lookup"
+                        )
                     except NetworkError as exc:  # watching goes on through a bad moment
                         click.echo(f"lookup failed: {exc}", err=True)
                         continue
@@ -132,9 +139,11 @@ def nodes(
 
     addrs = bootstrap_addresses(bootstrap, peers_file, required=True)
 
+    read = reading_time(timeout)
+
     async def main() -> list[dict[str, Any]]:
         async with dht_client(await resolve(addrs), timeout=timeout) as dht:
-            adverts = await with_timeout(fetch_adverts(dht), timeout, "group lookup")
+            adverts = await with_timeout(fetch_adverts(dht, timeout=read), timeout, "group lookup")
             rosters = await with_timeout(
                 asyncio.gather(
                     *(dht.get_records(record_key(roster_topic(a.group_id))) for a in adverts)

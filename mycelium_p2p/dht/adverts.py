@@ -26,14 +26,17 @@ def current_adverts(adverts: list[GroupAdvert]) -> list[GroupAdvert]:
     return list(best.values())
 
 
-async def fetch_adverts(dht: DhtNode, task: str | None = None) -> list[GroupAdvert]:
+async def fetch_adverts(
+    dht: DhtNode, task: str | None = None, *, timeout: float | None = None
+) -> list[GroupAdvert]:
     """Every live, verified group advert (optionally for one task), by group name then id.
 
-    Each shard is read from ``listing_quorum`` peers, not the first few with any advert: one
-    that restarted lately holds only the adverts published since (seen in soak runs)."""
-    quorum = dht.config.listing_quorum
+    Each shard is read as a listing (``get_records(listing=True)``): from ``listing_quorum``
+    peers that hold adverts, not the first few, since one that restarted lately holds only
+    the adverts published since (seen in soak runs). ``timeout``: return by then with what
+    was read (a shard read from fewer peers than the quorum), rather than nothing."""
     shards = await asyncio.gather(
-        *(dht.get_records(record_key(t), quorum=quorum) for t in index_topics())
+        *(dht.get_records(record_key(t), listing=True, timeout=timeout) for t in index_topics())
     )
     adverts = current_adverts(
         [GroupAdvert.from_record(r) for records in shards for r in records if r.kind == "advert"]

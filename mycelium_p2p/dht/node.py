@@ -246,17 +246,21 @@ class DhtNode(Server):
 
     # -- records ---------------------------------------------------------------------------------
 
-    async def _lookup(self, target: bytes, **kwargs: Any) -> LookupResult:
-        """One lookup; table upkeep uses one path, puts and gets ask for disjoint ones."""
+    async def _lookup(
+        self, target: bytes, *, timeout: float | None = None, **kwargs: Any
+    ) -> LookupResult:
+        """One lookup, ended after ``timeout`` s at most (default and cap:
+        ``config.lookup_deadline``); table upkeep uses one path, puts and gets disjoint ones."""
         if self.routing_table_size() == 0:
             await self._rebootstrap()
         loop = asyncio.get_running_loop()
+        limit = self.config.lookup_deadline
         return await lookup(
             self.protocol,
             target,
             ksize=self.ksize,
             alpha=self.alpha,
-            deadline=loop.time() + self.config.lookup_deadline,
+            deadline=loop.time() + (limit if timeout is None else min(timeout, limit)),
             max_pages=self.config.max_pages,
             blame_after=self.config.blame_after,
             **kwargs,
@@ -305,16 +309,29 @@ class DhtNode(Server):
         target = Node(key)
         return self.node.distance_to(target) < closest[-1].distance_to(target)
 
-    async def get_records(self, key: bytes, *, quorum: int | None = None) -> list[Record]:
+    async def get_records(
+        self,
+        key: bytes,
+        *,
+        quorum: int | None = None,
+        listing: bool = False,
+        timeout: float | None = None,
+    ) -> list[Record]:
         """Every signer's newest valid record under ``key``, merged across peers.
 
         Each value received is verified (signature, key binding, schema, expiry); a peer that
         returns a forgery is a liar and dropped. The lookup searches the ``siblings`` closest
         peers on each of ``paths`` disjoint paths, and stops early only once ``quorum`` peers
-        (default ``config.quorum``), on every path, returned the newest records seen. Under a
-        key many signers share, a peer that restarted lately holds only the records published
-        since: a listing that must miss no signer asks more (``config.listing_quorum``). Peers
+        (default ``config.quorum``), on every path, returned the newest records seen. Peers
         that returned older records, or none though they are among the closest, are corrected.
+
+        ``listing``: a key many signers share (the group index), read to miss no signer. A
+        peer that restarted lately holds only what was published since, so ``quorum``
+        (default ``config.listing_quorum``) peers, on every path, must have *returned records*;
+        they need not agree (the union is taken, newest per signer), since under a key that a
+        flood keeps changing the peers' sets never agree and the lookup would read every
+        sibling. ``timeout``: end the lookup by then and return what was read (default and
+        cap: ``config.lookup_deadline``).
         """
         verified: dict[bytes, Record | None] = {}
         forged: set[bytes] = set()
@@ -342,7 +359,12 @@ class DhtNode(Server):
             width=self.config.siblings,
             records=True,
             screen=screen,
-            enough=lambda found: self._agreed(found, check, quorum or self.config.quorum),
+            enough=(
+                (lambda found: self._held(found, quorum or self.config.listing_quorum))
+                if listing
+                else (lambda found: self._agreed(found, check, quorum or self.config.quorum))
+            ),
+            timeout=timeout,
         )
         local = [] if self.read_only else self.storage.records(key)
         found = [r for blobs in result.blobs.values() for b in blobs if (r := check(b))]
@@ -364,6 +386,12 @@ class DhtNode(Server):
         agreeing = [rid for rid, records in held.items() if {r.blob for r in records} == best]
         paths = {result.path_of[rid] for rid in agreeing}
         return len(agreeing) >= quorum and len(paths) >= result.paths
+
+    @staticmethod
+    def _held(result: LookupResult, quorum: int) -> bool:
+        """Did ``quorum`` responders, on every path, return records (a listing's rule)?"""
+        paths = {result.path_of[rid] for rid in result.blobs}
+        return len(result.blobs) >= quorum and len(paths) >= result.paths
 
     def _correct(self, key: bytes, best: dict[bytes, Record], result: LookupResult) -> None:
         """Send the newest records to responders that returned stale ones or lacked them."""

@@ -30,9 +30,9 @@ import heapq
 import logging
 import os
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
@@ -86,6 +86,7 @@ class ProtocolStats:
     replies_dropped: int = 0
     rate_limited: int = 0
     liars_dropped: int = 0
+    served: Counter[str] = field(default_factory=Counter)  # requests answered, by RPC
 
 
 @dataclass
@@ -242,6 +243,7 @@ class MyceliumProtocol(IdProofs, KademliaProtocol):
         if not self.gate.allow(address, name):
             self.stats.rate_limited += 1
             return
+        self.stats.served[name] += 1
         try:
             response = handler(address, *args)
         except (_BadRequest, TypeError) as exc:  # TypeError: wrong number of arguments

@@ -1,0 +1,79 @@
+"""Listings: reading every signer under a key many signers share (the group index)."""
+
+from __future__ import annotations
+
+import asyncio
+from unittest import mock
+
+from mycelium_p2p.dht import DhtNode, fetch_adverts
+from mycelium_p2p.dht import node as dht_node
+from mycelium_p2p.identity import Identity
+from mycelium_p2p.records import Record
+from tests.conftest import FAST, make_advert, run_async, swarm
+
+
+def _advert_under(key: bytes) -> Record:
+    """A fresh key's advert that falls in the index shard ``key``."""
+    while True:
+        advert = make_advert(Identity.generate())
+        if advert.key == key:
+            return advert
+
+
+def _read(nodes: list[DhtNode], before: dict[int, int]) -> int:
+    """How many of ``nodes`` answered a records query since ``before`` (see ``_served``)."""
+    return sum(1 for n in nodes if n.stats.served["find_records"] > before[id(n)])
+
+
+def _served(nodes: list[DhtNode]) -> dict[int, int]:
+    return {id(n): n.stats.served["find_records"] for n in nodes}
+
+
+@run_async(timeout=120)
+async def test_a_listing_under_a_key_whose_holders_disagree_reads_a_quorum_not_everyone() -> None:
+    """Under a flood every holder keeps a different part of the flood: their sets never agree.
+    The agreement rule then reads every sibling; a listing stops once ``listing_quorum`` peers
+    on every path returned records, and still has every signer all of them hold."""
+    async with swarm(30) as nodes:
+        common = make_advert(name="honest")
+        key = common.key
+        assert await nodes[1].put(common) >= 20
+        for node in nodes:  # each peer holds one flood advert nobody else has
+            node.storage.offer(key, _advert_under(key).blob)
+        reader = nodes[7]
+        others = [n for n in nodes if n is not reader]
+
+        before = _served(others)
+        agreed = await reader.get_records(key, quorum=FAST.listing_quorum)
+        agreement_peers = _read(others, before)
+        before = _served(others)
+        listed = await reader.get_records(key, listing=True)
+        listing_peers = _read(others, before)
+
+    assert common in agreed and common in listed
+    q = FAST.listing_quorum
+    # a quorum, plus the queries already in flight when it was reached (alpha per path)
+    assert q <= listing_peers <= q + FAST.alpha * FAST.paths, listing_peers
+    assert agreement_peers >= 25, f"the agreement rule read only {agreement_peers} peers"
+    assert listing_peers < agreement_peers
+
+
+@run_async(timeout=60)
+async def test_a_listing_timeout_bounds_the_lookup_and_fetch_adverts_passes_it_on() -> None:
+    deadlines: list[float] = []
+    real = dht_node.lookup
+
+    async def spy(*args: object, deadline: float, **kwargs: object) -> object:
+        deadlines.append(deadline - asyncio.get_running_loop().time())
+        return await real(*args, deadline=deadline, **kwargs)  # type: ignore[arg-type]
+
+    async with swarm(6) as nodes:
+        advert = make_advert(name="listed")
+        await nodes[1].put(advert)
+        with mock.patch.object(dht_node, "lookup", spy):
+            listed = await fetch_adverts(nodes[3], timeout=0.7)
+            assert [a.name for a in listed] == ["listed"]
+            assert len(deadlines) == 4 and all(0.5 < d <= 0.7 for d in deadlines), deadlines
+            deadlines.clear()
+            await nodes[3].get_records(advert.key, timeout=99)
+            assert len(deadlines) == 1 and deadlines[0] <= FAST.lookup_deadline  # capped
