@@ -27,6 +27,7 @@ import msgpack
 
 from ..identity import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, node_id_for
 from ..identity import verify_signature as _verify_signature
+from .limits import RateLimiter, TokenBucket
 from .rtt import Address
 
 PROOF_DOMAIN = b"mycelium-p2p/dht-id-proof/v1\x00"
@@ -186,10 +187,10 @@ class AddressBook:
 class ProofLimiter:
     """Token buckets for proof work (signing or verifying, ~50-140 µs each).
 
-    One bucket per address and one for everyone: a stranger gets at most ``burst`` proofs at
-    once and ``per_address_rate`` per second; everyone together ``total_rate`` per second
-    (500/s: under 10% of a core, however many addresses a spoofer uses).
-    This is the single hook the general per-source limits (``dht/limits.py``) can replace.
+    One bucket per address (``limits.RateLimiter``) and one for everyone: a stranger gets at
+    most ``burst`` proofs at once and ``per_address_rate`` per second; everyone together
+    ``total_rate`` per second (500/s: under 10% of a core, however many addresses a spoofer
+    uses). A request the shared bucket refuses still spends its address's token.
     """
 
     def __init__(
@@ -202,33 +203,17 @@ class ProofLimiter:
         max_addresses: int = 4096,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.per_address_rate = per_address_rate
-        self.burst = burst
-        self.total_rate = total_rate
-        self.total_burst = total_burst
+        self.per_address_rate, self.burst = per_address_rate, burst
+        self.total_rate, self.total_burst = total_rate, total_burst
         self.clock = clock
-        self._buckets = _Lru(max_addresses)  # address -> [tokens, at]
-        self._total = [total_burst, clock()]
-
-    @staticmethod
-    def _refill(bucket: list[float], rate: float, burst: float, now: float) -> None:
-        bucket[0] = min(burst, bucket[0] + (now - bucket[1]) * rate)
-        bucket[1] = now
+        self._per_address = RateLimiter(
+            per_address_rate, burst, max_sources=max_addresses, clock=clock
+        )
+        self._total = TokenBucket(total_rate, total_burst, total_burst, clock())
 
     def allow(self, address: Address) -> bool:
         """Take one token from ``address``'s bucket and the shared one, if both have one."""
-        now = self.clock()
-        bucket = self._buckets.get(address)
-        if bucket is None:
-            bucket = [self.burst, now]
-            self._buckets.put(address, bucket)
-        self._refill(bucket, self.per_address_rate, self.burst, now)
-        self._refill(self._total, self.total_rate, self.total_burst, now)
-        if bucket[0] < 1.0 or self._total[0] < 1.0:
-            return False
-        bucket[0] -= 1.0
-        self._total[0] -= 1.0
-        return True
+        return self._per_address.allow(address) and self._total.take(self.clock())
 
 
 def datagram_size(payload: Any) -> int:
