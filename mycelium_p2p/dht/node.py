@@ -330,8 +330,11 @@ class DhtNode(Server):
         (default ``config.listing_quorum``) peers, on every path, must have *returned records*;
         they need not agree (the union is taken, newest per signer), since under a key that a
         flood keeps changing the peers' sets never agree and the lookup would read every
-        sibling. ``timeout``: end the lookup by then and return what was read (default and
-        cap: ``config.lookup_deadline``).
+        sibling. A listing corrects nobody: what it would send is mostly what others stored
+        (a flood's adverts), and the peers it sent them to would count them against *our*
+        host's share; owners republish their own (adverts every ``advert_ttl / 3``).
+        ``timeout``: end the lookup by then and return what was read (default and cap:
+        ``config.lookup_deadline``).
         """
         verified: dict[bytes, Record | None] = {}
         forged: set[bytes] = set()
@@ -369,7 +372,8 @@ class DhtNode(Server):
         local = [] if self.read_only else self.storage.records(key)
         found = [r for blobs in result.blobs.values() for b in blobs if (r := check(b))]
         best = best_per_signer([*found, *local])
-        self._correct(key, best, result)
+        if not listing:  # see the docstring: a listing's corrections would launder a flood
+            self._correct(key, best, result)
         return sorted(best.values(), key=lambda r: r.signer)
 
     def _agreed(

@@ -8,7 +8,9 @@ the most bytes there, as long as that network still holds more than N will; else
 the newest entries of the *host* holding the most, as long as it holds more than the newcomer's
 host will (a stranger on the honest nodes' own LAN subnet gets one host's share); else the
 newcomer may only replace its own host's soonest-expiring entry with a longer-lived one. A
-flood arrives after what it floods, so newest-first spares a network's older (honest) entries.
+flood arrives after what it floods, so newest-first spares a network's older (honest) entries;
+an entry's age is its *signer's* here (when its first version came), so an owner that
+republishes (a new seq every ``advert_ttl / 3``) stays old instead of becoming the newest.
 Across the store, a network holds at most ``network_entries`` entries and a signer writes at
 most ``signer_keys`` keys. Quotas are decided on the record's claimed signer, expiry and size
 *before* its signature is checked: a refused flood costs a decode, not a signature check.
@@ -54,7 +56,7 @@ class StoreQuotas:
 class _Slot:
     record: Record
     network: str
-    order: int  # when this version was stored here: fair eviction takes a network's newest
+    order: int  # when this signer's first version was stored here: eviction takes the newest
     host: str = LOCAL  # the address that stored it: shares are fair between hosts of a network
 
     @property
@@ -139,7 +141,9 @@ class RecordStore(IStorage):
         if current is not None:
             self._remove(entries, record.signer)
         self._stored += 1
-        entries[record.signer] = _Slot(record, network, self._stored, host)
+        # a signer keeps its age across versions: an owner's republish is not a newcomer
+        order = current.order if current is not None else self._stored
+        entries[record.signer] = _Slot(record, network, order, host)
         self._per_network[network] += 1
         self._per_signer[record.signer] += 1
         return record

@@ -77,3 +77,26 @@ async def test_a_listing_timeout_bounds_the_lookup_and_fetch_adverts_passes_it_o
             deadlines.clear()
             await nodes[3].get_records(advert.key, timeout=99)
             assert len(deadlines) == 1 and deadlines[0] <= FAST.lookup_deadline  # capped
+
+
+@run_async(timeout=60)
+async def test_a_listing_corrects_nobody_a_get_does() -> None:
+    """Read-repair sends others' records from the reader's host: for a listing under a
+    flooded key that would launder the flood into the reader's share."""
+    async with swarm(12) as nodes:
+        record = make_advert(name="partly-held")
+        for node in nodes[:4]:  # held by a few; the rest lack it
+            node.storage.offer(record.key, record.blob)
+        reader = nodes[8]
+        others = [n for n in nodes if n is not reader]
+
+        def stores() -> int:
+            return sum(n.stats.served["store"] for n in others)
+
+        before = stores()
+        assert record in await reader.get_records(record.key, listing=True, quorum=4)
+        await asyncio.sleep(0.3)  # corrections are sent in the background
+        assert stores() == before
+        assert record in await reader.get_records(record.key)
+        await asyncio.sleep(0.3)
+        assert stores() > before

@@ -104,6 +104,27 @@ def test_the_largest_holder_gives_up_its_newest_entries_first(flood) -> None:
         store.offer(key, mine[10], FLOODER)
 
 
+def test_an_owner_that_republishes_keeps_its_age(flood) -> None:
+    """Eviction takes a host's newest *signers*: an honest owner republishing (a new seq)
+    is not the newest, the flood's adverts relayed through its host after it are."""
+    store = RecordStore(clock=lambda: NOW, max_entries_per_key=10)
+    owner = Identity.generate()
+    honest = make_advert(owner, now=NOW, ttl=60, name="kept")
+    key = honest.key
+    theirs = [blob for k, blob in flood if k == key][:10]
+    store.offer(key, honest.blob, "127.0.0.1")
+    for blob in theirs[:5]:  # relayed by the honest host (replication, read-repair)
+        store.offer(key, blob, "127.0.0.1")
+    for blob in theirs[5:9]:  # the flooder's own host, same /24
+        store.offer(key, blob, "127.0.0.66")
+    republished = make_advert(owner, seq=2, now=NOW, ttl=60, name="kept")
+    store.offer(key, republished.blob, "127.0.0.1")
+    store.offer(key, theirs[9], "127.0.0.66")  # full: the honest host holds the most
+    held = store.records(key)
+    assert republished in held, "the republished honest advert was evicted"
+    assert signer_of(theirs[4]) not in {r.signer for r in held}  # the newest relayed one went
+
+
 def test_a_refused_flood_costs_no_signature_check(flood) -> None:
     store = RecordStore(clock=lambda: NOW)
     key = flood[0][0]
