@@ -55,6 +55,7 @@ class LookupResult:
     blobs: dict[bytes, list[bytes]] = field(default_factory=dict)  # responder id -> valid blobs
     responders: dict[bytes, Node] = field(default_factory=dict)
     path_of: dict[bytes, int] = field(default_factory=dict)  # responder id -> its path
+    partial: set[bytes] = field(default_factory=set)  # responders whose records came in part
     liars: list[Node] = field(default_factory=list)
     paths: int = 1
     queried: int = 0
@@ -250,6 +251,8 @@ class _Lookup:
         self.result.path_of[peer.node.id] = peer.path
         if blobs:
             self.result.blobs[peer.node.id] = blobs
+        if not answer.complete:
+            self.result.partial.add(peer.node.id)
         for node in answer.nodes:
             self.learn(node, peer.path, voucher=peer.node.id)
 
@@ -263,6 +266,7 @@ class _Lookup:
             self.result.blobs.pop(node_id, None)
             self.result.responders.pop(node_id, None)
             self.result.path_of.pop(node_id, None)
+            self.result.partial.discard(node_id)
         return self.result
 
 

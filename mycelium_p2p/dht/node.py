@@ -387,15 +387,21 @@ class DhtNode(Server):
         """
         held = {rid: [r for b in blobs if (r := check(b))] for rid, blobs in result.blobs.items()}
         best = {r.blob for r in best_per_signer(r for rs in held.values() for r in rs).values()}
-        agreeing = [rid for rid, records in held.items() if {r.blob for r in records} == best]
+        agreeing = [
+            rid
+            for rid, records in held.items()
+            if rid not in result.partial and {r.blob for r in records} == best
+        ]
         paths = {result.path_of[rid] for rid in agreeing}
         return len(agreeing) >= quorum and len(paths) >= result.paths
 
     @staticmethod
     def _held(result: LookupResult, quorum: int) -> bool:
-        """Did ``quorum`` responders, on every path, return records (a listing's rule)?"""
-        paths = {result.path_of[rid] for rid in result.blobs}
-        return len(result.blobs) >= quorum and len(paths) >= result.paths
+        """Did ``quorum`` responders, on every path, return all their records (a listing's
+        rule)? One whose pages came only in part is used, but not counted."""
+        whole = [rid for rid in result.blobs if rid not in result.partial]
+        paths = {result.path_of[rid] for rid in whole}
+        return len(whole) >= quorum and len(paths) >= result.paths
 
     def _correct(self, key: bytes, best: dict[bytes, Record], result: LookupResult) -> None:
         """Send the newest records to responders that returned stale ones or lacked them."""

@@ -380,13 +380,17 @@ class MyceliumProtocol(IdProofs, KademliaProtocol):
     ) -> Answer | None:
         """All record blobs ``node`` holds under ``key`` (paged) and the nodes it suggests;
         None if it did not answer at all. ``on_answer`` is called when its first page arrives
-        (it is alive, and paging: a lookup must not count it as stalled)."""
-        answer = Answer()
+        (it is alive, and paging: a lookup must not count it as stalled). A later page that
+        times out is asked for once more; if it times out again, or the key holds more than
+        ``max_pages``, the answer is what came, marked incomplete."""
+        answer = Answer(complete=False)
         after = b""
         for _ in range(max_pages):
             result = await self.find_records((node.ip, node.port), key, after)
             if after == b"":
                 self.handle_call_response(result, node)
+            elif not result[0]:  # a busy peer loses a page now and then: one more try
+                result = await self.find_records((node.ip, node.port), key, after)
             ok, reply = result
             if not ok:
                 return None if after == b"" else answer
@@ -404,6 +408,7 @@ class MyceliumProtocol(IdProofs, KademliaProtocol):
                 answer.nodes = nodes
             answer.blobs.extend(page)
             if reply.get("more") is not True or not page:
+                answer.complete = True
                 break
             after = _last_signer_marker(page)
         return answer

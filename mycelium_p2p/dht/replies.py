@@ -22,11 +22,13 @@ _MAX_HOST_LEN = 64
 @dataclass
 class Answer:
     """A peer's parsed answer to a lookup query. ``malformed``: it sent what no honest peer
-    sends (the lookup then treats it as a liar)."""
+    sends (the lookup then treats it as a liar). ``complete``: every page of the records it
+    holds came (a page lost to a timeout, or past ``max_pages``, leaves a part)."""
 
     nodes: list[Node] = field(default_factory=list)
     blobs: list[bytes] = field(default_factory=list)
     malformed: bool = False
+    complete: bool = True
 
 
 def parse_contacts(items: Any, exclude: bytes) -> list[Node] | None:

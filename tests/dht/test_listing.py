@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 from unittest import mock
 
-from mycelium_p2p.dht import DhtNode, fetch_adverts
+from kademlia.node import Node
+
+from mycelium_p2p.dht import DhtNode, MyceliumProtocol, fetch_adverts
 from mycelium_p2p.dht import node as dht_node
 from mycelium_p2p.identity import Identity
 from mycelium_p2p.records import Record
@@ -100,3 +103,40 @@ async def test_a_listing_corrects_nobody_a_get_does() -> None:
         assert record in await reader.get_records(record.key)
         await asyncio.sleep(0.3)
         assert stores() > before
+
+
+class _FirstPageOnly(MyceliumProtocol):
+    """Answers the first page of a records query and loses every later one (a busy peer)."""
+
+    def _answer(self, msg_id: bytes, name: str, args: list[Any], address: Any) -> None:
+        if name == "find_records" and len(args) == 3 and args[2] != b"":
+            return
+        super()._answer(msg_id, name, args, address)
+
+
+class _FirstPageOnlyNode(DhtNode):
+    protocol_class = _FirstPageOnly
+
+
+@run_async(timeout=60)
+async def test_a_read_whose_later_pages_are_lost_is_marked_incomplete() -> None:
+    """A listing must not count a peer it read in part as a holder: the signers past the
+    lost page would be missed (seen in soak runs under load)."""
+    async with swarm(3) as nodes:
+        busy = _FirstPageOnlyNode(config=FAST)
+        await busy.listen(0, "127.0.0.1")
+        try:
+            key = make_advert().key
+            adverts = [_advert_under(key) for _ in range(40)]  # several pages
+            for holder in (nodes[1], busy):
+                for advert in adverts:
+                    holder.storage.offer(key, advert.blob)
+            reader = nodes[2].protocol
+            whole = await reader.query_records(Node(nodes[1].node.id, *nodes[1].address), key, 32)
+            part = await reader.query_records(Node(busy.node.id, *busy.address), key, 32)
+            capped = await reader.query_records(Node(nodes[1].node.id, *nodes[1].address), key, 1)
+        finally:
+            await busy.close()
+    assert whole is not None and whole.complete and len(whole.blobs) == 40
+    assert part is not None and not part.complete and 0 < len(part.blobs) < 40
+    assert capped is not None and not capped.complete
