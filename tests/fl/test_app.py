@@ -145,9 +145,12 @@ async def test_two_nodes_run_the_numpy_app_past_num_server_rounds() -> None:
         assert leader.rounds[-1].members == 2
         assert leader.rounds[-1].accuracy > 0.5  # the ClientApps' evaluation, chance is 0.1
         # the ServerApp's strategy ran: its evaluate_fn saw server rounds 0, 1, 2, 0, 1, 2, ...
-        central = server_app.EVALUATIONS[evaluated:]
-        assert [r for r, _ in central[:6]] == [0, 1, 2, 0, 1, 2]
-        assert central[-1][1] > 0.5
+        central = [r for r, _ in server_app.EVALUATIONS[evaluated:]]
+        assert set(central) <= {0, 1, 2}
+        assert central[central.index(0) :][:4] == [0, 1, 2, 0]  # a run, then the next
+        # round 0 of each run is Flower's look at the app's initial arrays (before any
+        # message); every later round evaluates a committed group model
+        assert [a for r, a in server_app.EVALUATIONS if r > 0][-1] > 0.5
 
 
 @run_async(timeout=150)
