@@ -56,11 +56,15 @@ class AppGrid(GroupGrid):
         *args: Any,
         on_round: Callable[[RoundReport], None],
         round_pause: float = 0.0,
+        gate: asyncio.Event | None = None,
         **kwargs: Any,
     ) -> None:
+        """``on_round`` hears of each committed round (on the loop); each round after the
+        first waits ``round_pause`` seconds, and for ``gate`` to be set."""
         super().__init__(*args, **kwargs)
         self.on_round = on_round
         self.round_pause = round_pause
+        self.gate = gate
         self.commits = 0  # rounds committed by this grid
         self._trained_ok = False  # the last train batch had a reply: its aggregate is due
         self._started = time.monotonic()
@@ -87,6 +91,8 @@ class AppGrid(GroupGrid):
                         message.content[arrays[0]] = base
             if self.commits and self.round_pause > 0:
                 time.sleep(self.round_pause)  # between rounds, as for a bare ClientApp
+            if self.gate is not None:
+                self._on_loop(self.gate.wait())  # training paused: the run waits
             self.trained.clear()
             self._started = time.monotonic()
             replies = list(super().send_and_receive(messages, timeout=timeout))
@@ -187,6 +193,7 @@ async def lead_app(
                 screening=screening,
                 on_round=on_round,
                 round_pause=round_pause,
+                gate=gate,
             )
             context = Context(
                 run_id=0,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 import sys
@@ -197,3 +198,18 @@ async def test_nodes_of_different_apps_form_different_groups() -> None:
         assert torch_node.group.group_id != numpy_a.group.group_id
         assert torch_node.group.info.task != numpy_a.group.info.task
         await wait_for(lambda: numpy_a.group.model.round >= 1, 60, "a numpy round")
+
+
+@run_async(timeout=120)
+async def test_a_paused_group_pauses_its_serverapp_run() -> None:
+    configs = [app_node(NUMPY_APP, i, 2, "num-server-rounds=50") for i in range(2)]
+    async with learning_network(configs) as (_, *nodes):
+        (leader,) = leaders(nodes)
+        await wait_for(lambda: len(leader.rounds) >= 1, 60, "a round")
+        leader.training.clear()
+        await asyncio.sleep(1.0)  # a round in flight may still commit
+        paused_at = len(leader.rounds)
+        await asyncio.sleep(1.5)
+        assert len(leader.rounds) == paused_at  # mid-run, yet no round
+        leader.training.set()
+        await wait_for(lambda: len(leader.rounds) > paused_at, 30, "rounds again")
