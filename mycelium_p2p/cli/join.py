@@ -69,6 +69,25 @@ from .common import (
     help="Your own Flower ClientApp (its module also defines initial_arrays()).",
 )
 @click.option(
+    "--app",
+    "app_dir",
+    metavar="DIR",
+    type=click.Path(file_okay=False),
+    help="A Flower App (pyproject.toml with [tool.flwr.app]): its ClientApp trains here, its "
+    "ServerApp leads the group; the group's task comes from the app.",
+)
+@click.option(
+    "--run-config",
+    metavar='"K=V ..."',
+    help="With --app: override the app's [tool.flwr.app.config] (Flower's syntax).",
+)
+@click.option(
+    "--node-config",
+    metavar='"K=V ..."',
+    help="With --app: the ClientApp's context.node_config, "
+    'e.g. "partition-id=0 num-partitions=4".',
+)
+@click.option(
     "--data-shard",
     default="0/1",
     show_default=True,
@@ -202,6 +221,9 @@ def join(
     invite: str | None,
     strategy: str,
     client_app: str | None,
+    app_dir: str | None,
+    run_config: str | None,
+    node_config: str | None,
     data_shard: str,
     domain: int,
     shift: str,
@@ -224,6 +246,10 @@ def join(
     """Run a full node: join the network, find or found a group, train with it."""
     if group and create:
         raise click.UsageError("--group and --create exclude each other")
+    if app_dir and client_app:
+        raise click.UsageError("--app and --client-app exclude each other")
+    if (run_config or node_config) and not app_dir:
+        raise click.UsageError("--run-config and --node-config need --app")
     addrs = bootstrap_addresses(bootstrap, peers_file, required=create is None)
     from ..node import run_until_signalled
     from ..node.node import Node, NodeConfig, NodeEvent
@@ -256,6 +282,9 @@ def join(
             invite=invite,
             strategy=strategy,
             client_app=client_app,
+            app=app_dir,
+            run_config=run_config,
+            app_node_config=node_config,
             data_shard=data_shard,
             domain=domain,
             shift=shift,

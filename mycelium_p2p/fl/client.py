@@ -97,12 +97,14 @@ class ClientRunner:
         executor: Executor | ClientProcess | None = None,
         app_spec: str = DEFAULT_APP,
         caps: TrainCaps | None = None,
+        run_config: dict[str, Any] | None = None,
     ) -> None:
         """``executor``: where the ClientApp runs. Default: a thread of this runner's own.
         Nodes sharing a process may share one (see ``Node``); the runner does not shut it down.
         A ``ClientProcess`` runs the app named by ``app_spec`` (``module:attr``, or the digits
         task) in a worker process; Flower's ``context.state`` then lives in that worker.
         ``caps``: the most training a leader may ask of this member (default ``TrainCaps()``).
+        ``run_config``: the ClientApp's ``context.run_config`` (a Flower App's run config).
         """
         ensure_task_identity()
         self.app = app
@@ -112,7 +114,7 @@ class ClientRunner:
             node_id=self.node_id,
             node_config=node_config,
             state=RecordDict(),
-            run_config={},
+            run_config=dict(run_config or {}),
         )
         self._lock = asyncio.Lock()  # one ClientApp call at a time: one model, one CPU budget
         self._closed = False

@@ -50,6 +50,9 @@ class NodeConfig:
     invite: str | None = None
     strategy: str = "fedmedian"  # robust to a bad member (measured: scripts/bench_poison.py)
     client_app: str | None = None  # "module:attr" of the user's own ClientApp
+    app: str | None = None  # a Flower App directory (its ServerApp leads, its task is ours)
+    run_config: str | None = None  # Flower syntax: "num-server-rounds=5 lr=0.1"
+    app_node_config: str | None = None  # Flower syntax: "partition-id=0 num-partitions=4"
     isolation: str = "thread"  # where the ClientApp runs: "thread", or "process" (a worker)
     torch_threads: int = 0  # with isolation="process": the worker's torch threads (0: default)
     data_shard: str = "0/1"

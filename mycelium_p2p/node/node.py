@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import time
@@ -28,6 +29,8 @@ from ..aio import TaskOwner
 from ..dht import DhtNode, fetch_adverts, publish_advert
 from ..errors import BootstrapError, ConfigError
 from ..fl import task as digits
+from ..fl.app import FlowerApp, load_flower_app
+from ..fl.app_leader import lead_app
 from ..fl.client import ClientRunner, load_client_app
 from ..fl.leader import RoundReport, lead_rounds
 from ..fl.strategies import make_strategy
@@ -84,6 +87,9 @@ class Node(MovingMixin, MergingMixin, PublishingMixin):
         closes)."""
         if config.isolation not in ("thread", "process"):
             raise ConfigError(f"isolation {config.isolation!r}: expected thread or process")
+        self.flower_app = self._load_app(config)
+        if self.flower_app is not None:  # the group's task is the app's
+            config = dataclasses.replace(config, task=self.flower_app.task)
         self.config = config
         self._lock = DataDirLock(config.data_dir) if config.data_dir else None
         if identity is None:
@@ -113,6 +119,7 @@ class Node(MovingMixin, MergingMixin, PublishingMixin):
             executor=compute,
             app_spec=config.client_app or DEFAULT_APP,
             caps=config.train_caps,
+            run_config=self.flower_app.run_config if self.flower_app else None,
         )
         self.runner.on_failure = self._on_app_failure
         #: why this node left its group for good (its ClientApp kept failing), and when
@@ -135,7 +142,20 @@ class Node(MovingMixin, MergingMixin, PublishingMixin):
 
     # -- set-up --------------------------------------------------------------------------------
 
+    @staticmethod
+    def _load_app(c: NodeConfig) -> FlowerApp | None:
+        """The Flower App of ``--app`` (None without one); it runs in this process."""
+        if not c.app:
+            return None
+        if c.client_app:
+            raise ConfigError("--app and --client-app exclude each other")
+        if c.isolation != "thread":
+            raise ConfigError("--app runs its ClientApp in a thread (--isolation thread)")
+        return load_flower_app(c.app, c.run_config, c.app_node_config)
+
     def _node_config(self) -> dict[str, Any]:
+        if self.flower_app is not None:
+            return dict(self.flower_app.node_config)
         c = self.config
         return {
             "data-shard": c.data_shard,
@@ -148,6 +168,9 @@ class Node(MovingMixin, MergingMixin, PublishingMixin):
     def _load_task(self) -> tuple[ClientApp, Callable[[], ArrayRecord]]:
         """The ClientApp and the group's starting model; bad data fails here, at start."""
         c = self.config
+        if self.flower_app is not None:
+            initial = self.flower_app.initial
+            return self.flower_app.client_app, lambda: initial
         if c.client_app:
             app = load_client_app(c.client_app)
             module = __import__(c.client_app.partition(":")[0], fromlist=["initial_arrays"])
@@ -343,27 +366,41 @@ class Node(MovingMixin, MergingMixin, PublishingMixin):
         c = self.config
         self._stop_leading()
         self._leading = [
-            self.tasks.spawn(
-                lead_rounds(
-                    self.group,
-                    self.runner,
-                    make_strategy(c.strategy),
-                    initial=self._initial,
-                    train_config={"lr": c.learning_rate, "local-epochs": c.local_epochs},
-                    on_round=self._on_round,
-                    round_pause=c.round_pause,
-                    reply_timeout=c.reply_timeout,
-                    on_updates=self._split_policy(),
-                    gate=self.training,
-                    screening=c.screening,
-                ),
-                name="lead",
-            ),
+            self.tasks.spawn(self._lead(self.group), name="lead"),
             self.dht.keep_published(self._advert, interval=c.advert_ttl / 3),
             self.tasks.spawn(self._watch_rivals(self.group), name="rivals"),
         ]
         if c.merge and self.group.info.policy == "open":
             self._leading.append(self.tasks.spawn(self._watch_merges(self.group), name="merges"))
+
+    async def _lead(self, group: GroupMember) -> None:
+        """The leader's rounds: the app's ServerApp (``--app``), or one strategy round each."""
+        c = self.config
+        if self.flower_app is not None:
+            await lead_app(
+                group,
+                self.runner,
+                self.flower_app,
+                on_round=self._on_round,
+                round_pause=c.round_pause,
+                reply_timeout=c.reply_timeout,
+                gate=self.training,
+                screening=c.screening,
+            )
+            return
+        await lead_rounds(
+            group,
+            self.runner,
+            make_strategy(c.strategy),
+            initial=self._initial,
+            train_config={"lr": c.learning_rate, "local-epochs": c.local_epochs},
+            on_round=self._on_round,
+            round_pause=c.round_pause,
+            reply_timeout=c.reply_timeout,
+            on_updates=self._split_policy(),
+            gate=self.training,
+            screening=c.screening,
+        )
 
     def _on_follower(self) -> None:
         self._stop_leading()

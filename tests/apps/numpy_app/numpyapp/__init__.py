@@ -1,0 +1,1 @@
+"""numpyapp: a Flower App in numpy, written as Flower's quickstart examples are."""

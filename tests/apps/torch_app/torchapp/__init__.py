@@ -1,0 +1,1 @@
+"""torchapp: a Flower App in PyTorch, written as Flower's quickstart examples are."""
