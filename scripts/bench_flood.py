@@ -7,8 +7,9 @@ peers on 127.0.0.1; G honest groups each publish their advert from a network of 
 ``--sockets`` source addresses) stores F validly signed adverts of F fresh keys at the ``k``
 closest peers of each advert's index shard, paced at ``--rate`` datagrams/s. Then a fresh
 reader lists the groups (``fetch_adverts``). Prints, per arm: honest groups listed (goal: all),
-adverts listed, flood entries held by the peers, stores refused, requests rate-limited, and the
-reader's request timeouts (peers still busy with the flood answer late).
+adverts listed, flood entries held by the peers, stores refused, requests rate-limited, the
+reader's request timeouts (peers still busy with the flood answer late), and what the listing
+cost (seconds, record pages the peers served it).
 
     python scripts/bench_flood.py [--peers 24] [--groups 8] [--flood 10000] [--ksize 8] [--json]
 
@@ -142,7 +143,11 @@ async def arm(name: str, args: argparse.Namespace, flood: list[tuple[bytes, byte
         then = zip(publishers[half:], honest[half:], strict=True)
         await asyncio.gather(*(p.put(r) for p, r in then))
         await reader.bootstrap([seed])
+        pages_before = sum(p.stats.served["find_records"] for p in peers)
+        listing_start = time.monotonic()
         listed = await fetch_adverts(reader)
+        listing_s = time.monotonic() - listing_start
+        pages = sum(p.stats.served["find_records"] for p in peers) - pages_before
         ids = {a.group_id for a in listed}
         honest_listed = sum(1 for r in honest if GroupAdvert.from_record(r).group_id in ids)
         net = source_network(f"{FLOOD_NET}.1")
@@ -156,6 +161,8 @@ async def arm(name: str, args: argparse.Namespace, flood: list[tuple[bytes, byte
             "refused": sum(p.stats.records_rejected for p in peers),
             "rate_limited": sum(p.stats.rate_limited for p in peers),
             "reader_timeouts": reader.stats.timeouts,
+            "listing_s": round(listing_s, 2),
+            "listing_pages": pages,
             "flood_s": round(flood_s, 1),
             "total_s": round(time.monotonic() - started, 1),
         }
@@ -194,6 +201,7 @@ def main() -> None:
             f"adverts listed {r['adverts_listed']}, flood entries held {r['flood_held']} "
             f"(sent {r['flood_sent']}), stores accepted {r['stored']}, refused {r['refused']}, "
             f"rate-limited {r['rate_limited']}; reader's timeouts {r['reader_timeouts']}; "
+            f"listing {r['listing_s']} s, {r['listing_pages']} pages read; "
             f"flood {r['flood_s']} s, arm {r['total_s']} s",
             flush=True,
         )

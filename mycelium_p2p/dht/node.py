@@ -419,7 +419,7 @@ class DhtNode(Server):
                 if budget <= 0:
                     return
                 budget -= 1
-                self.tasks.spawn(self.protocol.call_store(node, key, record.blob))
+                self.tasks.spawn(self.protocol.call_relay(node, key, record.blob))
 
     async def set(self, key: Any, value: Any) -> bool:  # type: ignore[override]
         raise TypeError("DhtNode stores signed records only: use put(record)")

@@ -348,6 +348,12 @@ class MyceliumProtocol(IdProofs, KademliaProtocol):
     ) -> asyncio.Future[RpcResult]:
         return self._call(address, "store", self.wire_id, key, value)
 
+    async def call_relay(self, node: Node, key: bytes, value: bytes) -> RpcResult:
+        """Store a copy of someone else's record at ``node`` (replication, read-repair): it is
+        kept as *relayed*, which never displaces a publication nor counts as ours."""
+        result = await self._call((node.ip, node.port), "store", self.wire_id, key, value, True)
+        return self.handle_call_response(result, node)
+
     def find_node(self, address: Address, _nodeid: bytes, key: bytes) -> asyncio.Future[RpcResult]:
         pad = self._pad(address, _PAD_FIND_NODE)
         return self._call(address, "find_node", self.wire_id, key, pad_to=pad)
@@ -463,11 +469,17 @@ class MyceliumProtocol(IdProofs, KademliaProtocol):
         self._source(sender, nodeid)
         return self.source_node.id
 
-    def rpc_store(self, sender: Address, nodeid: Any, key: Any, value: Any) -> bool:
+    def rpc_store(
+        self, sender: Address, nodeid: Any, key: Any, value: Any, relayed: Any = False
+    ) -> bool:
+        """Keep ``value`` under ``key``; ``relayed``: a copy of another's record (see
+        ``RecordStore``), as replication and read-repair send."""
         self._source(sender, nodeid)
         _check_id(key, "key")
+        if not isinstance(relayed, bool):
+            raise _BadRequest("relayed must be a bool")
         try:
-            self.storage.offer(key, value, source=sender[0])
+            self.storage.offer(key, value, source=sender[0], relayed=relayed)
         except RecordError as exc:
             self.stats.records_rejected += 1
             log.debug("refused a store from %s: %s", sender, exc)
@@ -540,7 +552,7 @@ class MyceliumProtocol(IdProofs, KademliaProtocol):
                 if not (new_node_close and we_are_closest):
                     continue
             for record in self.storage.records(key):
-                self.spawn(self.call_store(node, key, record.blob))
+                self.spawn(self.call_relay(node, key, record.blob))
         self.router.add_contact(node)
 
 

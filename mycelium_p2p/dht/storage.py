@@ -11,6 +11,10 @@ newcomer may only replace its own host's soonest-expiring entry with a longer-li
 flood arrives after what it floods, so newest-first spares a network's older (honest) entries;
 an entry's age is its *signer's* here (when its first version came), so an owner that
 republishes (a new seq every ``advert_ttl / 3``) stays old instead of becoming the newest.
+Copies that peers pass on (kademlia's replication to a new neighbour, read-repair) arrive
+*relayed*: they count as nobody's share, go first (newest first) when room is needed, and never
+displace a publication; otherwise every flood advert an honest peer relays would be charged to
+that honest host and crowd out its own adverts.
 Across the store, a network holds at most ``network_entries`` entries and a signer writes at
 most ``signer_keys`` keys. Quotas are decided on the record's claimed signer, expiry and size
 *before* its signature is checked: a refused flood costs a decode, not a signature check.
@@ -58,6 +62,7 @@ class _Slot:
     network: str
     order: int  # when this signer's first version was stored here: eviction takes the newest
     host: str = LOCAL  # the address that stored it: shares are fair between hosts of a network
+    relayed: bool = False  # a copy another peer passed on (replication, read-repair)
 
     @property
     def size(self) -> int:
@@ -106,11 +111,15 @@ class RecordStore(IStorage):
 
     # -- our interface ---------------------------------------------------------------------
 
-    def offer(self, key: bytes, blob: bytes, source: str | None = None) -> Record:
+    def offer(
+        self, key: bytes, blob: bytes, source: str | None = None, *, relayed: bool = False
+    ) -> Record:
         """Validate ``blob`` for ``key`` and keep it; raise ``RecordError`` and change nothing.
 
         ``source`` is the IP address it came from (None: this node's own). Per signer: a higher
-        seq replaces, the same bytes refresh, anything else is stale.
+        seq replaces, the same bytes refresh, anything else is stale. ``relayed``: a copy of
+        another's record; it is evicted before any publication and never displaces one. The
+        same record published later (an owner republishing) becomes a publication of its host.
         """
         now = self._clock()
         network = source_network(source)
@@ -119,11 +128,15 @@ class RecordStore(IStorage):
         if entries:
             for slot in entries.values():
                 if slot.record.blob == blob:
+                    if slot.relayed and not relayed:
+                        self._republish(slot, network, host)
                     return slot.record  # the same bytes: a refresh of a record already verified
         claim = _claim(blob)
         victims: list[bytes] = []
         if claim is not None and isinstance(blob, bytes):
-            victims = self._make_room(key, entries or {}, claim, len(blob), network, host)
+            victims = self._make_room(
+                key, entries or {}, claim, len(blob), network, host, relayed=relayed
+            )
         record = verify_record(blob, now=now, key=key, skew=self._skew)
         current = entries.get(record.signer) if entries else None
         if current is not None and record.seq <= current.record.seq:
@@ -143,10 +156,20 @@ class RecordStore(IStorage):
         self._stored += 1
         # a signer keeps its age across versions: an owner's republish is not a newcomer
         order = current.order if current is not None else self._stored
-        entries[record.signer] = _Slot(record, network, order, host)
+        if current is not None and relayed and not current.relayed:
+            network, host, relayed = current.network, current.host, False  # still a publication
+        entries[record.signer] = _Slot(record, network, order, host, relayed)
         self._per_network[network] += 1
         self._per_signer[record.signer] += 1
         return record
+
+    def _republish(self, slot: _Slot, network: str, host: str) -> None:
+        """A relayed copy was published by ``host``: it counts as that host's now."""
+        self._per_network[slot.network] -= 1
+        if self._per_network[slot.network] <= 0:
+            del self._per_network[slot.network]
+        self._per_network[network] += 1
+        slot.network, slot.host, slot.relayed = network, host, False
 
     def _make_room(
         self,
@@ -156,6 +179,8 @@ class RecordStore(IStorage):
         size: int,
         network: str,
         host: str,
+        *,
+        relayed: bool = False,
     ) -> list[bytes]:
         """The signers whose entries must go for this record to fit; StoreFull if none can."""
         q = self.quotas
@@ -176,6 +201,15 @@ class RecordStore(IStorage):
             return count > self._max_entries or (q.fair and used > q.key_bytes)
 
         while over():
+            copies = [slot for slot in others.values() if slot.relayed]
+            if q.fair and copies:  # relayed copies go first, newest first
+                victim = max(copies, key=lambda s: s.order).record.signer
+                victims.append(victim)
+                count -= 1
+                used -= others.pop(victim).size
+                continue
+            if q.fair and relayed:
+                raise StoreFull(f"key {key.hex()[:12]} is full: a relayed copy displaces nothing")
             victim = self._fair_victim(others, network, host, size) if q.fair else None
             if victim is None:  # nobody holds more than we will: we may only replace our own
                 own = [s for s in others.values() if q.fair is False or s.host == host]
@@ -231,6 +265,11 @@ class RecordStore(IStorage):
         if not entries:
             return []
         return [entries[s].record for s in sorted(entries)]
+
+    def is_relayed(self, key: bytes, signer: bytes) -> bool | None:
+        """Whether ``signer``'s entry under ``key`` is a relayed copy (None if none)."""
+        slot = self._data.get(key, {}).get(signer)
+        return slot.relayed if slot is not None else None
 
     def network_of(self, key: bytes, signer: bytes) -> str | None:
         """The source network that stored ``signer``'s entry under ``key`` (None if none)."""

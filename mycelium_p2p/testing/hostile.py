@@ -143,11 +143,13 @@ class HostileProtocol(_Hostile, MyceliumProtocol):
             return  # requests vanish; its own lookups' replies still arrive
         super().datagram_received(data, addr)
 
-    def rpc_store(self, sender: Address, nodeid: Any, key: Any, value: Any) -> bool:
+    def rpc_store(
+        self, sender: Address, nodeid: Any, key: Any, value: Any, relayed: Any = False
+    ) -> bool:
         self._source(sender, nodeid)
         if self.behaviour in ("sybil", "stale", "forged", "bogus"):
             return isinstance(key, bytes) and self.swallow(key, value)
-        return super().rpc_store(sender, nodeid, key, value)
+        return super().rpc_store(sender, nodeid, key, value, relayed)
 
     def rpc_find_node(self, sender: Address, nodeid: Any, key: Any) -> list[list[Any]]:
         honest = super().rpc_find_node(sender, nodeid, key)

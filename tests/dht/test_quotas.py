@@ -125,6 +125,53 @@ def test_an_owner_that_republishes_keeps_its_age(flood) -> None:
     assert signer_of(theirs[4]) not in {r.signer for r in held}  # the newest relayed one went
 
 
+def test_relayed_copies_go_first_and_never_displace_a_publication(flood) -> None:
+    """An honest peer relays what it holds (a flood included) to a new neighbour: those copies
+    must not count as the honest host's share, or its own adverts are what the flood evicts."""
+    store = RecordStore(clock=lambda: NOW, max_entries_per_key=10)
+    honest = make_advert(Identity.generate(), now=NOW, ttl=60, name="own")
+    key = honest.key
+    theirs = [blob for k, blob in flood if k == key][:12]
+    store.offer(key, honest.blob, "127.0.0.1")
+    for blob in theirs[:6]:  # the flood, relayed by the honest host to this (new) peer
+        store.offer(key, blob, "127.0.0.1", relayed=True)
+    for blob in theirs[6:9]:  # the flooder's own publications
+        store.offer(key, blob, "127.0.0.66")
+    assert len(store.records(key)) == 10
+    newcomer = next(
+        r
+        for r in (make_advert(Identity.generate(), now=NOW, ttl=30) for _ in range(200))
+        if r.key == key
+    )
+    store.offer(key, newcomer.blob, "127.0.0.1")  # an honest publication, short-lived
+    signers = {r.signer for r in store.records(key)}
+    assert {honest.signer, newcomer.signer} <= signers
+    assert signer_of(theirs[5]) not in signers  # the newest relayed copy made room
+    published = RecordStore(clock=lambda: NOW, max_entries_per_key=3)
+    for blob in theirs[:3]:
+        published.offer(key, blob, "127.0.0.66")
+    with pytest.raises(StoreFull):  # full of publications: a copy takes no room
+        published.offer(key, honest.blob, "127.0.0.1", relayed=True)
+    published.offer(key, honest.blob, "127.0.0.1")  # its publication does (a fair share)
+
+
+def test_a_relayed_copy_published_by_its_owner_becomes_a_publication() -> None:
+    store = RecordStore(clock=lambda: NOW)
+    record = make_advert(now=NOW, ttl=60)
+    store.offer(record.key, record.blob, "127.0.0.1", relayed=True)
+    assert store.is_relayed(record.key, record.signer) is True
+    store.offer(record.key, record.blob, "127.0.5.9")  # the owner's republish, same bytes
+    assert store.is_relayed(record.key, record.signer) is False
+    assert store.network_of(record.key, record.signer) == "127.0.5.0/24"
+    leader = Identity.generate()
+    first = make_advert(leader, now=NOW, ttl=60, name="p")
+    store.offer(first.key, first.blob, "127.0.5.9")
+    second = make_advert(leader, seq=2, now=NOW, ttl=60, name="p")
+    store.offer(second.key, second.blob, "127.0.0.1", relayed=True)  # read-repair of a newer one
+    assert second in store.records(second.key)
+    assert store.is_relayed(second.key, leader.public_key) is False  # a publication stays one
+
+
 def test_a_refused_flood_costs_no_signature_check(flood) -> None:
     store = RecordStore(clock=lambda: NOW)
     key = flood[0][0]
@@ -267,3 +314,18 @@ def test_a_flood_from_the_honest_nodes_own_subnet_leaves_every_honest_advert_sto
         store.offer(record.key, record.blob, source)
     for record, _ in honest:
         assert record in store.records(record.key), "an honest advert was evicted"
+
+
+@run_async(timeout=60)
+async def test_replication_to_a_new_neighbour_sends_relayed_copies() -> None:
+    async with swarm(4) as nodes:
+        record = make_advert(now=time.time())
+        assert await nodes[1].put(record) >= 3
+        newcomer = DhtNode(config=FAST)
+        await newcomer.listen(0, "127.0.0.1")
+        try:
+            await newcomer.bootstrap([nodes[0].address])
+            await wait_for(lambda: bool(newcomer.storage.records(record.key)), 10, "a copy")
+            assert newcomer.storage.is_relayed(record.key, record.signer) is True
+        finally:
+            await newcomer.close()
