@@ -225,14 +225,11 @@ def join(
     if group and create:
         raise click.UsageError("--group and --create exclude each other")
     addrs = bootstrap_addresses(bootstrap, peers_file, required=create is None)
+    from ..fl.worker import limit_torch_threads
     from ..node import run_until_signalled
     from ..node.node import Node, NodeConfig, NodeEvent
 
     quiet_flower()
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
     journal = open(events_file, "a", buffering=1) if events_file else None  # noqa: SIM115
 
     def event(ev: NodeEvent) -> None:
@@ -275,6 +272,7 @@ def join(
             torch_threads=threads,
         )
         node = Node(config, on_event=event)
+        limit_torch_threads(threads)  # after the ClientApp is loaded: torch only if it uses it
 
         async def serve(stop: asyncio.Event) -> None:
             started = False
