@@ -49,6 +49,27 @@ def test_the_default_task_still_loads_torch() -> None:
     assert loaded_in_fresh_interpreter("mycelium_p2p.fl.task")["torch"]
 
 
+@pytest.mark.parametrize(
+    ("before", "expected"),
+    [("", "False -1"), ("import torch; torch.set_num_threads(2)", "True 1")],
+)
+def test_torch_threads_are_set_only_in_a_process_that_loaded_torch(
+    before: str, expected: str
+) -> None:
+    code = (
+        f"import sys; {before}\n"
+        "from mycelium_p2p.fl.worker import limit_torch_threads\n"
+        "limit_torch_threads(1)\n"
+        "torch = sys.modules.get('torch')\n"
+        "print(torch is not None, torch.get_num_threads() if torch else -1)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == expected
+
+
 def test_the_default_task_reexports_its_data_side() -> None:
     from mycelium_p2p.fl import data, task
 
@@ -90,7 +111,7 @@ def test_a_numpy_node_leads_rounds_and_migrates_without_torch(
     """Two real `join` processes with the numpy app each found a group, commit rounds as its
     leader (Flower's FedAvg) and measure each other's model for migration (through the app's
     evaluate): no process of theirs ever loads torch or scikit-learn."""
-    app = ("--client-app", "tests.fl.numpy_app:app", "--isolation", isolation)
+    app = ("--client-app", "tests.fl.numpy_app:app", "--isolation", isolation, "--threads", "1")
     extra = (*app, *FAST, "--evaluation-interval", "1", "--threshold", "1")
     with processes() as procs:
         port = start_seed(procs, tmp_path / "seed")
