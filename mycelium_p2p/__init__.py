@@ -1,7 +1,8 @@
 """mycelium-p2p: a peer-to-peer network of federated-learning groups.
 
 ``Node`` and ``NodeConfig`` (what ``mycelium-p2p join`` runs) and ``ClientProcess`` (a worker
-process for nodes' ClientApps) load torch and Flower, so they are imported on first use:
+process for nodes' ClientApps) load Flower (and torch, only for the default digits task), so
+they are imported on first use:
 ``from mycelium_p2p import Node, NodeConfig``.
 """
 

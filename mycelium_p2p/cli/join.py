@@ -251,14 +251,11 @@ def join(
     if (run_config or node_config) and not app_dir:
         raise click.UsageError("--run-config and --node-config need --app")
     addrs = bootstrap_addresses(bootstrap, peers_file, required=create is None)
+    from ..fl.worker import limit_torch_threads
     from ..node import run_until_signalled
     from ..node.node import Node, NodeConfig, NodeEvent
 
     quiet_flower()
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
     journal = open(events_file, "a", buffering=1) if events_file else None  # noqa: SIM115
 
     def event(ev: NodeEvent) -> None:
@@ -304,6 +301,7 @@ def join(
             torch_threads=threads,
         )
         node = Node(config, on_event=event)
+        limit_torch_threads(threads)  # after the ClientApp is loaded: torch only if it uses it
 
         async def serve(stop: asyncio.Event) -> None:
             started = False

@@ -93,7 +93,8 @@ class ClientProcess:
     """
 
     def __init__(self, *, torch_threads: int = 0, start_timeout: float = 120.0) -> None:
-        """``torch_threads``: the worker's torch CPU threads (0: torch's default)."""
+        """``torch_threads``: the worker's torch CPU threads (0: torch's default), if its
+        ClientApps use torch (it is never imported for them)."""
         self.torch_threads = torch_threads
         self.start_timeout = start_timeout
         self.starts = 0  # how many worker processes were started (1 unless one died)
@@ -290,13 +291,25 @@ def _read_frame(stream: IO[bytes]) -> tuple[dict[str, Any], list[bytes]] | None:
     return header, segments
 
 
+def limit_torch_threads(threads: int) -> None:
+    """Hold torch to ``threads`` CPU threads (0: its default), if the process has imported it.
+
+    Never imports torch itself: a node whose ClientApp is numpy-only must not pay ~300 MB for
+    it. Call it once the ClientApp is loaded; an app importing torch later sets its own.
+    """
+    torch = sys.modules.get("torch")
+    if threads > 0 and torch is not None:
+        torch.set_num_threads(threads)
+
+
 class _Worker:
     """The worker's state: one ClientApp per spec, one Flower ``Context`` per node."""
 
-    def __init__(self) -> None:
+    def __init__(self, torch_threads: int = 0) -> None:
         from flwr.app import Context, RecordDict
 
         self._context_type, self._record_dict = Context, RecordDict
+        self.torch_threads = torch_threads
         self.apps: dict[str, Any] = {}
         self.contexts: dict[int, Any] = {}
 
@@ -310,6 +323,7 @@ class _Worker:
                 from .client import load_client_app
 
                 self.apps[spec] = load_client_app(spec)
+            limit_torch_threads(self.torch_threads)
         return self.apps[spec]
 
     def run(
@@ -361,13 +375,8 @@ def main(argv: list[str]) -> int:
     out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     requests = os.fdopen(os.dup(sys.stdin.fileno()), "rb", buffering=1 << 16)
-    import torch
-
-    threads = int(argv[0]) if argv else 0
-    if threads > 0:
-        torch.set_num_threads(threads)
     ensure_task_identity()
-    worker = _Worker()
+    worker = _Worker(torch_threads=int(argv[0]) if argv else 0)
     while True:
         try:
             frame = _read_frame(requests)

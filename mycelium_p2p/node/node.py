@@ -28,7 +28,6 @@ from ..addresses import ip_literal, reachable_ip, resolve
 from ..aio import TaskOwner
 from ..dht import DhtNode, fetch_adverts, publish_advert
 from ..errors import BootstrapError, ConfigError
-from ..fl import task as digits
 from ..fl.app import FlowerApp, load_flower_app
 from ..fl.app_leader import lead_app
 from ..fl.client import ClientRunner, load_client_app
@@ -181,6 +180,8 @@ class Node(MovingMixin, MergingMixin, PublishingMixin):
                     "initial_arrays() -> ArrayRecord (the group's starting model)"
                 )
             return app, initial
+        from ..fl import task as digits  # torch: only nodes running the default task load it
+
         if c.data_file:
             data = digits.load_array_file(c.data_file, seed=c.seed)
         else:
