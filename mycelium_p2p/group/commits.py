@@ -183,18 +183,22 @@ class ModelCommits:
             ),
             return_exceptions=True,
         )
-        # only members the others know of count (see Member.confirmed), against their number
+        # A majority of the members the others know of (see Member.confirmed), and of the whole
+        # roster: a member that missed a join elects on the roster without the newcomer, one
+        # that heard of it on the roster with it, and a commit must meet both their majorities
+        # (Raft's joint majority while a membership change is under way).
         voting = [member.confirmed for member in others]
-        acks = 1
+        acks = held = 1
         for member, reply, counts in zip(others, replies, voting, strict=True):
             if may_be_deposed(reply) and await self.heed_stale_term(member):
                 raise StepDown(f"member {member.key.hex()[:8]} proved a newer term")
             if not isinstance(reply, BaseException):
                 acks += counts
+                held += 1
                 member.round = snapshot.round
         if self.term != term or not self.is_leader:
             raise StepDown("deposed during the commit")
-        if acks < majority(1 + sum(voting)):
+        if acks < majority(1 + sum(voting)) or held < majority(1 + len(others)):
             return False
         self._set_model(snapshot)
         return True

@@ -16,7 +16,7 @@ from mycelium_p2p.group.member import GroupMember, StepDown
 from mycelium_p2p.group.state import ModelSnapshot
 from mycelium_p2p.group.transport import Channel, Reply
 from tests.conftest import run_async, wait_for
-from tests.group.test_roster import FAST, group_of, roster_of
+from tests.group.test_roster import FAST, Peer, group_of, roster_of
 
 
 def model(round_: int) -> ModelSnapshot:
@@ -113,6 +113,52 @@ async def test_a_member_without_its_leaders_roster_cannot_undo_a_committed_round
         y._lease_until = 0.0
         await y._elect()  # Y holds round 2 and W's roster: X's vote makes its majority
         assert y.is_leader and y.term == 3 and y.model.round == 2
+
+
+@run_async(timeout=30)
+async def test_a_commit_needs_a_majority_of_the_roster_with_the_members_not_yet_confirmed() -> None:
+    # {L, A, B, C, D}; N joins, and of the roster naming N only B hears (A, C, D are cut off
+    # from pushes): N's acks do not count yet (Member.confirmed), so L counts 3 of 5 for a
+    # commit, and gets L, A, C. But B's roster names N: its electorate is {A, B, C, D, N}, and
+    # B, D and N (none of which holds that round) are 3 of those 5. Had the commit counted, B
+    # would lead term 2 without the round. A commit needs a majority of both rosters.
+    async with group_of(4, FAST) as peers:
+        founder = peers[0]
+        groups = [p.group for p in peers]
+        assert all(g is not None for g in groups)
+        leader, *members = groups  # type: ignore[misc]
+        everyone = {g.me for g in groups}  # type: ignore[union-attr]
+        await wait_for(lambda: all(set(g.roster) == everyone for g in groups), 5, "rosters")
+        await wait_for(lambda: all(m.confirmed for m in leader.roster.values()), 5, "confirmed")
+        assert await leader.commit(model(1))
+        b, a, c, d = sorted(members, key=lambda g: g.me)
+        confirm = leader.confirm_quorum
+
+        async def confirm_then_cut() -> bool:  # N is admitted; then A, C, D are cut off
+            confirmed = await confirm()
+            for member in (a, c, d):
+                lose(member, {"g.roster"})
+            return confirmed
+
+        leader.confirm_quorum = confirm_then_cut  # type: ignore[method-assign]
+        for member in leader.roster.values():  # all heard within the lease: it admits
+            member.last_seen = leader._now()
+        newcomer = await Peer().listen()
+        try:
+            n = await newcomer.join(founder, FAST)
+            await wait_for(lambda: n.me in b.roster, 5, "the roster push to B")
+            assert not leader.roster[n.me].confirmed
+            for member in (b, d, n):
+                lose(member, {"g.commit"})
+            assert not await leader.commit(model(2))  # acked by L, A, C: 3 of 6 (was True)
+
+            b._lease_until = d._lease_until = n._lease_until = 0.0  # L freezes
+            await b._elect()
+            assert b.is_leader and b.term == 2 and b.model.round == 1  # round 2 never counted
+        finally:
+            if newcomer.group is not None:
+                await newcomer.group.close()
+            await newcomer.channels.close()
 
 
 def test_a_voter_refuses_a_candidate_whose_roster_predates_its_leaders_term() -> None:
