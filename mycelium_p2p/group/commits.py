@@ -68,6 +68,7 @@ class ModelCommits:
     _now: Callable[[], float]
     step_down: Callable[[int], None]
     members: Callable[[], list[Member]]
+    former_majority: Callable[[], int]
     _request: Callable[..., Any]
 
     # -- authority -----------------------------------------------------------------------------
@@ -165,6 +166,7 @@ class ModelCommits:
             raise StepDown("not the leader")
         term = self.term
         others = [member for member in self.members() if member.key != self.me]
+        former = self.former_majority()
         assert self.cert is not None  # a leader holds the certificate of its term
         proof = sign_commit(self.identity, self.cert, snapshot.round, snapshot.digest).encode()
         snapshot = dataclasses.replace(snapshot, proof=proof)
@@ -186,7 +188,8 @@ class ModelCommits:
         # A majority of the members the others know of (see Member.confirmed), and of the whole
         # roster: a member that missed a join elects on the roster without the newcomer, one
         # that heard of it on the roster with it, and a commit must meet both their majorities
-        # (Raft's joint majority while a membership change is under way).
+        # (Raft's joint majority while a membership change is under way); and of the roster
+        # that still named members we dropped, until most of it heard (``former_majority``).
         voting = [member.confirmed for member in others]
         acks = held = 1
         for member, reply, counts in zip(others, replies, voting, strict=True):
@@ -198,7 +201,7 @@ class ModelCommits:
                 member.round = snapshot.round
         if self.term != term or not self.is_leader:
             raise StepDown("deposed during the commit")
-        if acks < majority(1 + sum(voting)) or held < majority(1 + len(others)):
+        if acks < majority(1 + sum(voting)) or held < max(majority(1 + len(others)), former):
             return False
         self._set_model(snapshot)
         return True

@@ -30,9 +30,9 @@ The algorithm (also in docs/design/groups.md):
 Guarantees: among members that share a roster, at most one leader per term (two majorities of
 one electorate intersect in a member that votes once per term). The leader of a new term holds
 the newest committed model: a round commits only when a majority of the roster acknowledged it
-(while a join is not yet known to most members, a majority of the roster with the newcomer and
-of the one without it: ``ModelCommits.commit``), and that majority intersects every electorate
-majority, whose voters refuse older candidates.
+(while a join or a drop is not yet known to most members, a majority of the roster before the
+change and of the one after it: ``ModelCommits.commit``), and that majority intersects every
+electorate majority, whose voters refuse older candidates.
 Not guaranteed: progress while a majority of the electorate is unreachable (the group waits,
 and members that stay silent beyond ``member_timeout`` drop out of the roster as the leader
 renews it), nor when a new leader dies before its roster reached any member (none may stand;

@@ -50,6 +50,7 @@ class Elections:
     _last_leader: bytes | None
     _lease_until: float
     _quorum_lost_at: float | None
+    _dropped: set[bytes]
     _now: Callable[[], float]
     lease_lapsed: Callable[[], bool]
     members: Callable[[], list[Member]]
@@ -135,6 +136,7 @@ class Elections:
     def _become_leader(self, term: int) -> None:
         self._quorum_lost_at = None
         self.role = "leader"
+        self._dropped.clear()  # candidates of the next term hold a roster of this one
         self.leader_key = self._last_leader = self.me
         self.leader_addr = self.my_addr
         now = self._now()

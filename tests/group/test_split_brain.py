@@ -161,6 +161,57 @@ async def test_a_commit_needs_a_majority_of_the_roster_with_the_members_not_yet_
             await newcomer.channels.close()
 
 
+@run_async(timeout=30)
+async def test_a_commit_after_dropping_a_member_needs_the_roster_that_still_names_it() -> None:
+    # {L, A, B, D}: D falls silent (cut off) and L drops it; the roster without D reaches A but
+    # not B. L commits round 2 with A: 2 of {L, A, B}. L freezes; B still holds the roster with
+    # D, so its electorate is {A, B, D}, and D (back, its lease lapsed, round 1) makes B's
+    # majority: a leader of term 2 without round 2. Until a majority of the roster that named
+    # D holds the one without it, a commit needs a majority of the former too.
+    async with group_of(3, FAST) as peers:
+        groups = [p.group for p in peers]
+        assert all(g is not None for g in groups)
+        leader, *members = groups  # type: ignore[misc]
+        everyone = {g.me for g in groups}  # type: ignore[union-attr]
+        await wait_for(lambda: all(set(g.roster) == everyone for g in groups), 5, "rosters")
+        await wait_for(lambda: all(m.confirmed for m in leader.roster.values()), 5, "confirmed")
+        assert await leader.commit(model(1))
+        b, a, d = sorted(members, key=lambda g: g.me)
+        lose(b, {"g.roster", "g.commit"})
+        now = leader._now()
+        for member in leader.roster.values():
+            member.last_seen = now - 10 * FAST.member_timeout if member.key == d.me else now
+        leader._drop_silent_members()
+        assert d.me not in leader.roster
+        await wait_for(lambda: d.me not in a.roster, 5, "the roster push to A")
+        assert d.me in b.roster
+        assert not await leader.commit(model(2))  # acked by L and A: 2 of 4 (was True)
+
+        b._lease_until = d._lease_until = 0.0  # L freezes
+        await b._elect()
+        assert b.is_leader and b.term == 2 and b.model.round == 1  # round 2 never counted
+
+
+@run_async(timeout=30)
+async def test_once_the_others_hold_the_roster_without_a_dropped_member_commits_go_on() -> None:
+    async with group_of(3, FAST) as peers:
+        groups = [p.group for p in peers]
+        assert all(g is not None for g in groups)
+        leader, *members = groups  # type: ignore[misc]
+        everyone = {g.me for g in groups}  # type: ignore[union-attr]
+        await wait_for(lambda: all(set(g.roster) == everyone for g in groups), 5, "rosters")
+        b, a, d = sorted(members, key=lambda g: g.me)
+        await peers[[g.me for g in groups].index(d.me)].channels.close()  # D is gone
+        lose(b, {"g.commit"})  # and B too slow for this round
+        now = leader._now()
+        for member in leader.roster.values():
+            member.last_seen = now - 10 * FAST.member_timeout if member.key == d.me else now
+        leader._drop_silent_members()
+        await wait_for(lambda: d.me not in a.roster and d.me not in b.roster, 5, "pushes")
+        await wait_for(lambda: not leader._dropped, 5, "a majority of {L, A, B, D} heard")
+        assert await leader.commit(model(1))  # L and A: 2 of {L, A, B}
+
+
 def test_a_voter_refuses_a_candidate_whose_roster_predates_its_leaders_term() -> None:
     voter = ElectionState(term=2)
     kw = {"candidate_round": 5, "my_round": 5, "lease_lapsed": True, "my_roster": (1, 3)}
