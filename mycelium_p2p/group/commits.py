@@ -188,8 +188,8 @@ class ModelCommits:
         # A majority of the members the others know of (see Member.confirmed), and of the whole
         # roster: a member that missed a join elects on the roster without the newcomer, one
         # that heard of it on the roster with it, and a commit must meet both their majorities
-        # (Raft's joint majority while a membership change is under way); and of the roster
-        # that still named members we dropped, until most of it heard (``former_majority``).
+        # (Raft's joint majority while a membership change is under way); the whole roster
+        # still names the members we dropped until most of it heard (``former_majority``).
         voting = [member.confirmed for member in others]
         acks = held = 1
         for member, reply, counts in zip(others, replies, voting, strict=True):
@@ -201,7 +201,7 @@ class ModelCommits:
                 member.round = snapshot.round
         if self.term != term or not self.is_leader:
             raise StepDown("deposed during the commit")
-        if acks < majority(1 + sum(voting)) or held < max(majority(1 + len(others)), former):
+        if acks < majority(1 + sum(voting)) or held < former:
             return False
         self._set_model(snapshot)
         return True

@@ -124,8 +124,8 @@ class RosterUpkeep:
             self._resign()
 
     def former_majority(self) -> int:
-        """As leader: the acks a commit needs among the roster as it was before members fell
-        silent and were dropped, until a majority of that roster holds the one without them.
+        """As leader: the acks a commit needs in all: a majority of the roster, counted with
+        the members dropped as silent until a majority of it holds the roster without them.
 
         A member that missed the drop elects on the roster that still names them, without the
         leader: the dropped members, alive again, can make its majority with members that
@@ -178,7 +178,8 @@ class RosterUpkeep:
                 "rv": self.roster_version,
             }
             targets = [m for m in self.members() if m.key != self.me]
-            dropped, former = set(self._dropped), self.former_majority()
+            former = self.former_majority()
+            dropped = set(self._dropped)
             replies = await asyncio.gather(
                 *(self._request(m.key, m.addr, "g.roster", header) for m in targets),
                 return_exceptions=True,
