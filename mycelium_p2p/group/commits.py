@@ -68,6 +68,7 @@ class ModelCommits:
     _now: Callable[[], float]
     step_down: Callable[[int], None]
     members: Callable[[], list[Member]]
+    former_majority: Callable[[], int]
     _request: Callable[..., Any]
 
     # -- authority -----------------------------------------------------------------------------
@@ -165,6 +166,7 @@ class ModelCommits:
             raise StepDown("not the leader")
         term = self.term
         others = [member for member in self.members() if member.key != self.me]
+        former = self.former_majority()
         assert self.cert is not None  # a leader holds the certificate of its term
         proof = sign_commit(self.identity, self.cert, snapshot.round, snapshot.digest).encode()
         snapshot = dataclasses.replace(snapshot, proof=proof)
@@ -183,18 +185,23 @@ class ModelCommits:
             ),
             return_exceptions=True,
         )
-        # only members the others know of count (see Member.confirmed), against their number
+        # A majority of the members the others know of (see Member.confirmed), and of the whole
+        # roster: a member that missed a join elects on the roster without the newcomer, one
+        # that heard of it on the roster with it, and a commit must meet both their majorities
+        # (Raft's joint majority while a membership change is under way); the whole roster
+        # still names the members we dropped until most of it heard (``former_majority``).
         voting = [member.confirmed for member in others]
-        acks = 1
+        acks = held = 1
         for member, reply, counts in zip(others, replies, voting, strict=True):
             if may_be_deposed(reply) and await self.heed_stale_term(member):
                 raise StepDown(f"member {member.key.hex()[:8]} proved a newer term")
             if not isinstance(reply, BaseException):
                 acks += counts
+                held += 1
                 member.round = snapshot.round
         if self.term != term or not self.is_leader:
             raise StepDown("deposed during the commit")
-        if acks < majority(1 + sum(voting)):
+        if acks < majority(1 + sum(voting)) or held < former:
             return False
         self._set_model(snapshot)
         return True

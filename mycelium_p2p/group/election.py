@@ -5,7 +5,11 @@ The algorithm (also in docs/design/groups.md):
 1. A member's *lease* on its leader lapses when heartbeats fail for ``lease_timeout`` or the
    leader's connection is refused or reset.
 2. The *electorate* of the next term is the last roster the old leader sent, minus the old
-   leader. A candidate needs votes from a strict majority of it (itself included).
+   leader. A candidate needs votes from a strict majority of it (itself included). A member
+   that follows a leader but holds no roster of that leader's term (a deposed leader that
+   adopted its successor's certificate, a voter the new roster has not reached yet) does not
+   stand: leaving the new leader out of an older roster counts a majority among the wrong
+   electors (``holds_electorate``). It waits for that roster, or rejoins.
 3. Candidates stand in a deterministic order, by public key: the candidate of rank r waits
    r * ``stagger`` before asking, and does not stand once a new leader has announced itself.
    A candidate that fails waits (electorate size + r) * ``stagger``, so the next ranks get their
@@ -17,18 +21,22 @@ The algorithm (also in docs/design/groups.md):
    (``CommitProof``, checked by ``ModelCommits.candidate_round``). Rosters carry a version
    (the term of the leader that made them, and a count): a candidate that missed roster
    changes (members dropped while it was cut off) counts its majority among electors that are
-   no longer the group's, and is refused, as Raft refuses a candidate whose log is behind.
+   no longer the group's, and is refused, as Raft refuses a candidate whose log is behind;
+   so is a candidate whose roster predates the term of the leader the voter follows.
 5. A failed candidacy does not raise the candidate's own term; it retries with a higher one.
 6. Every leader-to-member request carries the term. Members refuse a lower term; a leader that
    sees a higher term steps down at once and cannot complete its round (fencing).
 
 Guarantees: among members that share a roster, at most one leader per term (two majorities of
 one electorate intersect in a member that votes once per term). The leader of a new term holds
-the newest committed model: a round commits only when a majority of the roster acknowledged it,
-and that majority intersects every electorate majority, whose voters refuse older candidates.
+the newest committed model: a round commits only when a majority of the roster acknowledged it
+(while a join or a drop is not yet known to most members, a majority of the roster before the
+change and of the one after it: ``ModelCommits.commit``), and that majority intersects every
+electorate majority, whose voters refuse older candidates.
 Not guaranteed: progress while a majority of the electorate is unreachable (the group waits,
 and members that stay silent beyond ``member_timeout`` drop out of the roster as the leader
-renews it).
+renews it), nor when a new leader dies before its roster reached any member (none may stand;
+the node runtime moves them to another group).
 """
 
 from __future__ import annotations
@@ -45,6 +53,18 @@ def majority(n: int) -> int:
 def electorate(roster: Iterable[bytes], old_leader: bytes | None) -> set[bytes]:
     """Who votes for the next term: the roster without the leader whose lease lapsed."""
     return {key for key in roster if key != old_leader}
+
+
+def holds_electorate(roster_version: tuple[int, int], leader_term: int | None) -> bool:
+    """Whether a roster of this version may elect the successor of the leader of
+    ``leader_term`` (None: no leader to replace): only one that leader made, or a newer one.
+
+    Every roster a leader sends carries its term (it makes one as it takes office). Leaving
+    the new leader out of a roster of the term before counts the previous leader, whom the new
+    one dropped, as an elector and lets a majority form without the members that acknowledged
+    the new leader's rounds: in a group of two, each of two live nodes wins alone in turn.
+    """
+    return leader_term is None or roster_version[0] >= leader_term
 
 
 def candidate_rank(me: bytes, electors: Iterable[bytes]) -> int:
@@ -88,6 +108,7 @@ class ElectionState:
         lease_lapsed: bool,
         candidate_roster: tuple[int, int] = (0, 0),
         my_roster: tuple[int, int] = (0, 0),
+        leader_term: int | None = None,
     ) -> tuple[bool, str]:
         """Whether to vote for ``candidate`` in ``term`` (adopting the term), and why not."""
         voted = self.votes.get(term)
@@ -101,6 +122,8 @@ class ElectionState:
             return False, f"candidate holds round {candidate_round}, I hold {my_round}"
         if tuple(candidate_roster) < tuple(my_roster):
             return False, f"candidate holds roster {candidate_roster}, I hold {my_roster}"
+        if not holds_electorate((candidate_roster[0], candidate_roster[1]), leader_term):
+            return False, f"candidate holds roster {candidate_roster}, older than my leader's term"
         if not lease_lapsed:
             return False, "my leader is alive"
         self.term = term

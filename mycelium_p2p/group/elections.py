@@ -16,7 +16,7 @@ from ..aio import TaskOwner
 from ..identity import Identity, verify_signature
 from ..records.leadership import LeaderCert, majority, vote_bytes
 from . import messages as m
-from .election import ElectionState, candidate_rank, electorate
+from .election import ElectionState, candidate_rank, electorate, holds_electorate
 from .state import Address, GroupConfig, Member, ModelSnapshot
 from .transport import ChannelError, RemoteError
 
@@ -50,6 +50,7 @@ class Elections:
     _last_leader: bytes | None
     _lease_until: float
     _quorum_lost_at: float | None
+    _dropped: set[bytes]
     _now: Callable[[], float]
     lease_lapsed: Callable[[], bool]
     members: Callable[[], list[Member]]
@@ -60,6 +61,18 @@ class Elections:
 
     async def _elect(self) -> None:
         old = self.leader_key
+        old_term = self.cert.term if old is not None and self.cert is not None else None
+        if not holds_electorate(self.roster_version, old_term):
+            # we follow a leader whose roster never reached us (we may be the leader it
+            # deposed and dropped): our heartbeat gets it, or a "not-member" that rejoins us
+            log.info(
+                "group %s: no roster of term %s yet (ours is %s); not standing",
+                self.group_id,
+                old_term,
+                self.roster_version,
+            )
+            await asyncio.sleep(self.config.heartbeat_interval)
+            return
         voters = electorate(self.roster, old) | {self.me}
         rank = candidate_rank(self.me, voters)
         await asyncio.sleep(rank * self.config.stagger)
@@ -123,6 +136,7 @@ class Elections:
     def _become_leader(self, term: int) -> None:
         self._quorum_lost_at = None
         self.role = "leader"
+        self._dropped.clear()  # candidates of the next term hold a roster of this one
         self.leader_key = self._last_leader = self.me
         self.leader_addr = self.my_addr
         now = self._now()

@@ -199,6 +199,7 @@ class MemberRequests:
             my_round=self.proven_round,
             candidate_roster=req.rv,
             my_roster=self.roster_version,
+            leader_term=self.cert.term if self.cert is not None else None,
             lease_lapsed=lapsed and not self.is_leader,
         )
         vote = sign_vote(self.identity, self.group_id, req.term, peer) if granted else None

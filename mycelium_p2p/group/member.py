@@ -122,6 +122,7 @@ class GroupMember(MemberRequests, RosterUpkeep, ModelCommits, Elections):
         self._fetching = False
         self._quorum_lost_at: float | None = None
         self._roster_dirty = False
+        self._dropped: set[bytes] = set()  # see RosterUpkeep.former_majority
         self._roster_push: asyncio.Task[None] | None = None
         self._led_at = time.monotonic()  # last moment this group had a leader we knew of
 

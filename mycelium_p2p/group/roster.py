@@ -38,6 +38,7 @@ class RosterUpkeep:
     roster_version: tuple[int, int]
     _quorum_lost_at: float | None
     _roster_dirty: bool
+    _dropped: set[bytes]
     _roster_push: asyncio.Task[None] | None
     _now: Callable[[], float]
     _resign: Callable[[], None]
@@ -105,6 +106,7 @@ class RosterUpkeep:
             for key in silent:
                 log.info("group %s: member %s went silent", self.group_id, key.hex()[:8])
                 del self.roster[key]
+                self._dropped.add(key)
             if silent:
                 self.roster_changed()
             self._quorum_lost_at = None
@@ -120,6 +122,17 @@ class RosterUpkeep:
             )
             self._quorum_lost_at = None
             self._resign()
+
+    def former_majority(self) -> int:
+        """As leader: the acks a commit needs in all: a majority of the roster, counted with
+        the members dropped as silent until a majority of it holds the roster without them.
+
+        A member that missed the drop elects on the roster that still names them, without the
+        leader: the dropped members, alive again, can make its majority with members that
+        missed our last rounds. Its majority must meet our commits' (Raft's joint majority).
+        """
+        self._dropped -= self.roster.keys()  # readmitted since
+        return majority(len(self.roster) + len(self._dropped))
 
     def _adopt_roster(self, wire: Any, version: tuple[int, int]) -> None:
         """Take the roster our proven leader sent (already checked by ``messages``), unless we
@@ -165,18 +178,24 @@ class RosterUpkeep:
                 "rv": self.roster_version,
             }
             targets = [m for m in self.members() if m.key != self.me]
+            former = self.former_majority()
+            dropped = set(self._dropped)
             replies = await asyncio.gather(
                 *(self._request(m.key, m.addr, "g.roster", header) for m in targets),
                 return_exceptions=True,
             )
-            told = 1 + sum(
-                1
-                for m, r in zip(targets, replies, strict=True)
-                if m.confirmed and not isinstance(r, BaseException)
-            )
-            if told >= majority(1 + sum(1 for m in targets if m.confirmed)):
+            told = [
+                m for m, r in zip(targets, replies, strict=True) if not isinstance(r, BaseException)
+            ]
+            if 1 + len(told) >= former:  # a majority of the former roster holds this one
+                self._dropped -= dropped
+            known = sum(1 for m in targets if m.confirmed)
+            if 1 + sum(1 for m in told if m.confirmed) >= majority(1 + known):
                 for member in targets:  # a majority knows them now: their acks count
                     member.confirmed = True
+                if self._dropped & dropped and self.is_leader:
+                    self._roster_dirty = True  # not yet a majority of the former roster
+                    await asyncio.sleep(min(0.5, self.config.heartbeat_interval))
             elif self.is_leader:
                 self._roster_dirty = True  # try again soon (a joiner may not be ready yet)
                 await asyncio.sleep(min(0.5, self.config.heartbeat_interval))

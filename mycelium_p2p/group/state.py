@@ -77,8 +77,9 @@ class Member:
     round: int = 0
     last_seen: float = 0.0
     # (leader's view) the other members know of this one: a majority of the members confirmed
-    # before it acknowledged a roster naming it. Only then do its acks count toward commits,
-    # or a member that missed the join could win an election on the roster without it.
+    # before it acknowledged a roster naming it. Only then do its acks count toward the
+    # majority of confirmed members a commit needs (a member that missed the join could win
+    # an election on the roster without it); the whole roster's majority counts them always.
     confirmed: bool = True
 
     def wire(self) -> list[Any]:
