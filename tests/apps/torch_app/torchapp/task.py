@@ -40,7 +40,7 @@ def train(net: Net, x, y, epochs: int, lr: float) -> float:
             loss = nn.functional.cross_entropy(net(x[start : start + 32]), y[start : start + 32])
             loss.backward()
             optimizer.step()
-    return float(loss)
+    return float(loss.detach())
 
 
 def test(net: Net, x, y) -> tuple[float, float]:
