@@ -11,15 +11,17 @@ For each N in --nodes, on loopback and insecure:
   finished"), divided by R.
 - mycelium-p2p: `mycelium-p2p bootstrap` + N x `mycelium-p2p join --app DIR --node-config ...
   --round-pause P --no-migrate --no-merge --events F`, started one after the other (each once
-  it is in a group, so they form one group). Seconds per round: from the first round committed
-  with all N members to R rounds later, read from the events files.
+  it is in a group, so they form one group). Seconds per round: over --window rounds from the
+  first round committed with all N members, read from the events files.
 
 Both run the app with `num-server-rounds=R`. Accuracy is the ClientApps' evaluation averaged
 by examples (Flower's `aggregate_evaluate` eval_acc; the round event's accuracy in mycelium,
-the same average), and, for Flower, the ServerApp's evaluate_fn ("Global evaluation"). Peak RSS
-is each process's high-water mark (VmHWM) sampled every 0.2 s over the whole process trees,
-summed per kind of process; "total" sums the peaks of every process (an upper bound on the
-peak of the sum). A mycelium arm with the default --round-pause runs at the first N.
+the same average): for Flower after round R, for mycelium after R rounds with all N members
+("acc") and at group round R, whoever the members were ("acc@R"); for Flower also the
+ServerApp's evaluate_fn ("central"). Peak RSS: each process's high-water mark (VmHWM), sampled
+every 0.2 s over the whole process trees, per kind of process; "node MB" is one node's
+processes at their peaks, "total MB" the largest sum of all live processes' RSS in one sample.
+Extra mycelium arms at the first N use --pauses (default: the default --round-pause).
 
     python scripts/bench_flower.py [--app tests/apps/numpy_app] [--nodes 4,8] [--rounds 3]
         [--timeout 900] [--no-flower] [--pauses 0.5] [--json]
@@ -127,6 +129,7 @@ def run_flower(app: Path, n: int, rounds: int, timeout: float, tmp: Path) -> dic
             "n": n,
             **flower_figures(lines, rounds, wall),
             "rss": fleet.rss_by_kind(),
+            "total_mb": round(fleet.peak_total_kb / 1024, 1),
         }
     finally:
         fleet.stop()
@@ -261,11 +264,18 @@ def run_mycelium(
             "group_rounds": [first, last],
             "s_per_round": (seen[last][0] - seen[first][0]) / window,
             "accuracy": seen[first + min(rounds, window)][1],
+            "accuracy_at_round": seen.get(rounds, (0.0, None))[1],
+            "round_s": [
+                round(seen[r + 1][0] - seen[r][0], 3)
+                for r in range(first, last)
+                if r in seen and r + 1 in seen
+            ],
             "accuracy_window_end": seen[last][1],
             "central_accuracy": None,
             "cpu_s_per_round_per_node": cpu / window / n,
             "cpu_cores_per_node": cpu / cpu_wall / n,
             "rss": fleet.rss_by_kind(),
+            "total_mb": round(fleet.peak_total_kb / 1024, 1),
         }
     finally:
         fleet.stop()
@@ -337,7 +347,8 @@ def per_node_mb(row: dict[str, Any]) -> float:
 
 
 def table(results: list[dict[str, Any]]) -> str:
-    head = f"{'engine':<9} {'N':>2} {'pause':>5} {'s/round':>8} {'acc':>6} {'central':>7} "
+    head = f"{'engine':<9} {'N':>2} {'pause':>5} {'s/round':>8} {'acc':>6} {'acc@R':>6} "
+    head += f"{'central':>7} "
     head += f"{'node MB':>8} {'total MB':>9} {'ratio':>7}"
     rows = [head]
     for r in results:
@@ -349,6 +360,7 @@ def table(results: list[dict[str, Any]]) -> str:
         rows.append(
             f"{r['engine']:<9} {r['n']:>2} {r.get('round_pause', '-'):>5} "
             f"{r['s_per_round']:>8.3f} {r['accuracy'] or 0:>6.3f} "
+            f"{r.get('accuracy_at_round', r['accuracy']) or 0:>6.3f} "
             f"{'-' if central is None else f'{central:.3f}':>7} {r['node_mb']:>8.0f} "
             f"{r['total_mb']:>9.0f} {'-' if ratio is None else f'{ratio:.0f}x':>7}"
         )
@@ -415,7 +427,7 @@ def main() -> None:
         if "error" in r:
             continue
         r["node_mb"] = per_node_mb(r)
-        r["total_mb"] = sum(k["sum_mb"] for k in r["rss"].values())
+        r["sum_of_peaks_mb"] = round(sum(k["sum_mb"] for k in r["rss"].values()), 1)
         flower = next(
             (
                 f

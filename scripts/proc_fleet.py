@@ -56,6 +56,7 @@ class Fleet:
         self.roots: list[subprocess.Popen[bytes]] = []
         self.seen: dict[int, psutil.Process] = {}  # every process of the trees, ever
         self.peak_kb: dict[int, int] = {}
+        self.peak_total_kb = 0  # the largest sum of the live processes' RSS in one sample
         self.kinds: dict[int, str] = {}
         self._stop = threading.Event()
         self._sampler = threading.Thread(target=self._sample_loop, daemon=True)
@@ -77,6 +78,7 @@ class Fleet:
             self.sample()
 
     def sample(self) -> None:
+        total = 0
         for root in list(self.roots):
             try:
                 tree = [psutil.Process(root.pid)]
@@ -89,6 +91,9 @@ class Fleet:
                     self.kinds[proc.pid] = kind_of(proc)
                 hwm = high_water_kb(proc.pid)
                 self.peak_kb[proc.pid] = max(self.peak_kb.get(proc.pid, 0), hwm)
+                with contextlib.suppress(psutil.Error):
+                    total += proc.memory_info().rss // 1024
+        self.peak_total_kb = max(self.peak_total_kb, total)
 
     def rss_by_kind(self) -> dict[str, dict[str, float]]:
         """Per kind: processes seen, largest peak (MB), sum of peaks (MB)."""

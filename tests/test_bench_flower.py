@@ -70,6 +70,7 @@ def test_fleet_samples_the_whole_tree_and_stops_every_process_by_pid(tmp_path: P
     finally:
         fleet.stop()
     assert fleet.peak_kb[child_pid] >= 50 * 1024  # the grandchild's 50 MB were seen
+    assert fleet.peak_total_kb >= 50 * 1024 + fleet.peak_kb[fleet.roots[0].pid] // 2
     python = fleet.rss_by_kind()[Path(sys.executable).name]
     assert python["count"] == 2
     assert not psutil.pid_exists(child_pid)  # SIGTERMed with its parent
