@@ -6,9 +6,9 @@ For each N in --nodes, on loopback and insecure:
 - Deployment Engine: `flower-superlink --insecure` (one free port: its Control, Fleet and
   ServerAppIo HTTP APIs), N x `flower-supernode --insecure --node-config "partition-id=i
   num-partitions=N"` (each its own Runtime API port), then `flwr run <copy of the app> local
-  --stream` with a SuperLink connection `local` in a throwaway FLWR_HOME. Seconds per round are
-  measured from the ServerApp's streamed log (first "[ROUND 1/R]" line to "Strategy execution
-  finished"), divided by R.
+  --stream` with a SuperLink connection `local` in a throwaway FLWR_HOME. Seconds per round:
+  the strategy's "Strategy execution finished in X s" from the ServerApp's streamed log, / R
+  (and, as a check, the log lines' arrival from "[ROUND 1/R]" to that line, / R).
 - mycelium-p2p: `mycelium-p2p bootstrap` + N x `mycelium-p2p join --app DIR --node-config ...
   --round-pause P --no-migrate --no-merge --events F`, started one after the other (each once
   it is in a group, so they form one group). Seconds per round: over --window rounds from the
@@ -57,6 +57,7 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 CLI = [sys.executable, "-m", "mycelium_p2p"]
 EVAL_ACC = re.compile(r"'eval_acc': ([0-9.eE+-]+)")
+FINISHED = re.compile(r"Strategy execution finished in ([0-9.]+)s")
 GLOBAL_ACC = re.compile(r"MetricRecord: \{'accuracy': ([0-9.eE+-]+)")
 
 
@@ -162,7 +163,7 @@ def stream_run(fleet: Fleet, app: Path, rounds: int, deadline: float) -> list[tu
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
-    # --stream keeps polling after the run ends: stop at the strategy's summary
+    # stop at the strategy's summary (or when flwr run exits)
     while time.monotonic() < deadline:
         if (
             any("ServerApp-side Evaluate Metrics" in text for _, text in lines)
@@ -178,8 +179,10 @@ def stream_run(fleet: Fleet, app: Path, rounds: int, deadline: float) -> list[tu
 
 
 def flower_figures(lines: list[tuple[float, str]], rounds: int, wall: float) -> dict[str, Any]:
+    """Seconds per round from the strategy's own "finished in X s" (its clock: X includes the
+    round-0 evaluate_fn, milliseconds here) and, as a check, from the lines' arrival times."""
     first = next((t for t, text in lines if "[ROUND 1/" in text), None)
-    done = next((t for t, text in lines if "Strategy execution finished" in text), None)
+    done = next(((t, m) for t, text in lines if (m := FINISHED.search(text))), None)
     if first is None or done is None:
         tail = "\n".join(text for _, text in lines[-30:])
         raise RuntimeError(f"no rounds in the ServerApp's log:\n{tail}")
@@ -187,7 +190,8 @@ def flower_figures(lines: list[tuple[float, str]], rounds: int, wall: float) -> 
     central = [float(m.group(1)) for _, text in lines if (m := GLOBAL_ACC.search(text))]
     return {
         "rounds": rounds,
-        "s_per_round": (done - first) / rounds,
+        "s_per_round": float(done[1].group(1)) / rounds,
+        "s_per_round_streamed": (done[0] - first) / rounds,
         "wall_s": wall,
         "accuracy": eval_acc[-1] if eval_acc else None,
         "central_accuracy": central[-1] if central else None,
