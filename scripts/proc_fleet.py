@@ -86,9 +86,10 @@ class Fleet:
             except psutil.Error:
                 continue
             for proc in tree:
-                if proc.pid not in self.seen:
-                    self.seen[proc.pid] = proc
-                    self.kinds[proc.pid] = kind_of(proc)
+                self.seen.setdefault(proc.pid, proc)
+                # each time: a child forked by a SuperNode runs its cmdline until it execs
+                if (kind := kind_of(proc)) != "?":
+                    self.kinds[proc.pid] = kind
                 hwm = high_water_kb(proc.pid)
                 self.peak_kb[proc.pid] = max(self.peak_kb.get(proc.pid, 0), hwm)
                 with contextlib.suppress(psutil.Error):

@@ -76,3 +76,18 @@ def test_fleet_samples_the_whole_tree_and_stops_every_process_by_pid(tmp_path: P
     assert python["count"] == 2
     assert not psutil.pid_exists(child_pid)  # SIGTERMed with its parent
     assert fleet.roots[0].returncode is not None  # the parent ignored SIGTERM: SIGKILLed
+
+
+def test_a_process_counts_as_what_it_execs_into_not_what_forked_it(tmp_path: Path) -> None:
+    fleet = Fleet(tmp_path, {})
+    try:
+        script = "import os, time; time.sleep(1); os.execv('/bin/sleep', ['sleep', '30'])"
+        fleet.start("exec", [sys.executable, "-c", script])
+        pid = fleet.roots[0].pid
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and fleet.kinds.get(pid) != "sleep":
+            time.sleep(0.1)
+    finally:
+        fleet.stop()
+    assert "sleep" in fleet.rss_by_kind()
+    assert Path(sys.executable).name not in fleet.rss_by_kind()
