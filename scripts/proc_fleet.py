@@ -87,10 +87,14 @@ class Fleet:
                 continue
             for proc in tree:
                 self.seen.setdefault(proc.pid, proc)
-                # each time: a child forked by a SuperNode runs its cmdline until it execs
-                if (kind := kind_of(proc)) != "?":
-                    self.kinds[proc.pid] = kind
+                # each time: a child forked by a SuperNode runs its cmdline until it execs,
+                # and exec starts a new peak (VmHWM) for the new program
                 hwm = high_water_kb(proc.pid)
+                kind = kind_of(proc)
+                if kind != "?" and kind != self.kinds.get(proc.pid, kind):
+                    self.peak_kb[proc.pid] = 0
+                if kind != "?":
+                    self.kinds[proc.pid] = kind
                 self.peak_kb[proc.pid] = max(self.peak_kb.get(proc.pid, 0), hwm)
                 with contextlib.suppress(psutil.Error):
                     total += proc.memory_info().rss // 1024

@@ -89,5 +89,5 @@ def test_a_process_counts_as_what_it_execs_into_not_what_forked_it(tmp_path: Pat
             time.sleep(0.1)
     finally:
         fleet.stop()
-    assert "sleep" in fleet.rss_by_kind()
+    assert fleet.rss_by_kind()["sleep"]["max_mb"] < 5  # sleep's own peak, not Python's
     assert Path(sys.executable).name not in fleet.rss_by_kind()
