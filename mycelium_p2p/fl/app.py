@@ -27,11 +27,11 @@ from flwr.common.config import (
     get_project_config,
     parse_config_args,
 )
-from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp import ServerApp
 from flwr.supercore.object_ref import load_app
 
 from ..errors import ConfigError
-from .grid import ensure_task_identity
+from .grid import RunGrid, ensure_task_identity
 
 PROBE_NODES = 1024  # node ids the probe offers: more than any strategy's minimum
 
@@ -131,35 +131,11 @@ class _Probed(Exception):
     """The probe saw the first training message: the ServerApp's run stops there."""
 
 
-class _ProbeGrid(Grid):
+class _ProbeGrid(RunGrid):
     """A Grid that records the arrays of the first training message and stops the run."""
 
     def __init__(self) -> None:
         self.arrays: ArrayRecord | None = None
-        self._run: Any = None
-
-    def set_run(self, run: Any) -> None:
-        self._run = run
-
-    @property
-    def run(self) -> Any:
-        return self._run
-
-    def create_message(
-        self,
-        content: RecordDict,
-        message_type: str,
-        dst_node_id: int,
-        group_id: str,
-        ttl: float | None = None,
-    ) -> Message:
-        return Message(
-            content=content,
-            dst_node_id=dst_node_id,
-            message_type=message_type,
-            group_id=group_id,
-            ttl=ttl,
-        )
 
     def get_node_ids(self) -> Iterable[int]:
         return list(range(1, PROBE_NODES + 1))

@@ -24,7 +24,6 @@ group rounds; Flower's ``server-round`` restarts at 1 with each run, the group r
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import functools
 import logging
 import time
@@ -102,19 +101,6 @@ class AppGrid(GroupGrid):
         if committed is not None:
             self._report(committed, replies)
         return replies
-
-    def _on_loop(self, coro: Any) -> Any:
-        if self._aborted or self.loop.is_closed():
-            coro.close()
-            raise StepDown("the leader stopped")
-        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        self._inflight.add(future)
-        try:
-            return future.result()
-        except concurrent.futures.CancelledError:
-            raise StepDown("the leader stopped") from None
-        finally:
-            self._inflight.discard(future)
 
     async def _group_arrays(self) -> ArrayRecord | None:
         model = self.group.model

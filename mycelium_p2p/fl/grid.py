@@ -103,42 +103,11 @@ def leader_message(
     return Message(metadata=metadata, content=content)
 
 
-class GroupGrid(Grid):
-    """A Grid over the members of one group, for the leader of one term."""
+class RunGrid(Grid):
+    """What every Grid of ours keeps the same way: the run it was given, and messages made
+    as Flower makes them (the transport and node ids are each subclass's own)."""
 
-    def __init__(
-        self,
-        group: GroupMember,
-        loop: asyncio.AbstractEventLoop,
-        local_client: LocalClient,
-        *,
-        reply_timeout: float = 120.0,
-        screening: Screening | None = None,
-        screen: bool = True,
-    ) -> None:
-        """``screening``: the limits replies are held to (default ``Screening()``). ``screen``
-        False keeps only the structural checks Flower needs: for measuring what screening buys
-        (scripts/bench_poison.py), never for a real group."""
-        ensure_task_identity()
-        self.group = group
-        self.loop = loop
-        self.local_client = local_client
-        self.reply_timeout = reply_timeout
-        self.screening = (screening or Screening()) if screen else None
-        self.term = group.term
-        self._run: Any = None
-        self._keys: dict[int, bytes] = {}
-        self._round_keys: list[bytes] | None = None
-        self._pending: dict[str, concurrent.futures.Future[Message]] = {}
-        self._inflight: set[concurrent.futures.Future[list[Message]]] = set()
-        self._aborted = False
-        #: each member's trained arrays in the latest round, if they passed screening (the
-        #: leader reads their updates after the strategy has aggregated them)
-        self.trained: dict[bytes, ArrayRecord] = {}
-        #: members whose ClientApp raised: (times in this term, the error it sent back)
-        self.app_errors: dict[bytes, tuple[int, str]] = {}
-
-    # -- Grid's bookkeeping --------------------------------------------------------------------
+    _run: Any = None
 
     def set_run(self, run: Any) -> None:
         self._run = run
@@ -162,6 +131,41 @@ class GroupGrid(Grid):
             group_id=group_id,
             ttl=ttl,
         )
+
+
+class GroupGrid(RunGrid):
+    """A Grid over the members of one group, for the leader of one term."""
+
+    def __init__(
+        self,
+        group: GroupMember,
+        loop: asyncio.AbstractEventLoop,
+        local_client: LocalClient,
+        *,
+        reply_timeout: float = 120.0,
+        screening: Screening | None = None,
+        screen: bool = True,
+    ) -> None:
+        """``screening``: the limits replies are held to (default ``Screening()``). ``screen``
+        False keeps only the structural checks Flower needs: for measuring what screening buys
+        (scripts/bench_poison.py), never for a real group."""
+        ensure_task_identity()
+        self.group = group
+        self.loop = loop
+        self.local_client = local_client
+        self.reply_timeout = reply_timeout
+        self.screening = (screening or Screening()) if screen else None
+        self.term = group.term
+        self._keys: dict[int, bytes] = {}
+        self._round_keys: list[bytes] | None = None
+        self._pending: dict[str, concurrent.futures.Future[Message]] = {}
+        self._inflight: set[concurrent.futures.Future[Any]] = set()
+        self._aborted = False
+        #: each member's trained arrays in the latest round, if they passed screening (the
+        #: leader reads their updates after the strategy has aggregated them)
+        self.trained: dict[bytes, ArrayRecord] = {}
+        #: members whose ClientApp raised: (times in this term, the error it sent back)
+        self.app_errors: dict[bytes, tuple[int, str]] = {}
 
     def get_node_ids(self) -> Iterable[int]:
         """The members at the round's start, the same for every call within it (a strategy
@@ -216,9 +220,15 @@ class GroupGrid(Grid):
         if not messages:
             return []
         wait = self.reply_timeout if timeout is None else min(timeout, self.reply_timeout)
-        if self._aborted:
+        return self._on_loop(self._exchange_all(messages, wait))  # type: ignore[no-any-return]
+
+    def _on_loop(self, coro: Any) -> Any:
+        """Run ``coro`` on the group's event loop from the strategy's thread and wait for it;
+        ``StepDown`` once the leader stopped (``abort``)."""
+        if self._aborted or self.loop.is_closed():
+            coro.close()
             raise StepDown("the leader stopped")
-        future = asyncio.run_coroutine_threadsafe(self._exchange_all(messages, wait), self.loop)
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
         self._inflight.add(future)
         try:
             return future.result()
