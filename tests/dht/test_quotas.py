@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from kademlia.node import Node
 
 from mycelium_p2p.dht import DhtConfig, DhtNode, RecordStore
 from mycelium_p2p.dht.limits import LOCAL, source_network
@@ -17,6 +18,7 @@ from mycelium_p2p.dht.storage import StoreQuotas
 from mycelium_p2p.errors import StoreFull
 from mycelium_p2p.identity import Identity
 from mycelium_p2p.records import Record, record_key, roster_topic, sign_record, signer_of
+from mycelium_p2p.testing.hostile import sybil_identity
 from tests.conftest import FAST, make_advert, run_async, swarm, wait_for
 from tests.helpers.flood import flood_adverts
 
@@ -321,10 +323,13 @@ async def test_replication_to_a_new_neighbour_sends_relayed_copies() -> None:
     async with swarm(4) as nodes:
         record = make_advert(now=time.time())
         assert await nodes[1].put(record) >= 3
-        newcomer = DhtNode(config=FAST)
+        # its id next to the key: closer than any peer there, so the closest one hands it over
+        newcomer = DhtNode(sybil_identity(record.key, 12, seed=1), config=FAST)
         await newcomer.listen(0, "127.0.0.1")
         try:
             await newcomer.bootstrap([nodes[0].address])
+            for node in nodes:  # every peer meets it (and proves its id) now, not by chance
+                await node.protocol.call_ping(Node(newcomer.node.id, *newcomer.address))
             await wait_for(lambda: bool(newcomer.storage.records(record.key)), 10, "a copy")
             assert newcomer.storage.is_relayed(record.key, record.signer) is True
         finally:
