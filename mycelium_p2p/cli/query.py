@@ -59,7 +59,7 @@ def groups(
     from rich.console import Console
     from rich.live import Live
 
-    from ..dht import fetch_adverts
+    from ..dht import ListingMemory, fetch_adverts
     from ..node import dht_client
     from .render import groups_table
 
@@ -79,6 +79,7 @@ def groups(
                 )
                 emit_json(adverts) if as_json else console.print(groups_table(adverts))
                 return
+            memory = ListingMemory()  # a shard read cut short shows what the last reads found
             with contextlib.ExitStack() as stack:
                 live = None if as_json else stack.enter_context(Live(console=console))
                 for n in itertools.count(1) if count == 0 else range(1, count + 1):
@@ -86,7 +87,9 @@ def groups(
                         await asyncio.sleep(interval)
                     try:
                         adverts = await with_timeout(
-                            fetch_adverts(dht, task, timeout=read), timeout, "lookup"
+                            fetch_adverts(dht, task, timeout=read, memory=memory),
+                            timeout,
+                            "lookup",
                         )
                     except NetworkError as exc:  # watching goes on through a bad moment
                         click.echo(f"lookup failed: {exc}", err=True)

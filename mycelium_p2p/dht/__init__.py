@@ -1,6 +1,7 @@
 """The DHT: kademlia extended to store only signed, validated records."""
 
 from .adverts import fetch_advert, fetch_adverts, publish_advert
+from .listing import Listing, ListingMemory
 from .node import DhtConfig, DhtNode
 from .protocol import MyceliumProtocol, ProtocolStats
 from .rtt import RttEstimator
@@ -9,6 +10,8 @@ from .storage import RecordStore
 __all__ = [
     "DhtConfig",
     "DhtNode",
+    "Listing",
+    "ListingMemory",
     "MyceliumProtocol",
     "ProtocolStats",
     "RecordStore",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from ..records import GroupAdvert, Record, index_topic, index_topics, record_key
+from .listing import ListingMemory
 from .node import DhtNode
 
 
@@ -27,20 +28,29 @@ def current_adverts(adverts: list[GroupAdvert]) -> list[GroupAdvert]:
 
 
 async def fetch_adverts(
-    dht: DhtNode, task: str | None = None, *, timeout: float | None = None
+    dht: DhtNode,
+    task: str | None = None,
+    *,
+    timeout: float | None = None,
+    memory: ListingMemory | None = None,
 ) -> list[GroupAdvert]:
     """Every live, verified group advert (optionally for one task), by group name then id.
 
-    Each shard is read as a listing (``get_records(listing=True)``): from ``listing_quorum``
-    peers that hold adverts, not the first few, since one that restarted lately holds only
-    the adverts published since (seen in soak runs). ``timeout``: return by then with what
-    was read (a shard read from fewer peers than the quorum), rather than nothing."""
-    shards = await asyncio.gather(
-        *(dht.get_records(record_key(t), listing=True, timeout=timeout) for t in index_topics())
-    )
-    adverts = current_adverts(
-        [GroupAdvert.from_record(r) for records in shards for r in records if r.kind == "advert"]
-    )
+    Each shard is read as a listing (``read_listing``): from ``listing_quorum`` peers that
+    hold adverts, not the first few, since one that restarted lately holds only the adverts
+    published since (seen in soak runs). ``timeout``: return by then with what was read (a
+    shard read from fewer peers than the quorum), rather than nothing. ``memory``: a reader
+    that lists again and again fills a shard read cut short with what its earlier reads
+    found and has not expired (``ListingMemory``)."""
+    keys = [record_key(t) for t in index_topics()]
+    shards = await asyncio.gather(*(dht.read_listing(k, timeout=timeout) for k in keys))
+    now = dht.clock()
+    records = [
+        r
+        for key, listing in zip(keys, shards, strict=True)
+        for r in (memory.recall(key, listing, now) if memory is not None else listing.records)
+    ]
+    adverts = current_adverts([GroupAdvert.from_record(r) for r in records if r.kind == "advert"])
     if task is not None:
         adverts = [a for a in adverts if a.task == task]
     return sorted(adverts, key=lambda a: (a.name, a.group_id))

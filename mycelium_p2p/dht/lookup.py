@@ -59,6 +59,7 @@ class LookupResult:
     liars: list[Node] = field(default_factory=list)
     paths: int = 1
     queried: int = 0
+    timed_out: bool = False  # the deadline ended it, not ``enough`` or running out of peers
 
 
 @dataclass
@@ -313,7 +314,10 @@ async def lookup(
     # the routing table fresh, and their silence evicts the dead.
     while True:
         now = loop.time()
-        if now >= deadline or (enough is not None and enough(state.result)):
+        if enough is not None and enough(state.result):
+            break
+        if now >= deadline:
+            state.result.timed_out = True
             break
         if not state.step(now):
             break

@@ -16,8 +16,9 @@ from kademlia.node import Node
 from ..aio import TaskOwner
 from ..errors import BootstrapError, RecordError, RecordExpired, RecordFromFuture
 from ..identity import NODE_ID_SIZE, Identity
-from ..records import DEFAULT_CLOCK_SKEW, Record, best_per_signer, verify_record
+from ..records import DEFAULT_CLOCK_SKEW, Record, VerifiedBlobs, best_per_signer, verify_record
 from .limits import RpcLimits
+from .listing import Listing
 from .lookup import LookupResult, lookup
 from .protocol import MyceliumProtocol
 from .rtt import Address, RttEstimator
@@ -49,6 +50,7 @@ class DhtConfig:
     page_bytes: int = 6000
     max_pages: int = 32
     max_corrections: int = 32  # stale peers corrected after one lookup, at most
+    verified_blobs: int = 4096  # records read whose checks are not repeated (VerifiedBlobs)
     quotas: StoreQuotas = field(default_factory=StoreQuotas)  # fair shares; network, signer quotas
     rpc_limits: RpcLimits = field(default_factory=RpcLimits)  # per-source limits on RPCs we answer
     max_hints: int = 64  # contacts from an earlier run pinged at bootstrap, at most
@@ -94,6 +96,7 @@ class DhtNode(Server):
             max_timeout=self.config.max_timeout,
             min_stall=self.config.min_stall,
         )
+        self.verified_blobs = VerifiedBlobs(self.config.verified_blobs)  # checked once each
         self.tasks = TaskOwner(f"dht {self.node.id.hex()[:8]}")
         self._seeds: list[Address] = []
         self._rebootstrap_lock = asyncio.Lock()
@@ -309,6 +312,14 @@ class DhtNode(Server):
         target = Node(key)
         return self.node.distance_to(target) < closest[-1].distance_to(target)
 
+    async def read_listing(
+        self, key: bytes, *, quorum: int | None = None, timeout: float | None = None
+    ) -> Listing:
+        """``get_records(key, listing=True)``, saying whether the read was whole: it ended
+        because ``quorum`` peers answered in full or nobody was left to ask, not because
+        ``timeout`` ran out (then it holds what was read by then)."""
+        return await self._read(key, quorum=quorum, listing=True, timeout=timeout)
+
     async def get_records(
         self,
         key: bytes,
@@ -336,6 +347,12 @@ class DhtNode(Server):
         ``timeout``: end the lookup by then and return what was read (default and cap:
         ``config.lookup_deadline``).
         """
+        listed = await self._read(key, quorum=quorum, listing=listing, timeout=timeout)
+        return listed.records
+
+    async def _read(
+        self, key: bytes, *, quorum: int | None, listing: bool, timeout: float | None
+    ) -> Listing:
         verified: dict[bytes, Record | None] = {}
         forged: set[bytes] = set()
 
@@ -343,7 +360,11 @@ class DhtNode(Server):
             if blob not in verified:
                 try:
                     verified[blob] = verify_record(
-                        blob, now=self.clock(), key=key, skew=self.config.clock_skew
+                        blob,
+                        now=self.clock(),
+                        key=key,
+                        skew=self.config.clock_skew,
+                        verified=self.verified_blobs,
                     )
                 except (RecordExpired, RecordFromFuture):
                     verified[blob] = None  # honest clocks differ a little: not a lie
@@ -374,7 +395,7 @@ class DhtNode(Server):
         best = best_per_signer([*found, *local])
         if not listing:  # see the docstring: a listing's corrections would launder a flood
             self._correct(key, best, result)
-        return sorted(best.values(), key=lambda r: r.signer)
+        return Listing(sorted(best.values(), key=lambda r: r.signer), not result.timed_out)
 
     def _agreed(
         self, result: LookupResult, check: Callable[[bytes], Record | None], quorum: int

@@ -148,6 +148,38 @@ def _decode(
     return payload, payload_bytes, signature, kind_def
 
 
+class VerifiedBlobs:
+    """The digests of the last ``size`` record blobs whose signature checked out.
+
+    The same bytes verify the same way every time: the record's signature and its kind's
+    checks (an advert's charter and certificate signatures) depend on nothing else. So a
+    reader that lists the same keys again and again (each refresh reads mostly the records it
+    read before) checks those once per blob; the lifetime and the key are checked at every
+    read. Only a blob that verified gets in, so a peer can fill it only with valid records.
+    One per reader and per ``kinds`` table.
+    """
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._digests: dict[bytes, None] = {}  # insertion order: the oldest go first
+
+    @staticmethod
+    def digest(blob: bytes) -> bytes:
+        return hashlib.blake2b(blob, digest_size=32).digest()
+
+    def __contains__(self, digest: bytes) -> bool:
+        return digest in self._digests
+
+    def __len__(self) -> int:
+        return len(self._digests)
+
+    def add(self, digest: bytes) -> None:
+        self._digests.pop(digest, None)
+        self._digests[digest] = None
+        while len(self._digests) > self.size:
+            del self._digests[next(iter(self._digests))]
+
+
 def verify_record(
     blob: bytes,
     *,
@@ -155,15 +187,21 @@ def verify_record(
     key: bytes | None = None,
     skew: float = DEFAULT_CLOCK_SKEW,
     kinds: Mapping[str, RecordKind] = KINDS,
+    verified: VerifiedBlobs | None = None,
 ) -> Record:
     """Check everything about ``blob`` and return the record, or raise a ``RecordError``.
 
     Checked, cheapest first: size, envelope, payload and body types (one decode), the kind's
     size limit and rules, key binding (when ``key`` is given), lifetime against ``now`` with
     ``skew`` tolerance, and signature. ``kinds`` other than ``KINDS`` cost a new decoder a call.
+    ``verified``: blobs that verified before: their kind's checks and signature are skipped
+    (a blob that verifies now is added).
     """
     payload, payload_bytes, signature, kind_def = _decode(blob, kinds)
-    kind_def.check(payload.signer, payload.topic, payload.body)
+    digest = verified.digest(blob) if verified is not None else b""
+    known = verified is not None and digest in verified
+    if not known:
+        kind_def.check(payload.signer, payload.topic, payload.body)
 
     record = Record(
         kind=kind_def.name,
@@ -190,8 +228,12 @@ def verify_record(
         raise RecordFromFuture(
             f"record issued {record.issued_at - now:.1f} s in the future (skew limit {skew} s)"
         )
+    if known:
+        return record
     if not verify_signature(record.signer, signature, RECORD_DOMAIN + payload_bytes):
         raise BadSignature(f"bad signature on {record.kind} record from {record.signer.hex()}")
+    if verified is not None:
+        verified.add(digest)
     return record
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 from unittest import mock
 
 from kademlia.node import Node
 
-from mycelium_p2p.dht import DhtNode, MyceliumProtocol, fetch_adverts
+from mycelium_p2p.dht import DhtNode, Listing, ListingMemory, MyceliumProtocol, fetch_adverts
 from mycelium_p2p.dht import node as dht_node
 from mycelium_p2p.identity import Identity
 from mycelium_p2p.records import Record
@@ -140,3 +141,74 @@ async def test_a_read_whose_later_pages_are_lost_is_marked_incomplete() -> None:
     assert whole is not None and whole.complete and len(whole.blobs) == 40
     assert part is not None and not part.complete and 0 < len(part.blobs) < 40
     assert capped is not None and not capped.complete
+
+
+# -- what a reader that lists again and again remembers ---------------------------------------
+
+
+def test_a_read_cut_short_is_filled_in_from_earlier_reads() -> None:
+    memory = ListingMemory()
+    key = b"k" * 20
+    now = time.time()
+    a, b = make_advert(name="a", now=now), make_advert(name="b", now=now)
+    assert set(memory.recall(key, Listing([a, b], whole=True), now)) == {a, b}
+    shown = memory.recall(key, Listing([a], whole=False), now + 1)  # time ran out before b
+    assert set(shown) == {a, b}
+    leader = Identity.generate()
+    old, new = make_advert(leader, name="c", seq=1, now=now), make_advert(leader, name="c", seq=2)
+    memory.recall(key, Listing([old], whole=False), now + 2)
+    assert new in memory.recall(key, Listing([new], whole=False), now + 3)
+    assert old not in memory.recall(key, Listing([old], whole=False), now + 4)  # newest kept
+
+
+def test_a_whole_read_forgets_what_the_peers_no_longer_hold_and_expiry_forgets_the_rest() -> None:
+    memory = ListingMemory()
+    key = b"k" * 20
+    now = time.time()
+    a, b = make_advert(name="a", now=now, ttl=60), make_advert(name="b", now=now, ttl=10)
+    memory.recall(key, Listing([a, b], whole=True), now)
+    assert memory.recall(key, Listing([a], whole=True), now + 1) == [a]
+    memory.recall(key, Listing([a, b], whole=True), now + 2)
+    assert memory.recall(key, Listing([], whole=False), now + 11) == [a]  # b expired
+    assert memory.recall(key, Listing([], whole=False), now + 61) == []
+
+
+def test_the_memory_is_bounded_and_keeps_the_signers_seen_longest() -> None:
+    memory = ListingMemory(max_keys=2, per_key=3)
+    now = time.time()
+    first = [make_advert(name=f"old{i}", now=now) for i in range(3)]
+    memory.recall(b"1" * 20, Listing(first, whole=False), now)
+    flood = [make_advert(name=f"new{i}", now=now) for i in range(5)]
+    shown = memory.recall(b"1" * 20, Listing(flood, whole=False), now)
+    assert set(shown) == set(first)  # a flood arrives after what it floods
+    memory.recall(b"2" * 20, Listing(flood, whole=False), now)
+    memory.recall(b"3" * 20, Listing(flood, whole=False), now)
+    assert memory.recall(b"1" * 20, Listing([], whole=False), now) == []  # least recent key went
+
+
+@run_async(timeout=60)
+async def test_read_listing_says_whether_its_time_ran_out() -> None:
+    async with swarm(12) as nodes:
+        record = make_advert(name="listed")
+        assert await nodes[1].put(record) >= 1
+        whole = await nodes[5].read_listing(record.key)
+        cut = await nodes[6].read_listing(record.key, timeout=0.0)
+    assert whole.whole and record in whole.records
+    assert not cut.whole
+
+
+@run_async(timeout=60)
+async def test_fetch_adverts_with_a_memory_keeps_a_group_whose_shard_read_was_cut_short() -> None:
+    async with swarm(6) as nodes:
+        advert = make_advert(name="kept")
+        await nodes[1].put(advert)
+        reader = nodes[3]
+        memory = ListingMemory()
+        assert [a.name for a in await fetch_adverts(reader, memory=memory)] == ["kept"]
+
+        async def nothing_in_time(key: bytes, **_: object) -> Listing:
+            return Listing([], whole=False)
+
+        with mock.patch.object(reader, "read_listing", nothing_in_time):
+            assert [a.name for a in await fetch_adverts(reader, memory=memory)] == ["kept"]
+            assert await fetch_adverts(reader) == []  # without a memory: what was read

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from unittest import mock
 
 import msgpack
 import pytest
@@ -23,6 +24,7 @@ from mycelium_p2p.records import (
     MAX_RECORD_BYTES,
     GroupAdvert,
     GroupMetrics,
+    VerifiedBlobs,
     best_per_signer,
     next_seq,
     record_key,
@@ -339,3 +341,32 @@ def test_mutated_payloads_are_refused_as_record_errors(
     except RecordError:
         return
     assert action == "replace" and _same_type(old, container[last]), (action, old, container)
+
+
+def test_verified_blobs_skip_a_repeat_check_but_never_the_lifetime_or_the_key() -> None:
+    verified = VerifiedBlobs()
+    record = make_advert(now=NOW, ttl=60)
+    verify_record(record.blob, now=NOW, key=record.key, verified=verified)
+    with mock.patch("mycelium_p2p.records.envelope.verify_signature") as signature:
+        assert verify_record(record.blob, now=NOW + 1, key=record.key, verified=verified) == record
+        signature.assert_not_called()
+        with pytest.raises(RecordExpired):
+            verify_record(record.blob, now=NOW + 61, key=record.key, verified=verified)
+        with pytest.raises(KeyBindingError):
+            verify_record(record.blob, now=NOW, key=b"x" * 20, verified=verified)
+
+
+def test_verified_blobs_hold_only_what_verified_and_only_so_many() -> None:
+    verified = VerifiedBlobs(size=2)
+    record = make_advert(now=NOW, accuracy=0.1)
+    forged = tampered(record, 0.99)
+    for _ in range(2):
+        with pytest.raises(BadSignature):
+            verify_record(forged, now=NOW, key=record.key, verified=verified)
+    assert len(verified) == 0
+    blobs = [make_advert(now=NOW).blob for _ in range(3)]
+    for blob in blobs:
+        verify_record(blob, now=NOW, verified=verified)
+    assert len(verified) == 2
+    assert VerifiedBlobs.digest(blobs[0]) not in verified  # the oldest went
+    assert VerifiedBlobs.digest(blobs[2]) in verified
