@@ -149,7 +149,9 @@ async def lead_rounds(
                     initial_arrays=arrays,
                     num_rounds=1,
                     timeout=reply_timeout,
-                    train_config=ConfigRecord(dict(train_config)),
+                    # each Flower run is one round (its server-round is always 1): the group
+                    # round tells members which round this is (fresh shuffles every round)
+                    train_config=ConfigRecord({**train_config, "group-round": base.round + 1}),
                     evaluate_config=ConfigRecord({}),
                 )
                 if len(result.arrays) == 0:

@@ -193,9 +193,12 @@ def make_client_app(load: Callable[[Context], Dataset] | None = None) -> ClientA
     def handle_train(msg: Message, context: Context) -> Message:
         data, model = receive(msg, context)
         config = msg.content.get("config", ConfigRecord())
-        # Fresh shuffles every round, reproducible per node seed.
+        # Fresh shuffles every round, reproducible per node seed. A group leader runs Flower
+        # one round at a time (server-round is always 1) and sends the group round.
+        rnd = config.get("group-round", config.get("server-round", 0))
+        rnd = rnd if isinstance(rnd, int) and not isinstance(rnd, bool) else 0  # from a peer
         seed = np.random.SeedSequence(
-            [int(context.node_config.get("seed", 0)), int(config.get("server-round", 0))]
+            [int(context.node_config.get("seed", 0)), rnd % 2**32]
         ).generate_state(1)[0]
         loss = train_local(
             model,

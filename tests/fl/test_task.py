@@ -335,6 +335,21 @@ def test_client_app_trains(identity: None) -> None:
     assert reply.metadata.message_type == "train"
 
 
+def test_each_group_round_shuffles_afresh(identity: None) -> None:
+    """A leader runs Flower one round at a time (server-round is always 1): the group round it
+    sends makes each round's batches differ; the same round trains the same way again."""
+    app = make_client_app()
+    ctx = context(**{"data-shard": "1/3", "seed": 0})
+
+    def trained(**config: int) -> np.ndarray:
+        reply = app(message("train", initial_arrays(seed=4), **config), ctx)
+        return reply.content["arrays"]["layers.0.weight"].numpy()
+
+    one = trained(**{"server-round": 1, "group-round": 7})
+    assert np.array_equal(one, trained(**{"server-round": 1, "group-round": 7}))
+    assert not np.array_equal(one, trained(**{"server-round": 1, "group-round": 8}))
+
+
 def test_client_app_fedprox_and_no_config(identity: None) -> None:
     app = make_client_app()
     reply = app(message("train", initial_arrays(), **{"proximal-mu": 0.1}), context())
