@@ -4,6 +4,13 @@ data as well (migration/consolidation.py has the rule; this runs it over the net
 ``MergingMixin`` is part of ``Node``. The leader tells each member to join the target
 (``n.split`` with ``join``, the message splits already use), then moves itself; members that
 cannot get in find a group as after any refused move.
+
+A group founded by a node that left a leaderless group (``_watch_group``: most of it died or
+was cut off, as on the small side of a partition) goes back to the group it left as soon as
+that group's leader answers again, without waiting for the measurements: its data was served
+there before the cut, which is what the measurements would establish. The total order still
+holds (it goes back only into a group that outranks it), so two groups never merge into each
+other at once.
 """
 
 from __future__ import annotations
@@ -11,19 +18,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ..dht import fetch_adverts
+from ..dht import fetch_advert, fetch_adverts
 from ..errors import MyceliumError
 from ..group.member import GroupMember
 from ..group.transport import ChannelError, RemoteError
-from ..migration.consolidation import GroupView, MergePolicy, merge_candidates
+from ..migration.consolidation import GroupView, MergePolicy, merge_candidates, outranks
 from ..migration.measure import fetch_model, score
 from ..records import GroupAdvert
 from .moving import joinable
 
 log = logging.getLogger(__name__)
+
+RETURN_WINDOW = 300.0  # s: how long a group founded by a regroup looks for the group it left
 
 
 class MergingMixin:
@@ -32,6 +42,7 @@ class MergingMixin:
     # attributes provided by Node
     group: GroupMember | None
     emit: Callable[..., None]
+    _origin: tuple[str, str, float] | None
     _move_to: Callable[..., Awaitable[None]]
 
     async def _watch_merges(self, group: GroupMember) -> None:
@@ -43,7 +54,7 @@ class MergingMixin:
             if self.group is not group or not group.is_leader:
                 return
             try:
-                found = await self._merge_target(group, policy)
+                found = await self._return_target(group) or await self._merge_target(group, policy)
             except (MyceliumError, OSError) as exc:
                 log.debug("merge check of %s failed: %s", group.group_id, exc)
                 continue
@@ -53,6 +64,35 @@ class MergingMixin:
             if found is not None:  # not in this task: moving stops leading, and with it us
                 self.tasks.spawn(self._merge_into(group, *found), name="merge")
                 return
+
+    async def _return_target(self, group: GroupMember) -> tuple[GroupAdvert, str] | None:
+        """The group this one's founder left when it could reach no leader, once that group's
+        leader answers again, outranks this group and has room for all of it; else None."""
+        origin = self._origin
+        if origin is None or origin[0] != group.group_id:
+            return None
+        if time.monotonic() - origin[2] > RETURN_WINDOW:
+            self._origin = None
+            return None
+        advert = await fetch_advert(self.dht, origin[1])
+        size = len(group.roster)
+        mine = GroupView(group.group_id, size, group.info.capacity - size)
+        if (
+            advert is None
+            or not joinable(advert)
+            or advert.free_slots < size
+            or not outranks(
+                GroupView(advert.group_id, advert.metrics.members, advert.free_slots), mine
+            )
+        ):
+            return None
+        try:  # its leader answers: the cut has healed (an open group serves its model)
+            await fetch_model(self.channels, advert, min(self.config.reply_timeout, 5.0))
+        except (ChannelError, RemoteError) as exc:
+            log.debug("the group %s left is not reachable yet: %s", advert.name, exc)
+            return None
+        self._origin = None
+        return advert, f"back to {advert.name}, the group its founder left when cut off"
 
     async def _merge_target(
         self, group: GroupMember, policy: MergePolicy

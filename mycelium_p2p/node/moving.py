@@ -179,7 +179,9 @@ class MovingMixin:
                 )
                 await self._leave_group()
                 self.migration.settled(time.monotonic())
-                await self._enter_group(as_configured=False, model=group.model)
+                await self._enter_group(
+                    as_configured=False, model=group.model, origin=group.group_id
+                )
 
     async def _watch_rivals(self, group: GroupMember) -> None:
         """While leading: if the group's advert names another leader of a newer term whose

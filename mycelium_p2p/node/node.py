@@ -132,6 +132,7 @@ class Node(MovingMixin, MergingMixin, PublishingMixin):
         self.training = asyncio.Event()
         self.training.set()
         self._group_change = asyncio.Lock()  # one move, split or regroup at a time
+        self._origin: tuple[str, str, float] | None = None  # (founded, left, when): a regroup
         self._rng = random.Random(config.seed ^ int.from_bytes(identity.public_key[:4], "big"))
 
     def emit(self, kind: str, text: str, **fields: Any) -> None:
@@ -238,9 +239,15 @@ class Node(MovingMixin, MergingMixin, PublishingMixin):
                 await asyncio.sleep(2.0)
 
     async def _enter_group(
-        self, *, as_configured: bool = True, model: ModelSnapshot | None = None
+        self,
+        *,
+        as_configured: bool = True,
+        model: ModelSnapshot | None = None,
+        origin: str | None = None,
     ) -> None:
-        """Found or join the configured group, or (after a failed move) any that has room."""
+        """Found or join the configured group, or (after a failed move) any that has room.
+        ``origin``: the group a regroup left; a group founded instead remembers it, to go back
+        to once that group is reachable again (``_watch_merges``)."""
         c = self.config
         if c.create and as_configured:
             self._found(c.create)
@@ -264,16 +271,19 @@ class Node(MovingMixin, MergingMixin, PublishingMixin):
             if not chosen and c.founding_jitter > 0:  # nodes started together: let one found
                 await asyncio.sleep(self._rng.uniform(0, c.founding_jitter))
                 chosen = rank_joinable(await fetch_adverts(self.dht, c.task))
-        refusals = []
-        for advert in chosen:
-            try:
-                await self._join(advert)
+        refusals: list[str] = []
+        tried: set[str] = set()
+        if await self._join_first(chosen, refusals, tried):
+            return
+        if refusals and not (c.group and as_configured) and c.founding_jitter > 0:
+            # nodes cut off together (a partition) all fail to reach the groups they know at
+            # once: look again, so that they mostly join the first of them to found one
+            await asyncio.sleep(self._rng.uniform(0, c.founding_jitter))
+            again = rank_joinable(await fetch_adverts(self.dht, c.task))
+            if await self._join_first(
+                [a for a in again if a.group_id not in tried], refusals, tried
+            ):
                 return
-            except JoinRefused as exc:
-                refusals.append(f"{advert.name}: {exc}")
-            except Exception as exc:  # a leader that broke the channel or sent nonsense
-                log.warning("joining %s failed", advert.name, exc_info=True)
-                refusals.append(f"{advert.name}: {type(exc).__name__}: {exc}")
         if c.group and as_configured:
             raise ConfigError(f"cannot join group {c.group!r}: {'; '.join(refusals)}")
         if refusals:  # say why, or a firewalled node founds groups of one without a word
@@ -282,7 +292,25 @@ class Node(MovingMixin, MergingMixin, PublishingMixin):
                 f"could not join any advertised group ({'; '.join(refusals)}); founding one",
                 reason="; ".join(refusals),
             )
-        self._found(f"{c.task}-{self.identity.node_id.hex()[:6]}", model)
+        group = self._found(f"{c.task}-{self.identity.node_id.hex()[:6]}", model)
+        if origin is not None:
+            self._origin = (group.group_id, origin, time.monotonic())
+
+    async def _join_first(
+        self, chosen: list[GroupAdvert], refusals: list[str], tried: set[str]
+    ) -> bool:
+        """Join the first of ``chosen`` that lets us in; record why the others did not."""
+        for advert in chosen:
+            tried.add(advert.group_id)
+            try:
+                await self._join(advert)
+                return True
+            except JoinRefused as exc:
+                refusals.append(f"{advert.name}: {exc}")
+            except Exception as exc:  # a leader that broke the channel or sent nonsense
+                log.warning("joining %s failed", advert.name, exc_info=True)
+                refusals.append(f"{advert.name}: {type(exc).__name__}: {exc}")
+        return False
 
     async def _join(self, advert: GroupAdvert) -> None:
         group = await GroupMember.join_group(

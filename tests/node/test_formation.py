@@ -3,6 +3,8 @@ task merge into the larger one only where its model serves them as well."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 from unittest import mock
 
@@ -78,3 +80,51 @@ async def test_groups_whose_data_differ_do_not_merge() -> None:
             assert len(groups_of([a, b, rotated])) == 2
     assert not [e for e in events if e.kind == "merge"]
     assert not any(merge for merge, _ in decisions), decisions
+
+
+class NeverMerge(MergePolicy):
+    """Measurements that never allow a merge: only a return to the group left can move."""
+
+    def decide(self, *args: Any, **kwargs: Any) -> tuple[bool, str]:
+        return False, "never (test)"
+
+
+@run_async(timeout=180)
+async def test_a_group_founded_after_a_regroup_goes_back_to_the_group_it_left() -> None:
+    """A node that could reach no leader of its group founded one of its own (as on the small
+    side of a partition); once the group it left answers again, its group goes back into it,
+    without the measurements a merge with a stranger waits for (here they never allow one)."""
+    common = {"migrate": False, "split": False}
+    configs = [
+        {"create": "home", "data_shard": "0/3", **common},
+        {"group": "home", "data_shard": "1/3", **common},
+        {"create": "cut-off", "data_shard": "2/3", **common},
+    ]
+    events: list[Any] = []
+    with mock.patch("mycelium_p2p.node.merging.MergePolicy", NeverMerge):
+        async with learning_network(configs) as (_, home, _member, cut):
+            cut.on_event = events.append
+            await wait_for(lambda: len(home.group.roster) == 2, 60, "a home group of two")
+            home_id = home.group.group_id
+            cut._origin = (cut.group.group_id, home_id, time.monotonic())
+            await wait_for(
+                lambda: cut.group is not None and cut.group.group_id == home_id, 60, "the return"
+            )
+            merges = [e for e in events if e.kind == "merge"]
+            assert merges and "back to home" in merges[0].text, merges
+
+
+@run_async(timeout=120)
+async def test_a_group_whose_origin_is_gone_stays_where_it_is() -> None:
+    common = {"migrate": False, "split": False}
+    configs = [
+        {"create": "home", "data_shard": "0/2", **common},
+        {"create": "cut-off", "data_shard": "1/2", **common},
+    ]
+    with mock.patch("mycelium_p2p.node.merging.MergePolicy", NeverMerge):
+        async with learning_network(configs) as (_, home, cut):
+            own = cut.group.group_id
+            cut._origin = (own, "0" * 16, time.monotonic())  # a group nobody advertises
+            await asyncio.sleep(6 * cut.config.merge_interval)
+            assert cut.group is not None and cut.group.group_id == own
+            assert home.group is not None and len(home.group.roster) == 1
