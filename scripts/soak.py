@@ -154,7 +154,9 @@ class SoakRun(ChaosRun):
             if len(f.missing_examples) < 20:
                 f.missing_examples.append(f"{stamp} no observer listed anything lately")
         for observer, listed in fresh.items():
-            missing = honest - listed
+            # a group whose last leader left it alone advertises 0 members before its leader
+            # reports leaving: the listing is right, the probe's idea of "live" is behind
+            missing = honest - listed - self.dissolving.get(observer, set())
             if missing:
                 f.probes_with_missing_group += 1
                 if len(f.missing_examples) < 20:

@@ -90,6 +90,12 @@ class MergingMixin:
             await fetch_model(self.channels, advert, min(self.config.reply_timeout, 5.0))
         except (ChannelError, RemoteError) as exc:
             log.debug("the group %s left is not reachable yet: %s", advert.name, exc)
+            if isinstance(exc, ChannelError) and (
+                stale := self.channels.channel(advert.leader_key)
+            ):
+                # a channel from before the cut may look open while TCP backs off its
+                # retransmissions for many seconds after the heal: dial afresh next time
+                await stale.close()
             return None
         self._origin = None
         return advert, f"back to {advert.name}, the group its founder left when cut off"

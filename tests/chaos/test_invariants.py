@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import Any
 
-from tests.helpers.chaos import Invariants, Summary
+from tests.helpers.chaos import ChaosConfig, ChaosRun, Invariants, Summary
 
 G = "g1"
 
@@ -54,3 +56,50 @@ def test_rounds_going_back_and_two_leaders_in_a_term_are_caught() -> None:
     assert summary.rounds_lost == 1 and "went back" in summary.violations[0]
     summary = feed(lead("a", 2, 0, "00"), lead("b", 2, 0, "00"), done("a", 2, 1, "m"))
     assert any("two leaders" in v for v in summary.violations)
+
+
+def test_groups_founded_while_cut_off_must_merge_back_after_the_heal(tmp_path: Path) -> None:
+    def run_with(*events: tuple[float, str, str, str], deadline: float) -> ChaosRun:
+        run = ChaosRun(ChaosConfig(workdir=tmp_path, nodes=4, domains=2, capacity=6))
+        run.nodes = ["n0", "n1", "n2", "n3"]  # domains 0, 1, 0, 1
+        run.config.consolidate_deadline = deadline
+        run._alive = lambda peer: True  # type: ignore[method-assign]
+        for t, peer, kind, gid in events:
+            event = {"t": t, "peer": peer, "kind": kind, "group_id": gid}
+            run.invariants.on_event(event)
+            run._on_event(event)
+        return run
+
+    laid_out = [(1.0, "n0", "founded", "g0"), (1.1, "n1", "founded", "g1"),
+                (2.0, "n2", "joined", "g0"), (2.1, "n3", "joined", "g1")]  # fmt: skip
+    cut_off = [(11.0, "n2", "regroup", "g0"), (12.0, "n2", "founded", "g2")]
+    # (event times are long past: the founding window after the heal has closed)
+
+    stuck = run_with(*laid_out, *cut_off, deadline=0.0)
+    assert stuck.surplus_groups() == {0: 1}  # domain 0 in g0 and g2; domain 1 only in g1
+    assert stuck.group_count() == 3
+    stuck._expect_consolidated(cut_at=10.0, healed_at=15.0, before=2)
+    stuck._run_checks()
+    assert stuck.summary.founded_while_cut == 1
+    assert (
+        len(stuck.summary.violations) == 1 and "3 groups, 2 before" in stuck.summary.violations[0]
+    )
+
+    merged = run_with(*laid_out, *cut_off, (20.0, "n2", "joined", "g0"), deadline=1e12)
+    merged._expect_consolidated(cut_at=10.0, healed_at=15.0, before=2)
+    merged._run_checks()
+    assert merged.summary.violations == [] and merged.checks == []
+    assert merged.summary.founded_while_cut == 1
+
+    # a group founded before this cut is counted in what the network had then
+    earlier = run_with(*laid_out, *cut_off, deadline=0.0)
+    earlier._expect_consolidated(cut_at=13.0, healed_at=15.0, before=3)
+    earlier._run_checks()
+    assert earlier.summary.violations == [] and earlier.summary.founded_while_cut == 0
+
+    # within the founding window after the heal, nothing is decided yet
+    fresh = run_with(*laid_out, deadline=1e12)
+    now = time.time()
+    fresh._expect_consolidated(cut_at=now - 20, healed_at=now - 1, before=2)
+    fresh._run_checks()
+    assert len(fresh.checks) == 1 and fresh.summary.violations == []

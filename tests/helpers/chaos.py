@@ -11,7 +11,7 @@ something bad every few seconds, chosen by ``seed``:
   stop-leader     SIGSTOP a leader (alive but silent) for a few seconds, then SIGCONT
   cut-transfer    cut a member off right when its group's next round sends it the model
                   (its link down; on loopback: SIGSTOP) and reconnect it
-  partition       split the LAN in two halves and heal it (namespaces only)
+  partition       split the LAN in two halves for 16 s and heal it (namespaces only)
 
 and checks, continuously, from the nodes' event files (``join --events``) and the observers'
 listings: every live group already listed is listed again within 5 s of a kill, and a new
@@ -20,7 +20,8 @@ or repeats with another model (a fork: a lost round; a leader woken from SIGSTOP
 round late that it had committed before, and the same digest tells it apart); no two nodes
 lead, or complete rounds in, the same term of a group; no process we did not kill exits;
 after a partition heals, both halves list every live group and every group has at most one
-leader within 10 s.
+leader within 10 s, and groups founded while cut off have merged back within 30 s (no more
+groups than before the cut).
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ WEIGHTS = {  # how often each harm is picked once each has been done once
     "partition": 1,
 }
 ACTIONS = tuple(WEIGHTS)
+FOUNDING_WINDOW = 12.0  # s after a heal in which a node cut off may still found a group
+PARTITION_SECONDS = 16.0  # long enough for the cut-off side to give up and found groups
 FAILOVER_WINDOW = 30.0  # s: a killed leader's group trains again within this, or it regrouped
 
 
@@ -71,6 +74,9 @@ class ChaosConfig:
     discovery_deadline: float = 5.0  # a listed group listed again after a kill
     new_group_deadline: float = 30.0  # a new group listed after its first round
     heal_deadline: float = 10.0
+    consolidate_deadline: float = 30.0  # groups founded while cut off merged after a heal
+    # (what must always hold; scripts/bench_formation.py --partition measures the 10 s goal)
+    merge: bool = True  # False: nodes run with --no-merge (groups never consolidate)
     startup_timeout: float = 240.0
     harm: bool = True  # False: only watch (the scale run)
 
@@ -90,6 +96,8 @@ class Summary:
     worst_failover: float = 0.0
     failover_times: list[float] = field(default_factory=list)
     worst_heal: float = 0.0
+    founded_while_cut: int = 0  # groups founded during partitions
+    worst_consolidation: float = 0.0  # heal to as few groups per domain as capacity allows
     rounds_completed: int = 0
     rounds_lost: int = 0
     violations: list[str] = field(default_factory=list)
@@ -202,10 +210,13 @@ class ChaosRun:
         self.pending: list[tuple[float, str, Callable[[], None]]] = []  # (when, what, do)
         self.checks: list[_Check] = []
         self.listings: dict[str, tuple[float, set[str]]] = {}  # observer -> (time, group ids)
+        self.dissolving: dict[str, set[str]] = {}  # observer -> groups listed with 0 members
         self.ever_listed: set[str] = set()  # groups some observer has listed
         self.late_groups: set[str] = set()  # new groups already reported as listed too late
         self._obs_offset: dict[str, int] = {}
         self.partitioned = False
+        self.founded: list[tuple[float, str, str]] = []  # (time, peer, group) of "founded" events
+        self.regrouped: list[tuple[float, str]] = []  # (time, peer) of "regroup" events
         self.pending_failover: dict[str, tuple[float, str]] = {}  # group -> (time, old leader)
         self._held: list[dict[str, Any]] = []
 
@@ -286,13 +297,14 @@ class ChaosRun:
             *("--domain", str(i % c.domains), "--data-shard", f"{i // c.domains}/{per_domain}"),
             *("--heartbeat", str(c.heartbeat), "--round-pause", str(c.round_pause)),
             *("--reply-timeout", str(c.reply_timeout), "--threads", "1"),
-            *("--evaluation-interval", "10"),
-            "--no-merge",  # the suite's groups are one per domain by design
+            *("--evaluation-interval", "10", "--capacity", str(c.capacity)),
         ]
+        if not c.merge:
+            options.append("--no-merge")
         if self.lan:
             options += ["--port", str(NODE_PORT)]
-        if found and i < c.domains:
-            options += ["--create", f"g{i}", "--capacity", str(c.capacity)]
+        if found and i < c.domains:  # one group per domain (domains' models never merge)
+            options += ["--create", f"g{i}"]
         return self.net.start_node(
             name, self._bootstrap(), *options, host=self._addr(name), prefix=self._prefix(name)
         )
@@ -322,6 +334,10 @@ class ChaosRun:
 
     def _on_event(self, e: dict[str, Any]) -> None:
         gid = e.get("group_id")
+        if e.get("kind") == "founded" and gid:
+            self.founded.append((float(e["t"]), str(e["peer"]), str(gid)))
+        if e.get("kind") == "regroup":
+            self.regrouped.append((float(e["t"]), str(e["peer"])))
         if e.get("kind") == "round" and gid in self.pending_failover:
             at, old = self.pending_failover[gid]
             if e["t"] - at > FAILOVER_WINDOW:  # the group dissolved; a later round is a revival
@@ -349,10 +365,13 @@ class ChaosRun:
         for line in complete.splitlines():
             if line.startswith(b"["):
                 try:
-                    listed = {a["group_id"] for a in json.loads(line) if a["members"] > 0}
+                    adverts = json.loads(line)
+                    listed = {a["group_id"] for a in adverts if a["members"] > 0}
+                    ending = {a["group_id"] for a in adverts if a["members"] == 0}
                 except (ValueError, KeyError, TypeError):
                     continue
                 self.listings[name] = (time.monotonic(), listed)
+                self.dissolving[name] = ending  # its leader left alone: it announced its end
                 self.ever_listed |= listed
 
     def _check_new_groups(self) -> None:
@@ -520,7 +539,7 @@ class ChaosRun:
         if action == "partition":
             if not self.lan or self.partitioned:
                 return None
-            return self._partition(8.0)
+            return self._partition(PARTITION_SECONDS)
         raise ValueError(action)
 
     def _cut(self, name: str, seconds: float) -> None:
@@ -548,14 +567,17 @@ class ChaosRun:
         lan = self.lan
         names = self.seeds + self.nodes
         side_b = [self.host_of[n] for n in names[1::2]]  # seed1 and every other node
+        before = self.group_count()
         lan.partition(side_b)
         self.partitioned = True
         self.summary.partitions += 1
+        cut_at = time.time()
 
         def heal() -> None:
             lan.heal()
             self.partitioned = False
             self._expect_healed()
+            self._expect_consolidated(cut_at, time.time(), before)
 
         self._later(seconds, "heal the partition", heal)
         return (
@@ -595,6 +617,96 @@ class ChaosRun:
                 started,
                 started + self.config.heal_deadline,
                 one_network,
+                passed,
+                explain,
+            )
+        )
+
+    def domain_groups(self) -> dict[int, set[str]]:
+        """Domain -> the groups that a live node of that domain is in."""
+        out: dict[int, set[str]] = {d: set() for d in range(self.config.domains)}
+        for peer, (gid, _) in self.invariants.role.items():
+            if gid and peer in self.nodes and self._alive(peer):
+                out[self.nodes.index(peer) % self.config.domains].add(gid)
+        return out
+
+    def _domain_nodes(self, domain: int) -> list[str]:
+        """The live nodes of ``domain``."""
+        c = self.config
+        return [p for i, p in enumerate(self.nodes) if i % c.domains == domain and self._alive(p)]
+
+    def _fewest(self, domain: int) -> int:
+        """The fewest groups the live nodes of ``domain`` fit in."""
+        return -(-len(self._domain_nodes(domain)) // self.config.capacity)
+
+    def surplus_groups(
+        self, domains: set[int] | None = None, *, ungrouped: bool = False
+    ) -> dict[int, int]:
+        """Domain -> groups beyond the fewest its live nodes fit in (ceil(n / capacity)), plus
+        (``ungrouped``) its live nodes in no group; only domains with a surplus."""
+        out: dict[int, int] = {}
+        for d, groups in self.domain_groups().items():
+            if domains is not None and d not in domains:
+                continue
+            extra = len(groups) - self._fewest(d)
+            if ungrouped:
+                extra += sum(
+                    1
+                    for p in self._domain_nodes(d)
+                    if not self.invariants.role.get(p, (None, ""))[0]
+                )
+            if extra > 0:
+                out[d] = extra
+        return out
+
+    def group_count(self) -> int:
+        """How many groups have a live node in them."""
+        return len(set().union(*self.domain_groups().values()))
+
+    def _expect_consolidated(self, cut_at: float, healed_at: float, before: int) -> None:
+        """Groups founded while the LAN was cut merge back: within ``consolidate_deadline`` of
+        the heal the network has no more groups than the ``before`` it had when cut, and keeps
+        so past ``FOUNDING_WINDOW`` after the heal (a join tried while cut off has to time out
+        before its node founds a group). Counted over groups, not domains: a node that
+        regrouped may sit in another domain's group until migration moves it home."""
+        if not self.config.merge:
+            return
+        window_end = healed_at + FOUNDING_WINDOW
+        ok_since: list[float] = []  # when the network last had few enough groups
+        counted: list[bool] = []
+
+        def count_founded() -> None:
+            if not counted:
+                counted.append(True)
+                founded = {g for at, _, g in self.founded if cut_at <= at <= window_end}
+                self.summary.founded_while_cut += len(founded)
+
+        def settled() -> bool:
+            now = time.time()
+            if self.group_count() > before:
+                ok_since.clear()
+                return False
+            if not ok_since:
+                ok_since.append(now)
+            return now >= window_end
+
+        def passed(_: float) -> None:
+            count_founded()
+            took = max(0.0, ok_since[0] - healed_at)
+            self.summary.worst_consolidation = max(self.summary.worst_consolidation, took)
+
+        def explain() -> str:
+            count_founded()
+            groups = {d: sorted(g) for d, g in self.domain_groups().items()}
+            return f"{self.group_count()} groups, {before} before the cut: {groups}"
+
+        started = time.monotonic() - (time.time() - healed_at)
+        self.checks.append(
+            _Check(
+                "groups founded while cut off merged back after the heal",
+                started,
+                started + self.config.consolidate_deadline,
+                settled,
                 passed,
                 explain,
             )
@@ -651,6 +763,91 @@ class ChaosRun:
             if self.lan is not None:
                 self.lan.teardown()
         return self.summary
+
+    def _pump(self, seconds: float, until: Callable[[], bool] | None = None) -> float | None:
+        """Follow events and run checks for up to ``seconds``; with ``until``: the seconds it
+        took to become true (and stay so for 1 s), or None if it did not."""
+        start = time.monotonic()
+        since: float | None = None
+        while time.monotonic() - start < seconds:
+            self._follow()
+            self._run_checks()
+            if until is not None:
+                if not until():
+                    since = None
+                elif since is None:
+                    since = time.monotonic()
+                elif time.monotonic() - since >= 1.0:
+                    return since - start
+            time.sleep(0.2)
+        return None
+
+    def partition_trials(
+        self,
+        trials: int,
+        *,
+        cut: tuple[int, int] = (2, 5),
+        seconds: float = 20.0,
+        settle: float = 60.0,
+        log: Callable[[str], None] = print,
+    ) -> list[dict[str, Any]]:
+        """The formation benchmark's partition arm, on one network (no other harm): ``trials``
+        times, cut ``cut[0]``..``cut[1]`` random nodes off for ``seconds``, heal, and time how
+        long until every live node is in a group and each domain is in as few groups as its
+        nodes fit in (at most ``settle`` s). Needs namespaces."""
+        results: list[dict[str, Any]] = []
+        try:
+            self.start()
+            if self.lan is None:
+                raise netns.NetnsUnavailable("partitions need network namespaces")
+            lan = self.lan
+            log(
+                f"{self.config.nodes} nodes in groups after "
+                f"{self.summary.time_to_all_in_groups:.1f} s"
+            )
+
+            def consolidated() -> bool:
+                return not self.surplus_groups(ungrouped=True)
+
+            for trial in range(trials):
+                settled = self._pump(self.config.startup_timeout, consolidated)
+                before = {d: sorted(g) for d, g in self.domain_groups().items()}
+                lost = self.summary.rounds_lost
+                count = self.group_count()
+                side = sorted(self.rng.sample(self.nodes, self.rng.randint(*cut)))
+                cut_at = time.time()
+                lan.partition([self.host_of[n] for n in side])
+                self.partitioned = True
+                self._pump(seconds)
+                lan.heal()
+                healed_at = time.time()
+                self.partitioned = False
+                self._expect_healed()
+                self._expect_consolidated(cut_at, healed_at, count)
+                at_heal = sum(len(g) for g in self.domain_groups().values())
+                took = self._pump(settle, consolidated)
+                window = healed_at + FOUNDING_WINDOW
+                founded = {g for at, _, g in self.founded if cut_at <= at <= window}
+                result = {
+                    "trial": trial + 1,
+                    "cut": side,
+                    "settled_before": settled is not None,
+                    "groups_before": sum(len(g) for g in before.values()),
+                    "founded_while_cut": len(founded),
+                    "groups_at_heal": at_heal,
+                    "groups_end": sum(len(g) for g in self.domain_groups().values()),
+                    "ideal": sum(self._fewest(d) for d in range(self.config.domains)),
+                    "consolidated_s": None if took is None else round(took, 2),
+                    "rounds_lost": self.summary.rounds_lost - lost,
+                }
+                results.append(result)
+                log(f"trial {trial + 1}: {result}")
+        finally:
+            self.net.stop_all()
+            self.summary.errors_logged = self._errors_logged()
+            if self.lan is not None:
+                self.lan.teardown()
+        return results
 
     def _rss_mb(self) -> float:
         sizes = []
