@@ -14,6 +14,16 @@ Rounds lost: a group's round counter going back (it never may) counts as a lost 
 
     python scripts/bench_formation.py [--runs 20] [--nodes 8] [--seconds 40] [--json]
 
+The partition arm (``--partition``; needs root and network namespaces) starts --nodes (20)
+node processes of one task, each on a namespace host of one bridge (tests/helpers/chaos.py,
+no other harm), and --runs times cuts 2-5 random nodes off for --seconds (20), heals, and
+times how long until every node is in a group and the network is in as few groups as capacity
+allows again (ceil(N / --capacity)); groups founded while cut off, groups at the end against
+that ideal, rounds lost (forks and repeats, from the nodes' events). ``--no-merge`` runs the
+same without consolidation (the product before it).
+
+    sudo .venv/bin/python scripts/bench_formation.py --partition [--runs 20] [--capacity 20]
+
 Needs the package only (no extra).
 """
 
@@ -26,6 +36,7 @@ import logging
 import math
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -106,13 +117,90 @@ def summary(results: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def partition_arm(args: argparse.Namespace) -> None:
+    """Cuts and heals on one network of node processes; prints a table (or JSON)."""
+    from tests.helpers.chaos import ChaosConfig, ChaosRun
+
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="mycelium-formation-"))
+    config = ChaosConfig(
+        workdir=workdir,
+        nodes=args.nodes or 20,
+        seed=args.seed,
+        domains=1,
+        capacity=args.capacity,
+        harm=False,
+        merge=not args.no_merge,
+        use_netns=True,
+    )
+    run = ChaosRun(config)
+    trials = run.partition_trials(
+        args.runs,
+        seconds=args.seconds or 20.0,
+        settle=args.settle,
+        log=lambda text: print(text, file=sys.stderr, flush=True),
+    )
+    times = [t["consolidated_s"] for t in trials if t["consolidated_s"] is not None]
+    table = {
+        "trials": len(trials),
+        "ideal_runs": sum(
+            t["groups_end"] <= t["ideal"] and t["consolidated_s"] is not None for t in trials
+        ),
+        "founded_while_cut_mean": statistics.mean(t["founded_while_cut"] for t in trials),
+        "groups_at_heal_max": max(t["groups_at_heal"] for t in trials),
+        "groups_end_mean": statistics.mean(t["groups_end"] for t in trials),
+        "groups_end_max": max(t["groups_end"] for t in trials),
+        "consolidated_p50_s": statistics.median(times) if times else None,
+        "consolidated_max_s": max(times) if times else None,
+        "rounds_lost": run.summary.rounds_lost,
+        "violations": run.summary.violations,
+        "errors_logged": run.summary.errors_logged,
+    }
+    if args.json:
+        print(json.dumps({"args": vars(args), "summary": table, "trials": trials}, indent=1))
+        return
+    ideal = trials[-1]["ideal"] if trials else "?"
+    arm = "no merges" if args.no_merge else "formation (the product)"
+    print(
+        f"\n{config.nodes} nodes, capacity {config.capacity} (ideal {ideal} groups), "
+        f"{len(trials)} partitions of 2-5 nodes for {args.seconds or 20.0:g} s"
+    )
+    print(
+        "| arm | trials back to the ideal | groups founded while cut, mean | groups at heal, "
+        "max | groups at end, mean / max | heal to ideal, p50 | max | rounds lost |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    p50 = "-" if table["consolidated_p50_s"] is None else f"{table['consolidated_p50_s']:.1f} s"
+    worst = "-" if table["consolidated_max_s"] is None else f"{table['consolidated_max_s']:.1f} s"
+    print(
+        f"| {arm} | {table['ideal_runs']}/{len(trials)} | {table['founded_while_cut_mean']:.1f} | "
+        f"{table['groups_at_heal_max']} | {table['groups_end_mean']:.2f} / "
+        f"{table['groups_end_max']} | {p50} | {worst} | {table['rounds_lost']} |"
+    )
+    for violation in table["violations"]:
+        print(f"violation: {violation}")
+    print(f"(logs: {workdir})")
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("--nodes", type=int, default=8)
-    parser.add_argument("--seconds", type=float, default=40.0)
+    parser.add_argument("--nodes", type=int, help="default 8; 20 with --partition")
+    parser.add_argument(
+        "--seconds", type=float, help="watch each run this long (40); --partition: cut (20)"
+    )
+    parser.add_argument("--partition", action="store_true", help="the partition arm (netns)")
+    parser.add_argument("--capacity", type=int, default=20, help="--partition: group capacity")
+    parser.add_argument("--settle", type=float, default=60.0, help="--partition: s after a heal")
+    parser.add_argument("--no-merge", action="store_true", help="--partition: no consolidation")
+    parser.add_argument("--seed", type=int, default=0, help="--partition: which nodes are cut")
+    parser.add_argument("--workdir", help="--partition: keep logs here (default: a temp dir)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.partition:
+        partition_arm(args)
+        return
+    args.nodes = args.nodes or 8
+    args.seconds = args.seconds or 40.0
     logging.getLogger("flwr").setLevel(logging.WARNING)
     results: dict[str, list[dict[str, Any]]] = {arm: [] for arm in ARMS}
     for run in range(args.runs):
