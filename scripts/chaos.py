@@ -38,6 +38,12 @@ def main() -> int:
         default=240.0,
         help="seconds for every node to be in a group before the run starts (or fails)",
     )
+    parser.add_argument(
+        "--partition-seconds",
+        type=float,
+        default=8.0,
+        help="how long the LAN stays split (16: long enough for cut-off nodes to found groups)",
+    )
     parser.add_argument("--workdir", help="keep logs and events here (default: a temp dir)")
     parser.add_argument("--json", action="store_true", help="last line: the summary as JSON")
     args = parser.parse_args()
@@ -52,6 +58,7 @@ def main() -> int:
         action_every=args.every,
         harm=not args.calm,
         startup_timeout=args.startup_timeout,
+        partition_seconds=args.partition_seconds,
         use_netns=False if args.loopback else (True if args.netns else None),
     )
     summary = ChaosRun(config).run(log=lambda text: print(text, flush=True))
