@@ -44,6 +44,11 @@ def main() -> int:
         default=8.0,
         help="how long the LAN stays split (16: long enough for cut-off nodes to found groups)",
     )
+    parser.add_argument(
+        "--expect-consolidation",
+        action="store_true",
+        help="a heal not followed by consolidation is a violation (it is counted otherwise)",
+    )
     parser.add_argument("--workdir", help="keep logs and events here (default: a temp dir)")
     parser.add_argument("--json", action="store_true", help="last line: the summary as JSON")
     args = parser.parse_args()
@@ -59,6 +64,7 @@ def main() -> int:
         harm=not args.calm,
         startup_timeout=args.startup_timeout,
         partition_seconds=args.partition_seconds,
+        expect_consolidation=args.expect_consolidation,
         use_netns=False if args.loopback else (True if args.netns else None),
     )
     summary = ChaosRun(config).run(log=lambda text: print(text, flush=True))
@@ -76,6 +82,8 @@ def main() -> int:
         "worst_discovery_gap",
         "worst_failover",
         "worst_heal",
+        "founded_while_cut",
+        "worst_consolidation",
         "rounds_completed",
         "rounds_lost",
         "errors_logged",
@@ -86,6 +94,8 @@ def main() -> int:
     print(f"{'actions':<24} {out['actions']}")
     for violation in summary.violations:
         print(f"VIOLATION {violation}")
+    for missed in summary.goals_missed:
+        print(f"GOAL MISSED {missed}")
     print(f"logs and events: {workdir}")
     if args.json:
         print(json.dumps(out))

@@ -23,6 +23,7 @@ def test_twenty_peers_survive_kills_stops_cuts_and_partitions(tmp_path: Path) ->
     report = json.dumps(summary.as_json(), indent=1)
     print(report)
     assert summary.violations == [], report
+    # consolidation after a heal is measured, not yet required (docs/chaos.md): see goals_missed
     assert summary.rounds_lost == 0
     assert summary.kills >= 5 and summary.restarts >= 5
     assert summary.failovers >= 1  # a killed or stopped leader's group trained on

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -60,7 +61,8 @@ def test_rounds_going_back_and_two_leaders_in_a_term_are_caught() -> None:
 
 def test_groups_founded_while_cut_off_must_merge_back_after_the_heal(tmp_path: Path) -> None:
     def run_with(*events: tuple[float, str, str, str], deadline: float) -> ChaosRun:
-        run = ChaosRun(ChaosConfig(workdir=tmp_path, nodes=4, domains=2, capacity=6))
+        config = ChaosConfig(workdir=tmp_path, nodes=4, domains=2, capacity=6)
+        run = ChaosRun(dataclasses.replace(config, expect_consolidation=True))
         run.nodes = ["n0", "n1", "n2", "n3"]  # domains 0, 1, 0, 1
         run.config.consolidate_deadline = deadline
         run._alive = lambda peer: True  # type: ignore[method-assign]
@@ -103,3 +105,10 @@ def test_groups_founded_while_cut_off_must_merge_back_after_the_heal(tmp_path: P
     fresh._expect_consolidated(cut_at=now - 20, healed_at=now - 1, before=2)
     fresh._run_checks()
     assert len(fresh.checks) == 1 and fresh.summary.violations == []
+
+    # where consolidation is not expected yet, a miss is counted and is no violation
+    soft = run_with(*laid_out, *cut_off, deadline=0.0)
+    soft.config.expect_consolidation = False
+    soft._expect_consolidated(cut_at=10.0, healed_at=15.0, before=2)
+    soft._run_checks()
+    assert soft.summary.violations == [] and len(soft.summary.goals_missed) == 1
