@@ -26,7 +26,7 @@ from ..dht import fetch_advert, fetch_adverts
 from ..errors import MyceliumError
 from ..group.member import GroupMember
 from ..group.transport import ChannelError, RemoteError
-from ..migration.consolidation import GroupView, MergePolicy, merge_candidates, outranks
+from ..migration.consolidation import GroupView, MergePolicy, merge_candidates
 from ..migration.measure import fetch_model, score
 from ..records import GroupAdvert
 from .moving import joinable
@@ -77,14 +77,10 @@ class MergingMixin:
         advert = await fetch_advert(self.dht, origin[1])
         size = len(group.roster)
         mine = GroupView(group.group_id, size, group.info.capacity - size)
-        if (
-            advert is None
-            or not joinable(advert)
-            or advert.free_slots < size
-            or not outranks(
-                GroupView(advert.group_id, advert.metrics.members, advert.free_slots), mine
-            )
-        ):
+        if advert is None or not joinable(advert):
+            return None
+        view = GroupView(advert.group_id, advert.metrics.members, advert.free_slots)
+        if not merge_candidates(mine, [view]):  # it outranks us and has room for all of us
             return None
         try:  # its leader answers: the cut has healed (an open group serves its model)
             await fetch_model(self.channels, advert, min(self.config.reply_timeout, 5.0))
