@@ -17,10 +17,31 @@ async def publish_advert(dht: DhtNode, record: Record) -> int:
 
 
 def current_adverts(adverts: list[GroupAdvert]) -> list[GroupAdvert]:
-    """One advert per group: a group's leaders each sign their own (an old leader's lingers
-    until it expires), so keep the one ahead (``GroupAdvert.rank``)."""
+    """One advert per group, and none of a group its last leader ended.
+
+    A group's leaders each sign their own advert (an old leader's lingers until it expires),
+    so keep the one ahead (``GroupAdvert.rank``). A leader that ended its group (led it alone,
+    then left) and went on to lead another group of the same shard says so in its new advert
+    (``GroupAdvert.ended``): the ended group's adverts of earlier terms, and its own of that
+    term, are gone with it. A claim of term 1 counts only from the group's founder, the same
+    check an advert's certificate gets; a later term can be claimed by anyone, as a forged
+    advert of a newer term can (docs/threat-model.md)."""
+    ended: dict[str, list[tuple[int, bytes]]] = {}
+    for advert in adverts:
+        for group_id, term in advert.ended:
+            ended.setdefault(group_id, []).append((term, advert.leader_key))
+
+    def is_ended(advert: GroupAdvert) -> bool:
+        return any(
+            (term > 1 or signer == advert.founder)
+            and (advert.term < term or (advert.term == term and advert.leader_key == signer))
+            for term, signer in ended.get(advert.group_id, ())
+        )
+
     best: dict[str, GroupAdvert] = {}
     for advert in adverts:
+        if is_ended(advert):
+            continue
         held = best.get(advert.group_id)
         if held is None or advert.rank > held.rank:
             best[advert.group_id] = advert
@@ -61,5 +82,6 @@ async def fetch_advert(dht: DhtNode, group_id: str) -> GroupAdvert | None:
     advertised."""
     records = await dht.get_records(record_key(index_topic(group_id)))
     adverts = [GroupAdvert.from_record(r) for r in records if r.kind == "advert"]
-    mine = current_adverts([a for a in adverts if a.group_id == group_id])
+    # the whole shard: another group's advert may say this one ended
+    mine = [a for a in current_adverts(adverts) if a.group_id == group_id]
     return mine[0] if mine else None

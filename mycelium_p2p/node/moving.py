@@ -251,6 +251,8 @@ class MovingMixin:
             # an empty group dissolves: say so now rather than when its advert expires
             self.rounds.clear()
             await publish_advert(self.dht, self._advert(members=0))
+            if old.cert is not None:
+                self._note_ended(old.group_id, old.cert.term)
         await self._leave_group()
         if chosen:
             self.migration.moved(time.monotonic())

@@ -107,6 +107,7 @@ class Node(MovingMixin, MergingMixin, PublishingMixin):
         self._advert_stale = False
         self._advert_refresh: asyncio.Task[None] | None = None
         self._heartbeat_seq = 0
+        self._ended: dict[str, tuple[int, float]] = {}
         self._app, self._initial = self._load_task()
         self._worker: ClientProcess | None = None  # a worker process this node owns
         if compute is None and config.isolation == "process":

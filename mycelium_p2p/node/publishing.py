@@ -10,7 +10,16 @@ from ..fl.leader import RoundReport
 from ..group.member import GroupMember
 from ..group.state import Address
 from ..identity import Identity
-from ..records import GroupMetrics, Record, next_seq, roster_topic, sign_advert, sign_record
+from ..records import (
+    MAX_ENDED,
+    GroupMetrics,
+    Record,
+    index_topic,
+    next_seq,
+    roster_topic,
+    sign_advert,
+    sign_record,
+)
 from .config import NodeConfig
 
 
@@ -27,6 +36,7 @@ class PublishingMixin:
     _advert_stale: bool
     _advert_seq: int
     _heartbeat_seq: int
+    _ended: dict[str, tuple[int, float]]  # group id -> (term, monotonic time we ended it)
 
     async def _refresh_advert(self) -> None:
         """Publish the latest metrics now, then at most once per ``record_interval``: rounds
@@ -36,6 +46,31 @@ class PublishingMixin:
             self._advert_stale = False
             await publish_advert(self.dht, self._advert())
             await asyncio.sleep(self.config.record_interval)
+
+    def _note_ended(self, group_id: str, term: int) -> None:
+        """We led ``group_id`` alone in ``term`` and left it: our next adverts in its shard
+        say so while its earlier leaders' adverts may still be stored (``sign_advert``)."""
+        now = time.monotonic()
+        self._ended[group_id] = (term, now)
+        for gid, (_term, when) in list(self._ended.items()):
+            if now - when > self.config.advert_ttl:
+                del self._ended[gid]
+
+    def _ended_in_shard(self, group_id: str) -> list[tuple[str, int]]:
+        """The groups we ended lately in ``group_id``'s index shard, newest first."""
+        now = time.monotonic()
+        shard = index_topic(group_id)
+        recent = sorted(
+            (
+                (when, gid, term)
+                for gid, (term, when) in self._ended.items()
+                if gid != group_id
+                and index_topic(gid) == shard
+                and now - when <= self.config.advert_ttl
+            ),
+            reverse=True,
+        )
+        return [(gid, term) for _when, gid, term in recent[:MAX_ENDED]]
 
     def _advert(self, members: int | None = None) -> Record:
         """Our group's advert with its latest metrics, signed by us as its proven leader."""
@@ -58,6 +93,7 @@ class PublishingMixin:
             seq=self._advert_seq,
             now=time.time(),
             ttl=self.config.advert_ttl,
+            ended=self._ended_in_shard(group.group_id),
         )
 
     async def _publish_presence(self) -> None:

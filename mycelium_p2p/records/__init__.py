@@ -13,12 +13,21 @@ from .envelope import (
     signer_of,
     verify_record,
 )
-from .kinds import INDEX_SHARDS, KINDS, RecordKind, index_topic, index_topics, roster_topic
+from .kinds import (
+    INDEX_SHARDS,
+    KINDS,
+    MAX_ENDED,
+    RecordKind,
+    index_topic,
+    index_topics,
+    roster_topic,
+)
 
 __all__ = [
     "DEFAULT_CLOCK_SKEW",
     "INDEX_SHARDS",
     "KINDS",
+    "MAX_ENDED",
     "MAX_RECORD_BYTES",
     "GroupAdvert",
     "GroupMetrics",

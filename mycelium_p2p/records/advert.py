@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..identity import Identity
@@ -39,6 +40,8 @@ class GroupAdvert:
     expires_at: float = 0.0
     founder: bytes = b""
     cert: LeaderCert | None = None
+    #: other groups of this shard its leader led alone and ended lately: (group id, term)
+    ended: tuple[tuple[str, int], ...] = ()
 
     @classmethod
     def from_record(cls, record: Record) -> GroupAdvert:
@@ -63,6 +66,7 @@ class GroupAdvert:
             expires_at=record.expires_at,
             founder=charter.founder,
             cert=decode_cert(body.cert),
+            ended=tuple((group_id, term) for group_id, term in body.ended),
         )
 
     @property
@@ -107,9 +111,15 @@ def sign_advert(
     seq: int,
     now: float,
     ttl: float,
+    ended: Sequence[tuple[str, int]] = (),
 ) -> Record:
-    """The group's advert, signed by its leader; raises ``RecordError`` if it is invalid."""
-    body = {
+    """The group's advert, signed by its leader; raises ``RecordError`` if it is invalid.
+
+    ``ended``: groups of the same index shard that this leader led alone and ended (their
+    last advert said 0 members) lately, as (group id, term). A storing peer keeps one advert
+    per shard and signer, so this advert replaces that last word, and a reader would
+    otherwise list the ended group again from an earlier leader's advert until it expires."""
+    body: dict[str, object] = {
         "charter": charter.blob,
         "leader": [address[0], int(address[1])],
         "term": cert.term,
@@ -122,5 +132,7 @@ def sign_advert(
             "capacity": int(metrics.capacity),
         },
     }
+    if ended:
+        body["ended"] = [[group_id, int(term)] for group_id, term in ended]
     topic = index_topic(charter.group_id)
     return sign_record(leader, "advert", topic, body, seq=seq, now=now, ttl=ttl)

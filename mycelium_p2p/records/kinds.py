@@ -27,6 +27,8 @@ from .charter import MAX_CAPACITY, MAX_CHARTER_BYTES, GroupCharter, Key
 from .leadership import MAX_CERT_BYTES, MAX_TERM, GroupId, Term, check_cert, decode_cert
 
 RECORD_VERSION = 1
+#: At most this many groups an advert may say its signer ended lately (``AdvertBody.ended``).
+MAX_ENDED = 4
 #: Group adverts are spread over this many index keys so no single DHT key holds them all.
 INDEX_SHARDS = 4
 MAX_INT64 = 2**63 - 1
@@ -97,6 +99,10 @@ class AdvertBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     term: Term
     cert: Annotated[bytes, Meta(max_length=MAX_CERT_BYTES)]
     metrics: AdvertMetrics
+    # groups of the same index shard that the signer led, alone, and ended lately:
+    # (group id, term). A storing peer keeps one advert per shard and signer, so the advert
+    # that said "0 members" is replaced by this one; this keeps saying it (see ``ended``).
+    ended: Annotated[tuple[tuple[GroupId, Term], ...], Meta(max_length=MAX_ENDED)] = ()
 
 
 class AdvertPayload(Payload, tag="advert"):
@@ -118,6 +124,13 @@ def _check_advert(signer: bytes, topic: str, body: AdvertBody) -> None:
     metrics = body.metrics
     if metrics.capacity != charter.capacity or metrics.members > charter.capacity:
         raise MalformedRecord("advert's capacity or member count contradicts its charter")
+    for group_id, _term in body.ended:
+        if group_id == charter.group_id or index_topic(group_id) != topic:
+            raise MalformedRecord(
+                f"an advert may say it ended other groups of its own shard only, not {group_id}"
+            )
+    if len({group_id for group_id, _term in body.ended}) != len(body.ended):
+        raise MalformedRecord("an advert names each group it ended once")
 
 
 ADVERT = RecordKind(

@@ -19,8 +19,8 @@ from mycelium_p2p.fl.wire import encode_content
 from mycelium_p2p.group import messages as m
 from mycelium_p2p.group.invite import issue_invite
 from mycelium_p2p.identity import Identity
-from mycelium_p2p.records import GroupMetrics, Record, sign_advert, sign_record
-from mycelium_p2p.records.charter import GroupCharter
+from mycelium_p2p.records import GroupMetrics, Record, index_topic, sign_advert, sign_record
+from mycelium_p2p.records.charter import GROUP_ID_HEX_LEN, GroupCharter
 from mycelium_p2p.records.kinds import roster_topic
 from mycelium_p2p.records.leadership import LeaderCert, founding_cert, sign_commit, sign_vote
 
@@ -48,6 +48,15 @@ class Corpus:
     content: tuple[list[Any], list[bytes]]  # a model, as fl.wire encodes it
 
 
+def _group_id_in(topic: str, avoid: str) -> str:
+    """A well-formed group id (another group's) whose index topic is ``topic``."""
+    return next(
+        gid
+        for gid in (f"{i:0{GROUP_ID_HEX_LEN}x}" for i in range(1000))
+        if gid != avoid and index_topic(gid) == topic
+    )
+
+
 @functools.lru_cache(maxsize=1)
 def corpus() -> Corpus:
     founder, member = identity(0), identity(1)
@@ -67,6 +76,7 @@ def corpus() -> Corpus:
         seq=5,
         now=NOW,
         ttl=60,
+        ended=[(_group_id_in(index_topic(gid), avoid=gid), 2)],
     )
     heartbeat = sign_record(
         member,

@@ -16,7 +16,7 @@ from mycelium_p2p.aio import TaskOwner
 from mycelium_p2p.dht import MyceliumProtocol, RecordStore, RttEstimator
 from mycelium_p2p.dht.protocol import REQUEST, RESPONSE
 from mycelium_p2p.errors import ProofError, RecordError
-from mycelium_p2p.records import GroupAdvert, index_topic, record_key, verify_record
+from mycelium_p2p.records import MAX_ENDED, GroupAdvert, index_topic, record_key, verify_record
 from mycelium_p2p.records.charter import CHARTER_DOMAIN, GroupCharter, group_id_of
 from mycelium_p2p.records.envelope import RECORD_DOMAIN
 from mycelium_p2p.records.leadership import (
@@ -103,6 +103,11 @@ def _record_problem(key: bytes, raw: bytes, signature: bytes, p: Any, now: float
     metrics = body["metrics"]
     if not (0 <= metrics["accuracy"] <= 1 and metrics["members"] <= metrics["capacity"] == t[4]):
         return "metrics"
+    ended = [g for g, _term in body.get("ended", [])]
+    if len(ended) > MAX_ENDED or len(set(ended)) != len(ended):
+        return "ended groups: too many or repeated"
+    if any(g == gid or index_topic(g) != p["topic"] for g in ended):
+        return "ended groups: its own, or another shard's"
     return None
 
 

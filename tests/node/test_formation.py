@@ -9,6 +9,7 @@ from typing import Any
 from unittest import mock
 
 from mycelium_p2p.migration.consolidation import MergePolicy
+from mycelium_p2p.records import index_topic
 from tests.conftest import learning_network, run_async, wait_for
 
 
@@ -41,6 +42,7 @@ async def test_a_smaller_group_merges_into_a_larger_one_with_the_same_data() -> 
     events: list[Any] = []
     async with learning_network(configs) as (_, big, _member, small):
         small.on_event = events.append
+        ended = (small.group.group_id, small.group.cert.term)
         # between leaving its group and joining the big one, `small.group` is briefly None
         await wait_for(
             lambda: small.group is not None and small.group.group_id == big.group.group_id,
@@ -49,6 +51,14 @@ async def test_a_smaller_group_merges_into_a_larger_one_with_the_same_data() -> 
         )
         assert [e for e in events if e.kind == "merge"], "the small group's leader merged it"
         await wait_for(lambda: len(big.group.roster) == 3, 30, "all three in the big group")
+        # it led its group alone and left it: adverts it signs in that shard say so
+        same_shard = next(
+            gid
+            for gid in (f"{i:016x}" for i in range(1000))
+            if index_topic(gid) == index_topic(ended[0])
+        )
+        assert small._ended_in_shard(same_shard) == [ended]
+        assert small._ended_in_shard(ended[0]) == []  # never about the group advertised
 
 
 @run_async(timeout=240)
