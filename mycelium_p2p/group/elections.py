@@ -82,38 +82,7 @@ class Elections:
         if not self.election.stand(term, self.me):
             return
         others = [self.roster[k] for k in voters if k != self.me and k in self.roster]
-        replies = await asyncio.gather(
-            *(
-                self._request(
-                    mb.key,
-                    mb.addr,
-                    "g.vote",
-                    {
-                        "term": term,
-                        "round": self.proven_round,
-                        "rv": self.roster_version,
-                        "addr": list(self.my_addr),
-                        "proof": self.model.proof if self.proven_round else b"",
-                    },
-                    timeout=self.config.request_timeout / 2,
-                )
-                for mb in others
-            ),
-            return_exceptions=True,
-        )
-        signed = vote_bytes(self.group_id, term, self.me)
-        votes = [(self.me, self.identity.sign(signed))]
-        for member, answer in zip(others, replies, strict=True):
-            if isinstance(answer, BaseException):
-                continue
-            try:
-                reply = m.parse(m.VoteReply, answer[0])
-            except m.BadMessage:
-                continue
-            # a voter's term only steers our next try, and a liar cannot push it far
-            self._highest_term = max(self._highest_term, min(reply.term, term + 64))
-            if reply.granted and reply.vote and verify_signature(member.key, reply.vote, signed):
-                votes.append((member.key, reply.vote))
+        votes = await self._collect_votes(term, others, majority(len(voters)))
         if self.leader_key != old and self.term >= term:
             return  # a leader for this term or a newer one announced itself meanwhile
         if len(votes) >= majority(len(voters)) and not self.tasks.closed:
@@ -132,6 +101,73 @@ class Elections:
             self._become_leader(term)
             return
         await asyncio.sleep((len(voters) + rank) * self.config.stagger)
+
+    async def _collect_votes(
+        self, term: int, others: list[Member], needed: int
+    ) -> list[tuple[bytes, bytes]]:
+        """Our own vote and those ``others`` grant us in ``term``, asked all at once.
+
+        Tallied as they come: once ``needed`` votes are in, the answers that arrive within one
+        ``stagger`` still count (more votes than a bare majority let members whose roster lags
+        ours check the certificate), then the requests still waiting (voters cut off or dead,
+        each up to half a request timeout) are cancelled. Waiting for all of them, a group
+        whose leader was cut off with a few others elected no one before its members' stall
+        timeout (bench_formation's partition arm)."""
+        signed = vote_bytes(self.group_id, term, self.me)
+        votes = [(self.me, self.identity.sign(signed))]
+        asks = {
+            asyncio.ensure_future(
+                self._request(
+                    mb.key,
+                    mb.addr,
+                    "g.vote",
+                    {
+                        "term": term,
+                        "round": self.proven_round,
+                        "rv": self.roster_version,
+                        "addr": list(self.my_addr),
+                        "proof": self.model.proof if self.proven_round else b"",
+                    },
+                    timeout=self.config.request_timeout / 2,
+                )
+            ): mb
+            for mb in others
+        }
+        pending = set(asks)
+        loop = asyncio.get_running_loop()
+        until: float | None = None  # set once we hold a majority
+        try:
+            while pending:
+                if until is None and len(votes) >= needed:
+                    until = loop.time() + self.config.stagger
+                left = None if until is None else until - loop.time()
+                if left is not None and left <= 0:
+                    break
+                done, pending = await asyncio.wait(
+                    pending, timeout=left, return_when=asyncio.FIRST_COMPLETED
+                )
+                for ask in done:
+                    if ask.cancelled() or ask.exception() is not None:
+                        continue
+                    try:
+                        reply = m.parse(m.VoteReply, ask.result()[0])
+                    except (m.BadMessage, TypeError, IndexError, KeyError):
+                        continue
+                    member = asks[ask]
+                    # a voter's term only steers our next try, and a liar cannot push it far
+                    self._highest_term = max(self._highest_term, min(reply.term, term + 64))
+                    if (
+                        reply.granted
+                        and reply.vote
+                        and verify_signature(member.key, reply.vote, signed)
+                    ):
+                        votes.append((member.key, reply.vote))
+        finally:
+            for ask in pending:
+                ask.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+        return votes
 
     def _become_leader(self, term: int) -> None:
         self._quorum_lost_at = None
