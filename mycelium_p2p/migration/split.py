@@ -67,15 +67,30 @@ def bipartition(updates: Mapping[bytes, np.ndarray]) -> Partition:
 @dataclass
 class SplitPolicy:
     """Split only a group that stays clearly bimodal for ``confirmations`` rounds in a row:
-    two sides of at least ``min_side`` members, each coherent (``min_within``), far apart."""
+    two sides of at least ``min_side`` members, each coherent (``min_within``), far apart.
+
+    Hysteresis: each split this group made in the last ``backoff_window`` seconds doubles the
+    rounds of evidence the next one needs (up to 16x). Two domains split once; a group of one
+    domain that splits anyway (noise can look bimodal in a big converged group) has its
+    offspring merged straight back by consolidation, and without the backoff it would split
+    again three rounds later, for ever. ``now`` is the caller's monotonic clock."""
 
     min_gap: float = 0.35
     min_within: float = 0.2
     min_side: int = 2
     confirmations: int = 3
+    backoff_window: float = 600.0
     _streak: int = field(default=0)
+    _splits: list[float] = field(default_factory=list)
 
-    def observe(self, updates: Mapping[bytes, np.ndarray], leader: bytes) -> set[bytes] | None:
+    def needed(self, now: float) -> int:
+        """Rounds of evidence the next split needs."""
+        self._splits = [t for t in self._splits if now - t < self.backoff_window]
+        return self.confirmations * 2 ** min(len(self._splits), 4)
+
+    def observe(
+        self, updates: Mapping[bytes, np.ndarray], leader: bytes, now: float = 0.0
+    ) -> set[bytes] | None:
         """The members who should leave (the side without the leader), or None."""
         part = bipartition(updates)
         a, b = part.a, part.b
@@ -87,7 +102,8 @@ class SplitPolicy:
             self._streak = 0
             return None
         self._streak += 1
-        if self._streak < self.confirmations:
+        if self._streak < self.needed(now):
             return None
         self._streak = 0
+        self._splits.append(now)
         return b if leader in a else a

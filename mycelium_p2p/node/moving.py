@@ -51,6 +51,7 @@ class MovingMixin:
     moves: list[tuple[float, str, str]]
     emit: Callable[..., None]
     _leave_group: Callable[[], Awaitable[None]]
+    _split_policies: dict[str, SplitPolicy]
 
     # -- a ClientApp that keeps failing ---------------------------------------------------------
 
@@ -284,14 +285,21 @@ class MovingMixin:
             return
         await self._enter_group(as_configured=False)
 
-    def _split_policy(self) -> Callable[[dict[bytes, Any], ModelSnapshot], None]:
-        policy = SplitPolicy()
+    def _split_policy(
+        self, group: GroupMember
+    ) -> Callable[[dict[bytes, Any], ModelSnapshot], None]:
+        """The split check of one stint as ``group``'s leader. The splits it made lately
+        outlive the stint (``SplitPolicy`` backs off after each); the streak of evidence
+        does not."""
+        kept = self._split_policies.get(group.group_id)
+        policy = SplitPolicy(_splits=kept._splits if kept else [])
+        self._split_policies = {group.group_id: policy}  # only the group we lead now
 
         def on_updates(updates: dict[bytes, Any], model: ModelSnapshot) -> None:
             group = self.group
             if not self.config.split or group is None or not group.is_leader:
                 return
-            leaving = policy.observe(updates, self.identity.public_key)
+            leaving = policy.observe(updates, self.identity.public_key, time.monotonic())
             if leaving:
                 self.tasks.spawn(self._split(group, leaving, model), name="split")
 

@@ -39,6 +39,7 @@ from ..group.state import Address, GroupInfo, ModelSnapshot
 from ..group.transport import Channel, ChannelServer, Reply
 from ..identity import Identity
 from ..migration.policy import MigrationPolicy
+from ..migration.split import SplitPolicy
 from ..records import GroupAdvert
 from ..records.charter import GroupCharter
 from .config import Event, NodeConfig, NodeEvent
@@ -108,6 +109,7 @@ class Node(MovingMixin, MergingMixin, PublishingMixin):
         self._advert_refresh: asyncio.Task[None] | None = None
         self._heartbeat_seq = 0
         self._ended: dict[str, tuple[int, float]] = {}
+        self._split_policies: dict[str, SplitPolicy] = {}  # the group we lead: its splits
         self._app, self._initial = self._load_task()
         self._worker: ClientProcess | None = None  # a worker process this node owns
         if compute is None and config.isolation == "process":
@@ -427,7 +429,7 @@ class Node(MovingMixin, MergingMixin, PublishingMixin):
             on_round=self._on_round,
             round_pause=c.round_pause,
             reply_timeout=c.reply_timeout,
-            on_updates=self._split_policy(),
+            on_updates=self._split_policy(group),
             gate=self.training,
             screening=c.screening,
         )

@@ -37,3 +37,20 @@ def test_pure_groups_pairs_and_noise_never_split() -> None:
     rng = np.random.default_rng(1)
     noise = {bytes([i]): rng.normal(size=50) for i in range(8)}  # converged: updates are noise
     assert policy.observe(noise, leader=bytes([0])) is None
+
+
+def test_each_recent_split_doubles_the_evidence_the_next_one_needs() -> None:
+    """Hysteresis against a split/merge ping-pong: a second split within the window needs
+    6 bimodal rounds, a third 12; once the window has passed, 3 again."""
+    policy = SplitPolicy(confirmations=3, backoff_window=600.0)
+
+    def rounds_to_split(start: float) -> int:
+        for n in range(1, 100):
+            if policy.observe(updates([0, 0, 1, 1], seed=n), leader=bytes([0]), now=start + n):
+                return n
+        raise AssertionError("never split")
+
+    assert rounds_to_split(0.0) == 3
+    assert rounds_to_split(10.0) == 6
+    assert rounds_to_split(30.0) == 12
+    assert rounds_to_split(2000.0) == 3  # the earlier splits are out of the window
