@@ -5,12 +5,12 @@ data as well (migration/consolidation.py has the rule; this runs it over the net
 (``n.split`` with ``join``, the message splits already use), then moves itself; members that
 cannot get in find a group as after any refused move.
 
-A group founded by a node that left a leaderless group (``_watch_group``: most of it died or
-was cut off, as on the small side of a partition) goes back to the group it left as soon as
-that group's leader answers again, without waiting for the measurements: its data was served
-there before the cut, which is what the measurements would establish. The total order still
-holds (it goes back only into a group that outranks it), so two groups never merge into each
-other at once.
+A node that left a leaderless group (``_watch_group``: most of it died or was cut off, as on
+the small side of a partition) remembers it, and goes back as soon as that group's leader
+answers again, without waiting for the measurements: its data was served there before the
+cut, which is what the measurements would establish. A group it founded goes back whole, and
+only into a group that outranks it (the total order: two groups never merge into each other
+at once); a node that joined another group goes back alone.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ class MergingMixin:
     emit: Callable[..., None]
     _origin: tuple[str, str, float] | None
     _move_to: Callable[..., Awaitable[None]]
+    move_to: Callable[..., Awaitable[None]]
 
     async def _watch_merges(self, group: GroupMember) -> None:
         """While leading an open group: look for a group to merge into every two heartbeats."""
@@ -68,6 +69,51 @@ class MergingMixin:
     async def _return_target(self, group: GroupMember) -> tuple[GroupAdvert, str] | None:
         """The group this one's founder left when it could reach no leader, once that group's
         leader answers again, outranks this group and has room for all of it; else None."""
+        size = len(group.roster)
+        mine = GroupView(group.group_id, size, group.info.capacity - size)
+
+        def fits(advert: GroupAdvert) -> bool:  # it outranks us and has room for all of us
+            view = GroupView(advert.group_id, advert.metrics.members, advert.free_slots)
+            return bool(merge_candidates(mine, [view]))
+
+        advert = await self._origin_back(group, fits)
+        if advert is None:
+            return None
+        self._origin = None
+        return advert, f"back to {advert.name}, the group its founder left when cut off"
+
+    async def _watch_return(self) -> None:
+        """As a member of a group entered after a regroup, go back alone to the group we left
+        once its leader answers and it has room for us. The leader of the group we are in
+        takes the whole group back only where all of it fits, and it may be another domain's
+        group that a node on our side of the cut founded: members need not wait for that."""
+        while True:
+            await asyncio.sleep(self.config.merge_interval)
+            group = self.group
+            if group is None or group.is_leader:
+                continue
+            try:
+                advert = await self._origin_back(group, lambda a: a.free_slots > 0)
+            except (MyceliumError, OSError) as exc:
+                log.debug("return check from %s failed: %s", group.group_id, exc)
+                continue
+            except Exception:  # nothing a peer sends may end the check for good
+                log.exception("return check from %s failed", group.group_id)
+                continue
+            if advert is None or self.group is not group or group.is_leader:
+                continue
+            self._origin = None
+            await self.move_to(
+                advert, f"back to {advert.name}, the group we left when cut off", chosen=False
+            )
+
+    async def _origin_back(
+        self, group: GroupMember, fits: Callable[[GroupAdvert], bool]
+    ) -> GroupAdvert | None:
+        """The advert of the group we left in a regroup, if we still sit in the group we
+        entered then, and the group left is advertised, joinable, ``fits`` and its leader
+        answers (it serves its model: the cut has healed); else None. Forgotten after
+        ``RETURN_WINDOW``."""
         origin = self._origin
         if origin is None or origin[0] != group.group_id:
             return None
@@ -75,14 +121,9 @@ class MergingMixin:
             self._origin = None
             return None
         advert = await fetch_advert(self.dht, origin[1])
-        size = len(group.roster)
-        mine = GroupView(group.group_id, size, group.info.capacity - size)
-        if advert is None or not joinable(advert):
+        if advert is None or not joinable(advert) or not fits(advert):
             return None
-        view = GroupView(advert.group_id, advert.metrics.members, advert.free_slots)
-        if not merge_candidates(mine, [view]):  # it outranks us and has room for all of us
-            return None
-        try:  # its leader answers: the cut has healed (an open group serves its model)
+        try:  # an open group serves its model to anyone
             await fetch_model(self.channels, advert, min(self.config.reply_timeout, 5.0))
         except (ChannelError, RemoteError) as exc:
             log.debug("the group %s left is not reachable yet: %s", advert.name, exc)
@@ -93,8 +134,7 @@ class MergingMixin:
                 # retransmissions for many seconds after the heal: dial afresh next time
                 await stale.close()
             return None
-        self._origin = None
-        return advert, f"back to {advert.name}, the group its founder left when cut off"
+        return advert
 
     async def _merge_target(
         self, group: GroupMember, policy: MergePolicy

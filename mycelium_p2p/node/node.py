@@ -223,6 +223,8 @@ class Node(MovingMixin, MergingMixin, PublishingMixin):
             await publish_advert(self.dht, self._advert())  # findable once start() returns
         self.tasks.spawn(self._publish_presence(), name="presence")
         self.tasks.spawn(self._watch_group(), name="group-watch")
+        if c.merge:
+            self.tasks.spawn(self._watch_return(), name="return-watch")
         if c.migrate:
             self.start_migration()
 
@@ -249,8 +251,8 @@ class Node(MovingMixin, MergingMixin, PublishingMixin):
         origin: str | None = None,
     ) -> None:
         """Found or join the configured group, or (after a failed move) any that has room.
-        ``origin``: the group a regroup left; a group founded instead remembers it, to go back
-        to once that group is reachable again (``_watch_merges``)."""
+        ``origin``: the group a regroup left; we remember it, to go back to once that group
+        is reachable again (``_remember_origin``)."""
         c = self.config
         if c.create and as_configured:
             self._found(c.create)
@@ -277,6 +279,7 @@ class Node(MovingMixin, MergingMixin, PublishingMixin):
         refusals: list[str] = []
         tried: set[str] = set()
         if await self._join_first(chosen, refusals, tried):
+            self._remember_origin(origin)
             return
         if refusals and not (c.group and as_configured) and c.founding_jitter > 0:
             # nodes cut off together (a partition) all fail to reach the groups they know at
@@ -286,6 +289,7 @@ class Node(MovingMixin, MergingMixin, PublishingMixin):
             if await self._join_first(
                 [a for a in again if a.group_id not in tried], refusals, tried
             ):
+                self._remember_origin(origin)
                 return
         if c.group and as_configured:
             raise ConfigError(f"cannot join group {c.group!r}: {'; '.join(refusals)}")
@@ -295,9 +299,17 @@ class Node(MovingMixin, MergingMixin, PublishingMixin):
                 f"could not join any advertised group ({'; '.join(refusals)}); founding one",
                 reason="; ".join(refusals),
             )
-        group = self._found(f"{c.task}-{self.identity.node_id.hex()[:6]}", model)
-        if origin is not None:
-            self._origin = (group.group_id, origin, time.monotonic())
+        self._found(f"{c.task}-{self.identity.node_id.hex()[:6]}", model)
+        self._remember_origin(origin)
+
+    def _remember_origin(self, origin: str | None) -> None:
+        """After a regroup: the group we entered remembers ``origin``, the group we left, to
+        go back to once it is reachable again (``_return_target``, ``_watch_return``)."""
+        group = self.group
+        if origin is None or group is None or group.group_id == origin:
+            self._origin = None
+            return
+        self._origin = (group.group_id, origin, time.monotonic())
 
     async def _join_first(
         self, chosen: list[GroupAdvert], refusals: list[str], tried: set[str]

@@ -138,3 +138,32 @@ async def test_a_group_whose_origin_is_gone_stays_where_it_is() -> None:
             await asyncio.sleep(6 * cut.config.merge_interval)
             assert cut.group is not None and cut.group.group_id == own
             assert home.group is not None and len(home.group.roster) == 1
+
+
+@run_async(timeout=180)
+async def test_a_member_that_regrouped_into_another_group_goes_back_alone() -> None:
+    """A node that regrouped and joined a group founded on its side of the cut (maybe another
+    domain's) goes back to the group it left on its own once that group answers; the group it
+    sat in stays (its leader left nothing)."""
+    common = {"migrate": False, "split": False}
+    configs = [
+        {"create": "home", "data_shard": "0/3", **common},
+        {"create": "elsewhere", "data_shard": "1/3", **common},
+        {"group": "elsewhere", "data_shard": "2/3", **common},
+    ]
+    events: list[Any] = []
+    with mock.patch("mycelium_p2p.node.merging.MergePolicy", NeverMerge):
+        async with learning_network(configs) as (_, home, other, member):
+            member.on_event = events.append
+            await wait_for(lambda: len(other.group.roster) == 2, 60, "a group of two elsewhere")
+            home_id, other_id = home.group.group_id, other.group.group_id
+            member._origin = (other_id, home_id, time.monotonic())
+            await wait_for(
+                lambda: member.group is not None and member.group.group_id == home_id,
+                60,
+                "the return",
+            )
+            moves = [e for e in events if e.kind == "moving"]
+            assert moves and "back to home" in moves[0].text, moves
+            assert other.group is not None and other.group.group_id == other_id
+            assert member._origin is None
