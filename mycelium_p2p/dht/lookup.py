@@ -326,7 +326,8 @@ async def lookup(
             for p in state.in_flight.values()
             if p.state is _State.PENDING and not p.paging
         ]
-        timeout = (min(waits) if waits else deadline) - now
+        # a silent peer's stall time may lie past the deadline (its RTO reaches 5 s)
+        timeout = min(min(waits, default=deadline), deadline) - now
         done, _ = await asyncio.wait(
             list(state.in_flight), timeout=max(timeout, 0.0), return_when=asyncio.FIRST_COMPLETED
         )

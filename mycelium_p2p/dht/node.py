@@ -100,6 +100,7 @@ class DhtNode(Server):
         self.tasks = TaskOwner(f"dht {self.node.id.hex()[:8]}")
         self._seeds: list[Address] = []
         self._rebootstrap_lock = asyncio.Lock()
+        self._rebooting: asyncio.Task[None] | None = None  # a re-bootstrap a lookup started
 
     def _create_protocol(self) -> MyceliumProtocol:
         return self.protocol_class(
@@ -223,6 +224,21 @@ class DhtNode(Server):
             except BootstrapError:
                 log.debug("re-bootstrap found no seed yet")
 
+    async def _await_contacts(self, deadline: float) -> None:
+        """With an empty routing table: re-bootstrap in the background and wait until it
+        finds a contact, ends, or ``deadline`` passes. A bootstrap also looks up every empty
+        bucket, which can outlast the lookup that needs it (a ``groups --watch`` listing
+        printed nothing for 5 s after a seed was killed in the soak)."""
+        if self.tasks.closed:
+            return
+        if self._rebooting is None or self._rebooting.done():
+            self._rebooting = self.tasks.spawn(self._rebootstrap(), name="rebootstrap")
+        loop = asyncio.get_running_loop()
+        while (
+            self.routing_table_size() == 0 and not self._rebooting.done() and loop.time() < deadline
+        ):
+            await asyncio.sleep(0.05)
+
     async def _maintain(self) -> None:
         while True:
             await asyncio.sleep(self.config.maintenance_interval)
@@ -254,16 +270,17 @@ class DhtNode(Server):
     ) -> LookupResult:
         """One lookup, ended after ``timeout`` s at most (default and cap:
         ``config.lookup_deadline``); table upkeep uses one path, puts and gets disjoint ones."""
-        if self.routing_table_size() == 0:
-            await self._rebootstrap()
         loop = asyncio.get_running_loop()
         limit = self.config.lookup_deadline
+        deadline = loop.time() + (limit if timeout is None else min(timeout, limit))
+        if self.routing_table_size() == 0:
+            await self._await_contacts(deadline)
         return await lookup(
             self.protocol,
             target,
             ksize=self.ksize,
             alpha=self.alpha,
-            deadline=loop.time() + (limit if timeout is None else min(timeout, limit)),
+            deadline=deadline,
             max_pages=self.config.max_pages,
             blame_after=self.config.blame_after,
             **kwargs,

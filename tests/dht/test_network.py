@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import time
 
 from kademlia.network import Server
+from kademlia.node import Node as KNode
 
 from mycelium_p2p.dht import DhtConfig, DhtNode, fetch_advert, fetch_adverts, publish_advert
 from mycelium_p2p.identity import Identity
@@ -116,6 +118,52 @@ async def test_a_peer_whose_contacts_all_die_rebootstraps_by_itself() -> None:
         record = make_advert()
         assert await lonely.put(record) >= 1
         assert await seed.get_records(record.key) == [record]
+
+
+@run_async(timeout=60)
+async def test_a_read_with_an_empty_table_ends_by_its_timeout_while_a_rebootstrap_goes_on() -> None:
+    """A bootstrap also looks up every empty bucket and can take many seconds; a read that
+    needs contacts waits for the first one, or its own timeout, not for all of that."""
+    async with swarm(4) as nodes:
+        lonely = nodes[3]
+        started = asyncio.Event()
+
+        async def slow_bootstrap(seeds: object) -> None:
+            started.set()
+            await asyncio.sleep(3600)  # a seed that answers, then lookups that crawl
+
+        lonely.bootstrap = slow_bootstrap  # type: ignore[method-assign]
+        lonely.protocol.router.flush()
+        assert lonely.routing_table_size() == 0
+        records = await asyncio.wait_for(
+            lonely.get_records(make_advert().key, timeout=0.5), timeout=10
+        )
+        assert records == [] and started.is_set()
+        assert lonely._rebooting is not None and not lonely._rebooting.done()  # goes on
+
+
+@run_async(timeout=60)
+async def test_a_read_ends_by_its_timeout_though_a_silent_peer_stalls_later() -> None:
+    """The lookup waits for the earliest stall among its silent peers; one whose estimated
+    round trip is long (up to 5 s after a seed restart) stalled the read past its deadline."""
+    loop = asyncio.get_running_loop()
+    hole, _ = await loop.create_datagram_endpoint(
+        asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0)
+    )  # receives and never answers, as a peer behind a cut link
+    try:
+        async with swarm(2) as nodes:
+            reader = nodes[1]
+            reader.protocol.router.flush()
+            port = hole.get_extra_info("sockname")[1]
+            reader.protocol.router.add_contact(KNode(os.urandom(20), "127.0.0.1", port))
+            reader.protocol.rtt.stall_after = lambda peer=None: 3600.0  # type: ignore[method-assign]
+            reader.protocol.rtt.give_up_after = lambda peer=None: 3600.0  # type: ignore[method-assign]
+            records = await asyncio.wait_for(
+                reader.get_records(make_advert().key, timeout=0.5), timeout=20
+            )
+            assert records == []
+    finally:
+        hole.close()
 
 
 @run_async(timeout=120)
