@@ -171,8 +171,13 @@ class SoakRun(ChaosRun):
             if peer is None or not peer.alive:
                 continue
             try:
-                mb = psutil.Process(peer.pid).memory_info().rss / 2**20
+                process = psutil.Process(peer.pid)
+                if process.status() == psutil.STATUS_ZOMBIE:  # killed, not yet reaped
+                    continue
+                mb = process.memory_info().rss / 2**20
             except psutil.Error:
+                continue
+            if mb <= 0:  # a process on its way out reads as 0 (seen: a -100% "growth")
                 continue
             settled = now - peer.started_at >= self.warmup  # a restarted node warms up too
             if after_warmup and settled:
