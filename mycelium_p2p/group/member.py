@@ -45,7 +45,12 @@ log = logging.getLogger(__name__)
 
 
 class JoinRefused(MyceliumError):
-    """The group's leader refused us (full, invite-only, not the leader...)."""
+    """The group's leader refused us (full, invite-only, not the leader...). ``code``: the
+    peer's error code, when it answered with one."""
+
+    def __init__(self, reason: str, *, code: str = "") -> None:
+        super().__init__(reason)
+        self.code = code
 
 
 async def _ask_to_join(
@@ -73,7 +78,7 @@ async def _ask_to_join(
         cert = decode_cert(reply.cert)
         check_cert(cert, group_id=group_id, founder=charter.founder)
     except RemoteError as exc:
-        raise JoinRefused(exc.reason) from None
+        raise JoinRefused(exc.reason, code=exc.code) from None
     except ChannelError as exc:
         raise JoinRefused(f"cannot reach the group's leader: {exc}") from None
     except (m.BadMessage, ProofError) as exc:
@@ -83,6 +88,27 @@ async def _ask_to_join(
     if not any(entry[0] == leader_key for entry in reply.roster):
         raise JoinRefused("the leader is not in the roster it sent")
     return reply, charter, cert, segments
+
+
+async def _leader_named_by(
+    channels: ChannelServer,
+    addr: Address,
+    key: bytes,
+    group_id: str,
+    timeout: float,
+    refusal: JoinRefused,
+) -> tuple[bytes, Address]:
+    """The leader a member of ``group_id`` follows (``g.leader``), or ``refusal`` raised."""
+    try:
+        header, _ = await channels.request(
+            addr, key, "g.leader", {"gid": group_id}, timeout=timeout
+        )
+        named = m.parse(m.LeaderReply, header)
+    except (ChannelError, m.BadMessage):
+        raise refusal from None
+    if named.leader is None or named.addr is None or named.leader == key:
+        raise refusal
+    return named.leader, (named.addr[0], named.addr[1])
 
 
 class GroupMember(MemberRequests, RosterUpkeep, ModelCommits, Elections):
@@ -183,9 +209,22 @@ class GroupMember(MemberRequests, RosterUpkeep, ModelCommits, Elections):
         the group's charter, its certificate, the roster and the latest model. Raises
         ``JoinRefused``."""
         config = config or GroupConfig()
-        reply, charter, cert, segments = await _ask_to_join(
-            channels, leader_addr, leader_key, group_id, my_addr, invite, config.request_timeout
-        )
+        try:
+            reply, charter, cert, segments = await _ask_to_join(
+                channels, leader_addr, leader_key, group_id, my_addr, invite, config.request_timeout
+            )
+        except JoinRefused as exc:
+            if exc.code != "not-leader":
+                raise
+            # the advert is a term behind (a new leader was elected since it was published):
+            # the member we asked names its leader, and we ask there, once; that leader's
+            # answer is checked as any leader's is
+            leader_key, leader_addr = await _leader_named_by(
+                channels, leader_addr, leader_key, group_id, config.request_timeout, exc
+            )
+            reply, charter, cert, segments = await _ask_to_join(
+                channels, leader_addr, leader_key, group_id, my_addr, invite, config.request_timeout
+            )
         member = cls(identity, channels, GroupInfo(charter), my_addr, config)
         member._admitted(leader_addr, reply, cert, segments)
         return member

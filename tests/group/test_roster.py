@@ -244,3 +244,52 @@ async def test_a_deposed_leader_does_not_admit_newcomers_into_a_fork_of_its_own(
                 if newcomer.group is not None:
                     await newcomer.group.close()
                 await newcomer.channels.close()
+
+
+@run_async(timeout=30)
+async def test_a_newcomer_sent_to_a_member_is_pointed_to_the_leader_once() -> None:
+    """An advert a term behind names a member, not the leader: the newcomer asks that member
+    who leads (``g.leader``) and joins there, as a user would expect; it follows one hop."""
+    async with group_of(2) as peers:
+        founder, member = peers[0], peers[1]
+        assert founder.group is not None
+        newcomer = await Peer().listen()
+        try:
+            newcomer.group = await GroupMember.join_group(
+                newcomer.identity,
+                newcomer.channels,
+                newcomer.addr,
+                group_id=founder.group.group_id,
+                leader_addr=member.addr,  # as the stale advert says
+                leader_key=member.identity.public_key,
+                config=SLOW,
+            )
+            assert newcomer.group.leader_key == founder.identity.public_key
+            assert newcomer.identity.public_key in roster_of(founder)
+        finally:
+            if newcomer.group is not None:
+                await newcomer.group.close()
+            await newcomer.channels.close()
+
+
+@run_async(timeout=30)
+async def test_a_member_that_names_no_leader_leaves_the_refusal_as_it_was() -> None:
+    async with group_of(1) as peers:
+        founder, member = peers[0], peers[1]
+        assert founder.group is not None and member.group is not None
+        member.group.leader_key = member.group.leader_addr = None  # between two leaders
+        newcomer = await Peer().listen()
+        try:
+            with pytest.raises(JoinRefused) as refused:
+                await GroupMember.join_group(
+                    newcomer.identity,
+                    newcomer.channels,
+                    newcomer.addr,
+                    group_id=founder.group.group_id,
+                    leader_addr=member.addr,
+                    leader_key=member.identity.public_key,
+                    config=SLOW,
+                )
+            assert refused.value.code == "not-leader"
+        finally:
+            await newcomer.channels.close()
