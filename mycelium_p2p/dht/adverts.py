@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 from ..records import GroupAdvert, Record, index_topic, index_topics, record_key
 from .listing import ListingMemory
@@ -17,34 +18,46 @@ async def publish_advert(dht: DhtNode, record: Record) -> int:
 
 
 def current_adverts(adverts: list[GroupAdvert]) -> list[GroupAdvert]:
-    """One advert per group, and none of a group its last leader ended.
+    """One advert per group: the one ahead (``GroupAdvert.rank``), or its end.
 
     A group's leaders each sign their own advert (an old leader's lingers until it expires),
-    so keep the one ahead (``GroupAdvert.rank``). A leader that ended its group (led it alone,
-    then left) and went on to lead another group of the same shard says so in its new advert
-    (``GroupAdvert.ended``): the ended group's adverts of earlier terms, and its own of that
-    term, are gone with it. A claim of term 1 counts only from the group's founder, the same
-    check an advert's certificate gets; a later term can be claimed by anyone, as a forged
-    advert of a newer term can (docs/threat-model.md)."""
-    ended: dict[str, list[tuple[int, bytes]]] = {}
-    for advert in adverts:
-        for group_id, term in advert.ended:
-            ended.setdefault(group_id, []).append((term, advert.leader_key))
-
-    def is_ended(advert: GroupAdvert) -> bool:
-        return any(
-            (term > 1 or signer == advert.founder)
-            and (advert.term < term or (advert.term == term and advert.leader_key == signer))
-            for term, signer in ended.get(advert.group_id, ())
-        )
-
+    so keep the one ahead. A leader that ended its group (led it alone, then left: its last
+    advert said 0 members) and then leads another group of the same shard loses that last
+    word (one advert per shard and signer is stored), so its new advert repeats it
+    (``GroupAdvert.ended``). Such a claim of a term at least that of the group's advert
+    ahead (and, for the same term, by the same leader) lists the group as ending again: 0
+    members, under the claimant's key, as its own advert did. A claim of term 1 counts only
+    from the group's founder, the check an advert's certificate gets; a later term anyone can
+    claim, as anyone can forge an advert of a newer term (docs/threat-model.md)."""
     best: dict[str, GroupAdvert] = {}
     for advert in adverts:
-        if is_ended(advert):
-            continue
         held = best.get(advert.group_id)
         if held is None or advert.rank > held.rank:
             best[advert.group_id] = advert
+    ends: dict[str, tuple[int, GroupAdvert]] = {}  # group id -> the highest claim, its carrier
+    for carrier in adverts:
+        for group_id, term in carrier.ended:
+            ahead = best.get(group_id)
+            if ahead is None or (term == 1 and carrier.leader_key != ahead.founder):
+                continue
+            overrules = term > ahead.term or (
+                term == ahead.term and carrier.leader_key == ahead.leader_key
+            )
+            if overrules and (group_id not in ends or term > ends[group_id][0]):
+                ends[group_id] = (term, carrier)
+    for group_id, (term, carrier) in ends.items():
+        best[group_id] = dataclasses.replace(
+            best[group_id],
+            leader=carrier.leader,
+            leader_key=carrier.leader_key,
+            term=term,
+            metrics=dataclasses.replace(best[group_id].metrics, members=0),
+            seq=carrier.seq,
+            issued_at=carrier.issued_at,
+            expires_at=carrier.expires_at,
+            cert=None,
+            ended=(),
+        )
     return list(best.values())
 
 

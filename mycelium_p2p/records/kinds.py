@@ -27,8 +27,9 @@ from .charter import MAX_CAPACITY, MAX_CHARTER_BYTES, GroupCharter, Key
 from .leadership import MAX_CERT_BYTES, MAX_TERM, GroupId, Term, check_cert, decode_cert
 
 RECORD_VERSION = 1
-#: At most this many groups an advert may say its signer ended lately (``AdvertBody.ended``).
-MAX_ENDED = 4
+#: At most this many groups an advert may say its signer ended lately (``AdvertBody.ended``):
+#: one, so that an advert speaks for no more groups than a forged advert of each would.
+MAX_ENDED = 1
 #: Group adverts are spread over this many index keys so no single DHT key holds them all.
 INDEX_SHARDS = 4
 MAX_INT64 = 2**63 - 1

@@ -103,43 +103,51 @@ def test_an_advert_cannot_end_its_own_group_another_shards_or_too_many(case: str
         advert(leader, mine, ended=ended)
 
 
-def test_an_ended_group_is_dropped_up_to_the_term_its_leader_ended_it_in() -> None:
+def listed(*records: Record) -> dict[str, GroupAdvert]:
+    return {a.group_id: a for a in view(*records)}
+
+
+def test_a_claimed_end_lists_the_group_as_ending_again_under_its_claimant() -> None:
     founder, second, last, later = (Identity.generate() for _ in range(4))
     group = charter_in(None, founder, prefix="ended")
-    shard = index_topic(group.group_id)
-    new = charter_in(shard, last, prefix="new")
+    gid = group.group_id
+    new = charter_in(index_topic(gid), last, prefix="new")
     term1 = advert(founder, group, term=1)
     term2 = advert(second, group, term=2)
     closing = advert(last, group, term=3, members=0)
-    moved_on = advert(last, new, ended=[(group.group_id, 3)])
+    moved_on = advert(last, new, ended=[(gid, 3)])
 
-    assert {a.group_id for a in view(term1, term2, closing)} == {group.group_id}
-    assert {a.group_id for a in view(term1, term2, moved_on)} == {new.group_id}
+    assert listed(term1, term2, closing)[gid].metrics.members == 0
+    ending = listed(term1, term2, moved_on)[gid]  # the closing advert was replaced
+    assert ending.metrics.members == 0 and ending.term == 3
+    assert ending.leader_key == last.public_key and ending.cert is None
+    assert (
+        ending.name == "ended0"
+        and ending.expires_at == GroupAdvert.from_record(moved_on).expires_at
+    )
     # a newer term than the one ended (the group lived on elsewhere) still shows
-    assert group.group_id in {
-        a.group_id for a in view(term1, advert(later, group, term=4), moved_on)
-    }
-    # a different leader's advert of the same term is not the ender's to drop
-    rival = advert(later, group, term=3)
-    assert group.group_id in {a.group_id for a in view(rival, moved_on)}
+    assert listed(term1, advert(later, group, term=4), moved_on)[gid].metrics.members == 3
+    # a different leader's advert of the same term is not the ender's to overrule
+    assert listed(advert(later, group, term=3), moved_on)[gid].metrics.members == 3
+    # a claim about a group nobody advertises lists nothing
+    assert set(listed(moved_on)) == {new.group_id}
 
 
 def test_term_one_can_be_ended_only_by_the_founder() -> None:
     founder, stranger = Identity.generate(), Identity.generate()
     group = charter_in(None, founder, prefix="victim")
-    shard = index_topic(group.group_id)
-    founder_moved_on = advert(
-        founder, charter_in(shard, founder, prefix="next"), ended=[(group.group_id, 1)]
-    )
-    stranger_claim = advert(stranger, charter_in(shard, stranger), ended=[(group.group_id, 1)])
+    gid = group.group_id
+    shard = index_topic(gid)
+    founder_moved_on = advert(founder, charter_in(shard, founder, prefix="next"), ended=[(gid, 1)])
+    stranger_claim = advert(stranger, charter_in(shard, stranger), ended=[(gid, 1)])
     live = advert(founder, group, term=1, seq=1)
-    assert group.group_id in {a.group_id for a in view(live, stranger_claim)}
+    assert listed(live, stranger_claim)[gid].metrics.members == 3
     # the founder's own claim holds even though it is a different record of the same signer
-    assert group.group_id not in {a.group_id for a in view(live, founder_moved_on)}
+    assert listed(live, founder_moved_on)[gid].metrics.members == 0
 
 
 @run_async(timeout=60)
-async def test_a_group_its_last_leader_ended_stays_ended_when_that_leader_leads_again() -> None:
+async def test_a_group_its_last_leader_ended_stays_ending_when_that_leader_leads_again() -> None:
     """Seen in the soak: storing peers keep one advert per shard and signer, so a leader that
     ended its group and then led another of the same shard replaced its "0 members" advert,
     and the dead group came back from its first leader's advert until that expired."""
@@ -160,6 +168,8 @@ async def test_a_group_its_last_leader_ended_stays_ended_when_that_leader_leads_
 
         await writer.put(advert(last, new, seq=3, ended=[(group.group_id, 2)]))
         listed = {a.group_id: a for a in await fetch_adverts(reader)}
-        assert set(listed) == {new.group_id}
-        assert await fetch_advert(reader, group.group_id) is None
+        assert listed[group.group_id].metrics.members == 0  # ending again, as it said
+        assert listed[group.group_id].leader_key == last.public_key
+        ending = await fetch_advert(reader, group.group_id)
+        assert ending is not None and ending.metrics.members == 0
         assert await fetch_advert(reader, new.group_id) is not None
