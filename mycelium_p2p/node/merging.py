@@ -20,6 +20,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from ..dht import fetch_advert, fetch_adverts
@@ -36,15 +37,27 @@ log = logging.getLogger(__name__)
 RETURN_WINDOW = 300.0  # s: how long a group founded by a regroup looks for the group it left
 
 
+@dataclass(frozen=True)
+class Origin:
+    """After a regroup: the group we ``entered`` instead of the one we ``left`` (its roster
+    then), ``at`` (monotonic). Only a leader from that roster is followed back: an advert of
+    a newer term with a made-up certificate is anyone's to publish."""
+
+    entered: str
+    left: str
+    at: float
+    roster: frozenset[bytes]
+
+
 class MergingMixin:
     """Merging small groups into larger ones, for ``Node``."""
 
     # attributes provided by Node
     group: GroupMember | None
     emit: Callable[..., None]
-    _origin: tuple[str, str, float] | None
+    _origin: Origin | None
+    _group_change: asyncio.Lock
     _move_to: Callable[..., Awaitable[None]]
-    move_to: Callable[..., Awaitable[None]]
 
     async def _watch_merges(self, group: GroupMember) -> None:
         """While leading an open group: look for a group to merge into every two heartbeats."""
@@ -100,28 +113,39 @@ class MergingMixin:
             except Exception:  # nothing a peer sends may end the check for good
                 log.exception("return check from %s failed", group.group_id)
                 continue
-            if advert is None or self.group is not group or group.is_leader:
+            if advert is None:
                 continue
-            self._origin = None
-            await self.move_to(
-                advert, f"back to {advert.name}, the group we left when cut off", chosen=False
-            )
+            try:
+                async with self._group_change:
+                    if self.group is not group or group.is_leader:
+                        continue  # elected meanwhile: a leader takes its whole group back
+                    self._origin = None
+                    await self._move_to(
+                        advert,
+                        f"back to {advert.name}, the group we left when cut off",
+                        chosen=False,
+                    )
+            except Exception:  # a failed move must not end the watch
+                log.exception("going back to %s failed", advert.name)
 
     async def _origin_back(
         self, group: GroupMember, fits: Callable[[GroupAdvert], bool]
     ) -> GroupAdvert | None:
         """The advert of the group we left in a regroup, if we still sit in the group we
         entered then, and the group left is advertised, joinable, ``fits`` and its leader
-        answers (it serves its model: the cut has healed); else None. Forgotten after
-        ``RETURN_WINDOW``."""
+        answers (it serves its model: the cut has healed) and was a member when we left;
+        else None. Forgotten after ``RETURN_WINDOW``."""
         origin = self._origin
-        if origin is None or origin[0] != group.group_id:
+        if origin is None or origin.entered != group.group_id:
             return None
-        if time.monotonic() - origin[2] > RETURN_WINDOW:
+        if time.monotonic() - origin.at > RETURN_WINDOW:
             self._origin = None
             return None
-        advert = await fetch_advert(self.dht, origin[1])
+        advert = await fetch_advert(self.dht, origin.left)
         if advert is None or not joinable(advert) or not fits(advert):
+            return None
+        if advert.leader_key not in origin.roster:
+            log.debug("the advert of %s names a leader we never knew there", advert.name)
             return None
         try:  # an open group serves its model to anyone
             await fetch_model(self.channels, advert, min(self.config.reply_timeout, 5.0))

@@ -181,7 +181,9 @@ class MovingMixin:
                 await self._leave_group()
                 self.migration.settled(time.monotonic())
                 await self._enter_group(
-                    as_configured=False, model=group.model, origin=group.group_id
+                    as_configured=False,
+                    model=group.model,
+                    origin=(group.group_id, frozenset(group.roster)),
                 )
 
     async def _watch_rivals(self, group: GroupMember) -> None:

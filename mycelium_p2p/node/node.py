@@ -45,7 +45,7 @@ from ..records.charter import GroupCharter
 from .config import Event, NodeConfig, NodeEvent
 from .contacts import keep_contacts, load_contacts, remember_contacts
 from .lifecycle import DataDirLock
-from .merging import MergingMixin
+from .merging import MergingMixin, Origin
 from .moving import MovingMixin, rank_joinable
 from .publishing import PublishingMixin
 
@@ -135,7 +135,7 @@ class Node(MovingMixin, MergingMixin, PublishingMixin):
         self.training = asyncio.Event()
         self.training.set()
         self._group_change = asyncio.Lock()  # one move, split or regroup at a time
-        self._origin: tuple[str, str, float] | None = None  # (founded, left, when): a regroup
+        self._origin: Origin | None = None  # after a regroup: where we came from
         self._rng = random.Random(config.seed ^ int.from_bytes(identity.public_key[:4], "big"))
 
     def emit(self, kind: str, text: str, **fields: Any) -> None:
@@ -248,11 +248,11 @@ class Node(MovingMixin, MergingMixin, PublishingMixin):
         *,
         as_configured: bool = True,
         model: ModelSnapshot | None = None,
-        origin: str | None = None,
+        origin: tuple[str, frozenset[bytes]] | None = None,
     ) -> None:
         """Found or join the configured group, or (after a failed move) any that has room.
-        ``origin``: the group a regroup left; we remember it, to go back to once that group
-        is reachable again (``_remember_origin``)."""
+        ``origin``: the group a regroup left and its roster; we remember it, to go back to
+        once that group is reachable again (``_remember_origin``)."""
         c = self.config
         if c.create and as_configured:
             self._found(c.create)
@@ -302,14 +302,14 @@ class Node(MovingMixin, MergingMixin, PublishingMixin):
         self._found(f"{c.task}-{self.identity.node_id.hex()[:6]}", model)
         self._remember_origin(origin)
 
-    def _remember_origin(self, origin: str | None) -> None:
-        """After a regroup: the group we entered remembers ``origin``, the group we left, to
-        go back to once it is reachable again (``_return_target``, ``_watch_return``)."""
+    def _remember_origin(self, origin: tuple[str, frozenset[bytes]] | None) -> None:
+        """After a regroup: remember ``origin``, the group we left and its roster then, to go
+        back to once it is reachable again (``_return_target``, ``_watch_return``)."""
         group = self.group
-        if origin is None or group is None or group.group_id == origin:
+        if origin is None or group is None or group.group_id == origin[0]:
             self._origin = None
             return
-        self._origin = (group.group_id, origin, time.monotonic())
+        self._origin = Origin(group.group_id, origin[0], time.monotonic(), origin[1])
 
     async def _join_first(
         self, chosen: list[GroupAdvert], refusals: list[str], tried: set[str]

@@ -9,6 +9,7 @@ from typing import Any
 from unittest import mock
 
 from mycelium_p2p.migration.consolidation import MergePolicy
+from mycelium_p2p.node.merging import Origin
 from mycelium_p2p.records import index_topic
 from tests.conftest import learning_network, run_async, wait_for
 
@@ -116,7 +117,9 @@ async def test_a_group_founded_after_a_regroup_goes_back_to_the_group_it_left() 
             cut.on_event = events.append
             await wait_for(lambda: len(home.group.roster) == 2, 60, "a home group of two")
             home_id = home.group.group_id
-            cut._origin = (cut.group.group_id, home_id, time.monotonic())
+            cut._origin = Origin(
+                cut.group.group_id, home_id, time.monotonic(), frozenset(home.group.roster)
+            )
             await wait_for(
                 lambda: cut.group is not None and cut.group.group_id == home_id, 60, "the return"
             )
@@ -134,7 +137,7 @@ async def test_a_group_whose_origin_is_gone_stays_where_it_is() -> None:
     with mock.patch("mycelium_p2p.node.merging.MergePolicy", NeverMerge):
         async with learning_network(configs) as (_, home, cut):
             own = cut.group.group_id
-            cut._origin = (own, "0" * 16, time.monotonic())  # a group nobody advertises
+            cut._origin = Origin(own, "0" * 16, time.monotonic(), frozenset())  # unadvertised
             await asyncio.sleep(6 * cut.config.merge_interval)
             assert cut.group is not None and cut.group.group_id == own
             assert home.group is not None and len(home.group.roster) == 1
@@ -157,7 +160,9 @@ async def test_a_member_that_regrouped_into_another_group_goes_back_alone() -> N
             member.on_event = events.append
             await wait_for(lambda: len(other.group.roster) == 2, 60, "a group of two elsewhere")
             home_id, other_id = home.group.group_id, other.group.group_id
-            member._origin = (other_id, home_id, time.monotonic())
+            member._origin = Origin(
+                other_id, home_id, time.monotonic(), frozenset(home.group.roster)
+            )
             await wait_for(
                 lambda: member.group is not None and member.group.group_id == home_id,
                 60,
@@ -167,3 +172,42 @@ async def test_a_member_that_regrouped_into_another_group_goes_back_alone() -> N
             assert moves and "back to home" in moves[0].text, moves
             assert other.group is not None and other.group.group_id == other_id
             assert member._origin is None
+
+
+@run_async(timeout=180)
+async def test_a_return_follows_only_a_leader_from_the_roster_it_left() -> None:
+    """An advert of a newer term with a made-up certificate is anyone's to publish: a node
+    goes back only to a leader that was a member of the group when it left."""
+    common = {"migrate": False, "split": False}
+    configs = [
+        {"create": "home", "data_shard": "0/3", **common},
+        {"create": "elsewhere", "data_shard": "1/3", **common},
+        {"group": "elsewhere", "data_shard": "2/3", **common},
+    ]
+    with mock.patch("mycelium_p2p.node.merging.MergePolicy", NeverMerge):
+        async with learning_network(configs) as (_, home, other, member):
+            await wait_for(lambda: len(other.group.roster) == 2, 60, "a group of two elsewhere")
+            other_id = other.group.group_id
+            strangers = frozenset({bytes(32)})  # home's leader was never in it
+            member._origin = Origin(other_id, home.group.group_id, time.monotonic(), strangers)
+            await asyncio.sleep(6 * member.config.merge_interval)
+            assert member.group is not None and member.group.group_id == other_id
+
+
+def test_a_regroup_remembers_the_group_left_unless_it_went_back_into_it() -> None:
+    from types import SimpleNamespace
+
+    from mycelium_p2p.node.node import Node
+
+    node: Any = SimpleNamespace(group=SimpleNamespace(group_id="b" * 16), _origin=None)
+    roster = frozenset({b"k" * 32})
+    Node._remember_origin(node, ("a" * 16, roster))
+    assert (node._origin.entered, node._origin.left, node._origin.roster) == (
+        "b" * 16,
+        "a" * 16,
+        roster,
+    )
+    Node._remember_origin(node, ("b" * 16, roster))  # joined the very group it left
+    assert node._origin is None
+    Node._remember_origin(node, None)
+    assert node._origin is None
