@@ -229,22 +229,29 @@ class DhtNode(Server):
         finds a contact, ends, or ``deadline`` passes. A bootstrap also looks up every empty
         bucket, which can outlast the lookup that needs it (a ``groups --watch`` listing
         printed nothing for 5 s after a seed was killed in the soak)."""
-        if self.tasks.closed:
+        rebooting = self._rebootstrap_task()
+        if rebooting is None:
             return
+        loop = asyncio.get_running_loop()
+        while self.routing_table_size() == 0 and not rebooting.done() and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+
+    def _rebootstrap_task(self) -> asyncio.Task[None] | None:
+        """The one re-bootstrap under way (started if none is), shared by the upkeep loop and
+        lookups that found the table empty; None once the node is closing."""
+        if self.tasks.closed:
+            return None
         if self._rebooting is None or self._rebooting.done():
             self._rebooting = self.tasks.spawn(self._rebootstrap(), name="rebootstrap")
-        loop = asyncio.get_running_loop()
-        while (
-            self.routing_table_size() == 0 and not self._rebooting.done() and loop.time() < deadline
-        ):
-            await asyncio.sleep(0.05)
+        return self._rebooting
 
     async def _maintain(self) -> None:
         while True:
             await asyncio.sleep(self.config.maintenance_interval)
             self.storage.cull()
             if self.routing_table_size() == 0:
-                await self._rebootstrap()
+                if (rebooting := self._rebootstrap_task()) is not None:
+                    await asyncio.shield(rebooting)
                 continue
             await self._recontact_seeds()
             if self.routing_table_size() < self.ksize:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import time
 from collections.abc import Callable
@@ -104,11 +105,22 @@ async def _leader_named_by(
             addr, key, "g.leader", {"gid": group_id}, timeout=timeout
         )
         named = m.parse(m.LeaderReply, header)
-    except (ChannelError, m.BadMessage):
+        cert = decode_cert(named.cert) if named.cert is not None else None
+    except (ChannelError, m.BadMessage, ProofError):
         raise refusal from None
     if named.leader is None or named.addr is None or named.leader == key:
         raise refusal
+    if cert is None or cert.leader != named.leader or cert.group_id != group_id:
+        raise refusal  # what it names must at least claim the lead of this group
+    if _local(named.addr[0]) and not _local(addr[0]):
+        raise refusal  # a peer elsewhere sending us to our own host's services
     return named.leader, (named.addr[0], named.addr[1])
+
+
+def _local(host: str) -> bool:
+    """Loopback, link-local or unspecified."""
+    ip = ipaddress.ip_address(host)
+    return ip.is_loopback or ip.is_link_local or ip.is_unspecified
 
 
 class GroupMember(MemberRequests, RosterUpkeep, ModelCommits, Elections):

@@ -143,6 +143,28 @@ async def test_a_read_with_an_empty_table_ends_by_its_timeout_while_a_rebootstra
 
 
 @run_async(timeout=60)
+async def test_a_read_with_an_empty_table_goes_on_at_the_first_contact_a_rebootstrap_finds() -> (
+    None
+):
+    async with swarm(4) as nodes:
+        seed, lonely = nodes[0], nodes[3]
+        record = make_advert()
+        await seed.put(record)
+
+        async def crawling_bootstrap(seeds: object) -> None:
+            lonely.protocol.router.add_contact(seed.node)  # the seed answered...
+            await asyncio.sleep(3600)  # ...and the bucket lookups crawl
+
+        lonely.bootstrap = crawling_bootstrap  # type: ignore[method-assign]
+        lonely.protocol.router.flush()
+        # the upkeep loop and the read share one re-bootstrap
+        first = lonely._rebootstrap_task()
+        assert first is not None and lonely._rebootstrap_task() is first
+        records = await asyncio.wait_for(lonely.get_records(record.key, timeout=30), timeout=10)
+        assert record in records
+
+
+@run_async(timeout=60)
 async def test_a_read_ends_by_its_timeout_though_a_silent_peer_stalls_later() -> None:
     """The lookup waits for the earliest stall among its silent peers; one whose estimated
     round trip is long (up to 5 s after a seed restart) stalled the read past its deadline."""
