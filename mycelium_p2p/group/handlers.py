@@ -56,6 +56,7 @@ class MemberRequests:
     leader_addr: Address | None
     cert: LeaderCert | None
     my_addr: Address
+    closing: bool
     _lease_until: float
     group_id: str
     term: int
@@ -125,6 +126,8 @@ class MemberRequests:
     async def _on_join(self, peer: bytes, req: m.Join, _: list[bytes]) -> Reply:
         if not self.is_leader:
             return self._not_leader()
+        if self.closing and peer not in self.roster:
+            return Reply.fail("closing", f"group {self.info.name} is closing (its leader left)")
         if peer not in self.roster:
             if self.info.policy == "invite-only":
                 try:

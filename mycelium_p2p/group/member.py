@@ -142,6 +142,7 @@ class GroupMember(MemberRequests, RosterUpkeep, ModelCommits, Elections):
         self.config = config or GroupConfig()
         self.election = ElectionState()
         self.role = "member"
+        self.closing = False  # we are leaving it: admit nobody new (``g.join``: "closing")
         self.leader_key: bytes | None = None
         self.leader_addr: Address | None = None
         self.cert: LeaderCert | None = None  # the current leader's proof of its term

@@ -249,6 +249,7 @@ class MovingMixin:
         old = self.group
         if old is None:
             return
+        old.closing = True  # a newcomer admitted now would be left behind, or lead it alone
         self._stop_leading()
         if old.is_leader and len(old.roster) == 1:
             # an empty group dissolves: say so now rather than when its advert expires

@@ -332,3 +332,21 @@ async def test_a_redirect_needs_a_leader_claiming_the_group_and_keeps_off_our_ow
     assert await _leader_named_by(
         channels(["127.0.0.1", 9001], good), local, b"m" * 32, gid, 1.0, refusal
     )
+
+
+@run_async(timeout=30)
+async def test_a_leader_on_its_way_out_admits_nobody_new() -> None:
+    """Seen in the soak: a leader leaving its group alone announced its end, then admitted a
+    newcomer while the announcement went out; the newcomer led the group on, and listings
+    showed it ending for 7 s."""
+    async with group_of(0) as peers:
+        founder = peers[0]
+        assert founder.group is not None
+        founder.group.closing = True
+        newcomer = await Peer().listen()
+        try:
+            with pytest.raises(JoinRefused) as refused:
+                await newcomer.join(founder, SLOW)
+            assert refused.value.code == "closing"
+        finally:
+            await newcomer.channels.close()
