@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from ..dht import fetch_advert, fetch_adverts
 from ..errors import MyceliumError
@@ -33,8 +33,21 @@ from ..records import GroupAdvert
 from .moving import joinable
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 RETURN_WINDOW = 300.0  # s: how long a group founded by a regroup looks for the group it left
+
+
+async def _unless_failed(check: Awaitable[T], what: str) -> T | None:
+    """``check``'s result, or None if it failed (logged): nothing a peer sends may end a
+    watch for good."""
+    try:
+        return await check
+    except (MyceliumError, OSError) as exc:
+        log.debug("%s failed: %s", what, exc)
+    except Exception:
+        log.exception("%s failed", what)
+    return None
 
 
 @dataclass(frozen=True)
@@ -67,17 +80,17 @@ class MergingMixin:
             await asyncio.sleep(c.merge_interval)
             if self.group is not group or not group.is_leader:
                 return
-            try:
-                found = await self._return_target(group) or await self._merge_target(group, policy)
-            except (MyceliumError, OSError) as exc:
-                log.debug("merge check of %s failed: %s", group.group_id, exc)
-                continue
-            except Exception:  # nothing a peer sends may end the check for good
-                log.exception("merge check of %s failed", group.group_id)
-                continue
+            found = await _unless_failed(
+                self._merge_check(group, policy), f"merge check of {group.group_id}"
+            )
             if found is not None:  # not in this task: moving stops leading, and with it us
                 self.tasks.spawn(self._merge_into(group, *found), name="merge")
                 return
+
+    async def _merge_check(
+        self, group: GroupMember, policy: MergePolicy
+    ) -> tuple[GroupAdvert, str] | None:
+        return await self._return_target(group) or await self._merge_target(group, policy)
 
     async def _return_target(self, group: GroupMember) -> tuple[GroupAdvert, str] | None:
         """The group this one's founder left when it could reach no leader, once that group's
@@ -105,14 +118,10 @@ class MergingMixin:
             group = self.group
             if group is None or group.is_leader:
                 continue
-            try:
-                advert = await self._origin_back(group, lambda a: a.free_slots > 0)
-            except (MyceliumError, OSError) as exc:
-                log.debug("return check from %s failed: %s", group.group_id, exc)
-                continue
-            except Exception:  # nothing a peer sends may end the check for good
-                log.exception("return check from %s failed", group.group_id)
-                continue
+            advert = await _unless_failed(
+                self._origin_back(group, lambda a: a.free_slots > 0),
+                f"return check from {group.group_id}",
+            )
             if advert is None:
                 continue
             try:
