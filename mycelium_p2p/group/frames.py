@@ -43,6 +43,11 @@ _MAX_STRING = 64 * 2**10  # one str or bytes: a certificate, an invite, a reason
 _U32 = struct.Struct("!I")
 THREAD_THRESHOLD = 1 << 20  # segments this large move in a worker thread
 IO_TIMEOUT = 30.0  # a peer silent this long in the middle of a frame is gone
+# Data unacknowledged this long drops the connection (Linux's TCP_USER_TIMEOUT). A cut link
+# otherwise leaves the channel looking open, its retransmissions backed off: the first
+# request after the link heals can wait seconds for the next retry. A stopped peer's kernel
+# still acknowledges, so only a dead host or a cut link hits this.
+LINK_TIMEOUT = 8.0
 _READ_CHUNK = 64 * 1024  # the read buffer (per socket): many small frames, or a model of ~60 KB
 _GATHER = hasattr(socket.socket, "sendmsg")  # not on Windows: one send per part there
 _IOV_MAX = 512  # buffers per sendmsg, well under any system's limit
@@ -206,6 +211,8 @@ class SocketStream:
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if hasattr(socket, "TCP_USER_TIMEOUT"):  # Linux
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(LINK_TIMEOUT * 1000))
         self.sock = sock
         self._loop = asyncio.get_running_loop()
         self.peername: tuple[str, int] = sock.getpeername()[:2]

@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 RETURN_WINDOW = 300.0  # s: how long a group founded by a regroup looks for the group it left
+# s: the return check's model fetch. A failed check is tried again one merge interval later;
+# a longer wait only delays the return (a small model crosses a LAN in milliseconds).
+RETURN_PROBE_TIMEOUT = 2.0
 
 
 async def _unless_failed(check: Awaitable[T], what: str) -> T | None:
@@ -157,7 +160,9 @@ class MergingMixin:
             log.debug("the advert of %s names a leader we never knew there", advert.name)
             return None
         try:  # an open group serves its model to anyone
-            await fetch_model(self.channels, advert, min(self.config.reply_timeout, 5.0))
+            await fetch_model(
+                self.channels, advert, min(self.config.reply_timeout, RETURN_PROBE_TIMEOUT)
+            )
         except (ChannelError, RemoteError) as exc:
             log.debug("the group %s left is not reachable yet: %s", advert.name, exc)
             if isinstance(exc, ChannelError) and (

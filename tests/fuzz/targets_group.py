@@ -188,10 +188,10 @@ def check_frames(data: bytes, ctx: Context) -> str:
 
 
 class _UnixSocket(socket.socket):
-    """A socketpair end that takes (and ignores) SocketStream's TCP option."""
+    """A socketpair end that takes (and ignores) SocketStream's TCP options."""
 
     def setsockopt(self, *args: Any) -> None:  # type: ignore[override]
-        if args[:2] != (socket.IPPROTO_TCP, socket.TCP_NODELAY):
+        if args[0] != socket.IPPROTO_TCP:
             super().setsockopt(*args)
 
     def getpeername(self) -> tuple[str, int]:  # type: ignore[override]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import socket
 import struct
 
 import msgpack
@@ -15,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from noise.connection import Keypair, NoiseConnection
 
 from mycelium_p2p.fl.wire import _MAX_ARRAYS, encode_content
-from mycelium_p2p.group.frames import MAX_HEADER, decode_header
+from mycelium_p2p.group.frames import LINK_TIMEOUT, MAX_HEADER, decode_header
 from mycelium_p2p.group.noise import MAX_NONCE
 from mycelium_p2p.group.transport import ChannelError, ChannelServer, RemoteError, Reply
 from mycelium_p2p.identity import Identity
@@ -203,6 +204,20 @@ async def test_closed_channels_leave_the_table() -> None:
         header, _ = await server_b.request(addr_a, a.public_key, "after", timeout=5)
         assert header["method"] == "after"
         assert [c.closed for c in server_a._channels.values()] == [False]
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_USER_TIMEOUT"), reason="Linux only")
+@run_async()
+async def test_both_ends_drop_a_connection_whose_data_goes_unacknowledged() -> None:
+    """After a cut link heals, a channel with unacknowledged data would wait for TCP's backed
+    off retransmissions; the kernel drops it after LINK_TIMEOUT instead, dialler or listener."""
+    async with pair() as (a, b, server_a, server_b, addr_a):
+        await server_b.request(addr_a, a.public_key, "hi", timeout=5)
+        ends = [server_b.channel(a.public_key), server_a.channel(b.public_key)]
+        for channel in ends:
+            sock = channel._io.stream.sock
+            value = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT)
+            assert value == int(LINK_TIMEOUT * 1000)
 
 
 @run_async()
