@@ -164,7 +164,7 @@ async def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> 
 async def crash(node: Any) -> None:
     """Stop a node the way SIGKILL would: no goodbyes, sockets just close."""
     node.tasks.cancel()
-    node._stop_leading()
+    node.leading.stop()
     if node.group is not None:
         node.group.tasks.cancel()
     await node.channels.close()

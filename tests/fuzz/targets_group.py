@@ -23,7 +23,7 @@ from mycelium_p2p.group.frames import (
 )
 from mycelium_p2p.group.invite import INVITE_DOMAIN, INVITE_PREFIX, InviteError, verify_invite
 from mycelium_p2p.group.noise import NoiseCredentials, NoiseStream, Session, handshake
-from mycelium_p2p.node.moving import SplitRequest
+from mycelium_p2p.node.splitting import SplitRequest
 
 from .corpus import NOW, corpus, frame_bytes
 from .harness import Context, InvalidStored, Target

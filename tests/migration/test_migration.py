@@ -31,7 +31,7 @@ async def test_a_node_moves_to_the_group_that_serves_its_domain_and_ignores_a_li
     async with learning_network(configs) as (seed, *nodes):
         liar, mover = nodes[4], nodes[5]
         # the liar serves an untrained model and claims 99% accuracy in a validly signed advert
-        liar._stop_leading()
+        liar.leading.stop()
         liar.group.adopt_model(snapshot_of(1, initial_arrays()))
         info = liar.group.info
         lie = sign_advert(

@@ -9,7 +9,7 @@ from typing import Any
 from unittest import mock
 
 from mycelium_p2p.migration.consolidation import MergePolicy
-from mycelium_p2p.node.merging import Origin
+from mycelium_p2p.node.membership import Membership, Origin
 from mycelium_p2p.records import index_topic
 from tests.conftest import learning_network, run_async, wait_for
 
@@ -62,8 +62,8 @@ async def test_a_smaller_group_merges_into_a_larger_one_with_the_same_data() -> 
             for gid in (f"{i:016x}" for i in range(1000))
             if index_topic(gid) == index_topic(ended[0])
         )
-        assert small._ended_in_shard(same_shard) == [ended]
-        assert small._ended_in_shard(ended[0]) == []  # never about the group advertised
+        assert small.publisher.ended_in_shard(same_shard) == [ended]
+        assert small.publisher.ended_in_shard(ended[0]) == []  # never about the group advertised
 
 
 @run_async(timeout=240)
@@ -121,7 +121,7 @@ async def test_a_group_founded_after_a_regroup_goes_back_to_the_group_it_left() 
             cut.on_event = events.append
             await wait_for(lambda: len(home.group.roster) == 2, 60, "a home group of two")
             home_id = home.group.group_id
-            cut._origin = Origin(
+            cut.membership.origin = Origin(
                 cut.group.group_id, home_id, time.monotonic(), frozenset(home.group.roster)
             )
             await wait_for(
@@ -141,7 +141,8 @@ async def test_a_group_whose_origin_is_gone_stays_where_it_is() -> None:
     with mock.patch("mycelium_p2p.node.merging.MergePolicy", NeverMerge):
         async with learning_network(configs) as (_, home, cut):
             own = cut.group.group_id
-            cut._origin = Origin(own, "0" * 16, time.monotonic(), frozenset())  # unadvertised
+            unadvertised = Origin(own, "0" * 16, time.monotonic(), frozenset())
+            cut.membership.origin = unadvertised
             await asyncio.sleep(6 * cut.config.merge_interval)
             assert cut.group is not None and cut.group.group_id == own
             assert home.group is not None and len(home.group.roster) == 1
@@ -164,7 +165,7 @@ async def test_a_member_that_regrouped_into_another_group_goes_back_alone() -> N
             member.on_event = events.append
             await wait_for(lambda: len(other.group.roster) == 2, 60, "a group of two elsewhere")
             home_id, other_id = home.group.group_id, other.group.group_id
-            member._origin = Origin(
+            member.membership.origin = Origin(
                 other_id, home_id, time.monotonic(), frozenset(home.group.roster)
             )
             await wait_for(
@@ -175,7 +176,7 @@ async def test_a_member_that_regrouped_into_another_group_goes_back_alone() -> N
             moves = [e for e in events if e.kind == "moving"]
             assert moves and "back to home" in moves[0].text, moves
             assert other.group is not None and other.group.group_id == other_id
-            assert member._origin is None
+            assert member.membership.origin is None
 
 
 @run_async(timeout=180)
@@ -193,25 +194,31 @@ async def test_a_return_follows_only_a_leader_from_the_roster_it_left() -> None:
             await wait_for(lambda: len(other.group.roster) == 2, 60, "a group of two elsewhere")
             other_id = other.group.group_id
             strangers = frozenset({bytes(32)})  # home's leader was never in it
-            member._origin = Origin(other_id, home.group.group_id, time.monotonic(), strangers)
+            member.membership.origin = Origin(
+                other_id, home.group.group_id, time.monotonic(), strangers
+            )
             await asyncio.sleep(6 * member.config.merge_interval)
             assert member.group is not None and member.group.group_id == other_id
 
 
 def test_a_regroup_remembers_the_group_left_unless_it_went_back_into_it() -> None:
+    import random
     from types import SimpleNamespace
 
-    from mycelium_p2p.node.node import Node
+    from mycelium_p2p.node.config import NodeConfig
+    from mycelium_p2p.node.membership import GroupHooks
 
-    node: Any = SimpleNamespace(group=SimpleNamespace(group_id="b" * 16), _origin=None)
-    roster = frozenset({b"k" * 32})
-    Node._remember_origin(node, ("a" * 16, roster))
-    assert (node._origin.entered, node._origin.left, node._origin.roster) == (
-        "b" * 16,
-        "a" * 16,
-        roster,
+    none: Any = None
+    membership = Membership(
+        none, NodeConfig(), none, none, lambda *a, **k: None, GroupHooks(), random.Random(0)
     )
-    Node._remember_origin(node, ("b" * 16, roster))  # joined the very group it left
-    assert node._origin is None
-    Node._remember_origin(node, None)
-    assert node._origin is None
+    membership.group = SimpleNamespace(group_id="b" * 16)  # type: ignore[assignment]
+    roster = frozenset({b"k" * 32})
+    membership.remember_origin(("a" * 16, roster))
+    origin = membership.origin
+    assert origin is not None
+    assert (origin.entered, origin.left, origin.roster) == ("b" * 16, "a" * 16, roster)
+    membership.remember_origin(("b" * 16, roster))  # joined the very group it left
+    assert membership.origin is None
+    membership.remember_origin(None)
+    assert membership.origin is None

@@ -311,7 +311,7 @@ async def test_a_member_silent_mid_round_does_not_hold_the_round_for_the_timeout
 async def test_a_round_that_raises_does_not_stop_the_group(monkeypatch) -> None:
     from flwr.serverapp.strategy import FedAvg
 
-    from mycelium_p2p.node import node as node_module
+    from mycelium_p2p.node import leading
 
     failures = []
 
@@ -323,7 +323,7 @@ async def test_a_round_that_raises_does_not_stop_the_group(monkeypatch) -> None:
             return super().start(*args, **kwargs)
 
     small = {"min_train_nodes": 1, "min_evaluate_nodes": 1, "min_available_nodes": 1}
-    monkeypatch.setattr(node_module, "make_strategy", lambda name: Flaky(**small))
+    monkeypatch.setattr(leading, "make_strategy", lambda name: Flaky(**small))
     async with learning_network([{"create": "flaky"}]) as (_, node):
         await wait_for(lambda: len(node.rounds) >= 2, 60, "rounds after two failures")
         assert len(failures) == 2 and node.group.is_leader

@@ -223,7 +223,7 @@ async def test_a_strangers_malformed_model_reply_does_not_end_migration() -> Non
             advert = make_advert(stranger, accuracy=0.99, members=1, address=addr)
             assert await publish_advert(seed, advert) > 0
             await asyncio.sleep(3.0)  # several evaluations
-            loop_task = node._migrating
+            loop_task = node.mover.migrating
             assert loop_task is not None and not loop_task.done(), "the migration loop died"
         finally:
             await server.close()
