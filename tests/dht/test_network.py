@@ -13,14 +13,13 @@ from kademlia.node import Node as KNode
 from mycelium_p2p.dht import DhtConfig, DhtNode, fetch_advert, fetch_adverts, publish_advert
 from mycelium_p2p.identity import Identity
 from mycelium_p2p.records import record_key
-from tests.conftest import (
-    FAST,
+from mycelium_p2p.testing.aio import run_async
+from mycelium_p2p.testing.loopback import FAST, swarm
+from mycelium_p2p.testing.records import (
     group_id_of_advert,
     make_advert,
     payload_of,
     resign,
-    run_async,
-    swarm,
     tampered,
 )
 

@@ -20,7 +20,7 @@ from mycelium_p2p.group.frames import LINK_TIMEOUT, MAX_HEADER, decode_header
 from mycelium_p2p.group.noise import MAX_NONCE
 from mycelium_p2p.group.transport import ChannelError, ChannelServer, RemoteError, Reply
 from mycelium_p2p.identity import Identity
-from tests.conftest import run_async, wait_for
+from mycelium_p2p.testing.aio import run_async, wait_for
 
 
 async def echo(channel, method, header, segments):

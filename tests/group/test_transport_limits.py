@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 from mycelium_p2p.group.transport import ChannelError, ChannelServer, ConnectionLimits, Reply
 from mycelium_p2p.identity import Identity
-from tests.conftest import run_async, wait_for
+from mycelium_p2p.testing.aio import run_async, wait_for
 
 Address = tuple[str, int]
 

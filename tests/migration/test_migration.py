@@ -8,7 +8,8 @@ from mycelium_p2p.dht import fetch_adverts, publish_advert
 from mycelium_p2p.fl.leader import snapshot_of
 from mycelium_p2p.fl.task import initial_arrays
 from mycelium_p2p.records import GroupMetrics, sign_advert
-from tests.conftest import learning_network, run_async, wait_for
+from mycelium_p2p.testing.aio import run_async, wait_for
+from mycelium_p2p.testing.loopback import learning_network
 
 NO_AUTO = {"migrate": False, "split": False, "merge": False}  # moves only when a test asks
 

@@ -21,7 +21,7 @@ from mycelium_p2p.migration.policy import MigrationConfig, MigrationPolicy
 from mycelium_p2p.node import moving
 from mycelium_p2p.node.config import NodeConfig
 from mycelium_p2p.records import GroupAdvert, GroupMetrics
-from tests.conftest import run_async, wait_for
+from mycelium_p2p.testing.aio import run_async, wait_for
 
 
 @dataclass

@@ -11,7 +11,8 @@ from unittest import mock
 from mycelium_p2p.migration.consolidation import MergePolicy
 from mycelium_p2p.node.membership import Membership, Origin
 from mycelium_p2p.records import index_topic
-from tests.conftest import learning_network, run_async, wait_for
+from mycelium_p2p.testing.aio import run_async, wait_for
+from mycelium_p2p.testing.loopback import learning_network
 
 
 def groups_of(nodes: list[Any]) -> set[str]:

@@ -13,8 +13,9 @@ from mycelium_p2p.errors import ConfigError
 from mycelium_p2p.group.invite import issue_invite
 from mycelium_p2p.group.transport import RemoteError
 from mycelium_p2p.records.leadership import LeaderCert, sign_vote
-from tests.conftest import crash, learning_network, run_async, wait_for
-from tests.helpers.procs import pid_alive
+from mycelium_p2p.testing.aio import run_async, wait_for
+from mycelium_p2p.testing.loopback import crash, learning_network
+from mycelium_p2p.testing.procs import pid_alive
 
 
 def leaders(nodes) -> list:

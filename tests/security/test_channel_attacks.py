@@ -18,7 +18,7 @@ from mycelium_p2p.group.frames import SocketStream
 from mycelium_p2p.group.noise import NoiseCredentials, handshake
 from mycelium_p2p.group.transport import HANDSHAKE_TIMEOUT, ChannelError, ChannelServer, Reply
 from mycelium_p2p.identity import Identity
-from tests.conftest import run_async, wait_for
+from mycelium_p2p.testing.aio import run_async, wait_for
 
 Address = tuple[str, int]
 Mutate = Callable[[int, bytes], tuple[list[bytes], bool]]

@@ -2,7 +2,7 @@
 
 A run starts two bootstrap peers, ``nodes`` full nodes and two observers (``mycelium-p2p groups
 --watch --json``), each on its own network-namespace host where namespaces are available
-(``tests.helpers.netns``), else all on loopback. Then, for ``duration`` seconds, it does
+(``netns``), else all on loopback. Then, for ``duration`` seconds, it does
 something bad every few seconds, chosen by ``seed``:
 
   kill-leader     SIGKILL a group's leader, restart it a few seconds later
@@ -37,8 +37,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mycelium_p2p.cli.localnet import CLI, LocalNet, Peer
-from tests.helpers import netns
+from ..cli.localnet import CLI, LocalNet, Peer
+from . import netns
 
 SEED_PORT = 8468
 NODE_PORT = 8470

@@ -37,7 +37,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.helpers.procs import CLI, REPO, pid_alive
+from .procs import CLI, REPO, pid_alive
 
 SEED_PORT = 8468  # the seed's UDP port, as on a real LAN
 NODE_PORT = 8470  # every full node's UDP (DHT) and TCP (models) port: one host each
