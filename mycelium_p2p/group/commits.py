@@ -9,6 +9,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from ..addresses import Address
 from ..aio import TaskOwner
 from ..errors import MyceliumError, ProofError
 from ..identity import Identity
@@ -23,7 +24,7 @@ from ..records.leadership import (
 )
 from . import messages as m
 from .election import ElectionState
-from .state import Address, GroupConfig, GroupInfo, Member, ModelSnapshot
+from .state import GroupConfig, GroupInfo, Member, ModelSnapshot
 from .transport import ChannelError, RemoteError
 
 log = logging.getLogger(__name__)

@@ -12,12 +12,13 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from ..addresses import Address
 from ..aio import TaskOwner
 from ..identity import Identity, verify_signature
 from ..records.leadership import LeaderCert, majority, vote_bytes
 from . import messages as m
 from .election import ElectionState, candidate_rank, electorate, holds_electorate
-from .state import Address, GroupConfig, Member, ModelSnapshot
+from .state import GroupConfig, Member, ModelSnapshot
 from .transport import ChannelError, RemoteError
 
 log = logging.getLogger(__name__)

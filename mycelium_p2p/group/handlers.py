@@ -28,12 +28,13 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ..addresses import Address
 from ..identity import Identity
 from ..records.leadership import LeaderCert, sign_vote
 from . import messages as m
 from .election import ElectionState
 from .invite import InviteError, verify_invite
-from .state import Address, GroupConfig, GroupInfo, Member, ModelSnapshot
+from .state import GroupConfig, GroupInfo, Member, ModelSnapshot
 from .transport import Channel, ChannelError, RemoteError, Reply
 
 log = logging.getLogger(__name__)

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..addresses import Address
 from ..aio import TaskOwner
 from ..errors import MyceliumError, ProofError
 from ..identity import Identity
@@ -37,7 +38,7 @@ from .election import ElectionState, electorate
 from .elections import Elections
 from .handlers import MemberRequests
 from .roster import RosterUpkeep
-from .state import Address, GroupConfig, GroupInfo, Member, ModelSnapshot
+from .state import GroupConfig, GroupInfo, Member, ModelSnapshot
 from .transport import ChannelError, ChannelServer, RemoteError
 
 __all__ = ["GroupMember", "JoinRefused", "StepDown"]

@@ -19,7 +19,6 @@ from ..records.leadership import MAX_CERT_BYTES, MAX_PROOF_BYTES, MAX_TERM, Grou
 
 Round = Annotated[int, Meta(ge=0, le=MAX_TERM)]
 TermNo = Annotated[int, Meta(ge=0, le=MAX_TERM)]
-Address = WireAddress  # peers send IP addresses, never names
 RosterEntry = tuple[Key, IpHost, Port, Round]
 #: A roster's version: (the term of the leader that made it, its count of changes in that term)
 RosterVersion = tuple[TermNo, Round]
@@ -47,27 +46,27 @@ class Request(_Message):
 
 
 class Join(Request):
-    addr: Address
+    addr: WireAddress
     invite: Annotated[str, Meta(max_length=2000)] = ""
 
 
 class Heartbeat(Request):
     term: TermNo
     round: Round
-    addr: Address
+    addr: WireAddress
 
 
 class VoteRequest(Request):
     term: TermNo
     round: Round  # checked against ``proof``: a candidate's round is never taken on its word
     rv: RosterVersion
-    addr: Address
+    addr: WireAddress
     proof: Proof = b""
 
 
 class Announce(Request):
     term: TermNo
-    addr: Address
+    addr: WireAddress
     cert: Cert
 
 
@@ -90,7 +89,7 @@ class RosterPush(Request):
 class Redirect(Request):
     term: TermNo
     cert: Cert
-    addr: Address
+    addr: WireAddress
     key: Key
 
 
@@ -137,7 +136,7 @@ class VoteReply(_Message):
 class LeaderReply(_Message):
     term: TermNo
     leader: Key | None = None
-    addr: Address | None = None
+    addr: WireAddress | None = None
     cert: Cert | None = None
 
 
