@@ -11,7 +11,7 @@ from typing import Any
 
 from ..addresses import Address
 from ..aio import TaskOwner
-from ..errors import MyceliumError, ProofError
+from ..errors import ChannelError, ProofError, RemoteError, StepDown
 from ..identity import Identity
 from ..records.leadership import (
     LeaderCert,
@@ -25,13 +25,8 @@ from ..records.leadership import (
 from . import messages as m
 from .election import ElectionState
 from .state import GroupConfig, GroupInfo, Member, ModelSnapshot
-from .transport import ChannelError, RemoteError
 
 log = logging.getLogger(__name__)
-
-
-class StepDown(MyceliumError):
-    """This leader has seen a newer term and must stop."""
 
 
 def may_be_deposed(reply: object) -> bool:

@@ -14,6 +14,7 @@ import msgspec
 from msgspec import Meta
 
 from ..addresses import IpHost, Port, WireAddress
+from ..errors import BadMessage
 from ..records.charter import MAX_CHARTER_BYTES, Key, Signature
 from ..records.leadership import MAX_CERT_BYTES, MAX_PROOF_BYTES, MAX_TERM, GroupId
 
@@ -28,10 +29,6 @@ Digest = Annotated[bytes, Meta(min_length=32, max_length=32)]
 #: A leader's signed commit of the model a member holds (``CommitProof``); empty for round 0
 Proof = Annotated[bytes, Meta(max_length=MAX_PROOF_BYTES)]
 Reason = Annotated[str, Meta(max_length=200)]
-
-
-class BadMessage(ValueError):
-    """A peer's message does not have the shape its method requires."""
 
 
 class _Message(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
