@@ -11,6 +11,7 @@ import click
 
 from ..addresses import resolve
 from ..fl.limits import TrainCaps
+from ..fl.strategies import STRATEGIES
 from ..node.config import NodeConfig
 from .common import (
     FiniteFloatRange,
@@ -60,7 +61,7 @@ from .common import (
     "--strategy",
     default=NodeConfig.strategy,
     show_default=True,
-    type=click.Choice(["fedavg", "fedprox", "fedmedian", "fedtrimmedavg", "krum", "multikrum"]),
+    type=click.Choice(list(STRATEGIES)),
     help="How the leader aggregates updates (every reply is screened first).",
 )
 @click.option(
