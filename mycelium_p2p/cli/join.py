@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from .. import events
 from ..addresses import resolve
 from ..fl.limits import TrainCaps
 from ..fl.strategies import STRATEGIES
@@ -317,7 +318,7 @@ def join(
             finally:
                 await node.stop()
                 if started:
-                    node.emit("stopped", "left the group and stopped")
+                    node.emit(events.STOPPED, "left the group and stopped")
 
         await run_until_signalled(serve)
         if node.gave_up:
