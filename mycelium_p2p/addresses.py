@@ -20,6 +20,8 @@ from msgspec import Meta
 
 from .errors import ConfigError
 
+#: A peer's ``(host, port)``: the one address type of the package. Where peers send one,
+#: ``WireAddress`` is the checked form (an IP address, never a name).
 Address = tuple[str, int]
 
 #: An IP address as peers send it (IPv4 dotted or IPv6: digits, hex, dots, colons).

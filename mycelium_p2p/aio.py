@@ -7,14 +7,10 @@ import logging
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from .errors import MyceliumError
+from .errors import OwnerClosed
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-class OwnerClosed(MyceliumError, RuntimeError):
-    """A task was spawned on a ``TaskOwner`` that is shutting down (its owner is going away)."""
 
 
 class TaskOwner:

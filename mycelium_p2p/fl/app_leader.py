@@ -33,7 +33,8 @@ from typing import Any
 
 from flwr.app import ArrayRecord, Context, Message, RecordDict
 
-from ..group.member import GroupMember, StepDown
+from ..errors import NotCommitted, StepDown
+from ..group.member import GroupMember
 from .app import FlowerApp
 from .client import ClientRunner
 from .grid import GroupGrid
@@ -41,10 +42,6 @@ from .leader import RoundReport, _in_thread, _untrained, arrays_of, metric, snap
 from .limits import Screening
 
 log = logging.getLogger(__name__)
-
-
-class NotCommitted(Exception):
-    """A majority did not acknowledge a round: this run ends, the next starts from the group."""
 
 
 class AppGrid(GroupGrid):

@@ -18,14 +18,14 @@ from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 from msgspec import Meta
 
-from ..errors import ConfigError
+from ..errors import ConfigError, TrainConfigRefused, WireError, WorkerError
 from ..group.member import GroupMember
 from ..group.transport import Channel, Reply
 from ..records.leadership import MAX_CERT_BYTES, MAX_TERM
 from .grid import LEADER_NODE_ID, ensure_task_identity, flower_node_id, make_metadata
-from .limits import TrainCaps, TrainConfigRefused, bound_train_config
-from .wire import WireError, decode_content, encode_content
-from .worker import DEFAULT_APP, ClientProcess, WorkerError
+from .limits import TrainCaps, bound_train_config
+from .wire import decode_content, encode_content
+from .worker import DEFAULT_APP, ClientProcess
 
 log = logging.getLogger(__name__)
 

@@ -19,14 +19,10 @@ from pathlib import Path
 import numpy as np
 from numpy.lib import format as npy_format
 
-from ..errors import MyceliumError
+from ..errors import DataError
 
 _SHARD = re.compile(r"\s*([0-9]+)\s*/\s*([0-9]+)\s*")
 _MAX_CLASSES = 10_000  # a label beyond this is a data bug, not a model to allocate
-
-
-class DataError(MyceliumError):
-    """A data file or data setting is unusable; the message names it and the problem."""
 
 
 @dataclass(frozen=True)

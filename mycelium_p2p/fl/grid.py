@@ -34,11 +34,11 @@ from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 from flwr.supercore.task_identity import TaskIdentity
 
-from ..group.member import GroupMember, StepDown
-from ..group.transport import ChannelError, RemoteError
+from ..errors import ChannelError, RemoteError, StepDown, WireError
+from ..group.member import GroupMember
 from .limits import Screening
 from .screening import check_reply, screen_round
-from .wire import WireError, decode_content, encode_content
+from .wire import decode_content, encode_content
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,8 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 from flwr.serverapp.strategy import Strategy
 
-from ..group.member import GroupMember, StepDown
+from ..errors import StepDown
+from ..group.member import GroupMember
 from ..group.state import ModelSnapshot
 from .client import ClientRunner
 from .grid import GroupGrid

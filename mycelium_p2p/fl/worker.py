@@ -33,7 +33,7 @@ import msgpack
 from flwr.app import Error, Message
 from flwr.common.constant import ErrorCode
 
-from ..errors import MyceliumError
+from ..errors import WorkerError
 from .grid import ensure_task_identity, make_metadata
 from .wire import decode_content, encode_content
 
@@ -51,10 +51,6 @@ class _Queued:
     call_id: int
     batch: str = field(compare=False)
     frame: list[bytes] = field(compare=False)
-
-
-class WorkerError(MyceliumError):
-    """The worker process died, could not start, or answered something unreadable."""
 
 
 def _pack(header: dict[str, Any], segments: list[bytes]) -> list[bytes]:

@@ -9,8 +9,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from ..addresses import Address
 from ..aio import TaskOwner
-from ..errors import MyceliumError, ProofError
+from ..errors import ChannelError, ProofError, RemoteError, StepDown
 from ..identity import Identity
 from ..records.leadership import (
     LeaderCert,
@@ -23,14 +24,9 @@ from ..records.leadership import (
 )
 from . import messages as m
 from .election import ElectionState
-from .state import Address, GroupConfig, GroupInfo, Member, ModelSnapshot
-from .transport import ChannelError, RemoteError
+from .state import GroupConfig, GroupInfo, Member, ModelSnapshot
 
 log = logging.getLogger(__name__)
-
-
-class StepDown(MyceliumError):
-    """This leader has seen a newer term and must stop."""
 
 
 def may_be_deposed(reply: object) -> bool:

@@ -12,13 +12,14 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from ..addresses import Address
 from ..aio import TaskOwner
+from ..errors import ChannelError, RemoteError
 from ..identity import Identity, verify_signature
 from ..records.leadership import LeaderCert, majority, vote_bytes
 from . import messages as m
 from .election import ElectionState, candidate_rank, electorate, holds_electorate
-from .state import Address, GroupConfig, Member, ModelSnapshot
-from .transport import ChannelError, RemoteError
+from .state import GroupConfig, Member, ModelSnapshot
 
 log = logging.getLogger(__name__)
 

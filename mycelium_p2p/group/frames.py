@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 import msgpack
 
-from ..errors import MyceliumError
+from ..errors import ChannelError, HeaderRefused
 
 # A 4,096-array model's description (fl.wire's _MAX_ARRAYS) with 2-D shapes and keys of up to
 # ~88 bytes; a 100-array one takes ~8 KB, the largest header in the test suite 932 bytes.
@@ -58,14 +58,6 @@ Segments = Sequence[bytes | memoryview]
 _new_bytes = ctypes.PYFUNCTYPE(ctypes.py_object, ctypes.c_char_p, ctypes.c_ssize_t)(
     ("PyBytes_FromStringAndSize", ctypes.pythonapi)
 )
-
-
-class ChannelError(MyceliumError):
-    """A channel could not be opened, broke, or the peer answered with an error."""
-
-
-class HeaderRefused(ValueError):
-    """A frame header would decode into more than a header may hold."""
 
 
 class _Budget:

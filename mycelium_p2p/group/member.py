@@ -20,8 +20,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..addresses import Address
 from ..aio import TaskOwner
-from ..errors import MyceliumError, ProofError
+from ..errors import ChannelError, JoinRefused, ProofError, RemoteError, StepDown
 from ..identity import Identity
 from ..records.charter import GroupCharter
 from ..records.leadership import (
@@ -32,26 +33,17 @@ from ..records.leadership import (
     majority,
 )
 from . import messages as m
-from .commits import ModelCommits, StepDown
+from .commits import ModelCommits
 from .election import ElectionState, electorate
 from .elections import Elections
 from .handlers import MemberRequests
 from .roster import RosterUpkeep
-from .state import Address, GroupConfig, GroupInfo, Member, ModelSnapshot
-from .transport import ChannelError, ChannelServer, RemoteError
+from .state import GroupConfig, GroupInfo, Member, ModelSnapshot
+from .transport import ChannelServer
 
 __all__ = ["GroupMember", "JoinRefused", "StepDown"]
 
 log = logging.getLogger(__name__)
-
-
-class JoinRefused(MyceliumError):
-    """The group's leader refused us (full, invite-only, not the leader...). ``code``: the
-    peer's error code, when it answered with one."""
-
-    def __init__(self, reason: str, *, code: str = "") -> None:
-        super().__init__(reason)
-        self.code = code
 
 
 async def _ask_to_join(

@@ -13,10 +13,11 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+from ..addresses import Address
 from ..aio import OwnerClosed, TaskOwner
 from .commits import may_be_deposed
 from .election import majority
-from .state import Address, GroupConfig, Member, ModelSnapshot
+from .state import GroupConfig, Member, ModelSnapshot
 
 log = logging.getLogger(__name__)
 

@@ -33,9 +33,10 @@ from typing import Any
 
 from ..addresses import ip_literal
 from ..aio import OwnerClosed, TaskOwner
+from ..errors import ChannelError, RemoteError
 from ..identity import Identity
 from .admission import HANDSHAKE_TIMEOUT, Admission, ConnectionLimits
-from .frames import ByteStream, ChannelError, FrameSocket, Segments, SocketStream, close_socket
+from .frames import ByteStream, FrameSocket, Segments, SocketStream, close_socket
 from .noise import PLAINTEXT_PROLOGUE, PROLOGUE, NoiseCredentials, NoiseStream, handshake
 
 __all__ = [
@@ -54,15 +55,6 @@ DEFAULT_MAX_FRAME = 512 * 2**20
 MAX_IN_FLIGHT = 8  # requests per channel being answered (or their replies written) at once
 
 Handler = Callable[["Channel", str, dict[str, Any], list[bytes]], Awaitable["Reply"]]
-
-
-class RemoteError(ChannelError):
-    """The peer handled the request and answered with an error (``code``, ``reason``)."""
-
-    def __init__(self, code: str, reason: str) -> None:
-        super().__init__(f"{code}: {reason}")
-        self.code = code
-        self.reason = reason
 
 
 @dataclass

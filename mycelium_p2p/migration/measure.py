@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from flwr.app import ConfigRecord, RecordDict
 
+from ..errors import BadMessage, ChannelError
 from ..fl.client import ClientRunner
 from ..fl.grid import leader_message
 from ..fl.leader import arrays_of, metric
-from ..group.messages import BadMessage, ModelReply, parse
+from ..group.messages import ModelReply, parse
 from ..group.state import ModelSnapshot
-from ..group.transport import ChannelError, ChannelServer
+from ..group.transport import ChannelServer
 from ..records import GroupAdvert
 
 

@@ -33,6 +33,7 @@ from .charter import Signature
 from .kinds import KINDS, PAYLOAD_DECODER, RECORD_VERSION, Payload, RecordKind, payload_decoder
 
 MAX_RECORD_BYTES = 4096  # the largest any kind allows (adverts); most allow 1000
+#: Seconds a record's issued-at may be ahead of our clock (``RecordFromFuture`` beyond).
 DEFAULT_CLOCK_SKEW = 30.0
 RECORD_DOMAIN = b"mycelium-p2p/record/v1\x00"
 KEY_DOMAIN = b"mycelium-p2p/key/v1\x00"

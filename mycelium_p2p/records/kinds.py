@@ -34,7 +34,6 @@ MAX_ENDED = 1
 INDEX_SHARDS = 4
 MAX_INT64 = 2**63 - 1
 
-Address = WireAddress  # peers send IP addresses, never names
 Time = Annotated[float, Meta(ge=0.0, le=1e11)]  # both bounds: NaN and infinities fail
 
 
@@ -96,7 +95,7 @@ class AdvertMetrics(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 class AdvertBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     charter: Annotated[bytes, Meta(max_length=MAX_CHARTER_BYTES + 80)]
-    leader: Address
+    leader: WireAddress  # peers send IP addresses, never names
     term: Term
     cert: Annotated[bytes, Meta(max_length=MAX_CERT_BYTES)]
     metrics: AdvertMetrics
@@ -150,7 +149,7 @@ def roster_topic(group_id: str) -> str:
 
 class HeartbeatBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     group_id: GroupId
-    addr: Address  # where the member serves the group's model (TCP)
+    addr: WireAddress  # where the member serves the group's model (TCP)
     role: Literal["member", "leader"]
     round: Annotated[int, Meta(ge=0, le=MAX_INT64)]  # the latest group-model round it holds
     model_hash: Annotated[bytes, Meta(min_length=32, max_length=32)]

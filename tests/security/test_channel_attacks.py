@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
+from mycelium_p2p.addresses import Address
 from mycelium_p2p.group.frames import SocketStream
 from mycelium_p2p.group.noise import NoiseCredentials, handshake
 from mycelium_p2p.group.transport import HANDSHAKE_TIMEOUT, ChannelError, ChannelServer, Reply
 from mycelium_p2p.identity import Identity
 from mycelium_p2p.testing.aio import run_async, wait_for
 
-Address = tuple[str, int]
 Mutate = Callable[[int, bytes], tuple[list[bytes], bool]]
 SECRET = b"the-model-weights-are-0xC0FFEE-secret"
 TRANSPORT_LOG = "mycelium_p2p.group.transport"
