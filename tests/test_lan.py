@@ -1,4 +1,4 @@
-"""The LAN harness (tests/helpers/netns.py, scripts/lan.py): hosts as network namespaces.
+"""The LAN harness (mycelium_p2p/testing/netns.py, scripts/lan.py): hosts as network namespaces.
 
 Needs root and iproute2; every test skips with the reason elsewhere.
 """

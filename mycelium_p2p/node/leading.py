@@ -16,6 +16,7 @@ from typing import Any
 
 from flwr.app import ArrayRecord
 
+from .. import events
 from ..aio import TaskOwner
 from ..dht import DhtNode, fetch_advert
 from ..errors import MyceliumError
@@ -79,7 +80,7 @@ class Leading:
         group = self.membership.group
         assert group is not None
         self.emit(
-            "leader",
+            events.LEADER,
             f"leader of group {group.info.name}, term {term}, from round {group.model.round}",
             group=group.info.name,
             group_id=group.group_id,
@@ -100,7 +101,7 @@ class Leading:
         self.stop()
         group = self.membership.group
         self.emit(
-            "follower",
+            events.FOLLOWER,
             "stepped down: a newer term exists",
             group_id=group.group_id if group else None,
             term=group.term if group else 0,
@@ -145,7 +146,7 @@ class Leading:
         self.rounds.append(report)
         group = self.membership.group
         self.emit(
-            "round",
+            events.ROUND,
             f"round {report.round} (term {report.term}): accuracy {report.accuracy:.3f}, "
             f"loss {report.loss:.3f}, {report.members} members, {report.seconds:.2f} s",
             group=group.info.name if group else None,
@@ -187,7 +188,7 @@ class Leading:
             if self.membership.group is not group or not group.is_leader:
                 return
             self.emit(
-                "merge",
+                events.MERGE,
                 f"group {group.info.name} has another leader ahead of us (term {advert.term}, "
                 f"round {advert.metrics.round}); joining it with our members",
                 group=group.info.name,

@@ -17,10 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import events
 from ..addresses import Address
 from ..dht import DhtNode, fetch_adverts
-from ..errors import ConfigError
-from ..group.member import GroupMember, JoinRefused
+from ..errors import ConfigError, JoinRefused
+from ..group.member import GroupMember
 from ..group.state import GroupInfo, ModelSnapshot
 from ..group.transport import ChannelServer
 from ..identity import Identity
@@ -143,7 +144,7 @@ class Membership:
             raise ConfigError(f"cannot join group {c.group!r}: {'; '.join(refusals)}")
         if refusals:  # say why, or a firewalled node founds groups of one without a word
             self.emit(
-                "refused",
+                events.REFUSED,
                 f"could not join any advertised group ({'; '.join(refusals)}); founding one",
                 reason="; ".join(refusals),
             )
@@ -188,6 +189,17 @@ class Membership:
             return
         self.origin = Origin(group.group_id, origin[0], time.monotonic(), origin[1])
 
+    def moved(self, old: str, new: str, *, chosen: bool) -> None:
+        """Record a move from group ``old`` to ``new``. A move we did not choose (a split or a
+        merge order) takes our ``origin`` along: being split off the group we regrouped into,
+        or merged on with it, does not change which group served our data before a cut."""
+        self.moves.append((time.time(), old, new))
+        origin = self.origin
+        if not chosen and origin is not None and origin.entered == old:
+            self.origin = Origin(new, origin.left, origin.at, origin.roster)
+        elif chosen:
+            self.origin = None  # we chose where to be: going back is migration's to decide
+
     async def _join_first(
         self, chosen: list[GroupAdvert], refusals: list[str], tried: set[str]
     ) -> bool:
@@ -218,7 +230,7 @@ class Membership:
         )
         self._adopt(group)
         self.emit(
-            "joined",
+            events.JOINED,
             f"joined group {advert.name} ({advert.group_id}) as member, "
             f"term {group.term}, round {group.model.round}",
             group=group.info.name,
@@ -245,7 +257,7 @@ class Membership:
             group.adopt_model(model)
         self._adopt(group)
         self.emit(
-            "founded",
+            events.FOUNDED,
             f"founded group {name} ({info.group_id}), {c.policy}, capacity {c.capacity}",
             group=name,
             group_id=info.group_id,

@@ -22,12 +22,13 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from .. import events
 from ..aio import TaskOwner
 from ..dht import DhtNode, fetch_advert, fetch_adverts
-from ..errors import MyceliumError
+from ..errors import ChannelError, MyceliumError, RemoteError
 from ..fl.client import ClientRunner
 from ..group.member import GroupMember
-from ..group.transport import ChannelError, ChannelServer, RemoteError
+from ..group.transport import ChannelServer
 from ..migration.consolidation import GroupView, MergePolicy, merge_candidates
 from ..migration.measure import fetch_model, score
 from ..records import GroupAdvert
@@ -216,7 +217,7 @@ class Merger:
                 return
             members = [m for m in group.members() if m.key != self.me]
             self.emit(
-                "merge",
+                events.MERGE,
                 f"merging group {group.info.name} ({len(members) + 1} members) into "
                 f"{target.name}: {reason}",
                 group=group.info.name,

@@ -17,12 +17,12 @@ import random
 import time
 from collections.abc import Sequence
 
+from .. import events
 from ..aio import TaskOwner
 from ..dht import DhtNode, fetch_adverts, publish_advert
-from ..errors import MyceliumError
+from ..errors import ChannelError, JoinRefused, MyceliumError, RemoteError
 from ..fl.client import ClientRunner
-from ..group.member import JoinRefused
-from ..group.transport import ChannelError, ChannelServer, RemoteError
+from ..group.transport import ChannelServer
 from ..migration.measure import fetch_model, score
 from ..migration.policy import MigrationPolicy
 from ..records import GroupAdvert
@@ -104,7 +104,7 @@ class Mover:
         decision = self.migration.decide(own, scores, time.monotonic())
         best = max(scores, key=scores.__getitem__, default=None)
         self.emit(
-            "evaluated",
+            events.EVALUATED,
             f"own data: {own:.3f} in {group.info.name}"
             + (f", best candidate {scores[best]:.3f}" if best else ", no candidate")
             + f" ({decision.reason})",
@@ -188,7 +188,7 @@ class Mover:
             self.migration.settled(time.monotonic())
         for target in (advert, *fallbacks):
             self.emit(
-                "moving",
+                events.MOVING,
                 f"moving from {old.info.name} to {target.name}: {reason}",
                 group=old.info.name,
                 group_id=old.group_id,
@@ -202,13 +202,13 @@ class Mover:
                 if not isinstance(exc, (JoinRefused, ChannelError, RemoteError)):
                     log.warning("joining %s failed", target.name, exc_info=True)
                 self.emit(
-                    "refused",
+                    events.REFUSED,
                     f"{target.name} refused us ({type(exc).__name__}: {exc})",
                     group_id=target.group_id,
                     reason=str(exc),
                 )
                 continue
-            self.membership.moves.append((time.time(), old.group_id, target.group_id))
+            self.membership.moved(old.group_id, target.group_id, chosen=chosen)
             return
         await self.membership.enter(as_configured=False)
 
@@ -228,7 +228,7 @@ class Mover:
                 if self.membership.group is not group:
                     continue
                 self.emit(
-                    "regroup",
+                    events.REGROUP,
                     f"group {group.info.name} has had no leader for {limit:g} s; "
                     "finding another group",
                     group=group.info.name,

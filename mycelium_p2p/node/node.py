@@ -31,6 +31,7 @@ from typing import Any
 from flwr.app import ArrayRecord
 from flwr.clientapp import ClientApp
 
+from .. import events
 from ..addresses import Address, ip_literal, reachable_ip, resolve
 from ..aio import TaskOwner
 from ..dht import DhtNode, publish_advert
@@ -195,7 +196,7 @@ class Node:
         """Leaders run rounds while this is set (clear it to pause this node's group)."""
         return self.leading.training
 
-    def emit(self, kind: str, text: str, **fields: Any) -> None:
+    def emit(self, kind: events.EventKind, text: str, **fields: Any) -> None:
         """Report an event to ``on_event`` (with this node's id in its fields)."""
         fields = {"node": self.identity.node_id.hex()[:12], **fields}
         self.on_event(NodeEvent(kind, text, fields, time.time()))
@@ -279,7 +280,7 @@ class Node:
         if c.data_dir is not None:
             self.tasks.spawn(keep_contacts(self.dht, c.data_dir), name="contacts")
         self.emit(
-            "up",
+            events.UP,
             f"node {self.identity.node_id.hex()[:12]} up: udp {self.dht.address[1]}, "
             f"tcp {advertise}:{tcp_port}",
             udp=self.dht.address[1],
@@ -308,7 +309,7 @@ class Node:
             except BootstrapError as exc:
                 if time.monotonic() >= deadline:
                     raise
-                self.emit("waiting", f"{exc}; trying again")
+                self.emit(events.WAITING, f"{exc}; trying again")
                 await asyncio.sleep(2.0)
 
     # -- a ClientApp that keeps failing ---------------------------------------------------------
@@ -332,7 +333,7 @@ class Node:
                 self.mover.migrating.cancel()
             await self.membership.leave()
             self.emit(
-                "app-failed",
+                events.APP_FAILED,
                 self.gave_up or "",
                 group=group.info.name if group else None,
                 group_id=group.group_id if group else None,

@@ -18,11 +18,13 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
+from .. import events
 from ..addresses import WireAddress
 from ..aio import TaskOwner
+from ..errors import ChannelError, RemoteError
 from ..group.member import GroupMember
 from ..group.state import ModelSnapshot
-from ..group.transport import Channel, ChannelError, RemoteError, Reply
+from ..group.transport import Channel, Reply
 from ..migration.policy import MigrationPolicy
 from ..migration.split import SplitPolicy
 from ..records import GroupAdvert, GroupMetrics
@@ -109,7 +111,7 @@ class Splitter:
         founder = members[founder_key]
         name = f"{group.info.name}-{len(self.membership.moves) + model.round}"
         self.emit(
-            "split",
+            events.SPLIT,
             f"splitting {group.info.name}: {len(leaving)} member(s) pull elsewhere; "
             f"they found {name}",
             group=group.info.name,
@@ -163,7 +165,7 @@ class Splitter:
             await self.membership.leave()
             new = self.membership.found(split.found, group.model)
             self.migration.settled(time.monotonic())  # a founder that left at once strands it
-            self.membership.moves.append((time.time(), group.group_id, new.group_id))
+            self.membership.moved(group.group_id, new.group_id, chosen=False)
             return Reply({"group_id": new.group_id, "addr": list(self.membership.tcp_addr)})
         if split.join is None or split.addr is None or split.key is None:
             return Reply.fail("bad-request", "n.split: found a group or join one")

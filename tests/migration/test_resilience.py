@@ -61,6 +61,9 @@ class FakeMembership:
     async def leave(self) -> None:
         self.group = None
 
+    def moved(self, old: str, new: str, *, chosen: bool) -> None:
+        self.moves.append((0.0, old, new))
+
     async def join(self, target: GroupAdvert) -> None:
         error = self.join_errors.get(target.group_id)
         if error is not None:

@@ -223,3 +223,33 @@ def test_a_regroup_remembers_the_group_left_unless_it_went_back_into_it() -> Non
     assert membership.origin is None
     membership.remember_origin(None)
     assert membership.origin is None
+
+
+def test_a_split_or_merge_order_takes_the_way_back_along_a_chosen_move_drops_it() -> None:
+    """Split off the group we regrouped into (or merged on with it), we still go back to the
+    group we left when cut off; a move we chose ourselves ends that."""
+    import random
+    from types import SimpleNamespace
+
+    from mycelium_p2p.node.config import NodeConfig
+    from mycelium_p2p.node.membership import GroupHooks
+
+    none: Any = None
+    membership = Membership(
+        none, NodeConfig(), none, none, lambda *a, **k: None, GroupHooks(), random.Random(0)
+    )
+    membership.group = SimpleNamespace(group_id="b" * 16)  # type: ignore[assignment]
+    roster = frozenset({b"k" * 32})
+    membership.remember_origin(("a" * 16, roster))
+    membership.moved("b" * 16, "c" * 16, chosen=False)  # split off into a new group
+    origin = membership.origin
+    assert origin is not None and (origin.entered, origin.left) == ("c" * 16, "a" * 16)
+    membership.moved("x" * 16, "d" * 16, chosen=False)  # not from where the way back starts
+    assert membership.origin is origin
+    membership.moved("c" * 16, "d" * 16, chosen=True)
+    assert membership.origin is None
+    assert [m[1:] for m in membership.moves] == [
+        ("b" * 16, "c" * 16),
+        ("x" * 16, "d" * 16),
+        ("c" * 16, "d" * 16),
+    ]
