@@ -1,7 +1,8 @@
 """``Membership``: which group this node is in, and how it gets into one and out again.
 
-It enters a group (the configured one, else the joinable group with the most members, else
-one it founds), adopts it (``group``), and leaves it. Moves, splits, merges and regroups all
+It enters a group (the configured one; else, of the joinable groups, one whose model serves
+our data about as well as the best we could measure, the largest first; else one it founds),
+adopts it (``group``), and leaves it. Moves, splits, merges and regroups all
 go through it, one at a time (``change``). After a regroup it remembers the group it left
 (``origin``), so the node can go back once that group answers again (``merging``).
 """
@@ -20,17 +21,20 @@ from pathlib import Path
 from .. import events
 from ..addresses import Address
 from ..dht import DhtNode, fetch_adverts
-from ..errors import ConfigError, JoinRefused
+from ..errors import ConfigError, JoinRefused, MyceliumError
+from ..fl.client import ClientRunner
 from ..group.member import GroupMember
 from ..group.state import GroupInfo, ModelSnapshot
 from ..group.transport import ChannelServer
 from ..identity import Identity
+from ..migration.measure import fetch_model, score
 from ..records import GroupAdvert
 from ..records.charter import GroupCharter
 from .config import NodeConfig
 
 log = logging.getLogger(__name__)
 GROUP_LOOKUP_RETRIES = 5  # once a second, for a --group not advertised yet
+MEASURE_TIMEOUT = 2.0  # s: for a candidate's model when entering; a slower one is not measured
 
 Emit = Callable[..., None]
 
@@ -46,6 +50,19 @@ def rank_joinable(adverts: list[GroupAdvert]) -> list[GroupAdvert]:
     return sorted(
         (a for a in adverts if joinable(a)), key=lambda a: (-a.metrics.members, a.group_id)
     )
+
+
+def rank_measured(
+    ranked: list[GroupAdvert], scores: dict[str, float], threshold: float
+) -> list[GroupAdvert]:
+    """``ranked`` (in neutral order) with the groups whose model serves our data about as well
+    as the best we measured (within ``threshold``) first, the rest after, each in the order
+    they had. Nothing measured: ``ranked`` as it is."""
+    if not scores:
+        return ranked
+    best = max(scores.values())
+    good = {gid for gid, s in scores.items() if s >= best - threshold}
+    return [a for a in ranked if a.group_id in good] + [a for a in ranked if a.group_id not in good]
 
 
 def select_group(adverts: list[GroupAdvert], wanted: str) -> list[GroupAdvert]:
@@ -92,6 +109,7 @@ class Membership:
         config: NodeConfig,
         dht: DhtNode,
         channels: ChannelServer,
+        runner: ClientRunner | None,
         emit: Emit,
         hooks: GroupHooks,
         rng: random.Random,
@@ -100,6 +118,7 @@ class Membership:
         self.config = config
         self.dht = dht
         self.channels = channels
+        self.runner = runner  # measures candidates on our data (None: neutral order only)
         self.emit = emit
         self.hooks = hooks
         self.rng = rng
@@ -178,7 +197,28 @@ class Membership:
         if not chosen and c.founding_jitter > 0:
             await asyncio.sleep(self.rng.uniform(0, c.founding_jitter))
             chosen = rank_joinable(await fetch_adverts(self.dht, c.task))
-        return chosen
+        scores = await self._measure(chosen[: c.migration_config().max_candidates])
+        return rank_measured(chosen, scores, c.performance_threshold)
+
+    async def _measure(self, adverts: list[GroupAdvert]) -> dict[str, float]:
+        """The candidates' models scored on our own data, at once; those that do not come
+        within ``MEASURE_TIMEOUT`` or do not score are left out. Never an advert's claim."""
+        runner = self.runner
+        if runner is None or len(adverts) < 2:  # nothing to choose between
+            return {}
+
+        async def one(advert: GroupAdvert) -> float | None:
+            model = await fetch_model(self.channels, advert, MEASURE_TIMEOUT)
+            return await score(runner, model)
+
+        results = await asyncio.gather(*(one(a) for a in adverts), return_exceptions=True)
+        scores: dict[str, float] = {}
+        for advert, result in zip(adverts, results, strict=True):
+            if isinstance(result, float):
+                scores[advert.group_id] = result
+            elif isinstance(result, Exception) and not isinstance(result, MyceliumError):
+                log.warning("measuring %s failed: %r", advert.name, result)
+        return scores
 
     def remember_origin(self, origin: tuple[str, frozenset[bytes]] | None) -> None:
         """After a regroup: remember ``origin``, the group we left and its roster then, to go

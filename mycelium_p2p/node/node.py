@@ -120,7 +120,7 @@ class Node:
             on_leader=lambda _: None, on_follower=lambda: None, on_leave=lambda: None
         )
         self.membership = Membership(
-            self.identity, c, self.dht, self.channels, self.emit, hooks, rng
+            self.identity, c, self.dht, self.channels, self.runner, self.emit, hooks, rng
         )
         self.publisher = Publisher(self.identity, c, self.dht, self.membership, self.runner, [])
         self.leading = Leading(

@@ -211,7 +211,7 @@ def test_a_regroup_remembers_the_group_left_unless_it_went_back_into_it() -> Non
 
     none: Any = None
     membership = Membership(
-        none, NodeConfig(), none, none, lambda *a, **k: None, GroupHooks(), random.Random(0)
+        none, NodeConfig(), none, none, none, lambda *a, **k: None, GroupHooks(), random.Random(0)
     )
     membership.group = SimpleNamespace(group_id="b" * 16)  # type: ignore[assignment]
     roster = frozenset({b"k" * 32})
@@ -236,7 +236,7 @@ def test_a_split_or_merge_order_takes_the_way_back_along_a_chosen_move_drops_it(
 
     none: Any = None
     membership = Membership(
-        none, NodeConfig(), none, none, lambda *a, **k: None, GroupHooks(), random.Random(0)
+        none, NodeConfig(), none, none, none, lambda *a, **k: None, GroupHooks(), random.Random(0)
     )
     membership.group = SimpleNamespace(group_id="b" * 16)  # type: ignore[assignment]
     roster = frozenset({b"k" * 32})
@@ -253,3 +253,61 @@ def test_a_split_or_merge_order_takes_the_way_back_along_a_chosen_move_drops_it(
         ("x" * 16, "d" * 16),
         ("c" * 16, "d" * 16),
     ]
+
+
+def test_a_measured_group_that_serves_our_data_clearly_worse_goes_last() -> None:
+    from mycelium_p2p.node.membership import rank_measured
+    from mycelium_p2p.records import GroupAdvert, GroupMetrics
+
+    def advert(gid: str) -> GroupAdvert:
+        return GroupAdvert(
+            gid, gid, "digits", ("127.0.0.1", 1), bytes(32), 1, "open", GroupMetrics()
+        )
+
+    big, mid, small = advert("b" * 16), advert("m" * 16), advert("s" * 16)
+    ranked = [big, mid, small]  # the neutral order: most members first
+    assert rank_measured(ranked, {}, 0.05) == ranked  # nothing measured
+    # big serves us clearly worse than small; mid was not measured
+    assert rank_measured(ranked, {big.group_id: 0.3, small.group_id: 0.9}, 0.05) == [
+        small,
+        big,
+        mid,
+    ]
+    # within the threshold of the best: the larger group stays first, the unmeasured one last
+    assert rank_measured(ranked, {big.group_id: 0.88, small.group_id: 0.9}, 0.05) == [
+        big,
+        small,
+        mid,
+    ]
+
+
+@run_async(timeout=180)
+async def test_a_new_node_joins_the_smaller_group_whose_model_serves_its_data() -> None:
+    """Entering, a node measures the candidates' models on its own data and passes over a
+    larger group that serves it clearly worse (rotated digits against upright ones)."""
+    quiet = {"migrate": False, "split": False, "merge": False}
+    configs = [
+        {"create": "upright", "domain": 0, "data_shard": "0/4", **quiet},
+        {"group": "upright", "domain": 0, "data_shard": "1/4", **quiet},
+        {"create": "sideways", "domain": 1, "data_shard": "0/4", **quiet},
+    ]
+    async with learning_network(configs) as (seed, *nodes):
+        await wait_for(lambda: all(len(n.rounds) >= 15 for n in (nodes[0], nodes[2])), 90, "rounds")
+        from mycelium_p2p.node.node import Node, NodeConfig
+        from mycelium_p2p.testing.loopback import FAST
+
+        config = NodeConfig(
+            bootstrap=[seed.address],
+            host="127.0.0.1",
+            dht=FAST,
+            heartbeat_interval=0.3,
+            domain=1,
+            data_shard="1/4",
+            **quiet,
+        )
+        newcomer = Node(config)
+        await newcomer.start()
+        try:
+            assert newcomer.group is not None and newcomer.group.info.name == "sideways"
+        finally:
+            await newcomer.stop()
