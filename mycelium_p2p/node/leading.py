@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from flwr.app import ArrayRecord
@@ -34,7 +34,7 @@ from .publishing import Publisher
 
 log = logging.getLogger(__name__)
 
-Watch = Callable[[GroupMember], Awaitable[None]]
+Watch = Callable[[GroupMember], Coroutine[Any, Any, None]]
 OnUpdates = Callable[[dict[bytes, Any], ModelSnapshot], None]
 
 

@@ -241,18 +241,18 @@ class Node:
         """The ClientApp and the group's starting model; bad data fails here, at start."""
         c = self.config
         if self.flower_app is not None:
-            initial = self.flower_app.initial
-            return self.flower_app.client_app, lambda: initial
+            start = self.flower_app.initial
+            return self.flower_app.client_app, lambda: start
         if c.client_app:
             app = load_client_app(c.client_app)
             module = __import__(c.client_app.partition(":")[0], fromlist=["initial_arrays"])
-            initial = getattr(module, "initial_arrays", None)
-            if not callable(initial):
+            made: Callable[[], ArrayRecord] | None = getattr(module, "initial_arrays", None)
+            if not callable(made):
                 raise ConfigError(
                     f"--client-app {c.client_app}: its module must also define "
                     "initial_arrays() -> ArrayRecord (the group's starting model)"
                 )
-            return app, initial
+            return app, made
         from ..fl import task as digits  # torch: only nodes running the default task load it
 
         if c.data_file:

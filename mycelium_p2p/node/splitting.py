@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -34,7 +34,7 @@ from .membership import Emit, Membership
 
 log = logging.getLogger(__name__)
 
-MoveTo = Callable[..., Awaitable[None]]
+MoveTo = Callable[..., Coroutine[Any, Any, None]]
 
 
 class SplitRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
