@@ -39,6 +39,7 @@ from typing import Any
 
 import psutil
 
+from mycelium_p2p import events
 from mycelium_p2p.testing.chaos import ChaosConfig, ChaosRun
 from mycelium_p2p.testing.traffic import HostileRates, HostileTraffic
 
@@ -98,7 +99,7 @@ class SoakRun(ChaosRun):
 
     def _on_event(self, e: dict[str, Any]) -> None:
         super()._on_event(e)
-        if e.get("kind") == "up" and "udp" in e and "tcp" in e:
+        if e.get("kind") == events.UP and "udp" in e and "tcp" in e:
             host, _, port = str(e["tcp"]).rpartition(":")
             self.ports[e["peer"]] = (int(e["udp"]), (host, int(port)))
 
