@@ -21,7 +21,7 @@ import ctypes
 import select
 import socket
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from itertools import chain, compress
 from operator import is_
@@ -313,24 +313,31 @@ class FrameSocket:
             self.stream.close()
             raise
 
-    async def read_frame(self, max_frame: int) -> tuple[dict[str, Any], list[bytes]]:
+    async def read_frame(
+        self, max_frame: int, limit: Callable[[dict[str, Any]], int] | None = None
+    ) -> tuple[dict[str, Any], list[bytes]]:
+        """One frame; its segments at most ``max_frame`` bytes in all, or ``limit(header)``
+        when that is given (a frame's header is read before its segments)."""
         (size,) = _U32.unpack(await self.stream.recv_exactly(4))
         try:
-            return await self._read_body(size, max_frame)
+            return await self._read_body(size, max_frame, limit)
         except ConnectionError as exc:
             raise ChannelError(f"stream truncated mid-frame ({exc})") from None
 
-    async def _read_body(self, size: int, max_frame: int) -> tuple[dict[str, Any], list[bytes]]:
+    async def _read_body(
+        self, size: int, max_frame: int, limit: Callable[[dict[str, Any]], int] | None
+    ) -> tuple[dict[str, Any], list[bytes]]:
         if size > MAX_HEADER:
             raise ChannelError(f"frame header of {size} bytes refused (limit {MAX_HEADER})")
         header = decode_header(await self.stream.recv_exactly(size))
         lengths = header.pop("seg", [])
+        most = max_frame if limit is None else min(max_frame, limit(header))
         if (
             not isinstance(lengths, list)
             or not all(isinstance(n, int) and n >= 0 for n in lengths)
-            or sum(lengths) > max_frame
+            or sum(lengths) > most
         ):
-            raise ChannelError(f"frame segment lengths refused (limit {max_frame} bytes in all)")
+            raise ChannelError(f"frame segment lengths refused (limit {most} bytes in all)")
         return header, [await self.stream.recv_exactly(n) for n in lengths]
 
     def close(self) -> None:

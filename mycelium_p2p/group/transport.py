@@ -95,6 +95,7 @@ class Channel:
         self._on_close = on_close
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[tuple[dict[str, Any], list[bytes]]]] = {}
+        self._reply_limits: dict[int, int] = {}  # request id -> most its reply may hold
         self._send_lock = asyncio.Lock()
         self._slots = asyncio.Semaphore(max_in_flight)  # requests of the peer's being answered
         self._closed = asyncio.Event()
@@ -111,13 +112,17 @@ class Channel:
         segments: Segments = (),
         *,
         timeout: float,
+        max_reply: int | None = None,
     ) -> tuple[dict[str, Any], list[bytes]]:
-        """Send a request and wait (at most ``timeout`` s) for its reply."""
+        """Send a request and wait (at most ``timeout`` s) for its reply. A reply whose
+        segments exceed ``max_reply`` bytes is not read: the channel closes."""
         if self.closed:
             raise ChannelError("channel is closed")
         request_id = next(self._ids)
         future = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
+        if max_reply is not None:
+            self._reply_limits[request_id] = max_reply
         try:
             await self._send({"t": "q", "id": request_id, "m": method, "h": header or {}}, segments)
             header_in, segs = await asyncio.wait_for(future, timeout)
@@ -127,6 +132,7 @@ class Channel:
             raise ChannelError(f"{method}: connection lost ({exc})") from None
         finally:
             self._pending.pop(request_id, None)
+            self._reply_limits.pop(request_id, None)
         if "err" in header_in:
             code, reason = header_in["err"]
             raise RemoteError(str(code), str(reason))
@@ -135,7 +141,7 @@ class Channel:
     async def _read_loop(self) -> None:
         try:
             while True:
-                header, segments = await self._io.read_frame(self._max_frame)
+                header, segments = await self._io.read_frame(self._max_frame, self._limit_of)
                 kind = header.get("t")
                 if kind == "r":
                     future = self._pending.get(header.get("id"))  # type: ignore[arg-type]
@@ -162,6 +168,14 @@ class Channel:
                 if not future.done():
                     future.set_exception(ChannelError("connection closed"))
             self._io.close()
+
+    def _limit_of(self, header: dict[str, Any]) -> int:
+        """The most a frame's segments may hold: a reply to a request that set a limit
+        (``max_reply``), else ``max_frame``."""
+        request_id = header.get("id")
+        if header.get("t") == "r" and isinstance(request_id, int):
+            return self._reply_limits.get(request_id, self._max_frame)
+        return self._max_frame
 
     def _peer_name(self) -> str:
         return f"{self.peer_key.hex()[:16]} at {self.peer_address[0]}:{self.peer_address[1]}"
@@ -418,10 +432,11 @@ class ChannelServer:
         segments: Segments = (),
         *,
         timeout: float,
+        max_reply: int | None = None,
     ) -> tuple[dict[str, Any], list[bytes]]:
         """Connect if needed, then send one request to ``peer_key`` at ``address``."""
         channel = await self.connect(address, peer_key, timeout=timeout)
-        return await channel.request(method, header, segments, timeout=timeout)
+        return await channel.request(method, header, segments, timeout=timeout, max_reply=max_reply)
 
     async def close(self) -> None:
         """Stop accepting, close every channel, cancel every task."""

@@ -27,14 +27,20 @@ async def score(runner: ClientRunner, snapshot: ModelSnapshot) -> float | None:
 
 
 async def fetch_model(
-    channels: ChannelServer, advert: GroupAdvert, timeout: float
+    channels: ChannelServer, advert: GroupAdvert, timeout: float, max_bytes: int | None = None
 ) -> ModelSnapshot:
     """A candidate group's current model, from its leader (open groups share it with anyone).
 
-    The digest is checked; raises ``ChannelError``/``RemoteError`` when it cannot be had.
+    The digest is checked; raises ``ChannelError``/``RemoteError`` when it cannot be had, or
+    when its arrays would exceed ``max_bytes`` (then they are not read).
     """
     header, segments = await channels.request(
-        advert.leader, advert.leader_key, "g.model", {"gid": advert.group_id}, timeout=timeout
+        advert.leader,
+        advert.leader_key,
+        "g.model",
+        {"gid": advert.group_id},
+        timeout=timeout,
+        max_reply=max_bytes,
     )
     try:
         reply = parse(ModelReply, header)

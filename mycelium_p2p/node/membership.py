@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from flwr.app import ArrayRecord
+
 from .. import events
 from ..addresses import Address
 from ..dht import DhtNode, fetch_adverts
@@ -63,6 +65,13 @@ def rank_measured(
     best = max(scores.values())
     good = {gid for gid, s in scores.items() if s >= best - threshold}
     return [a for a in ranked if a.group_id in good] + [a for a in ranked if a.group_id not in good]
+
+
+def model_cap(initial: ArrayRecord) -> int:
+    """The most a model of our task may hold on the wire: twice our own starting model's
+    arrays, and 1 MiB for the rest. A group of our task sends arrays of the same shapes, so a
+    bigger reply is not a model we could score: it is refused before it is read."""
+    return 2 * sum(len(array.data) for array in initial.values()) + 2**20
 
 
 def select_group(adverts: list[GroupAdvert], wanted: str) -> list[GroupAdvert]:
@@ -113,8 +122,11 @@ class Membership:
         emit: Emit,
         hooks: GroupHooks,
         rng: random.Random,
+        *,
+        model_cap: int | None = None,
     ) -> None:
         self.identity = identity
+        self.model_cap = model_cap  # the most a candidate's model may hold (``model_cap``)
         self.config = config
         self.dht = dht
         self.channels = channels
@@ -208,7 +220,7 @@ class Membership:
             return {}
 
         async def one(advert: GroupAdvert) -> float | None:
-            model = await fetch_model(self.channels, advert, MEASURE_TIMEOUT)
+            model = await fetch_model(self.channels, advert, MEASURE_TIMEOUT, self.model_cap)
             return await score(runner, model)
 
         results = await asyncio.gather(*(one(a) for a in adverts), return_exceptions=True)

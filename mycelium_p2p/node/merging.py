@@ -169,9 +169,8 @@ class Merger:
             log.debug("the advert of %s names a leader we never knew there", advert.name)
             return None
         try:  # an open group serves its model to anyone
-            await fetch_model(
-                self.channels, advert, min(self.config.reply_timeout, RETURN_PROBE_TIMEOUT)
-            )
+            timeout = min(self.config.reply_timeout, RETURN_PROBE_TIMEOUT)
+            await fetch_model(self.channels, advert, timeout, self.membership.model_cap)
         except (ChannelError, RemoteError) as exc:
             log.debug("the group %s left is not reachable yet: %s", advert.name, exc)
             if isinstance(exc, ChannelError) and (
@@ -201,7 +200,9 @@ class Merger:
         target = adverts[candidates[0].group_id]
         own = await score(self.runner, group.model)
         try:
-            model = await fetch_model(self.channels, target, self.config.reply_timeout)
+            model = await fetch_model(
+                self.channels, target, self.config.reply_timeout, self.membership.model_cap
+            )
         except (ChannelError, RemoteError) as exc:
             log.debug("cannot measure %s's model: %s", target.name, exc)
             return None

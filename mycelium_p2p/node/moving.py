@@ -131,7 +131,9 @@ class Mover:
         scores: dict[str, float] = {}
         for advert in candidates:
             try:
-                model = await fetch_model(self.channels, advert, self.config.reply_timeout)
+                model = await fetch_model(
+                    self.channels, advert, self.config.reply_timeout, self.membership.model_cap
+                )
                 measured = await score(self.runner, model)
             except (ChannelError, RemoteError) as exc:
                 log.info("cannot measure %s's model: %s", advert.name, exc)

@@ -48,7 +48,7 @@ from .config import Event, NodeConfig, NodeEvent
 from .contacts import keep_contacts, load_contacts, remember_contacts
 from .leading import Leading
 from .lifecycle import DataDirLock
-from .membership import GroupHooks, Membership, select_group
+from .membership import GroupHooks, Membership, model_cap, select_group
 from .merging import Merger
 from .moving import Mover
 from .publishing import Publisher
@@ -120,7 +120,15 @@ class Node:
             on_leader=lambda _: None, on_follower=lambda: None, on_leave=lambda: None
         )
         self.membership = Membership(
-            self.identity, c, self.dht, self.channels, self.runner, self.emit, hooks, rng
+            self.identity,
+            c,
+            self.dht,
+            self.channels,
+            self.runner,
+            self.emit,
+            hooks,
+            rng,
+            model_cap=model_cap(initial()),
         )
         self.publisher = Publisher(self.identity, c, self.dht, self.membership, self.runner, [])
         self.leading = Leading(

@@ -221,6 +221,25 @@ async def test_both_ends_drop_a_connection_whose_data_goes_unacknowledged() -> N
 
 
 @run_async()
+async def test_a_reply_over_the_requests_own_limit_is_not_read_and_closes_the_channel() -> None:
+    """A request may cap its reply (a candidate's model: no bigger than ours): the segments'
+    declared lengths are refused before they are read; other requests keep ``max_frame``."""
+    async with pair() as (a, _b, _server_a, server_b, addr_a):
+        big = [b"x" * 50_000, b"y" * 50_000]
+        _, segs = await server_b.request(
+            addr_a, a.public_key, "echo", {}, big, timeout=5, max_reply=100_000
+        )
+        assert [len(s) for s in segs] == [50_000, 50_000]  # within the cap: read
+        with pytest.raises(ChannelError):
+            await server_b.request(
+                addr_a, a.public_key, "echo", {}, big, timeout=5, max_reply=99_999
+            )
+        await wait_for(lambda: server_b.channel(a.public_key) is None, 5, "the channel to close")
+        _header, segs = await server_b.request(addr_a, a.public_key, "echo", {}, big, timeout=5)
+        assert len(segs) == 2  # a new channel; no cap without one asked for
+
+
+@run_async()
 async def test_a_channel_closes_before_its_nonces_run_out() -> None:
     async with pair() as (a, b, server_a, server_b, addr_a):
         channel = await server_b.connect(addr_a, a.public_key)

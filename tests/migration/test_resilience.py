@@ -55,6 +55,7 @@ class FakeMembership:
     def __init__(self, join_errors: dict[str, BaseException]) -> None:
         self.group: Any = FakeGroup("own", model="own")
         self.change = asyncio.Lock()
+        self.model_cap: int | None = None
         self.moves: list[tuple[float, str, str]] = []
         self.join_errors = join_errors
 
@@ -132,7 +133,9 @@ def network(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
             raise ValueError("a DHT reply no parser expected")
         return [advert(g) for g in state["adverts"]]
 
-    async def fetch_model(_channels: Any, candidate: GroupAdvert, _timeout: float) -> Any:
+    async def fetch_model(
+        _channels: Any, candidate: GroupAdvert, _timeout: float, _most: int | None = None
+    ) -> Any:
         if candidate.group_id == "no-model":
             raise ChannelError("connection refused")
         if candidate.group_id == "bad-decode":

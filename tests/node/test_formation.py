@@ -311,3 +311,14 @@ async def test_a_new_node_joins_the_smaller_group_whose_model_serves_its_data() 
             assert newcomer.group is not None and newcomer.group.info.name == "sideways"
         finally:
             await newcomer.stop()
+
+
+def test_a_candidates_model_may_hold_twice_our_own_and_a_mebibyte() -> None:
+    import numpy as np
+    from flwr.app import Array, ArrayRecord
+
+    from mycelium_p2p.node.membership import model_cap
+
+    ours = ArrayRecord({"w": Array(np.zeros((64, 10), np.float32)), "b": Array(np.zeros(10))})
+    raw = 64 * 10 * 4 + 10 * 8  # the arrays' bytes; each also carries a small .npy header
+    assert 2 * raw + 2**20 <= model_cap(ours) <= 2 * (raw + 2 * 256) + 2**20
