@@ -139,14 +139,17 @@ class ClientRunner:
         """The worker process this runner's ClientApp runs in (None: a thread)."""
         return self._process
 
-    async def run(self, message: Message, batch: str = "") -> Message:
+    async def run(self, message: Message, batch: str = "", *, count: bool = True) -> Message:
         """Call the ClientApp (in a thread or a worker); its exceptions become Error replies.
 
         ``batch`` (the group, for a round's messages) orders calls in a shared worker process.
         A raising ClientApp is logged with its traceback once per distinct error, then counted
-        (``failures``); ``on_failure`` hears of each failure.
+        (``failures``); ``on_failure`` hears of each failure. Not with ``count=False``: a
+        model a peer sent us to measure may fail our evaluate, and that is not our app failing.
         """
         reply = await self._run(message, batch)
+        if not count:
+            return reply
         if reply.has_error() and reply.error.code == ErrorCode.CLIENT_APP_RAISED_EXCEPTION:
             self._failed(reply.error.reason or "ClientApp failed", message.metadata.message_type)
         elif not reply.has_error():

@@ -43,11 +43,12 @@ _MAX_STRING = 64 * 2**10  # one str or bytes: a certificate, an invite, a reason
 _U32 = struct.Struct("!I")
 THREAD_THRESHOLD = 1 << 20  # segments this large move in a worker thread
 IO_TIMEOUT = 30.0  # a peer silent this long in the middle of a frame is gone
-# Data unacknowledged this long drops the connection (Linux's TCP_USER_TIMEOUT). A cut link
-# otherwise leaves the channel looking open, its retransmissions backed off: the first
-# request after the link heals can wait seconds for the next retry. A stopped peer's kernel
-# still acknowledges, so only a dead host or a cut link hits this.
-LINK_TIMEOUT = 8.0
+# Sent data unacknowledged this long drops the connection (Linux's TCP_USER_TIMEOUT): a dead
+# host or a cut link. On Linux this also counts data held back by a zero window, so a peer
+# that stops reading (a stalled event loop, a big transfer) trips it too: it is no shorter
+# than IO_TIMEOUT, which a silent peer mid-frame already gets. Channels that go silent on a
+# request close sooner (``transport.Channel.request``).
+LINK_TIMEOUT = IO_TIMEOUT
 _READ_CHUNK = 64 * 1024  # the read buffer (per socket): many small frames, or a model of ~60 KB
 _GATHER = hasattr(socket.socket, "sendmsg")  # not on Windows: one send per part there
 _IOV_MAX = 512  # buffers per sendmsg, well under any system's limit

@@ -27,6 +27,7 @@ import contextlib
 import itertools
 import logging
 import socket
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +51,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+_EXPIRED_LIMITS = 64  # capped requests whose late replies keep their cap
 
 DEFAULT_MAX_FRAME = 512 * 2**20
 MAX_IN_FLIGHT = 8  # requests per channel being answered (or their replies written) at once
@@ -96,6 +98,10 @@ class Channel:
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[tuple[dict[str, Any], list[bytes]]]] = {}
         self._reply_limits: dict[int, int] = {}  # request id -> most its reply may hold
+        # the limits of capped requests that timed out: a late reply keeps its cap
+        self._expired_limits: OrderedDict[int, int] = OrderedDict()
+        self._issued = 0  # the highest request id sent
+        self._last_heard = asyncio.get_running_loop().time()  # when a frame last arrived
         self._send_lock = asyncio.Lock()
         self._slots = asyncio.Semaphore(max_in_flight)  # requests of the peer's being answered
         self._closed = asyncio.Event()
@@ -118,21 +124,32 @@ class Channel:
         segments exceed ``max_reply`` bytes is not read: the channel closes."""
         if self.closed:
             raise ChannelError("channel is closed")
-        request_id = next(self._ids)
-        future = asyncio.get_running_loop().create_future()
+        request_id = self._issued = next(self._ids)
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
         self._pending[request_id] = future
         if max_reply is not None:
             self._reply_limits[request_id] = max_reply
+        sent_at = loop.time()
         try:
             await self._send({"t": "q", "id": request_id, "m": method, "h": header or {}}, segments)
             header_in, segs = await asyncio.wait_for(future, timeout)
         except asyncio.TimeoutError:
+            if self._last_heard < sent_at:
+                # nothing at all came back while we waited: the link may be cut, with TCP
+                # backing its retransmissions off; the next request dials afresh
+                log.info("closing silent channel to %s after %s", self._peer_name(), method)
+                self._shut()
             raise ChannelError(f"{method}: no reply within {timeout:g} s") from None
         except (ConnectionError, OSError, ChannelError) as exc:
             raise ChannelError(f"{method}: connection lost ({exc})") from None
         finally:
             self._pending.pop(request_id, None)
-            self._reply_limits.pop(request_id, None)
+            limit = self._reply_limits.pop(request_id, None)
+            if limit is not None and not future.done():
+                self._expired_limits[request_id] = limit
+                while len(self._expired_limits) > _EXPIRED_LIMITS:
+                    self._expired_limits.popitem(last=False)
         if "err" in header_in:
             code, reason = header_in["err"]
             raise RemoteError(str(code), str(reason))
@@ -142,6 +159,7 @@ class Channel:
         try:
             while True:
                 header, segments = await self._io.read_frame(self._max_frame, self._limit_of)
+                self._last_heard = asyncio.get_running_loop().time()
                 kind = header.get("t")
                 if kind == "r":
                     future = self._pending.get(header.get("id"))  # type: ignore[arg-type]
@@ -171,11 +189,16 @@ class Channel:
 
     def _limit_of(self, header: dict[str, Any]) -> int:
         """The most a frame's segments may hold: a reply to a request that set a limit
-        (``max_reply``), else ``max_frame``."""
+        (``max_reply``, kept a while after it timed out), else ``max_frame``. A reply to no
+        request we sent is refused before its segments are read."""
+        if header.get("t") != "r":
+            return self._max_frame
         request_id = header.get("id")
-        if header.get("t") == "r" and isinstance(request_id, int):
-            return self._reply_limits.get(request_id, self._max_frame)
-        return self._max_frame
+        if type(request_id) is not int or not 0 < request_id <= self._issued:
+            # 1.0 would find request 1 in a dict: only the ints we issued answer requests
+            raise ChannelError(f"a reply to no request of ours ({request_id!r})")
+        limit = self._reply_limits.get(request_id, self._expired_limits.get(request_id))
+        return self._max_frame if limit is None else limit
 
     def _peer_name(self) -> str:
         return f"{self.peer_key.hex()[:16]} at {self.peer_address[0]}:{self.peer_address[1]}"

@@ -15,12 +15,13 @@ from ..records import GroupAdvert
 
 
 async def score(runner: ClientRunner, snapshot: ModelSnapshot) -> float | None:
-    """The model's accuracy on our held-out data (our ClientApp's evaluate), or None."""
+    """The model's accuracy on our held-out data (our ClientApp's evaluate), or None. A model
+    that fails our evaluate (a peer's, of other shapes) does not count as our app failing."""
     if snapshot.empty:
         return None
     content = RecordDict({"arrays": arrays_of(snapshot), "config": ConfigRecord({})})
     message = leader_message(runner.node_id, "evaluate", content, group_id="migration")
-    reply = await runner.run(message)
+    reply = await runner.run(message, count=False)
     if reply.has_error() or not reply.content.metric_records:
         return None
     return metric(next(iter(reply.content.metric_records.values())), "acc", -1.0)

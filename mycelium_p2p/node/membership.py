@@ -57,14 +57,17 @@ def rank_joinable(adverts: list[GroupAdvert]) -> list[GroupAdvert]:
 def rank_measured(
     ranked: list[GroupAdvert], scores: dict[str, float], threshold: float
 ) -> list[GroupAdvert]:
-    """``ranked`` (in neutral order) with the groups whose model serves our data about as well
-    as the best we measured (within ``threshold``) first, the rest after, each in the order
-    they had. Nothing measured: ``ranked`` as it is."""
+    """``ranked`` (in neutral order) with the groups we measured to serve our data clearly
+    worse than the best we measured (by more than ``threshold``) moved last, each in the
+    order they had. A group we could not measure keeps its place: a busy leader is no
+    evidence against its model."""
     if not scores:
         return ranked
     best = max(scores.values())
-    good = {gid for gid, s in scores.items() if s >= best - threshold}
-    return [a for a in ranked if a.group_id in good] + [a for a in ranked if a.group_id not in good]
+    worse = {gid for gid, s in scores.items() if s < best - threshold}
+    return [a for a in ranked if a.group_id not in worse] + [
+        a for a in ranked if a.group_id in worse
+    ]
 
 
 def model_cap(initial: ArrayRecord) -> int:
@@ -247,10 +250,10 @@ class Membership:
         or merged on with it, does not change which group served our data before a cut."""
         self.moves.append((time.time(), old, new))
         origin = self.origin
-        if not chosen and origin is not None and origin.entered == old:
+        if chosen or (origin is not None and new == origin.left):
+            self.origin = None  # we chose where to be, or are back where we came from
+        elif origin is not None and origin.entered == old:
             self.origin = Origin(new, origin.left, origin.at, origin.roster)
-        elif chosen:
-            self.origin = None  # we chose where to be: going back is migration's to decide
 
     async def _join_first(
         self, chosen: list[GroupAdvert], refusals: list[str], tried: set[str]

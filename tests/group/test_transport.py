@@ -77,6 +77,31 @@ async def test_errors_are_replies_not_broken_connections() -> None:
 
 
 @run_async()
+async def test_a_request_that_hears_nothing_back_drops_the_channel() -> None:
+    """A link cut mid-request leaves TCP backing off its retransmissions: a request timed out
+    with nothing at all heard from the peer drops the channel, so the next one dials afresh.
+    A peer that is merely slow to answer, and talks meanwhile, keeps its channel."""
+    async with pair() as (a, b, server_a, server_b, addr_a):
+        with pytest.raises(ChannelError, match="no reply"):
+            await server_b.request(addr_a, a.public_key, "slow", timeout=0.2)
+        assert server_b.channel(a.public_key) is None
+
+        await server_b.request(addr_a, a.public_key, "hi", timeout=5)
+        channel = server_b.channel(a.public_key)
+        await wait_for(lambda: server_a.channel(b.public_key) is not None, 5, "a's end")
+
+        async def talk() -> None:  # a sends b a request while b waits for its slow reply
+            await asyncio.sleep(0.05)
+            await server_a.channel(b.public_key).request("chat", timeout=5)
+
+        chat = asyncio.ensure_future(talk())
+        with pytest.raises(ChannelError, match="no reply"):
+            await channel.request("slow", timeout=0.3)
+        await chat
+        assert server_b.channel(a.public_key) is channel and not channel.closed
+
+
+@run_async()
 async def test_a_peer_with_another_key_is_refused() -> None:
     other = Identity.generate().public_key
     async with pair() as (a, _b, server_a, server_b, addr_a):

@@ -248,10 +248,14 @@ def test_a_split_or_merge_order_takes_the_way_back_along_a_chosen_move_drops_it(
     assert membership.origin is origin
     membership.moved("c" * 16, "d" * 16, chosen=True)
     assert membership.origin is None
+    membership.remember_origin(("a" * 16, roster))
+    membership.moved("b" * 16, "a" * 16, chosen=False)  # a merge order took us back home
+    assert membership.origin is None  # nothing left to go back to (no move from a to a)
     assert [m[1:] for m in membership.moves] == [
         ("b" * 16, "c" * 16),
         ("x" * 16, "d" * 16),
         ("c" * 16, "d" * 16),
+        ("b" * 16, "a" * 16),
     ]
 
 
@@ -267,18 +271,14 @@ def test_a_measured_group_that_serves_our_data_clearly_worse_goes_last() -> None
     big, mid, small = advert("b" * 16), advert("m" * 16), advert("s" * 16)
     ranked = [big, mid, small]  # the neutral order: most members first
     assert rank_measured(ranked, {}, 0.05) == ranked  # nothing measured
-    # big serves us clearly worse than small; mid was not measured
+    # big serves us clearly worse than small; mid was not measured: it keeps its place
     assert rank_measured(ranked, {big.group_id: 0.3, small.group_id: 0.9}, 0.05) == [
+        mid,
         small,
         big,
-        mid,
     ]
-    # within the threshold of the best: the larger group stays first, the unmeasured one last
-    assert rank_measured(ranked, {big.group_id: 0.88, small.group_id: 0.9}, 0.05) == [
-        big,
-        small,
-        mid,
-    ]
+    # within the threshold of the best: the order stays (an unmeasured group keeps its place)
+    assert rank_measured(ranked, {big.group_id: 0.88, small.group_id: 0.9}, 0.05) == ranked
 
 
 @run_async(timeout=180)
