@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import cast
 
 import numpy as np
 import torch
@@ -16,8 +17,8 @@ import torch.nn.functional as F
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from ..errors import DataError
 from .data import (
-    DataError,
     Dataset,
     load_array_file,
     load_digits_task,
@@ -59,7 +60,8 @@ class MLP(torch.nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
+        logits: torch.Tensor = self.layers(x)  # Module.__call__ is typed Any
+        return logits
 
 
 def train_local(
@@ -87,7 +89,7 @@ def train_local(
     model.train()
     for _ in range(epochs):
         total = 0.0
-        for batch in torch.randperm(len(y), generator=generator).split(batch_size):
+        for batch in torch.split(torch.randperm(len(y), generator=generator), batch_size):
             optimizer.zero_grad()
             loss = F.cross_entropy(model(x[batch]), y[batch])
             objective = loss
@@ -96,7 +98,7 @@ def train_local(
                     (p - a).pow(2).sum() for p, a in zip(model.parameters(), anchor, strict=True)
                 )
                 objective = loss + proximal_mu / 2 * drift
-            objective.backward()
+            torch.autograd.backward(objective)  # what objective.backward() does (untyped in torch)
             optimizer.step()
             total += loss.item() * len(batch)
     return total / len(y)
@@ -186,7 +188,8 @@ def make_client_app(load: Callable[[Context], Dataset] | None = None) -> ClientA
         if shape not in cache:
             cache[shape] = MLP(*shape)
         model = cache[shape]
-        load_arrays(model, msg.content["arrays"])
+        # load_arrays refuses anything but this model's arrays (a record of another type too)
+        load_arrays(model, cast(ArrayRecord, msg.content["arrays"]))
         return data, model
 
     @app.train()
