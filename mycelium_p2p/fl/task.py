@@ -173,6 +173,14 @@ def _node_config_loader() -> Callable[[Context], Dataset]:
     return load
 
 
+def _scalar(config: ConfigRecord, key: str, default: float) -> float | str | bytes:
+    """``config[key]`` (or ``default``), for ``int()`` or ``float()``: a list is refused."""
+    value = config.get(key, default)
+    if isinstance(value, list):
+        raise TypeError(f"train config {key}={value!r} is a list, not a number")
+    return value
+
+
 def make_client_app(load: Callable[[Context], Dataset] | None = None) -> ClientApp:
     """The default ``ClientApp``: train and evaluate the MLP on ``load(context)``'s data."""
     load_data = load or _node_config_loader()
@@ -195,7 +203,8 @@ def make_client_app(load: Callable[[Context], Dataset] | None = None) -> ClientA
     @app.train()
     def handle_train(msg: Message, context: Context) -> Message:
         data, model = receive(msg, context)
-        config = msg.content.get("config", ConfigRecord())
+        # a ConfigRecord only: those are what a member holds to its TrainCaps (bound_content)
+        config = msg.content.config_records.get("config", ConfigRecord())
         # Fresh shuffles every round, reproducible per node seed. A group leader runs Flower
         # one round at a time (server-round is always 1) and sends the group round.
         rnd = config.get("group-round", config.get("server-round", 0))
@@ -206,11 +215,11 @@ def make_client_app(load: Callable[[Context], Dataset] | None = None) -> ClientA
         loss = train_local(
             model,
             data,
-            epochs=int(config.get("local-epochs", 1)),
-            lr=float(config.get("lr", 0.05)),
-            batch_size=int(config.get("batch-size", 32)),
+            epochs=int(_scalar(config, "local-epochs", 1)),
+            lr=float(_scalar(config, "lr", 0.05)),
+            batch_size=int(_scalar(config, "batch-size", 32)),
             seed=int(seed),
-            proximal_mu=float(config.get("proximal-mu", 0.0)),
+            proximal_mu=float(_scalar(config, "proximal-mu", 0.0)),
         )
         metrics = MetricRecord({"train_loss": loss, "num-examples": len(data.y_train)})
         return Message(
