@@ -96,7 +96,8 @@ async def resolve(addresses: Iterable[Address]) -> list[Address]:
             infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
         except socket.gaierror as exc:
             raise ConfigError(f"cannot resolve {host!r}: {exc.strerror}") from None
-        ip = next((info[4][0] for info in infos if info[0] == socket.AF_INET), infos[0][4][0])
+        found = next((info[4][0] for info in infos if info[0] == socket.AF_INET), infos[0][4][0])
+        ip = str(found)  # an IP family's address is text (typeshed's int is for other families)
         if (ip, port) not in out:
             out.append((ip, port))
     return out

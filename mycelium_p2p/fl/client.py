@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import msgspec
 from flwr.app import ConfigRecord, Context, Error, Message, RecordDict
+from flwr.app.message import make_message
 from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 from msgspec import Meta
@@ -235,8 +236,8 @@ class ClientRunner:
             content = bound_content(content, self.caps)
         except TrainConfigRefused as exc:
             return Reply.fail("bad-config", str(exc))
-        message = Message(
-            metadata=make_metadata(
+        message = make_message(
+            make_metadata(
                 message_id=request.mid,
                 src=LEADER_NODE_ID,
                 dst=self.node_id,

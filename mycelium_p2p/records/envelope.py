@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import msgspec
 from msgspec import Meta
@@ -141,7 +141,8 @@ def _decode(
         payload: Payload = decoder.decode(payload_bytes)
     except msgspec.DecodeError as exc:
         raise MalformedRecord(f"record payload: {exc}") from None
-    kind_def = kinds[type(payload).__struct_config__.tag]
+    tag = cast(str, type(payload).__struct_config__.tag)  # its kind's name: see RecordKind
+    kind_def = kinds[tag]
     if len(blob) > kind_def.max_bytes:
         raise RecordTooLarge(f"{kind_def.name} records are at most {kind_def.max_bytes} bytes")
     if payload.owned != kind_def.owned:

@@ -16,7 +16,7 @@ import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import msgspec
 from msgspec import Meta
@@ -47,6 +47,8 @@ class Payload(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field
     seq: Annotated[int, Meta(ge=0, le=MAX_INT64)]
     iat: Time
     exp: Time
+    if TYPE_CHECKING:  # no field of the base: each kind's subclass declares it, typed
+        body: msgspec.Struct
 
 
 def index_topic(group_id: str) -> str:
@@ -105,7 +107,7 @@ class AdvertBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     ended: Annotated[tuple[tuple[GroupId, Term], ...], Meta(max_length=MAX_ENDED)] = ()
 
 
-class AdvertPayload(Payload, tag="advert"):
+class AdvertPayload(Payload, frozen=True, tag="advert"):
     body: AdvertBody
 
 
@@ -157,7 +159,7 @@ class HeartbeatBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     app_errors: Annotated[int, Meta(ge=0, le=MAX_INT64)] = 0
 
 
-class HeartbeatPayload(Payload, tag="heartbeat"):
+class HeartbeatPayload(Payload, frozen=True, tag="heartbeat"):
     body: HeartbeatBody
 
 
