@@ -154,6 +154,8 @@ def writable_bytes(n: int) -> tuple[bytes, memoryview]:
     """
     buf = _new_bytes(None, n)  # uninitialized (no memset): every byte is written before use
     address = ctypes.cast(ctypes.c_char_p(buf), ctypes.c_void_p).value
+    if address is None:  # a bytes object always has a buffer: cannot happen
+        raise MemoryError("no buffer for a new bytes object")
     return buf, memoryview((ctypes.c_char * n).from_address(address)).cast("B")
 
 

@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..addresses import ip_literal
-from ..aio import OwnerClosed, TaskOwner
-from ..errors import ChannelError, RemoteError
+from ..aio import TaskOwner
+from ..errors import ChannelError, OwnerClosed, RemoteError
 from ..identity import Identity
 from .admission import HANDSHAKE_TIMEOUT, Admission, ConnectionLimits
 from .frames import ByteStream, FrameSocket, Segments, SocketStream, close_socket

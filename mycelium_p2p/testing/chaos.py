@@ -538,13 +538,13 @@ class ChaosRun:
             if not members:
                 return None
             peer = rng.choice(members)
-            gid = self.invariants.role[peer][0]
-            assert gid is not None
+            cut_gid = self.invariants.role[peer][0]
+            assert cut_gid is not None
             # the next round starts round_pause after the last one: cut just after it starts
-            at, _ = self.invariants.last_round.get(gid, (time.time(), ""))
+            at, _ = self.invariants.last_round.get(cut_gid, (time.time(), ""))
             wait = min(3.0, max(0.0, at + self.config.round_pause + 0.1 - time.time()))
             self._later(wait, f"cut {peer} off mid-round", lambda: self._cut(peer, 3.0))
-            return f"cut member {peer} of {gid} off in {wait:.1f} s, for 3 s"
+            return f"cut member {peer} of {cut_gid} off in {wait:.1f} s, for 3 s"
         if action == "partition":
             if not self.lan or self.partitioned:
                 return None

@@ -65,7 +65,8 @@ def resign(identity: Identity, payload: dict[str, Any]) -> bytes:
 
 def payload_of(blob: bytes) -> dict[str, Any]:
     raw, _ = msgpack.unpackb(blob, raw=False)
-    return msgpack.unpackb(raw, raw=False)
+    payload: dict[str, Any] = msgpack.unpackb(raw, raw=False)
+    return payload
 
 
 def tampered(record: Record, accuracy: float) -> bytes:
