@@ -64,7 +64,7 @@ class Bench:
         self.nodes: list[Node] = []
 
     def config(self, i: int, *, port: int, create: bool) -> NodeConfig:
-        return NodeConfig(
+        return NodeConfig.from_flat(
             bootstrap=[self.seed.address],
             host="127.0.0.1",
             port=port,

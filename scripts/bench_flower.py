@@ -51,7 +51,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mycelium_p2p.events import ROUND
-from mycelium_p2p.node.config import NodeConfig
+from mycelium_p2p.node.config import FlSettings
 from scripts.proc_fleet import ANSI, Fleet, free_port, wait_log
 
 REPO = Path(__file__).resolve().parents[1]
@@ -388,7 +388,7 @@ def main() -> None:
     parser.add_argument("--no-flower", action="store_true", help="skip the Deployment Engine")
     parser.add_argument(
         "--pauses",
-        default=str(NodeConfig.round_pause),
+        default=str(FlSettings.round_pause),
         help="extra mycelium arms at the first N with these --round-pause values ('' for none)",
     )
     parser.add_argument("--json", action="store_true")

@@ -57,7 +57,7 @@ async def one_run(arm: str, nodes_n: int, seconds: float, seed: int) -> dict[str
     await seed_peer.listen(0, "127.0.0.1")
     nodes = [
         Node(
-            NodeConfig(
+            NodeConfig.from_flat(
                 bootstrap=[seed_peer.address],
                 host="127.0.0.1",
                 data_shard=f"{i}/{nodes_n}",

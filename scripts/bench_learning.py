@@ -111,7 +111,7 @@ class Scorer:
         group = node.group
         if group is None or group.model.empty:
             return None
-        key = (node.config.data_shard, node.config.domain)
+        key = (node.config.fl.data_shard, node.config.fl.domain)
         cached = self._cache.get((*key, group.model.digest))
         if cached is None:
             data = self._data.get(key)
@@ -159,7 +159,7 @@ async def network(
             name = plan["group_name"]
             enter = {"group": name} if name in founded else {"create": name}
             founded.add(name)
-            config = NodeConfig(
+            config = NodeConfig.from_flat(
                 bootstrap=[seed_peer.address],
                 host="127.0.0.1",
                 domain=plan["domain"],
@@ -204,7 +204,7 @@ async def run_arm(arm: str, args: argparse.Namespace, seed: int) -> ArmRun:
     async with network(arm, args, seed, args.round_pause) as nodes:
         for node in nodes:
             if arm == "migrate":
-                node.config.split = True
+                node.splitter.enabled = True
                 node.start_migration()
             node.training.set()
         start, start_wall = time.monotonic(), time.time()
@@ -221,7 +221,7 @@ async def run_arm(arm: str, args: argparse.Namespace, seed: int) -> ArmRun:
         groups: dict[str, list[int]] = {}
         for node in nodes:
             if node.group is not None:
-                groups.setdefault(node.group.group_id, []).append(node.config.domain)
+                groups.setdefault(node.group.group_id, []).append(node.config.fl.domain)
         # over the nodes in a group: one caught between two groups is in transit, not misplaced
         grouped = sum(len(d) for d in groups.values()) or 1
         purity = sum(max(d.count(x) for x in set(d)) for d in groups.values()) / grouped

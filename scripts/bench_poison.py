@@ -51,6 +51,7 @@ from mycelium_p2p.fl.limits import Screening
 from mycelium_p2p.fl.npy import from_ndarray, to_ndarray
 from mycelium_p2p.fl.screening import update_norm
 from mycelium_p2p.fl.strategies import make_strategy
+from mycelium_p2p.node.config import FlSettings
 from mycelium_p2p.node.node import Node, NodeConfig
 
 SCENARIOS = (
@@ -143,7 +144,7 @@ async def group_of(
     await seed_peer.listen(0, "127.0.0.1")
     nodes: list[Node] = []
     for i in range(members):
-        config = NodeConfig(
+        config = NodeConfig.from_flat(
             bootstrap=[seed_peer.address],
             host="127.0.0.1",
             data_shard=f"{i}/{members}",
@@ -237,7 +238,7 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=5, help="group size, one of them bad")
     parser.add_argument(
         "--strategies",
-        default=f"raw:fedavg,fedavg,{NodeConfig.strategy},fedtrimmedavg,fedmedian,multikrum",
+        default=f"raw:fedavg,fedavg,{FlSettings.strategy},fedtrimmedavg,fedmedian,multikrum",
         help="comma-separated; raw:NAME runs NAME without the Grid's screening",
     )
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))

@@ -17,7 +17,15 @@ from mycelium_p2p import errors
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "api.md"
 
 PUBLIC = {
-    "mycelium_p2p": ["ClientProcess", "Node", "NodeConfig", "__version__"],
+    "mycelium_p2p": [
+        "ClientProcess",
+        "FlSettings",
+        "GroupSettings",
+        "MigrationSettings",
+        "Node",
+        "NodeConfig",
+        "__version__",
+    ],
     "mycelium_p2p.cli": ["cli", "main"],
     "mycelium_p2p.dht": [
         "DhtConfig",

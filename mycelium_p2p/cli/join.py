@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import click
 
 from .. import events
-from ..addresses import resolve
+from ..addresses import Address, resolve
 from ..fl.limits import TrainCaps
 from ..fl.strategies import STRATEGIES
-from ..node.config import NodeConfig
+from ..node.config import FlSettings, GroupSettings, MigrationSettings, NodeConfig
 from .common import (
     FiniteFloatRange,
     bootstrap_addresses,
@@ -60,7 +62,7 @@ from .common import (
 @click.option("--invite", help="An invite (from `mycelium-p2p invite`) for an invite-only group.")
 @click.option(
     "--strategy",
-    default=NodeConfig.strategy,
+    default=FlSettings.strategy,
     show_default=True,
     type=click.Choice(list(STRATEGIES)),
     help="How the leader aggregates updates (every reply is screened first).",
@@ -255,8 +257,9 @@ def join(
     addrs = bootstrap_addresses(bootstrap, peers_file, required=create is None)
     from ..fl.worker import limit_torch_threads
     from ..node import run_until_signalled
-    from ..node.node import Node, NodeConfig, NodeEvent
+    from ..node.node import Node, NodeEvent
 
+    options = click.get_current_context().params
     quiet_flower()
     journal = open(events_file, "a", buffering=1) if events_file else None  # noqa: SIM115
 
@@ -267,41 +270,7 @@ def join(
             journal.write(json.dumps(ev.as_json()) + "\n")
 
     async def main() -> None:
-        config = NodeConfig(
-            bootstrap=await resolve(addrs),
-            host=host,
-            port=port,
-            advertise_host=advertise_host,
-            data_dir=data_dir,
-            task=task,
-            group=group,
-            create=create,
-            capacity=capacity,
-            policy=policy,
-            invite=invite,
-            strategy=strategy,
-            client_app=client_app,
-            app=app_dir,
-            run_config=run_config,
-            app_node_config=node_config,
-            data_shard=data_shard,
-            domain=domain,
-            shift=shift,
-            data_file=data_file,
-            heartbeat_interval=heartbeat,
-            round_pause=round_pause,
-            local_epochs=epochs,
-            learning_rate=lr,
-            migrate=migrate,
-            merge=merge,
-            max_app_failures=max_app_failures,
-            group_evaluation_interval=evaluation_interval,
-            performance_threshold=threshold,
-            reply_timeout=reply_timeout,
-            bootstrap_wait=bootstrap_wait,
-            isolation=isolation,
-            torch_threads=threads,
-        )
+        config = node_config_of(options, await resolve(addrs))
         node = Node(config, on_event=event)
         limit_torch_threads(threads)  # after the ClientApp is loaded: torch only if it uses it
 
@@ -329,3 +298,51 @@ def join(
     finally:
         if journal is not None:
             journal.close()
+
+
+def node_config_of(options: Mapping[str, Any], bootstrap: list[Address]) -> NodeConfig:
+    """The ``NodeConfig`` that ``join``'s options (by click's parameter names) make: each
+    option sets one field (``--bootstrap`` and ``--peers-file`` make ``bootstrap``;
+    ``--events`` is the command's own). docs/cli.md lists them by section."""
+    o = options
+    return NodeConfig(
+        bootstrap=bootstrap,
+        host=o["host"],
+        port=o["port"],
+        advertise_host=o["advertise_host"],
+        data_dir=o["data_dir"],
+        task=o["task"],
+        bootstrap_wait=o["bootstrap_wait"],
+        group=GroupSettings(
+            join=o["group"],
+            create=o["create"],
+            capacity=o["capacity"],
+            policy=o["policy"],
+            invite=o["invite"],
+            heartbeat_interval=o["heartbeat"],
+        ),
+        fl=FlSettings(
+            strategy=o["strategy"],
+            client_app=o["client_app"],
+            app=o["app_dir"],
+            run_config=o["run_config"],
+            app_node_config=o["node_config"],
+            data_shard=o["data_shard"],
+            domain=o["domain"],
+            shift=o["shift"],
+            data_file=o["data_file"],
+            round_pause=o["round_pause"],
+            local_epochs=o["epochs"],
+            learning_rate=o["lr"],
+            max_app_failures=o["max_app_failures"],
+            reply_timeout=o["reply_timeout"],
+            torch_threads=o["threads"],
+            isolation=o["isolation"],
+        ),
+        migration=MigrationSettings(
+            migrate=o["migrate"],
+            merge=o["merge"],
+            group_evaluation_interval=o["evaluation_interval"],
+            performance_threshold=o["threshold"],
+        ),
+    )

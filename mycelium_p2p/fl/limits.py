@@ -3,7 +3,7 @@
 ``Screening``: what a leader accepts in a member's reply before any strategy aggregates it
 (enforced by ``screening.py`` inside the Grid). ``TrainCaps``: the most work a member lets a
 leader ask of it (enforced by ``bound_train_config`` before its ClientApp runs). Both are
-``NodeConfig`` fields, so every node sets its own.
+``NodeConfig.fl`` fields (``FlSettings``), so every node sets its own.
 """
 
 from __future__ import annotations

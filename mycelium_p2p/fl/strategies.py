@@ -1,7 +1,7 @@
 """Stock Flower strategies by name, set up so that a group of any size (even one) trains.
 
 Every strategy sees only replies the Grid has screened (screening.py: finite values, a bounded
-``num-examples``, no outsized update). The default (``NodeConfig.strategy``) is also robust to
+``num-examples``, no outsized update). The default (``FlSettings.strategy``) is also robust to
 the bad updates screening cannot tell from good ones (a sign-flipped update has an honest
 norm): chosen by measurement, see scripts/bench_poison.py. ``fedavg`` stays selectable.
 

@@ -88,7 +88,7 @@ class ClientProcess:
 
     Started on first use (and again after it died); ``close`` stops it. Give one to several
     ``Node``s (``Node(config, compute=worker)``) or let a node own one
-    (``NodeConfig(isolation="process")``).
+    (``FlSettings(isolation="process")`` in its ``NodeConfig``).
     """
 
     def __init__(self, *, torch_threads: int = 0, start_timeout: float = 120.0) -> None:

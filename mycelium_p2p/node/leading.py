@@ -91,7 +91,9 @@ class Leading:
         self.stop()
         self._running = [
             self.tasks.spawn(self._lead(group), name="lead"),
-            self.dht.keep_published(self.publisher.advert, interval=self.config.advert_ttl / 3),
+            self.dht.keep_published(
+                self.publisher.advert, interval=self.config.group.advert_ttl / 3
+            ),
             self.tasks.spawn(self._watch_rivals(group), name="rivals"),
             *(self.tasks.spawn(watch(group), name="watch") for watch in self.watches),
         ]
@@ -115,7 +117,7 @@ class Leading:
 
     async def _lead(self, group: GroupMember) -> None:
         """The leader's rounds: the app's ServerApp (``--app``), or one strategy round each."""
-        c = self.config
+        c = self.config.fl
         if self.flower_app is not None:
             await lead_app(
                 group,
@@ -169,7 +171,7 @@ class Leading:
         certificate proves it to our roster, the group forked (we were cut off while the others
         elected): join that leader. An advert that proves nothing to us changes nothing."""
         while True:
-            await asyncio.sleep(self.config.record_interval)
+            await asyncio.sleep(self.config.group.record_interval)
             if self.membership.group is not group or not group.is_leader:
                 return
             try:

@@ -154,20 +154,20 @@ class Membership:
         ``origin``: the group a regroup left and its roster; we remember it, to go back to
         once that group is reachable again."""
         c = self.config
-        if c.create and as_configured:
-            self.found(c.create)
+        if c.group.create and as_configured:
+            self.found(c.group.create)
             return
-        configured = bool(c.group and as_configured)
+        configured = bool(c.group.join and as_configured)
         chosen = await (self._configured() if configured else self._candidates())
         refusals: list[str] = []
         tried: set[str] = set()
         if await self._join_first(chosen, refusals, tried):
             self.remember_origin(origin)
             return
-        if refusals and not configured and c.founding_jitter > 0:
+        if refusals and not configured and c.group.founding_jitter > 0:
             # nodes cut off together (a partition) all fail to reach the groups they know at
             # once: look again, so that they mostly join the first of them to found one
-            await asyncio.sleep(self.rng.uniform(0, c.founding_jitter))
+            await asyncio.sleep(self.rng.uniform(0, c.group.founding_jitter))
             again = rank_joinable(await fetch_adverts(self.dht, c.task))
             if await self._join_first(
                 [a for a in again if a.group_id not in tried], refusals, tried
@@ -175,7 +175,7 @@ class Membership:
                 self.remember_origin(origin)
                 return
         if configured:
-            raise ConfigError(f"cannot join group {c.group!r}: {'; '.join(refusals)}")
+            raise ConfigError(f"cannot join group {c.group.join!r}: {'; '.join(refusals)}")
         if refusals:  # say why, or a firewalled node founds groups of one without a word
             self.emit(
                 events.REFUSED,
@@ -188,19 +188,19 @@ class Membership:
     async def _configured(self) -> list[GroupAdvert]:
         """The advert of ``--group``, waiting a few seconds for one founded a moment ago."""
         c = self.config
-        assert c.group is not None
+        assert c.group.join is not None
         adverts = await fetch_adverts(self.dht, c.task)
-        chosen = select_group(adverts, c.group)
+        chosen = select_group(adverts, c.group.join)
         for _ in range(GROUP_LOOKUP_RETRIES):
             if chosen:
                 return chosen
             await asyncio.sleep(1.0)
             adverts = await fetch_adverts(self.dht, c.task)
-            chosen = select_group(adverts, c.group)
+            chosen = select_group(adverts, c.group.join)
         if not chosen:
             names = ", ".join(sorted({a.name for a in adverts})) or "none"
             raise ConfigError(
-                f"no group {c.group!r} is advertised for task {c.task!r} (advertised: {names})"
+                f"no group {c.group.join!r} is advertised for task {c.task!r} (advertised: {names})"
             )
         return chosen
 
@@ -209,11 +209,11 @@ class Membership:
         started together then mostly join the first one's group)."""
         c = self.config
         chosen = rank_joinable(await fetch_adverts(self.dht, c.task))
-        if not chosen and c.founding_jitter > 0:
-            await asyncio.sleep(self.rng.uniform(0, c.founding_jitter))
+        if not chosen and c.group.founding_jitter > 0:
+            await asyncio.sleep(self.rng.uniform(0, c.group.founding_jitter))
             chosen = rank_joinable(await fetch_adverts(self.dht, c.task))
-        scores = await self._measure(chosen[: c.migration_config().max_candidates])
-        return rank_measured(chosen, scores, c.performance_threshold)
+        scores = await self._measure(chosen[: c.migration.policy_config().max_candidates])
+        return rank_measured(chosen, scores, c.migration.performance_threshold)
 
     async def _measure(self, adverts: list[GroupAdvert]) -> dict[str, float]:
         """The candidates' models scored on our own data, at once; those that do not come
@@ -280,8 +280,8 @@ class Membership:
             group_id=advert.group_id,
             leader_addr=advert.leader,
             leader_key=advert.leader_key,
-            invite=self.config.invite,
-            config=self.config.group_config(),
+            invite=self.config.group.invite,
+            config=self.config.group.member_config(),
         )
         self._adopt(group)
         self.emit(
@@ -302,22 +302,25 @@ class Membership:
             self.identity,
             name=name,
             task=c.task,
-            policy=c.policy,
-            capacity=c.capacity,
+            policy=c.group.policy,
+            capacity=c.group.capacity,
             now=time.time(),
         )
         info = GroupInfo(charter)
-        group = GroupMember(self.identity, self.channels, info, self.tcp_addr, c.group_config())
+        group = GroupMember(
+            self.identity, self.channels, info, self.tcp_addr, c.group.member_config()
+        )
         if model is not None:
             group.adopt_model(model)
         self._adopt(group)
         self.emit(
             events.FOUNDED,
-            f"founded group {name} ({info.group_id}), {c.policy}, capacity {c.capacity}",
+            f"founded group {name} ({info.group_id}), "
+            f"{c.group.policy}, capacity {c.group.capacity}",
             group=name,
             group_id=info.group_id,
-            policy=c.policy,
-            capacity=c.capacity,
+            policy=c.group.policy,
+            capacity=c.group.capacity,
         )
         group.found()
         group.start()

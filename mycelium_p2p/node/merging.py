@@ -86,10 +86,9 @@ class Merger:
         """While leading an open group: look for a group to merge into every two heartbeats."""
         if group.info.policy != "open":
             return
-        c = self.config
         policy = MergePolicy()
         while True:
-            await asyncio.sleep(c.merge_interval)
+            await asyncio.sleep(self.config.group.merge_interval)
             if self.membership.group is not group or not group.is_leader:
                 return
             found = await _unless_failed(
@@ -126,7 +125,7 @@ class Merger:
         takes the whole group back only where all of it fits, and it may be another domain's
         group that a node on our side of the cut founded: members need not wait for that."""
         while True:
-            await asyncio.sleep(self.config.merge_interval)
+            await asyncio.sleep(self.config.group.merge_interval)
             group = self.membership.group
             if group is None or group.is_leader:
                 continue
@@ -169,7 +168,7 @@ class Merger:
             log.debug("the advert of %s names a leader we never knew there", advert.name)
             return None
         try:  # an open group serves its model to anyone
-            timeout = min(self.config.reply_timeout, RETURN_PROBE_TIMEOUT)
+            timeout = min(self.config.fl.reply_timeout, RETURN_PROBE_TIMEOUT)
             await fetch_model(self.channels, advert, timeout, self.membership.model_cap)
         except (ChannelError, RemoteError) as exc:
             log.debug("the group %s left is not reachable yet: %s", advert.name, exc)
@@ -201,7 +200,7 @@ class Merger:
         own = await score(self.runner, group.model)
         try:
             model = await fetch_model(
-                self.channels, target, self.config.reply_timeout, self.membership.model_cap
+                self.channels, target, self.config.fl.reply_timeout, self.membership.model_cap
             )
         except (ChannelError, RemoteError) as exc:
             log.debug("cannot measure %s's model: %s", target.name, exc)
@@ -238,7 +237,11 @@ class Merger:
             for member in members:
                 with contextlib.suppress(ChannelError, RemoteError):
                     await group.channels.request(
-                        member.addr, member.key, "n.split", order, timeout=self.config.reply_timeout
+                        member.addr,
+                        member.key,
+                        "n.split",
+                        order,
+                        timeout=self.config.fl.reply_timeout,
                     )
             group.remove_members({m.key for m in members})
             await self.mover.move(target, reason, chosen=False)

@@ -68,13 +68,12 @@ class Mover:
 
     def start_migration(self) -> None:
         """Evaluate candidate groups every ``group_evaluation_interval`` from now on."""
-        self.config.migrate = True
         if self.migrating is None:
             self.migrating = self.tasks.spawn(self._migrate_loop(), name="migration")
 
     async def _migrate_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.config.group_evaluation_interval)
+            await asyncio.sleep(self.config.migration.group_evaluation_interval)
             try:
                 await self.evaluate_groups()
             except MyceliumError as exc:  # a peer went away mid-check: try again next time
@@ -132,7 +131,7 @@ class Mover:
         for advert in candidates:
             try:
                 model = await fetch_model(
-                    self.channels, advert, self.config.reply_timeout, self.membership.model_cap
+                    self.channels, advert, self.config.fl.reply_timeout, self.membership.model_cap
                 )
                 measured = await score(self.runner, model)
             except (ChannelError, RemoteError) as exc:
@@ -219,7 +218,7 @@ class Mover:
     async def watch_group(self) -> None:
         """Leave a group that has had no leader for ``stall_timeout`` (most of it died or is cut
         off: it cannot elect one) for another group, or found one seeded with its model."""
-        c = self.config
+        c = self.config.group
         limit = c.stall_timeout or 10 * c.heartbeat_interval
         while True:
             await asyncio.sleep(c.heartbeat_interval)

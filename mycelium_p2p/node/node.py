@@ -2,7 +2,7 @@
 
 The CLI's ``mycelium-p2p join`` runs exactly this; embed it from Python the same way::
 
-    node = Node(NodeConfig(bootstrap=[("10.0.0.5", 8468)], data_shard="0/4"))
+    node = Node(NodeConfig(bootstrap=[("10.0.0.5", 8468)], fl=FlSettings(data_shard="0/4")))
     await node.start()
     ...
     await node.stop()
@@ -44,7 +44,7 @@ from ..group.member import GroupMember
 from ..group.transport import Channel, ChannelServer, Reply
 from ..identity import Identity
 from ..migration.policy import MigrationPolicy
-from .config import Event, NodeConfig, NodeEvent
+from .config import Event, FlSettings, NodeConfig, NodeEvent
 from .contacts import keep_contacts, load_contacts, remember_contacts
 from .leading import Leading
 from .lifecycle import DataDirLock
@@ -76,9 +76,9 @@ class Node:
         should share one: a ``ThreadPoolExecutor(1)`` (threads of their own would fight over
         the GIL, at 3x the CPU for the same work) or one ``ClientProcess`` (which the caller
         closes)."""
-        if config.isolation not in ("thread", "process"):
-            raise ConfigError(f"isolation {config.isolation!r}: expected thread or process")
-        self.flower_app = self._load_app(config)
+        if config.fl.isolation not in ("thread", "process"):
+            raise ConfigError(f"isolation {config.fl.isolation!r}: expected thread or process")
+        self.flower_app = self._load_app(config.fl)
         if self.flower_app is not None:  # the group's task is the app's
             config = dataclasses.replace(config, task=self.flower_app.task)
         self.config = config
@@ -94,22 +94,22 @@ class Node:
         self.tasks = TaskOwner("node")
         app, initial = self._load_task()
         self._worker: ClientProcess | None = None  # a worker process this node owns
-        if compute is None and config.isolation == "process":
-            compute = self._worker = ClientProcess(torch_threads=config.torch_threads)
+        if compute is None and config.fl.isolation == "process":
+            compute = self._worker = ClientProcess(torch_threads=config.fl.torch_threads)
         self.runner = ClientRunner(
             app,
             identity.public_key,
             self._node_config(),
             executor=compute,
-            app_spec=config.client_app or DEFAULT_APP,
-            caps=config.train_caps,
+            app_spec=config.fl.client_app or DEFAULT_APP,
+            caps=config.fl.train_caps,
             run_config=self.flower_app.run_config if self.flower_app else None,
         )
         self.runner.on_failure = self._on_app_failure
         #: why this node left its group for good (its ClientApp kept failing), and when
         self.gave_up: str | None = None
         self.ended = asyncio.Event()
-        self.migration = MigrationPolicy(config.migration_config())
+        self.migration = MigrationPolicy(config.migration.policy_config())
         self._wire(initial)
 
     def _wire(self, initial: Callable[[], ArrayRecord]) -> None:
@@ -174,7 +174,7 @@ class Node:
             self.emit,
             self.tasks,
         )
-        if c.merge:
+        if c.migration.merge:
             self.leading.watches.append(self.merger.watch_merges)
 
     # -- what users and tools read -------------------------------------------------------------
@@ -223,7 +223,7 @@ class Node:
 
     # -- set-up --------------------------------------------------------------------------------
     @staticmethod
-    def _load_app(c: NodeConfig) -> FlowerApp | None:
+    def _load_app(c: FlSettings) -> FlowerApp | None:
         """The Flower App of ``--app`` (None without one); it runs in this process."""
         if not c.app:
             return None
@@ -236,18 +236,18 @@ class Node:
     def _node_config(self) -> dict[str, Any]:
         if self.flower_app is not None:
             return dict(self.flower_app.node_config)
-        c = self.config
+        c = self.config.fl
         return {
             "data-shard": c.data_shard,
             "domain": c.domain,
             "shift": c.shift,
             "data-file": c.data_file or "",
-            "seed": c.seed,
+            "seed": self.config.seed,
         }
 
     def _load_task(self) -> tuple[ClientApp, Callable[[], ArrayRecord]]:
         """The ClientApp and the group's starting model; bad data fails here, at start."""
-        c = self.config
+        c, seed = self.config.fl, self.config.seed
         if self.flower_app is not None:
             start = self.flower_app.initial
             return self.flower_app.client_app, lambda: start
@@ -264,10 +264,10 @@ class Node:
         from ..fl import task as digits  # torch: only nodes running the default task load it
 
         if c.data_file:
-            data = digits.load_array_file(c.data_file, seed=c.seed)
+            data = digits.load_array_file(c.data_file, seed=seed)
         else:
             data = digits.load_digits_task(
-                digits.parse_shard(c.data_shard), c.domain, shift=c.shift, seed=c.seed
+                digits.parse_shard(c.data_shard), c.domain, shift=c.shift, seed=seed
             )
         features, classes = data.num_features, data.num_classes
         return digits.make_client_app(), lambda: digits.initial_arrays(features, classes)
@@ -293,16 +293,16 @@ class Node:
             f"tcp {advertise}:{tcp_port}",
             udp=self.dht.address[1],
             tcp=f"{advertise}:{tcp_port}",
-            domain=c.domain,
+            domain=c.fl.domain,
         )
         await self.membership.enter()
         if self.group is not None and self.group.is_leader:
             await publish_advert(self.dht, self.publisher.advert())  # findable once start() returns
         self.tasks.spawn(self.publisher.presence(), name="presence")
         self.tasks.spawn(self.mover.watch_group(), name="group-watch")
-        if c.merge:
+        if c.migration.merge:
             self.tasks.spawn(self.merger.watch_return(), name="return-watch")
-        if c.migrate:
+        if c.migration.migrate:
             self.start_migration()
 
     async def _bootstrap(self) -> None:
@@ -325,7 +325,7 @@ class Node:
     def _on_app_failure(self, failures: Any) -> None:
         """Our ClientApp failed again: after ``max_app_failures`` calls in a row, leave the group
         for good (a member whose app always fails only holds its group hostage)."""
-        limit = self.config.max_app_failures
+        limit = self.config.fl.max_app_failures
         if limit <= 0 or failures.streak < limit or self.gave_up is not None:
             return
         self.gave_up = (

@@ -54,7 +54,7 @@ class Publisher:
         while self.stale:
             self.stale = False
             await publish_advert(self.dht, self.advert())
-            await asyncio.sleep(self.config.record_interval)
+            await asyncio.sleep(self.config.group.record_interval)
 
     def note_ended(self, group_id: str, term: int) -> None:
         """We led ``group_id`` alone in ``term`` and left it: our next adverts in its shard
@@ -62,7 +62,7 @@ class Publisher:
         now = time.monotonic()
         self._ended[group_id] = (term, now)
         for gid, (_term, when) in list(self._ended.items()):
-            if now - when > self.config.advert_ttl:
+            if now - when > self.config.group.advert_ttl:
                 del self._ended[gid]
 
     def ended_in_shard(self, group_id: str) -> list[tuple[str, int]]:
@@ -75,7 +75,7 @@ class Publisher:
                 for gid, (term, when) in self._ended.items()
                 if gid != group_id
                 and index_topic(gid) == shard
-                and now - when <= self.config.advert_ttl
+                and now - when <= self.config.group.advert_ttl
             ),
             reverse=True,
         )
@@ -101,7 +101,7 @@ class Publisher:
             ),
             seq=self._advert_seq,
             now=time.time(),
-            ttl=self.config.advert_ttl,
+            ttl=self.config.group.advert_ttl,
             ended=self.ended_in_shard(group.group_id),
         )
 
@@ -144,5 +144,7 @@ class Publisher:
                     stored = await self.dht.put(record)
                     published = (group.group_id, role, failing)
                     # nobody took it (a DHT still forming): try again soon
-                    due = now + (interval if stored else min(interval, self.config.record_interval))
+                    due = now + (
+                        interval if stored else min(interval, self.config.group.record_interval)
+                    )
             await asyncio.sleep(min(1.0, interval))

@@ -81,6 +81,9 @@ class Splitter:
         self.emit = emit
         self.tasks = tasks
         self.move_to = move_to
+        #: whether we split groups we lead (``config.migration.split`` at start; a program
+        #: may turn it on later, as ``scripts/bench_learning.py`` does once every node is in)
+        self.enabled = config.migration.split
         self._policies: dict[str, SplitPolicy] = {}  # the group we lead: its splits
 
     def check(self, group: GroupMember) -> Callable[[dict[bytes, Any], ModelSnapshot], None]:
@@ -93,7 +96,7 @@ class Splitter:
 
         def on_updates(updates: dict[bytes, Any], model: ModelSnapshot) -> None:
             group = self.membership.group
-            if not self.config.split or group is None or not group.is_leader:
+            if not self.enabled or group is None or not group.is_leader:
                 return
             leaving = policy.observe(updates, self.me, time.monotonic())
             if leaving:
@@ -124,7 +127,7 @@ class Splitter:
             founder.key,
             "n.split",
             {"gid": group.group_id, "term": group.term, "found": name},
-            timeout=self.config.reply_timeout,
+            timeout=self.config.fl.reply_timeout,
         )
         try:
             founded = msgspec.convert(header, SplitFounded, strict=True)
@@ -142,7 +145,7 @@ class Splitter:
             member = members[key]
             with contextlib.suppress(ChannelError, RemoteError):
                 await group.channels.request(
-                    member.addr, member.key, "n.split", order, timeout=self.config.reply_timeout
+                    member.addr, member.key, "n.split", order, timeout=self.config.fl.reply_timeout
                 )
         group.remove_members(leaving)
 

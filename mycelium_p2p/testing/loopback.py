@@ -55,7 +55,9 @@ async def learning_network(
     try:
         for overrides in configs:
             settings = {"heartbeat_interval": heartbeat, "round_pause": 0.05, **overrides}
-            config = NodeConfig(bootstrap=[seed.address], host="127.0.0.1", dht=FAST, **settings)
+            config = NodeConfig.from_flat(
+                bootstrap=[seed.address], host="127.0.0.1", dht=FAST, **settings
+            )
             nodes.append(Node(config, compute=compute))
             if not together:
                 await nodes[-1].start()

@@ -9,7 +9,7 @@ import pytest
 from mycelium_p2p.cli.join import join
 from mycelium_p2p.errors import ConfigError
 from mycelium_p2p.fl.strategies import STRATEGIES, make_strategy
-from mycelium_p2p.node.config import NodeConfig
+from mycelium_p2p.node.config import FlSettings
 
 
 @pytest.mark.parametrize("name", sorted(STRATEGIES))
@@ -28,4 +28,4 @@ def test_the_cli_offers_the_table_and_its_default_is_in_it() -> None:
     option = next(p for p in join.params if p.name == "strategy")
     assert isinstance(option.type, click.Choice)
     assert list(option.type.choices) == list(STRATEGIES)
-    assert NodeConfig.strategy in STRATEGIES
+    assert FlSettings.strategy in STRATEGIES

@@ -100,7 +100,7 @@ async def test_a_group_holding_two_domains_splits_them_apart() -> None:
             groups: dict[str, set[int]] = {}
             for n in nodes:
                 if n.group is not None:
-                    groups.setdefault(n.group.group_id, set()).add(n.config.domain)
+                    groups.setdefault(n.group.group_id, set()).add(n.config.fl.domain)
             return sorted(map(sorted, groups.values()))
 
         # the followers move right after the founder: wait for every move to land

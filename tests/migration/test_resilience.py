@@ -84,7 +84,7 @@ class StandIn:
         self.tasks = TaskOwner()
         leading: Any = SimpleNamespace(stop=lambda: None, rounds=[])
         self.mover = moving.Mover(
-            NodeConfig(group_evaluation_interval=0.01, reply_timeout=1.0),
+            NodeConfig.from_flat(group_evaluation_interval=0.01, reply_timeout=1.0),
             self.membership,  # type: ignore[arg-type]
             leading,
             None,  # type: ignore[arg-type]  # the publisher: only a leader alone needs it

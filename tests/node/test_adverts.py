@@ -33,10 +33,10 @@ async def test_fast_rounds_publish_few_adverts_and_the_last_round_gets_out(
         node.training.clear()  # no more rounds after the one in flight
         elapsed = loop.time() - started
         # start() publishes once; rounds at most once per interval after their first
-        assert len(published) <= 2 + elapsed / node.config.record_interval, published
+        assert len(published) <= 2 + elapsed / node.config.group.record_interval, published
         await wait_for(
             lambda: published[-1] == node.rounds[-1].round,
-            3 * node.config.record_interval,
+            3 * node.config.group.record_interval,
             "an advert of the last round",
         )
 

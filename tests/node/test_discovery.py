@@ -115,7 +115,7 @@ async def test_groups_are_listed_again_after_a_node_and_its_seed_restart(tmp_pat
     nodes: list[Node] = []
 
     def node_config(i: int, port: int = 0) -> NodeConfig:
-        return NodeConfig(
+        return NodeConfig.from_flat(
             bootstrap=[seed.address],
             host="127.0.0.1",
             port=port,

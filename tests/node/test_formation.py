@@ -144,7 +144,7 @@ async def test_a_group_whose_origin_is_gone_stays_where_it_is() -> None:
             own = cut.group.group_id
             unadvertised = Origin(own, "0" * 16, time.monotonic(), frozenset())
             cut.membership.origin = unadvertised
-            await asyncio.sleep(6 * cut.config.merge_interval)
+            await asyncio.sleep(6 * cut.config.group.merge_interval)
             assert cut.group is not None and cut.group.group_id == own
             assert home.group is not None and len(home.group.roster) == 1
 
@@ -198,7 +198,7 @@ async def test_a_return_follows_only_a_leader_from_the_roster_it_left() -> None:
             member.membership.origin = Origin(
                 other_id, home.group.group_id, time.monotonic(), strangers
             )
-            await asyncio.sleep(6 * member.config.merge_interval)
+            await asyncio.sleep(6 * member.config.group.merge_interval)
             assert member.group is not None and member.group.group_id == other_id
 
 
@@ -296,7 +296,7 @@ async def test_a_new_node_joins_the_smaller_group_whose_model_serves_its_data() 
         from mycelium_p2p.node.node import Node, NodeConfig
         from mycelium_p2p.testing.loopback import FAST
 
-        config = NodeConfig(
+        config = NodeConfig.from_flat(
             bootstrap=[seed.address],
             host="127.0.0.1",
             dht=FAST,

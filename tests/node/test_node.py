@@ -89,7 +89,7 @@ async def test_invite_only_groups_refuse_strangers_and_admit_the_invited() -> No
         from mycelium_p2p.node.node import Node, NodeConfig
 
         def config(**kw) -> NodeConfig:
-            return NodeConfig(
+            return NodeConfig.from_flat(
                 bootstrap=[seed.address],
                 host="127.0.0.1",
                 group="club",
@@ -180,9 +180,9 @@ def test_bad_client_apps_are_one_line_errors() -> None:
         ("tests.helpers.user_app:initial_arrays", "not a flwr ClientApp"),
     ]:
         with pytest.raises(ConfigError, match=message):
-            Node(NodeConfig(client_app=spec))
+            Node(NodeConfig.from_flat(client_app=spec))
     with pytest.raises(ConfigError, match="isolation 'vm'"):
-        Node(NodeConfig(isolation="vm"))
+        Node(NodeConfig.from_flat(isolation="vm"))
 
 
 def test_bad_data_is_a_one_line_error(tmp_path) -> None:
@@ -194,9 +194,9 @@ def test_bad_data_is_a_one_line_error(tmp_path) -> None:
 
     np.savez(bad, x=np.zeros((5, 3)), y=np.zeros(4))
     with pytest.raises(DataError, match=r"bad\.npz"):
-        Node(NodeConfig(data_file=str(bad)))
+        Node(NodeConfig.from_flat(data_file=str(bad)))
     with pytest.raises(DataError):
-        Node(NodeConfig(data_shard="5/4"))
+        Node(NodeConfig.from_flat(data_shard="5/4"))
 
 
 @run_async(timeout=30)
@@ -204,7 +204,9 @@ async def test_joining_a_group_that_does_not_exist_names_what_exists() -> None:
     async with learning_network([{"create": "real"}]) as (seed, _):
         from mycelium_p2p.node.node import Node, NodeConfig
 
-        node = Node(NodeConfig(bootstrap=[seed.address], host="127.0.0.1", group="imaginary"))
+        node = Node(
+            NodeConfig.from_flat(bootstrap=[seed.address], host="127.0.0.1", group="imaginary")
+        )
         with pytest.raises(ConfigError, match="real"):
             await node.start()
         await node.stop()
@@ -220,7 +222,7 @@ async def test_a_node_that_joined_just_before_the_leader_died_finds_the_new_lead
         (old,) = leaders(nodes)
         await wait_for(lambda: len(old.rounds) >= 2, 30, "2 rounds")
         late = Node(
-            NodeConfig(
+            NodeConfig.from_flat(
                 bootstrap=[seed.address],
                 host="127.0.0.1",
                 data_shard="2/3",

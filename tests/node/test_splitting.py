@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from mycelium_p2p.node.config import NodeConfig
 from mycelium_p2p.node.splitting import Splitter
 
 
@@ -32,7 +33,7 @@ def test_a_new_stint_as_leader_keeps_the_groups_recent_splits() -> None:
     none: Any = None
     splitter = Splitter(
         bytes([0]),
-        SimpleNamespace(split=True),  # type: ignore[arg-type]
+        NodeConfig(),  # splits
         membership,  # type: ignore[arg-type]
         none,
         lambda *a, **k: None,

@@ -107,7 +107,7 @@ async def test_an_advert_whose_leader_is_not_an_ip_breaks_nothing() -> None:
     async with learning_network([THREE[0]]) as (seed, _founder):
         bad = make_advert(accuracy=0.99, members=1, round_=50, address=(NOT_AN_IP, 9000))
         assert await publish_advert(seed, bad) > 0
-        config = NodeConfig(
+        config = NodeConfig.from_flat(
             bootstrap=[seed.address],
             host="127.0.0.1",
             dht=FAST,

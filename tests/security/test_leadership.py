@@ -250,6 +250,6 @@ async def test_a_forged_advert_of_a_newer_term_does_not_redirect_the_group() -> 
             ttl=120,
         )
         assert await publish_advert(seed, lie) > 0
-        await asyncio.sleep(2 * leader.config.record_interval + 1)  # two rival checks
+        await asyncio.sleep(2 * leader.config.group.record_interval + 1)  # two rival checks
         assert leader.group is group and group.is_leader and group.term == term
         assert all(m.group.leader_key == leader.identity.public_key for m in members)

@@ -156,7 +156,7 @@ async def test_the_default_strategy_keeps_the_model_close_to_the_clean_aggregate
         # a model some rounds in: the first updates, from random weights, are all alike
         start = arrays_of(leader.group.model)
         w0 = flat(start)
-        default = NodeConfig().strategy
+        default = NodeConfig().fl.strategy
         clean = await one_round(leader, default, start, screen=True)
         step = np.linalg.norm(clean - w0)
         assert step > 0
@@ -256,7 +256,7 @@ async def test_a_group_of_two_trains_with_the_default_strategy() -> None:
         *nodes,
     ):
         leader = leader_of(nodes)
-        assert leader.config.strategy == NodeConfig().strategy
+        assert leader.config.fl.strategy == NodeConfig().fl.strategy
         await wait_for(lambda: len(leader.group.roster) == 2, 60, "2 members")
         done = len(leader.rounds)
         await wait_for(lambda: len(leader.rounds) >= done + 3, 60, "rounds with both")
