@@ -331,7 +331,7 @@ async def lookup(
         done, _ = await asyncio.wait(
             list(state.in_flight), timeout=max(timeout, 0.0), return_when=asyncio.FIRST_COMPLETED
         )
-        for task in done:
+        for task in [t for t in state.in_flight if t in done]:  # launch order: reproducible
             peer = state.in_flight.pop(task)
             state.receive(peer, None if task.cancelled() else task.result())
     return state.finish()
