@@ -85,7 +85,7 @@ class DhtNode(Server):
         self.read_only = read_only
         self.clock = clock
         self.rng = rng or random.Random()
-        self.network: DatagramNetwork = network or UdpNetwork()
+        self.network: DatagramNetwork = UdpNetwork() if network is None else network
         storage = RecordStore(
             clock=clock,
             skew=self.config.clock_skew,
