@@ -201,8 +201,12 @@ class DhtNode(Server):
         return [(n.ip, n.port) for b in self.protocol.router.buckets for n in b.get_nodes()]
 
     def _refresh_ids(self, *, only_empty: bool = False, idle_for: float = 0.0) -> list[bytes]:
-        """A random id in each bucket (not our own) that is empty, or idle ``idle_for`` s."""
-        cutoff = loop_time() - idle_for
+        """A random id in each bucket (not our own) that is empty, or idle ``idle_for`` s;
+        the bucket counts as refreshed from now (nothing else touches it: our lookups do not
+        go through kademlia's ``TableTraverser``, and without this a bucket older than
+        ``idle_for`` was looked up again at every maintenance pass)."""
+        now = loop_time()
+        cutoff = now - idle_for
         ids = []
         for bucket in self.protocol.router.buckets:
             if bucket.has_in_range(self.node):
@@ -212,6 +216,7 @@ class DhtNode(Server):
             if not only_empty and bucket.last_updated >= cutoff:
                 continue
             ids.append(self.rng.randint(*bucket.range).to_bytes(NODE_ID_SIZE, "big"))
+            bucket.last_updated = now
         return ids
 
     async def _ping_seed(self, addr: Address) -> Node | None:
