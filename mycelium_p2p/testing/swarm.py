@@ -9,6 +9,8 @@ import time
 from collections.abc import AsyncIterator, Callable
 
 from ..dht import DhtConfig, DhtNode
+from ..dht.rtt import Address
+from ..errors import BootstrapError
 from ..identity import Identity
 from .clock import VirtualClockLoop
 from .network import SimNetwork
@@ -21,11 +23,14 @@ def wall_clock() -> Callable[[], float]:
 
 
 def sim_dht_node(
-    network: SimNetwork, rng: random.Random, config: DhtConfig | None = None
+    network: SimNetwork,
+    rng: random.Random,
+    config: DhtConfig | None = None,
+    cls: type[DhtNode] = DhtNode,
 ) -> DhtNode:
-    """A DHT peer on ``network`` whose key and refresh ids come from ``rng``."""
+    """A DHT peer (a ``cls``) on ``network`` whose key and refresh ids come from ``rng``."""
     identity = Identity.from_seed(rng.randbytes(32))
-    return DhtNode(
+    return cls(
         identity,
         config,
         clock=wall_clock(),
@@ -46,7 +51,8 @@ async def sim_swarm(
 ) -> AsyncIterator[list[DhtNode]]:
     """``n`` joined DHT peers on ``network``; the first is everyone's bootstrap peer. They
     join ``batch`` at a time every ``interval`` s, as peers arrive in real life (all at once,
-    they would outrun the seed's proof rate limit), and are closed on exit."""
+    they would outrun the seed's proof rate limit), and are closed on exit. A join that
+    finds no seed (a lossy network) is tried twice more, a second apart."""
     rng = random.Random(seed)
     nodes = [sim_dht_node(network, rng, config) for _ in range(n)]
     try:
@@ -56,10 +62,22 @@ async def sim_swarm(
         for start in range(1, n, batch):
             began = asyncio.get_running_loop().time()
             await asyncio.gather(
-                *(node.bootstrap([seed_address]) for node in nodes[start : start + batch])
+                *(join(node, seed_address) for node in nodes[start : start + batch])
             )
             await asyncio.sleep(began + interval - asyncio.get_running_loop().time())
         yield nodes
     finally:
         for node in nodes:
             await node.close()
+
+
+async def join(node: DhtNode, seed: Address, tries: int = 3) -> None:
+    """``node.bootstrap([seed])``, tried ``tries`` times a second apart (the last raises)."""
+    for attempt in range(tries):
+        try:
+            await node.bootstrap([seed])
+            return
+        except BootstrapError:
+            if attempt == tries - 1:
+                raise
+            await asyncio.sleep(1.0)
