@@ -3,8 +3,9 @@
 
 N peers run in one process on ``testing.SimNetwork`` in virtual time (``testing.run``): no
 socket, no sleep, and the same ``--seed`` makes the same run. Peers join through three seed
-peers, ``--join-rate`` a second; 32 publishers (never churned) each keep one signed heartbeat
-record published (``DhtNode.keep_published``: 300 s lifetime, republished every 100 s). Then,
+peers, ``--join-rate`` a second; ``--records`` publishers (never churned) each keep one signed
+heartbeat record published (``DhtNode.keep_published``: 300 s lifetime, republished every
+100 s). Then,
 for ``--duration`` simulated seconds, ``--churn`` x N peers die (silent at once, as a crash)
 and as many new ones join, at even intervals, while ``--gets`` reads (``get_records``) from
 random live peers for random publishers' keys start at random times.
@@ -46,7 +47,6 @@ from mycelium_p2p.records import Record, roster_topic, sign_record
 from mycelium_p2p.testing import SimNetwork, run, sim_dht_node
 
 SEEDS = 3
-PUBLISHERS = 32
 RECORD_TTL = 300.0
 BITS_PER_HOP = 1  # b: each hop at least one more bit in common with the key (Kademlia's bound)
 HOP_SLACK = 1  # c: the first hop, from our own table
@@ -141,7 +141,7 @@ class Simulation:
         loop = asyncio.get_running_loop()
         keys = []
         candidates = [n for n in self.live if id(n) not in self.protected]
-        for node in self.rng.sample(candidates, min(PUBLISHERS, len(candidates))):
+        for node in self.rng.sample(candidates, self.args.records):
             identity = Identity.from_seed(self.rng.randbytes(32))
             group_id = self.rng.randbytes(8).hex()
             seq = iter(range(1, 10**9))
@@ -251,20 +251,26 @@ async def simulate(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def main() -> None:
+def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--peers", type=int, default=1000)
     parser.add_argument("--churn", type=float, default=0.3, help="fraction of N replaced")
     parser.add_argument("--latency", choices=("lan", "wan"), default="lan")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--gets", type=int, default=200)
+    parser.add_argument("--records", type=int, default=32, help="publishers, one record each")
     parser.add_argument("--duration", type=float, default=300.0, help="simulated s of churn")
     parser.add_argument("--join-rate", type=float, default=100.0, help="peers a simulated s")
     parser.add_argument("--max-wall", type=float, default=3600.0, help="wall s, at most")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser
+
+
+def main() -> None:
+    parser = make_parser()
     args = parser.parse_args()
-    if args.peers < SEEDS + PUBLISHERS + 1 or not 0 <= args.churn < 1:
-        parser.error(f"need --peers > {SEEDS + PUBLISHERS} and 0 <= --churn < 1")
+    if args.peers <= SEEDS + args.records or args.records < 1 or not 0 <= args.churn < 1:
+        parser.error("need 1 <= --records < --peers - 3 and 0 <= --churn < 1")
     logging.getLogger("kademlia").setLevel(logging.ERROR)
     logging.getLogger("mycelium_p2p").setLevel(logging.ERROR)
     result = run(simulate(args))
