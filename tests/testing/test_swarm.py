@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 from mycelium_p2p.identity import Identity
 from mycelium_p2p.testing import SimNetwork, run, sim_swarm
@@ -37,3 +41,26 @@ def test_a_wan_run_takes_simulated_time_not_wall_time() -> None:
     # 39 joins paced 0.5 s apart in batches of 25, lookups at 20-200 ms round trips
     assert simulated > 1.0
     assert wall < 10.0
+
+
+def test_the_run_does_not_depend_on_string_hashing() -> None:
+    """Sets of ids iterate in hash order, which PYTHONHASHSEED changes from process to process."""
+    code = (
+        "from mycelium_p2p.testing import run;"
+        "from tests.testing.test_swarm import _swarm_run;"
+        "print(run(_swarm_run(3))[0])"
+    )
+    root = Path(__file__).resolve().parents[2]
+    prints = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": hash_seed},
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=120,
+        ).stdout.strip()
+        for hash_seed in ("1", "2")
+    }
+    assert len(prints) == 1 and len(prints.pop()) == 32
