@@ -20,7 +20,8 @@ that named it (``LookupResult.hops``).
     python scripts/sim_dht.py --peers 10000 --churn 0.3 --latency wan
 
 Needs ``psutil`` (``pip install -e .[bench]``). ``--max-wall`` (s) ends the run phase early
-if the wall clock passes it (the result then says ``"cut_short": true``).
+if the wall clock passes it: nothing more starts, what is under way is cancelled, and the
+result says ``"cut_short": true`` (reads cancelled are not counted).
 """
 
 from __future__ import annotations
@@ -199,8 +200,13 @@ class Simulation:
                 break
             work = self.churn_one() if kind == "churn" else self.read(keys)
             tasks.append(asyncio.ensure_future(work))
-        await asyncio.gather(*tasks)
-        return time.perf_counter() <= deadline
+        pending = set(tasks)
+        while pending and time.perf_counter() <= deadline:
+            _, pending = await asyncio.wait(pending, timeout=1.0)
+        for task in pending:  # past the wall bound: reads still open are not counted
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return len(tasks) == len(events) and not pending
 
 
 async def simulate(args: argparse.Namespace) -> dict[str, Any]:
