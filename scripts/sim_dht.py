@@ -34,6 +34,7 @@ import logging
 import math
 import random
 import statistics
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -220,6 +221,11 @@ async def simulate(args: argparse.Namespace) -> dict[str, Any]:
     build_wall, build_cpu = time.perf_counter() - began, time.process_time() - cpu
     gc.collect()
     rss_per_peer = (process.memory_info().rss - rss_before) / args.peers
+    print(  # on stderr, so that a run cut off later still tells what the build cost
+        f"built {args.peers} peers: {build_wall:.0f} s wall ({build_cpu:.0f} s CPU), "
+        f"{rss_per_peer / 1024:.0f} KB a peer",
+        file=sys.stderr,
+    )
     keys = await sim.publish()
     began, cpu = time.perf_counter(), time.process_time()
     whole = await sim.run_phase(keys, deadline)
