@@ -6,19 +6,12 @@ they are imported on first use:
 ``from mycelium_p2p import Node, NodeConfig``.
 """
 
-from typing import Any
+from ._lazy import lazy_exports
 
 __version__ = "0.1.0"
 __all__ = ["ClientProcess", "Node", "NodeConfig", "__version__"]
 
-
-def __getattr__(name: str) -> Any:
-    if name in ("Node", "NodeConfig"):
-        from .node import node
-
-        return getattr(node, name)
-    if name == "ClientProcess":
-        from .fl.worker import ClientProcess
-
-        return ClientProcess
-    raise AttributeError(f"module 'mycelium_p2p' has no attribute {name!r}")
+__getattr__ = lazy_exports(
+    __name__,
+    {"ClientProcess": ".fl.worker", "Node": ".node.node", "NodeConfig": ".node.node"},
+)

@@ -20,6 +20,8 @@ from msgspec import Meta
 
 from .errors import ConfigError
 
+#: A peer's ``(host, port)``: the one address type of the package. Where peers send one,
+#: ``WireAddress`` is the checked form (an IP address, never a name).
 Address = tuple[str, int]
 
 #: An IP address as peers send it (IPv4 dotted or IPv6: digits, hex, dots, colons).
@@ -94,7 +96,8 @@ async def resolve(addresses: Iterable[Address]) -> list[Address]:
             infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
         except socket.gaierror as exc:
             raise ConfigError(f"cannot resolve {host!r}: {exc.strerror}") from None
-        ip = next((info[4][0] for info in infos if info[0] == socket.AF_INET), infos[0][4][0])
+        found = next((info[4][0] for info in infos if info[0] == socket.AF_INET), infos[0][4][0])
+        ip = str(found)  # an IP family's address is text (typeshed's int is for other families)
         if (ip, port) not in out:
             out.append((ip, port))
     return out

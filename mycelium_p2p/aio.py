@@ -8,7 +8,7 @@ import time
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from .errors import MyceliumError
+from .errors import OwnerClosed
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -25,10 +25,6 @@ def loop_time() -> float:
         return asyncio.get_running_loop().time()
     except RuntimeError:
         return time.monotonic()
-
-
-class OwnerClosed(MyceliumError, RuntimeError):
-    """A task was spawned on a ``TaskOwner`` that is shutting down (its owner is going away)."""
 
 
 class TaskOwner:

@@ -18,13 +18,10 @@ import argparse
 import asyncio
 import gc
 import json
-import sys
 import time
 import tracemalloc
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mycelium_p2p.group.transport import ChannelError, ChannelServer, ConnectionLimits, Reply
 from mycelium_p2p.identity import Identity
 

@@ -27,21 +27,18 @@ import asyncio
 import json
 import logging
 import statistics
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from mycelium_p2p.dht import DhtConfig, DhtNode, fetch_adverts
 from mycelium_p2p.errors import NetworkError
 from mycelium_p2p.node import dht_client
 from mycelium_p2p.node.contacts import load_contacts, save_contacts
 from mycelium_p2p.node.node import Node, NodeConfig
-from tests.conftest import crash
+from mycelium_p2p.testing.loopback import crash
 
 PROBE_EVERY = 0.1
 PROBE_TIMEOUT = 5.0

@@ -21,13 +21,11 @@ import re
 import selectors
 import signal
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.helpers.procs import Proc, start_join, start_seed
+from mycelium_p2p.testing.procs import Proc, start_join, start_seed
 
 ROUND = re.compile(r"round (\d+) \(term (\d+)\)")
 

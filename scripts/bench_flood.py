@@ -27,21 +27,18 @@ import json
 import logging
 import os
 import socket
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import msgpack
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mycelium_p2p.dht import DhtConfig, DhtNode, fetch_adverts
 from mycelium_p2p.dht.limits import RpcLimits, source_network
 from mycelium_p2p.dht.storage import StoreQuotas
 from mycelium_p2p.identity import Identity
 from mycelium_p2p.records import GroupAdvert, record_key
-from tests.conftest import make_advert
-from tests.helpers.flood import flood_adverts
+from mycelium_p2p.testing.flood import flood_adverts
+from mycelium_p2p.testing.records import make_advert
 
 FLOOD_NET = "127.0.9"
 

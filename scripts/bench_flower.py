@@ -50,6 +50,7 @@ from typing import Any
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from mycelium_p2p.events import ROUND
 from mycelium_p2p.node.config import NodeConfig
 from scripts.proc_fleet import ANSI, Fleet, free_port, wait_log
 
@@ -299,7 +300,7 @@ def wait_rounds(
         full: set[int] = set()
         for path in events:
             for ev in read_events(path):
-                if ev.get("kind") == "round":
+                if ev.get("kind") == ROUND:
                     seen.setdefault(ev["round"], (ev["t"], ev["accuracy"]))
                     if ev.get("members") == n:
                         full.add(ev["round"])

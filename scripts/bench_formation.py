@@ -15,7 +15,7 @@ Rounds lost: a group's round counter going back (it never may) counts as a lost 
     python scripts/bench_formation.py [--runs 20] [--nodes 8] [--seconds 40] [--json]
 
 The partition arm (``--partition``; needs root and network namespaces) starts --nodes (20)
-node processes of one task, each on a namespace host of one bridge (tests/helpers/chaos.py,
+node processes of one task, each on a namespace host of one bridge (mycelium_p2p/testing/chaos.py,
 no other harm), and --runs times cuts 2-5 random nodes off for --seconds (20), heals, and
 times how long until every node is in a group and the network is in as few groups as capacity
 allows again (ceil(N / --capacity)); groups founded while cut off, groups at the end against
@@ -40,8 +40,6 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mycelium_p2p.dht import DhtConfig, DhtNode
 from mycelium_p2p.node.node import Node, NodeConfig
@@ -119,7 +117,7 @@ def summary(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 def partition_arm(args: argparse.Namespace) -> None:
     """Cuts and heals on one network of node processes; prints a table (or JSON)."""
-    from tests.helpers.chaos import ChaosConfig, ChaosRun
+    from mycelium_p2p.testing.chaos import ChaosConfig, ChaosRun
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="mycelium-formation-"))
     config = ChaosConfig(

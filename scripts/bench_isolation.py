@@ -20,15 +20,12 @@ import argparse
 import asyncio
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mycelium_p2p.fl.client import ClientRunner
 from mycelium_p2p.fl.grid import leader_message

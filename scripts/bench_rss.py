@@ -29,8 +29,7 @@ from pathlib import Path
 
 import psutil
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.helpers.procs import CLI, Proc, start_seed
+from mycelium_p2p.testing.procs import CLI, Proc, start_seed
 
 ROUND = re.compile(r"round (\d+) \(term")
 MB = 1024 * 1024

@@ -36,11 +36,10 @@ from typing import Any
 import numpy as np
 from flwr.app import ArrayRecord, RecordDict
 
+from mycelium_p2p.addresses import Address
 from mycelium_p2p.fl.wire import decode_content, encode_content
 from mycelium_p2p.group.transport import ChannelServer, Reply
 from mycelium_p2p.identity import Identity
-
-Address = tuple[str, int]
 
 
 def make_model(mb: float) -> RecordDict:

@@ -6,8 +6,8 @@
 
 Peers are separate processes, each on its own network-namespace host where namespaces are
 available (root, `ip netns`), else on loopback (then without partitions). See
-tests/helpers/chaos.py for what is done and checked. Exits 1 if an invariant was violated or a
-round was lost.
+mycelium_p2p/testing/chaos.py for what is done and checked. Exits 1 if an invariant was
+violated or a round was lost.
 """
 
 from __future__ import annotations
@@ -18,9 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tests.helpers.chaos import ChaosConfig, ChaosRun
+from mycelium_p2p.testing.chaos import ChaosConfig, ChaosRun
 
 
 def main() -> int:

@@ -7,7 +7,7 @@ its own data dir, UDP and TCP port 8470), waits until they are in groups, and sh
 `mycelium-p2p groups` run from the last host every --interval seconds for --duration seconds.
 Then, or on Ctrl-C/SIGTERM/SIGHUP, it stops its processes by pid and deletes its namespaces.
 `cleanup` removes what runs killed with SIGKILL left behind (namespaces named after a dead pid).
-Needs root and iproute2; the hosts and links are in tests/helpers/netns.py (class Lan).
+Needs root and iproute2; the hosts and links are in mycelium_p2p/testing/netns.py (class Lan).
 
     sudo .venv/bin/python scripts/lan.py up --hosts 6 [--duration 60] [--domains 2] [--json]
     sudo .venv/bin/python scripts/lan.py up --hosts 4 -- --heartbeat 0.5   # extra join options
@@ -26,10 +26,8 @@ import json
 import signal
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.helpers.netns import (
+from mycelium_p2p.testing.netns import (
     NODE_PORT,
     SEED_PORT,
     Lan,

@@ -3,10 +3,11 @@
 
     python scripts/soak.py [--minutes 30] [--nodes 20] [--seed 0] [--json]
 
-The chaos run (tests/helpers/chaos.py: SIGKILL and SIGSTOP of leaders, members and seeds,
-restarts, every invariant checked all along) runs with hostile traffic from this same process
-(tests/helpers/hostile.py: a flood of validly signed adverts from fresh keys, garbage datagrams,
-garbage and truncated frames, half-open connections, connection churn). Every --probe seconds:
+The chaos run (mycelium_p2p/testing/chaos.py: SIGKILL and SIGSTOP of leaders, members and
+seeds, restarts, every invariant checked all along) runs with hostile traffic from this same
+process (mycelium_p2p/testing/traffic.py: a flood of validly signed adverts from fresh keys,
+garbage datagrams, garbage and truncated frames, half-open connections, connection churn).
+Every --probe seconds:
 
 - listing: every honest group (one with a live leader that completed a round in the last 10 s,
   and whose first round is older than the 30 s a new group may take) must appear in the latest
@@ -38,10 +39,9 @@ from typing import Any
 
 import psutil
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tests.helpers.chaos import ChaosConfig, ChaosRun
-from tests.helpers.hostile import HostileRates, HostileTraffic
+from mycelium_p2p import events
+from mycelium_p2p.testing.chaos import ChaosConfig, ChaosRun
+from mycelium_p2p.testing.traffic import HostileRates, HostileTraffic
 
 LISTING_FRESH = 5.0  # s: an observer listing older than this is not used by a probe
 NEW_GROUP_GRACE = 30.0  # s: a new group may take this long to be listed (the chaos rule)
@@ -99,7 +99,7 @@ class SoakRun(ChaosRun):
 
     def _on_event(self, e: dict[str, Any]) -> None:
         super()._on_event(e)
-        if e.get("kind") == "up" and "udp" in e and "tcp" in e:
+        if e.get("kind") == events.UP and "udp" in e and "tcp" in e:
             host, _, port = str(e["tcp"]).rpartition(":")
             self.ports[e["peer"]] = (int(e["udp"]), (host, int(port)))
 

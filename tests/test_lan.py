@@ -1,4 +1,4 @@
-"""The LAN harness (tests/helpers/netns.py, scripts/lan.py): hosts as network namespaces.
+"""The LAN harness (mycelium_p2p/testing/netns.py, scripts/lan.py): hosts as network namespaces.
 
 Needs root and iproute2; every test skips with the reason elsewhere.
 """
@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.helpers.netns import (
+from mycelium_p2p.testing.netns import (
     NODE_PORT,
     Lan,
     cleanup_stale,
@@ -20,7 +20,7 @@ from tests.helpers.netns import (
     netns_unavailable,
     start_network,
 )
-from tests.helpers.procs import REPO
+from mycelium_p2p.testing.procs import REPO
 
 UNAVAILABLE = netns_unavailable()
 pytestmark = pytest.mark.skipif(UNAVAILABLE is not None, reason=str(UNAVAILABLE))
@@ -79,7 +79,7 @@ def test_cleanup_removes_the_runs_of_dead_owners_only() -> None:
         [
             sys.executable,
             "-c",
-            "from tests.helpers.netns import Lan\n"
+            "from mycelium_p2p.testing.netns import Lan\n"
             "import time\nlan = Lan(2).up()\nprint(lan.prefix, flush=True)\ntime.sleep(60)",
         ],
         stdout=subprocess.PIPE,

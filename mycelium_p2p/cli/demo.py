@@ -23,9 +23,10 @@ from typing import Any
 from rich.console import Console
 from rich.live import Live
 
+from ..errors import LocalNetError
 from ..node.seed import query_groups
 from .demo_view import DemoState, NodeView, save_plot, summary, view
-from .localnet import LocalNet, LocalNetError
+from .localnet import LocalNet
 
 STARTUP_TIMEOUT = 120.0  # seconds for all node processes to start and enter groups
 GROUP_NAMES = ("alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,10 @@ from rich.console import Group
 from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
+
+from .. import events
+
+Event = dict[str, Any]  # an event as ``join --events`` writes it, with LocalNet's "peer"
 
 
 @dataclass
@@ -74,61 +79,82 @@ class DemoState:
         node.group_id = gid
         self.membership_trace.append((at, node.name, gid))
 
-    def apply(self, event: dict[str, Any]) -> None:
+    def apply(self, event: Event) -> None:
+        """Follow one node's event: the kinds in ``SHOWN`` change what the demo shows."""
         node = self.nodes.get(event.get("peer", ""))
         if node is None:
             return
-        kind, at = event.get("kind"), float(event.get("t", time.time()))
-        group = self._group(event)
+        group = self._group(event)  # any event that names a group makes it known
+        kind = event.get("kind")
+        show = SHOWN.get(kind) if isinstance(kind, str) else None
+        if show is not None:
+            show(self, node, group, event, float(event.get("t", time.time())))
+
+    def _founded(self, node: NodeView, group: GroupView | None, event: Event, at: float) -> None:
+        if group is None:
+            return
+        self._member_of(node, group.group_id, at)
+        node.role = "leader"
+        group.leader = node.name
+        self.note(f"{node.name} (domain {node.domain}) founded [bold]{group.name}[/]", at)
+
+    def _joined(self, node: NodeView, group: GroupView | None, event: Event, at: float) -> None:
+        if group is None:
+            return
+        self._member_of(node, group.group_id, at)
+        node.role = "member"
+        self.note(f"{node.name} (domain {node.domain}) joined {group.name}", at)
+
+    def _leader(self, node: NodeView, group: GroupView | None, event: Event, at: float) -> None:
+        if group is None:
+            return
+        self._member_of(node, group.group_id, at)
+        node.role = "leader"
+        if group.leader != node.name and group.leader is not None:
+            self.note(f"{node.name} elected leader of {group.name}, term {event.get('term')}", at)
+        group.leader, group.term = node.name, int(event.get("term", 0))
+        if group.group_id in self.killed:
+            t_kill, term = self.killed[group.group_id]
+            if group.term > term:
+                del self.killed[group.group_id]
+                self.failovers.append(at - t_kill)
+                self.note(f"[green]{group.name} failed over in {at - t_kill:.1f} s[/]", at)
+
+    def _follower(self, node: NodeView, group: GroupView | None, event: Event, at: float) -> None:
+        node.role = "member"
+
+    def _round(self, node: NodeView, group: GroupView | None, event: Event, at: float) -> None:
+        if group is None:
+            return
+        group.round = int(event.get("round", 0))
+        group.term = int(event.get("term", group.term))
+        group.accuracy = float(event.get("accuracy", 0.0))
+        group.leader = node.name
+
+    def _evaluated(self, node: NodeView, group: GroupView | None, event: Event, at: float) -> None:
+        acc = float(event.get("accuracy", 0.0))
+        node.accuracy = acc
+        if node.first_accuracy is None:
+            node.first_accuracy = acc
+        self.accuracy_trace.append((at, node.name, acc))
+
+    def _moving(self, node: NodeView, group: GroupView | None, event: Event, at: float) -> None:
+        node.moves += 1
+        self.moves += 1
+        node.role = "moving"
+        self.note(
+            f"[yellow]{node.name} (domain {node.domain}) migrates {group.name if group else '?'} "
+            f"-> {escape(str(event.get('to')))}[/]: {escape(str(event.get('reason', '')))}",
+            at,
+        )
+
+    def _split(self, node: NodeView, group: GroupView | None, event: Event, at: float) -> None:
         name = group.name if group else "?"
-        if kind == "founded" and group:
-            self._member_of(node, group.group_id, at)
-            node.role = "leader"
-            group.leader = node.name
-            self.note(f"{node.name} (domain {node.domain}) founded [bold]{name}[/]", at)
-        elif kind == "joined" and group:
-            self._member_of(node, group.group_id, at)
-            node.role = "member"
-            self.note(f"{node.name} (domain {node.domain}) joined {name}", at)
-        elif kind == "leader" and group:
-            self._member_of(node, group.group_id, at)
-            node.role = "leader"
-            if group.leader != node.name and group.leader is not None:
-                self.note(f"{node.name} elected leader of {name}, term {event.get('term')}", at)
-            group.leader, group.term = node.name, int(event.get("term", 0))
-            if group.group_id in self.killed:
-                t_kill, term = self.killed[group.group_id]
-                if group.term > term:
-                    del self.killed[group.group_id]
-                    self.failovers.append(at - t_kill)
-                    self.note(f"[green]{name} failed over in {at - t_kill:.1f} s[/]", at)
-        elif kind == "follower":
-            node.role = "member"
-        elif kind == "round" and group:
-            group.round = int(event.get("round", 0))
-            group.term = int(event.get("term", group.term))
-            group.accuracy = float(event.get("accuracy", 0.0))
-            group.leader = node.name
-        elif kind == "evaluated":
-            acc = float(event.get("accuracy", 0.0))
-            node.accuracy = acc
-            if node.first_accuracy is None:
-                node.first_accuracy = acc
-            self.accuracy_trace.append((at, node.name, acc))
-        elif kind == "moving":
-            node.moves += 1
-            self.moves += 1
-            node.role = "moving"
-            self.note(
-                f"[yellow]{node.name} (domain {node.domain}) migrates {name} -> "
-                f"{escape(str(event.get('to')))}[/]: {escape(str(event.get('reason', '')))}",
-                at,
-            )
-        elif kind == "split":
-            self.note(f"[magenta]{name} splits: {event.get('leaving')} member(s) leave[/]", at)
-        elif kind == "stopped":
-            node.role = "stopped"
-            self._member_of(node, None, at)
+        self.note(f"[magenta]{name} splits: {event.get('leaving')} member(s) leave[/]", at)
+
+    def _stopped(self, node: NodeView, group: GroupView | None, event: Event, at: float) -> None:
+        node.role = "stopped"
+        self._member_of(node, None, at)
 
     def composition(self, gid: str) -> Counter[int]:
         return Counter(n.domain for n in self.nodes.values() if n.group_id == gid)
@@ -147,6 +173,21 @@ class DemoState:
             total += sum(comp.values())
             majority += max(comp.values())
         return majority / total if total else 0.0
+
+
+#: How the demo shows each kind of event it shows (an event of another kind only names its
+#: group, if it has one).
+SHOWN: dict[str, Callable[[DemoState, NodeView, GroupView | None, Event, float], None]] = {
+    events.FOUNDED: DemoState._founded,
+    events.JOINED: DemoState._joined,
+    events.LEADER: DemoState._leader,
+    events.FOLLOWER: DemoState._follower,
+    events.ROUND: DemoState._round,
+    events.EVALUATED: DemoState._evaluated,
+    events.MOVING: DemoState._moving,
+    events.SPLIT: DemoState._split,
+    events.STOPPED: DemoState._stopped,
+}
 
 
 def _domains_text(comp: Counter[int]) -> str:

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import click
 
+from .. import events
 from ..addresses import resolve
 from ..fl.limits import TrainCaps
+from ..fl.strategies import STRATEGIES
 from ..node.config import NodeConfig
 from .common import (
     FiniteFloatRange,
@@ -60,7 +62,7 @@ from .common import (
     "--strategy",
     default=NodeConfig.strategy,
     show_default=True,
-    type=click.Choice(["fedavg", "fedprox", "fedmedian", "fedtrimmedavg", "krum", "multikrum"]),
+    type=click.Choice(list(STRATEGIES)),
     help="How the leader aggregates updates (every reply is screened first).",
 )
 @click.option(
@@ -316,7 +318,7 @@ def join(
             finally:
                 await node.stop()
                 if started:
-                    node.emit("stopped", "left the group and stopped")
+                    node.emit(events.STOPPED, "left the group and stopped")
 
         await run_until_signalled(serve)
         if node.gave_up:

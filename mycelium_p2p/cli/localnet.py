@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from ..errors import MyceliumError
+from ..errors import LocalNetError
 
 CLI = [sys.executable, "-m", "mycelium_p2p"]
 _PR_SET_PDEATHSIG = 1
@@ -32,10 +32,6 @@ _PR_SET_PDEATHSIG = 1
 def _die_with_parent() -> None:  # runs in the child between fork and exec
     with contextlib.suppress(OSError, AttributeError):  # not Linux: stop_all() still applies
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-class LocalNetError(MyceliumError):
-    """A process of the local network did not start or misbehaved."""
 
 
 @dataclass

@@ -8,7 +8,7 @@ import itertools
 import json
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import click
 
@@ -18,6 +18,7 @@ from ..identity import KEY_FILE, Identity, node_id_for
 
 if TYPE_CHECKING:
     from ..records import GroupAdvert, Record
+    from ..records.kinds import HeartbeatBody
 from .common import (
     FiniteFloatRange,
     bootstrap_addresses,
@@ -110,18 +111,20 @@ def presence_rows(rosters: list[tuple[GroupAdvert, list[Record]]]) -> list[dict[
         for r in records:
             if r.signer not in newest or r.rank > newest[r.signer][1].rank:
                 newest[r.signer] = (advert, r)
-    return [
-        {
-            "node_id": node_id_for(r.signer).hex(),
-            "group": advert.name,
-            "group_id": advert.group_id,
-            "role": r.body.role,
-            "round": r.body.round,
-            "addr": f"{r.body.addr[0]}:{r.body.addr[1]}",
-            "app_errors": r.body.app_errors,
-        }
-        for advert, r in newest.values()
-    ]
+    return [_presence_row(advert, r) for advert, r in newest.values()]
+
+
+def _presence_row(advert: GroupAdvert, record: Record) -> dict[str, Any]:
+    beat = cast("HeartbeatBody", record.body)  # a roster topic takes heartbeats only
+    return {
+        "node_id": node_id_for(record.signer).hex(),
+        "group": advert.name,
+        "group_id": advert.group_id,
+        "role": beat.role,
+        "round": beat.round,
+        "addr": f"{beat.addr[0]}:{beat.addr[1]}",
+        "app_errors": beat.app_errors,
+    }
 
 
 @click.command()

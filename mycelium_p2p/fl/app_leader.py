@@ -29,11 +29,12 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 from flwr.app import ArrayRecord, Context, Message, RecordDict
 
-from ..group.member import GroupMember, StepDown
+from ..errors import NotCommitted, StepDown
+from ..group.member import GroupMember
 from .app import FlowerApp
 from .client import ClientRunner
 from .grid import GroupGrid
@@ -41,10 +42,6 @@ from .leader import RoundReport, _in_thread, _untrained, arrays_of, metric, snap
 from .limits import Screening
 
 log = logging.getLogger(__name__)
-
-
-class NotCommitted(Exception):
-    """A majority did not acknowledge a round: this run ends, the next starts from the group."""
 
 
 class AppGrid(GroupGrid):
@@ -122,7 +119,8 @@ class AppGrid(GroupGrid):
             if not reply.has_content() or not reply.metadata.message_type.startswith("evaluate"):
                 continue
             for record in reply.content.metric_records.values():
-                n = float(record.get("num-examples", 1) or 1)
+                # check_reply lets a reply through only with a positive number here
+                n = float(cast(float, record.get("num-examples", 1)) or 1)
                 weights += n
                 for key, value in record.items():
                     if isinstance(value, (int, float)) and not isinstance(value, bool):

@@ -14,18 +14,19 @@ from typing import Annotated, Any
 
 import msgspec
 from flwr.app import ConfigRecord, Context, Error, Message, RecordDict
+from flwr.app.message import make_message
 from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 from msgspec import Meta
 
-from ..errors import ConfigError
+from ..errors import ConfigError, TrainConfigRefused, WireError, WorkerError
 from ..group.member import GroupMember
 from ..group.transport import Channel, Reply
 from ..records.leadership import MAX_CERT_BYTES, MAX_TERM
 from .grid import LEADER_NODE_ID, ensure_task_identity, flower_node_id, make_metadata
-from .limits import TrainCaps, TrainConfigRefused, bound_train_config
-from .wire import WireError, decode_content, encode_content
-from .worker import DEFAULT_APP, ClientProcess, WorkerError
+from .limits import TrainCaps, bound_train_config
+from .wire import decode_content, encode_content
+from .worker import DEFAULT_APP, ClientProcess
 
 log = logging.getLogger(__name__)
 
@@ -139,14 +140,17 @@ class ClientRunner:
         """The worker process this runner's ClientApp runs in (None: a thread)."""
         return self._process
 
-    async def run(self, message: Message, batch: str = "") -> Message:
+    async def run(self, message: Message, batch: str = "", *, count: bool = True) -> Message:
         """Call the ClientApp (in a thread or a worker); its exceptions become Error replies.
 
         ``batch`` (the group, for a round's messages) orders calls in a shared worker process.
         A raising ClientApp is logged with its traceback once per distinct error, then counted
-        (``failures``); ``on_failure`` hears of each failure.
+        (``failures``); ``on_failure`` hears of each failure. Not with ``count=False``: a
+        model a peer sent us to measure may fail our evaluate, and that is not our app failing.
         """
         reply = await self._run(message, batch)
+        if not count:
+            return reply
         if reply.has_error() and reply.error.code == ErrorCode.CLIENT_APP_RAISED_EXCEPTION:
             self._failed(reply.error.reason or "ClientApp failed", message.metadata.message_type)
         elif not reply.has_error():
@@ -232,8 +236,8 @@ class ClientRunner:
             content = bound_content(content, self.caps)
         except TrainConfigRefused as exc:
             return Reply.fail("bad-config", str(exc))
-        message = Message(
-            metadata=make_metadata(
+        message = make_message(
+            make_metadata(
                 message_id=request.mid,
                 src=LEADER_NODE_ID,
                 dst=self.node_id,

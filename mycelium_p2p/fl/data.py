@@ -15,18 +15,15 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from numpy.lib import format as npy_format
 
-from ..errors import MyceliumError
+from ..errors import DataError
 
 _SHARD = re.compile(r"\s*([0-9]+)\s*/\s*([0-9]+)\s*")
 _MAX_CLASSES = 10_000  # a label beyond this is a data bug, not a model to allocate
-
-
-class DataError(MyceliumError):
-    """A data file or data setting is unusable; the message names it and the problem."""
 
 
 @dataclass(frozen=True)
@@ -57,17 +54,19 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 def rotate(images: np.ndarray, domain: int) -> np.ndarray:
     """Flattened 8x8 images, each rotated by ``domain`` * 90 degrees."""
-    grids = images.reshape(len(images), 8, 8)
-    return np.rot90(grids, k=domain % 4, axes=(1, 2)).reshape(len(images), 64).copy()
+    grids = np.rot90(images.reshape(len(images), 8, 8), k=domain % 4, axes=(1, 2))
+    rotated: np.ndarray = grids.reshape(len(images), 64).copy()
+    return rotated
 
 
 def permute_labels(y: np.ndarray, domain: int, num_classes: int = 10) -> np.ndarray:
     """Labels relabelled by a permutation fixed by ``domain``; domain 0 keeps them."""
     if domain < 0:
         raise ValueError(f"domain must be >= 0, got {domain}")
-    if domain == 0:
-        return y.copy()
-    return np.random.default_rng(domain).permutation(num_classes)[y]
+    relabelled: np.ndarray = (
+        y.copy() if domain == 0 else np.random.default_rng(domain).permutation(num_classes)[y]
+    )
+    return relabelled
 
 
 def _class_rank(y: np.ndarray) -> np.ndarray:
@@ -146,10 +145,11 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
         if not isinstance(archive, np.lib.npyio.NpzFile):
             raise DataError(f"{path}: not an .npz archive")
         with archive:
+            members = cast(zipfile.ZipFile, archive.zip)  # None only once the archive is closed
             for key in ("x", "y"):
                 if key not in archive.files:
                     raise DataError(f"{path}: no array {key!r} (found {sorted(archive.files)})")
-                _check_declared_size(path, archive.zip.getinfo(f"{key}.npy"), archive.zip)
+                _check_declared_size(path, members.getinfo(f"{key}.npy"), members)
             return archive["x"], archive["y"]
     except _UNREADABLE_ZIP as exc:
         raise DataError(f"{path}: not a readable .npz archive: {_first_line(exc)}") from None

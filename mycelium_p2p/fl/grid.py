@@ -30,15 +30,16 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from flwr.app import ArrayRecord, Error, Message, Metadata, RecordDict
+from flwr.app.message import make_message
 from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 from flwr.supercore.task_identity import TaskIdentity
 
-from ..group.member import GroupMember, StepDown
-from ..group.transport import ChannelError, RemoteError
+from ..errors import ChannelError, RemoteError, StepDown, WireError
+from ..group.member import GroupMember
 from .limits import Screening
 from .screening import check_reply, screen_round
-from .wire import WireError, decode_content, encode_content
+from .wire import decode_content, encode_content
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ def leader_message(
         message_type=message_type,
         group_id=group_id,
     )
-    return Message(metadata=metadata, content=content)
+    return make_message(metadata, content=content)
 
 
 class RunGrid(Grid):
@@ -288,7 +289,7 @@ class GroupGrid(RunGrid):
             )
 
         def error(code: int, reason: str) -> Message:
-            return Message(metadata=reply_metadata(), error=Error(code, reason))
+            return make_message(reply_metadata(), error=Error(code, reason))
 
         def dropped(reason: str) -> Message:  # a reply that came, but is not aggregated
             log.warning("reply from member %s dropped: %s", self._name(dst), reason)
@@ -300,7 +301,7 @@ class GroupGrid(RunGrid):
         if not self.group.is_leader or self.group.term != self.term:
             raise StepDown("no longer the leader of this term")
         if member.key == self.group.me:
-            outgoing = Message(metadata=metadata, content=_copy(message.content))
+            outgoing = make_message(metadata, content=_copy(message.content))
             try:
                 reply = await asyncio.wait_for(self.local_client(outgoing), timeout)
             except asyncio.TimeoutError:
@@ -347,7 +348,7 @@ class GroupGrid(RunGrid):
         problem = check_reply(message.content, content, meta.message_type, self.screening)
         if problem is not None:
             return dropped(problem)
-        return Message(metadata=reply_metadata(), content=content)
+        return make_message(reply_metadata(), content=content)
 
     def _app_failed(self, key: bytes, reason: str) -> None:
         """A member's ClientApp raised: say so once per member and error, then count."""

@@ -11,13 +11,14 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 from flwr.serverapp.strategy import Strategy
 
-from ..group.member import GroupMember, StepDown
+from ..errors import StepDown
+from ..group.member import GroupMember
 from ..group.state import ModelSnapshot
 from .client import ClientRunner
 from .grid import GroupGrid
@@ -47,7 +48,10 @@ def snapshot_of(round_: int, arrays: ArrayRecord) -> ModelSnapshot:
 
 
 def arrays_of(snapshot: ModelSnapshot) -> ArrayRecord:
-    return decode_content(snapshot.content, list(snapshot.segments))["arrays"]
+    content = decode_content(snapshot.content, list(snapshot.segments))
+    # what snapshot_of stores; another group's snapshot is not checked for it (a ClientApp
+    # given another record type in its place fails to load it)
+    return cast(ArrayRecord, content["arrays"])
 
 
 async def _in_thread(
@@ -93,7 +97,8 @@ def _untrained(
             idle,
             "; ClientApp errors: " + "; ".join(errors) if errors else "",
         )
-    return min(max(pause, 0.5) * 2 ** min(idle - 1, 5), 10.0)
+    doubling: int = 2 ** min(idle - 1, 5)  # int ** int is typed Any (may be float)
+    return min(max(pause, 0.5) * doubling, 10.0)
 
 
 async def lead_rounds(

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ConfigError, MyceliumError
+from ..errors import ConfigError, TrainConfigRefused
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +61,6 @@ def _require_positive(limits: object, names: tuple[str, ...]) -> None:
             raise ConfigError(
                 f"{type(limits).__name__}.{name} must be a positive number: {value!r}"
             )
-
-
-class TrainConfigRefused(MyceliumError):
-    """A leader's training configuration holds a value this member will not train with."""
 
 
 @dataclass(frozen=True)

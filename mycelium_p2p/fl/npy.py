@@ -80,7 +80,8 @@ def to_ndarray(array: Array) -> np.ndarray:
                 header
             ):
                 flat = np.frombuffer(data, dtype=dtype, offset=len(header))
-                return flat.reshape(shape).copy()
+                copied: np.ndarray = flat.reshape(shape).copy()
+                return copied
     return Array.numpy(array)
 
 

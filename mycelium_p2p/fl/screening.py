@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, Error, Message, RecordDict
+from flwr.app.message import make_message
 from flwr.common.constant import ErrorCode
 
 from .limits import Screening
@@ -126,7 +127,7 @@ def norm_outliers(norms: dict[int, float], limits: Screening) -> dict[int, str]:
 def as_error(reply: Message, reason: str) -> Message:
     """``reply`` turned into an Error reply (same ids), which stock strategies skip."""
     error = Error(ErrorCode.REPLY_MESSAGE_UNAVAILABLE, reason)
-    return Message(metadata=copy.copy(reply.metadata), error=error)
+    return make_message(copy.copy(reply.metadata), error=error)
 
 
 def screen_round(

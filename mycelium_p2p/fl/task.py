@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import cast
 
 import numpy as np
 import torch
@@ -16,8 +17,8 @@ import torch.nn.functional as F
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from ..errors import DataError
 from .data import (
-    DataError,
     Dataset,
     load_array_file,
     load_digits_task,
@@ -59,7 +60,8 @@ class MLP(torch.nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
+        logits: torch.Tensor = self.layers(x)  # Module.__call__ is typed Any
+        return logits
 
 
 def train_local(
@@ -87,7 +89,7 @@ def train_local(
     model.train()
     for _ in range(epochs):
         total = 0.0
-        for batch in torch.randperm(len(y), generator=generator).split(batch_size):
+        for batch in torch.split(torch.randperm(len(y), generator=generator), batch_size):
             optimizer.zero_grad()
             loss = F.cross_entropy(model(x[batch]), y[batch])
             objective = loss
@@ -96,7 +98,7 @@ def train_local(
                     (p - a).pow(2).sum() for p, a in zip(model.parameters(), anchor, strict=True)
                 )
                 objective = loss + proximal_mu / 2 * drift
-            objective.backward()
+            torch.autograd.backward(objective)  # what objective.backward() does (untyped in torch)
             optimizer.step()
             total += loss.item() * len(batch)
     return total / len(y)
@@ -171,6 +173,14 @@ def _node_config_loader() -> Callable[[Context], Dataset]:
     return load
 
 
+def _scalar(config: ConfigRecord, key: str, default: float) -> float | str | bytes:
+    """``config[key]`` (or ``default``), for ``int()`` or ``float()``: a list is refused."""
+    value = config.get(key, default)
+    if isinstance(value, list):
+        raise TypeError(f"train config {key}={value!r} is a list, not a number")
+    return value
+
+
 def make_client_app(load: Callable[[Context], Dataset] | None = None) -> ClientApp:
     """The default ``ClientApp``: train and evaluate the MLP on ``load(context)``'s data."""
     load_data = load or _node_config_loader()
@@ -186,13 +196,15 @@ def make_client_app(load: Callable[[Context], Dataset] | None = None) -> ClientA
         if shape not in cache:
             cache[shape] = MLP(*shape)
         model = cache[shape]
-        load_arrays(model, msg.content["arrays"])
+        # load_arrays refuses anything but this model's arrays (a record of another type too)
+        load_arrays(model, cast(ArrayRecord, msg.content["arrays"]))
         return data, model
 
     @app.train()
     def handle_train(msg: Message, context: Context) -> Message:
         data, model = receive(msg, context)
-        config = msg.content.get("config", ConfigRecord())
+        # a ConfigRecord only: those are what a member holds to its TrainCaps (bound_content)
+        config = msg.content.config_records.get("config", ConfigRecord())
         # Fresh shuffles every round, reproducible per node seed. A group leader runs Flower
         # one round at a time (server-round is always 1) and sends the group round.
         rnd = config.get("group-round", config.get("server-round", 0))
@@ -203,11 +215,11 @@ def make_client_app(load: Callable[[Context], Dataset] | None = None) -> ClientA
         loss = train_local(
             model,
             data,
-            epochs=int(config.get("local-epochs", 1)),
-            lr=float(config.get("lr", 0.05)),
-            batch_size=int(config.get("batch-size", 32)),
+            epochs=int(_scalar(config, "local-epochs", 1)),
+            lr=float(_scalar(config, "lr", 0.05)),
+            batch_size=int(_scalar(config, "batch-size", 32)),
             seed=int(seed),
-            proximal_mu=float(config.get("proximal-mu", 0.0)),
+            proximal_mu=float(_scalar(config, "proximal-mu", 0.0)),
         )
         metrics = MetricRecord({"train_loss": loss, "num-examples": len(data.y_train)})
         return Message(

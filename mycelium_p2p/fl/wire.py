@@ -10,15 +10,11 @@ from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
-from ..errors import MyceliumError
+from ..errors import WireError
 from .npy import NpyArray, well_formed
 
 _MAX_RECORDS = 64
 _MAX_ARRAYS = 4096
-
-
-class WireError(MyceliumError):
-    """A peer sent content that does not decode into Flower records."""
 
 
 def encode_content(content: RecordDict) -> tuple[list[list[Any]], list[bytes]]:

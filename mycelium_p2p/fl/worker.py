@@ -31,9 +31,10 @@ from typing import IO, Any
 
 import msgpack
 from flwr.app import Error, Message
+from flwr.app.message import make_message
 from flwr.common.constant import ErrorCode
 
-from ..errors import MyceliumError
+from ..errors import WorkerError
 from .grid import ensure_task_identity, make_metadata
 from .wire import decode_content, encode_content
 
@@ -53,10 +54,6 @@ class _Queued:
     frame: list[bytes] = field(compare=False)
 
 
-class WorkerError(MyceliumError):
-    """The worker process died, could not start, or answered something unreadable."""
-
-
 def _pack(header: dict[str, Any], segments: list[bytes]) -> list[bytes]:
     header = {**header, "seg": [len(s) for s in segments]}
     body = msgpack.packb(header, use_bin_type=True)
@@ -64,10 +61,12 @@ def _pack(header: dict[str, Any], segments: list[bytes]) -> list[bytes]:
 
 
 def _check_header(body: bytes) -> dict[str, Any]:
-    header = msgpack.unpackb(body, raw=False)
+    header: object = msgpack.unpackb(body, raw=False)
     seg = header.get("seg") if isinstance(header, dict) else None
-    if not isinstance(seg, list) or not all(
-        isinstance(n, int) and 0 <= n < _MAX_SEGMENT for n in seg
+    if (
+        not isinstance(header, dict)
+        or not isinstance(seg, list)
+        or not all(isinstance(n, int) and 0 <= n < _MAX_SEGMENT for n in seg)
     ):
         raise WorkerError("frame header without segment lengths")
     return header
@@ -340,8 +339,8 @@ class _Worker:
                 state=self._record_dict(),
                 run_config={},
             )
-        message = Message(
-            metadata=make_metadata(
+        message = make_message(
+            make_metadata(
                 message_id=str(header["mid"]),
                 src=int(header["src"]),
                 dst=int(header["dst"]),

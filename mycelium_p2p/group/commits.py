@@ -7,10 +7,11 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ..addresses import Address
 from ..aio import TaskOwner
-from ..errors import MyceliumError, ProofError
+from ..errors import BadMessage, ChannelError, ProofError, RemoteError, StepDown
 from ..identity import Identity
 from ..records.leadership import (
     LeaderCert,
@@ -23,14 +24,9 @@ from ..records.leadership import (
 )
 from . import messages as m
 from .election import ElectionState
-from .state import Address, GroupConfig, GroupInfo, Member, ModelSnapshot
-from .transport import ChannelError, RemoteError
+from .state import GroupConfig, GroupInfo, Member, ModelSnapshot
 
 log = logging.getLogger(__name__)
-
-
-class StepDown(MyceliumError):
-    """This leader has seen a newer term and must stop."""
 
 
 def may_be_deposed(reply: object) -> bool:
@@ -52,12 +48,8 @@ class ModelCommits:
     roster: dict[bytes, Member]
     model: ModelSnapshot
     tasks: TaskOwner
-    group_id: str
-    is_leader: bool
     role: str
-    term: int
     cert: LeaderCert | None
-    cert_blob: bytes
     leader_key: bytes | None
     leader_addr: Address | None
     on_model: Callable[[ModelSnapshot], None]
@@ -72,6 +64,20 @@ class ModelCommits:
     _request: Callable[..., Any]
 
     # -- authority -----------------------------------------------------------------------------
+
+    if TYPE_CHECKING:  # provided by GroupMember
+
+        @property
+        def cert_blob(self) -> bytes: ...
+
+        @property
+        def group_id(self) -> str: ...
+
+        @property
+        def term(self) -> int: ...
+
+        @property
+        def is_leader(self) -> bool: ...
 
     def proves(self, cert: LeaderCert) -> bool:
         """Whether ``cert`` proves its leader's term to us: votes of a majority of our roster,
@@ -147,7 +153,7 @@ class ModelCommits:
                 return False
             cert = decode_cert(reply.cert)
             check_cert(cert, group_id=self.group_id, founder=self.info.founder)
-        except (ChannelError, RemoteError, m.BadMessage, ProofError) as exc:
+        except (ChannelError, RemoteError, BadMessage, ProofError) as exc:
             log.debug("could not check %s's newer term: %s", member.key.hex()[:8], exc)
             return False
         if cert.term <= self.term or not self.proves(cert):
@@ -300,7 +306,7 @@ class ModelCommits:
                 header, segments = await self._request(key, addr, "g.model", {})
                 reply = m.parse(m.ModelReply, header)
                 self._store_model(reply.round, reply.digest, reply.content, segments, reply.proof)
-            except (ChannelError, RemoteError, m.BadMessage) as exc:
+            except (ChannelError, RemoteError, BadMessage) as exc:
                 log.debug("model fetch failed: %s", exc)
             finally:
                 self._fetching = False

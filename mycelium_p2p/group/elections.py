@@ -10,15 +10,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ..addresses import Address
 from ..aio import TaskOwner
+from ..errors import BadMessage, ChannelError, RemoteError
 from ..identity import Identity, verify_signature
 from ..records.leadership import LeaderCert, majority, vote_bytes
 from . import messages as m
 from .election import ElectionState, candidate_rank, electorate, holds_electorate
-from .state import Address, GroupConfig, Member, ModelSnapshot
-from .transport import ChannelError, RemoteError
+from .state import GroupConfig, Member, ModelSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +37,10 @@ class Elections:
     roster_version: tuple[int, int]
     model: ModelSnapshot
     tasks: TaskOwner
-    group_id: str
-    term: int
     role: str
-    is_leader: bool
     leader_key: bytes | None
     leader_addr: Address | None
     cert: LeaderCert | None
-    cert_blob: bytes
     on_leader: Callable[[int], None]
     on_follower: Callable[[], None]
     _highest_term: int
@@ -58,6 +55,20 @@ class Elections:
     _request: Callable[..., Any]
     proven_round: int
     remember_leader: Callable[[int, bytes], None]
+
+    if TYPE_CHECKING:  # provided by GroupMember
+
+        @property
+        def cert_blob(self) -> bytes: ...
+
+        @property
+        def group_id(self) -> str: ...
+
+        @property
+        def term(self) -> int: ...
+
+        @property
+        def is_leader(self) -> bool: ...
 
     async def _elect(self) -> None:
         old = self.leader_key
@@ -151,7 +162,7 @@ class Elections:
                         continue
                     try:
                         reply = m.parse(m.VoteReply, ask.result()[0])
-                    except (m.BadMessage, TypeError, IndexError, KeyError):
+                    except (BadMessage, TypeError, IndexError, KeyError):
                         continue
                     member = asks[ask]
                     # a voter's term only steers our next try, and a liar cannot push it far

@@ -21,7 +21,7 @@ import ctypes
 import select
 import socket
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from itertools import chain, compress
 from operator import is_
@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 import msgpack
 
-from ..errors import MyceliumError
+from ..errors import ChannelError, HeaderRefused
 
 # A 4,096-array model's description (fl.wire's _MAX_ARRAYS) with 2-D shapes and keys of up to
 # ~88 bytes; a 100-array one takes ~8 KB, the largest header in the test suite 932 bytes.
@@ -43,6 +43,12 @@ _MAX_STRING = 64 * 2**10  # one str or bytes: a certificate, an invite, a reason
 _U32 = struct.Struct("!I")
 THREAD_THRESHOLD = 1 << 20  # segments this large move in a worker thread
 IO_TIMEOUT = 30.0  # a peer silent this long in the middle of a frame is gone
+# Sent data unacknowledged this long drops the connection (Linux's TCP_USER_TIMEOUT): a dead
+# host or a cut link. On Linux this also counts data held back by a zero window, so a peer
+# that stops reading (a stalled event loop, a big transfer) trips it too: it is no shorter
+# than IO_TIMEOUT, which a silent peer mid-frame already gets. Channels that go silent on a
+# request close sooner (``transport.Channel.request``).
+LINK_TIMEOUT = IO_TIMEOUT
 _READ_CHUNK = 64 * 1024  # the read buffer (per socket): many small frames, or a model of ~60 KB
 _GATHER = hasattr(socket.socket, "sendmsg")  # not on Windows: one send per part there
 _IOV_MAX = 512  # buffers per sendmsg, well under any system's limit
@@ -53,14 +59,6 @@ Segments = Sequence[bytes | memoryview]
 _new_bytes = ctypes.PYFUNCTYPE(ctypes.py_object, ctypes.c_char_p, ctypes.c_ssize_t)(
     ("PyBytes_FromStringAndSize", ctypes.pythonapi)
 )
-
-
-class ChannelError(MyceliumError):
-    """A channel could not be opened, broke, or the peer answered with an error."""
-
-
-class HeaderRefused(ValueError):
-    """A frame header would decode into more than a header may hold."""
 
 
 class _Budget:
@@ -156,6 +154,8 @@ def writable_bytes(n: int) -> tuple[bytes, memoryview]:
     """
     buf = _new_bytes(None, n)  # uninitialized (no memset): every byte is written before use
     address = ctypes.cast(ctypes.c_char_p(buf), ctypes.c_void_p).value
+    if address is None:  # a bytes object always has a buffer: cannot happen
+        raise MemoryError("no buffer for a new bytes object")
     return buf, memoryview((ctypes.c_char * n).from_address(address)).cast("B")
 
 
@@ -206,6 +206,8 @@ class SocketStream:
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if hasattr(socket, "TCP_USER_TIMEOUT"):  # Linux
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(LINK_TIMEOUT * 1000))
         self.sock = sock
         self._loop = asyncio.get_running_loop()
         self.peername: tuple[str, int] = sock.getpeername()[:2]
@@ -314,24 +316,31 @@ class FrameSocket:
             self.stream.close()
             raise
 
-    async def read_frame(self, max_frame: int) -> tuple[dict[str, Any], list[bytes]]:
+    async def read_frame(
+        self, max_frame: int, limit: Callable[[dict[str, Any]], int] | None = None
+    ) -> tuple[dict[str, Any], list[bytes]]:
+        """One frame; its segments at most ``max_frame`` bytes in all, or ``limit(header)``
+        when that is given (a frame's header is read before its segments)."""
         (size,) = _U32.unpack(await self.stream.recv_exactly(4))
         try:
-            return await self._read_body(size, max_frame)
+            return await self._read_body(size, max_frame, limit)
         except ConnectionError as exc:
             raise ChannelError(f"stream truncated mid-frame ({exc})") from None
 
-    async def _read_body(self, size: int, max_frame: int) -> tuple[dict[str, Any], list[bytes]]:
+    async def _read_body(
+        self, size: int, max_frame: int, limit: Callable[[dict[str, Any]], int] | None
+    ) -> tuple[dict[str, Any], list[bytes]]:
         if size > MAX_HEADER:
             raise ChannelError(f"frame header of {size} bytes refused (limit {MAX_HEADER})")
         header = decode_header(await self.stream.recv_exactly(size))
         lengths = header.pop("seg", [])
+        most = max_frame if limit is None else min(max_frame, limit(header))
         if (
             not isinstance(lengths, list)
             or not all(isinstance(n, int) and n >= 0 for n in lengths)
-            or sum(lengths) > max_frame
+            or sum(lengths) > most
         ):
-            raise ChannelError(f"frame segment lengths refused (limit {max_frame} bytes in all)")
+            raise ChannelError(f"frame segment lengths refused (limit {most} bytes in all)")
         return header, [await self.stream.recv_exactly(n) for n in lengths]
 
     def close(self) -> None:

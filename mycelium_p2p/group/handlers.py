@@ -26,15 +26,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ..addresses import Address
+from ..errors import BadMessage, ChannelError, InviteError, RemoteError
 from ..identity import Identity
 from ..records.leadership import LeaderCert, sign_vote
 from . import messages as m
 from .election import ElectionState
-from .invite import InviteError, verify_invite
-from .state import Address, GroupConfig, GroupInfo, Member, ModelSnapshot
-from .transport import Channel, ChannelError, RemoteError, Reply
+from .invite import verify_invite
+from .state import GroupConfig, GroupInfo, Member, ModelSnapshot
+from .transport import Channel, Reply
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +60,8 @@ class MemberRequests:
     my_addr: Address
     closing: bool
     _lease_until: float
-    group_id: str
-    term: int
-    is_leader: bool
     members: Callable[[], list[Member]]
     has_quorum: Callable[[], bool]
-    confirm_quorum: Callable[[], Awaitable[bool]]
     roster_changed: Callable[[], None]
     lease_lapsed: Callable[[], bool]
     authorize: Callable[..., str | None]
@@ -77,6 +75,19 @@ class MemberRequests:
     _follow: Callable[[Address, bytes], Awaitable[None]]
     _leader_lost: Any
     tasks: Any
+
+    if TYPE_CHECKING:  # provided by GroupMember
+
+        @property
+        def group_id(self) -> str: ...
+
+        @property
+        def term(self) -> int: ...
+
+        @property
+        def is_leader(self) -> bool: ...
+
+        async def confirm_quorum(self) -> bool: ...
 
     async def handle(
         self, channel: Channel, method: str, header: dict[str, Any], segments: list[bytes]
@@ -92,7 +103,7 @@ class MemberRequests:
             return Reply.fail("bad-request", f"unknown method {method}")
         try:
             request = m.parse(kind, header)
-        except m.BadMessage as exc:
+        except BadMessage as exc:
             return Reply.fail("bad-request", str(exc))
         return await handler(channel.peer_key, request, segments)
 

@@ -17,7 +17,7 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
-from ..errors import MyceliumError
+from ..errors import InviteError
 from ..identity import PUBLIC_KEY_SIZE, Identity, verify_signature
 from ..records.charter import Key, Signature
 from ..records.leadership import GroupId
@@ -25,10 +25,6 @@ from ..records.leadership import GroupId
 INVITE_DOMAIN = b"mycelium-p2p/invite/v2\x00"
 INVITE_PREFIX = "myc-invite-"
 MAX_INVITE_CHARS = 400
-
-
-class InviteError(MyceliumError):
-    """An invite is malformed, expired, for someone else, or not signed by the founder."""
 
 
 class _Invite(msgspec.Struct, array_like=True, forbid_unknown_fields=True):

@@ -20,8 +20,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..addresses import Address
 from ..aio import TaskOwner
-from ..errors import MyceliumError, ProofError
+from ..errors import BadMessage, ChannelError, JoinRefused, ProofError, RemoteError, StepDown
 from ..identity import Identity
 from ..records.charter import GroupCharter
 from ..records.leadership import (
@@ -32,26 +33,17 @@ from ..records.leadership import (
     majority,
 )
 from . import messages as m
-from .commits import ModelCommits, StepDown
+from .commits import ModelCommits
 from .election import ElectionState, electorate
 from .elections import Elections
 from .handlers import MemberRequests
 from .roster import RosterUpkeep
-from .state import Address, GroupConfig, GroupInfo, Member, ModelSnapshot
-from .transport import ChannelError, ChannelServer, RemoteError
+from .state import GroupConfig, GroupInfo, Member, ModelSnapshot
+from .transport import ChannelServer
 
 __all__ = ["GroupMember", "JoinRefused", "StepDown"]
 
 log = logging.getLogger(__name__)
-
-
-class JoinRefused(MyceliumError):
-    """The group's leader refused us (full, invite-only, not the leader...). ``code``: the
-    peer's error code, when it answered with one."""
-
-    def __init__(self, reason: str, *, code: str = "") -> None:
-        super().__init__(reason)
-        self.code = code
 
 
 async def _ask_to_join(
@@ -82,7 +74,7 @@ async def _ask_to_join(
         raise JoinRefused(exc.reason, code=exc.code) from None
     except ChannelError as exc:
         raise JoinRefused(f"cannot reach the group's leader: {exc}") from None
-    except (m.BadMessage, ProofError) as exc:
+    except (BadMessage, ProofError) as exc:
         raise JoinRefused(f"the leader's answer is not valid: {exc}") from None
     if cert.leader != leader_key or cert.term != reply.term:
         raise JoinRefused("the leader's certificate is not for itself and its term")
@@ -106,7 +98,7 @@ async def _leader_named_by(
         )
         named = m.parse(m.LeaderReply, header)
         cert = decode_cert(named.cert) if named.cert is not None else None
-    except (ChannelError, m.BadMessage, ProofError):
+    except (ChannelError, BadMessage, ProofError):
         raise refusal from None
     if named.leader is None or named.addr is None or named.leader == key:
         raise refusal
@@ -409,7 +401,7 @@ class GroupMember(MemberRequests, RosterUpkeep, ModelCommits, Elections):
             return  # it resigned, or another leader announced itself, while we waited
         try:
             reply = m.parse(m.HeartbeatReply, header)
-        except m.BadMessage as exc:
+        except BadMessage as exc:
             log.warning("group %s: leader's heartbeat reply refused: %s", self.group_id, exc)
             return
         if reply.term != self.term and self.authorize(leader, reply.term, reply.cert) is not None:
@@ -436,7 +428,7 @@ class GroupMember(MemberRequests, RosterUpkeep, ModelCommits, Elections):
                 continue
             try:
                 reply = m.parse(m.LeaderReply, answer[0])
-            except m.BadMessage:
+            except BadMessage:
                 continue
             leader, addr = reply.leader, reply.addr
             if leader is None or addr is None or leader in (self.me, replacing):

@@ -14,12 +14,12 @@ import msgspec
 from msgspec import Meta
 
 from ..addresses import IpHost, Port, WireAddress
+from ..errors import BadMessage
 from ..records.charter import MAX_CHARTER_BYTES, Key, Signature
 from ..records.leadership import MAX_CERT_BYTES, MAX_PROOF_BYTES, MAX_TERM, GroupId
 
 Round = Annotated[int, Meta(ge=0, le=MAX_TERM)]
 TermNo = Annotated[int, Meta(ge=0, le=MAX_TERM)]
-Address = WireAddress  # peers send IP addresses, never names
 RosterEntry = tuple[Key, IpHost, Port, Round]
 #: A roster's version: (the term of the leader that made it, its count of changes in that term)
 RosterVersion = tuple[TermNo, Round]
@@ -29,10 +29,6 @@ Digest = Annotated[bytes, Meta(min_length=32, max_length=32)]
 #: A leader's signed commit of the model a member holds (``CommitProof``); empty for round 0
 Proof = Annotated[bytes, Meta(max_length=MAX_PROOF_BYTES)]
 Reason = Annotated[str, Meta(max_length=200)]
-
-
-class BadMessage(ValueError):
-    """A peer's message does not have the shape its method requires."""
 
 
 class _Message(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -47,27 +43,27 @@ class Request(_Message):
 
 
 class Join(Request):
-    addr: Address
+    addr: WireAddress
     invite: Annotated[str, Meta(max_length=2000)] = ""
 
 
 class Heartbeat(Request):
     term: TermNo
     round: Round
-    addr: Address
+    addr: WireAddress
 
 
 class VoteRequest(Request):
     term: TermNo
     round: Round  # checked against ``proof``: a candidate's round is never taken on its word
     rv: RosterVersion
-    addr: Address
+    addr: WireAddress
     proof: Proof = b""
 
 
 class Announce(Request):
     term: TermNo
-    addr: Address
+    addr: WireAddress
     cert: Cert
 
 
@@ -90,7 +86,7 @@ class RosterPush(Request):
 class Redirect(Request):
     term: TermNo
     cert: Cert
-    addr: Address
+    addr: WireAddress
     key: Key
 
 
@@ -137,7 +133,7 @@ class VoteReply(_Message):
 class LeaderReply(_Message):
     term: TermNo
     leader: Key | None = None
-    addr: Address | None = None
+    addr: WireAddress | None = None
     cert: Cert | None = None
 
 

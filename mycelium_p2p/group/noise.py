@@ -39,10 +39,10 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from noise.connection import Keypair, NoiseConnection
 from noise.exceptions import NoiseHandshakeError, NoiseValueError
 
+from ..errors import ChannelError
 from ..identity import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, Identity, verify_signature
 from .frames import (
     THREAD_THRESHOLD,
-    ChannelError,
     SocketStream,
     close_socket,
     send_blocking,

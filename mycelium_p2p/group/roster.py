@@ -10,13 +10,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
-from ..aio import OwnerClosed, TaskOwner
+from ..addresses import Address
+from ..aio import TaskOwner
+from ..errors import OwnerClosed
 from .commits import may_be_deposed
 from .election import majority
-from .state import Address, GroupConfig, Member, ModelSnapshot
+from .state import GroupConfig, Member, ModelSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +33,6 @@ class RosterUpkeep:
     roster: dict[bytes, Member]
     model: ModelSnapshot
     tasks: TaskOwner
-    group_id: str
-    is_leader: bool
-    term: int
-    cert_blob: bytes
     roster_version: tuple[int, int]
     _quorum_lost_at: float | None
     _roster_dirty: bool
@@ -45,7 +43,22 @@ class RosterUpkeep:
     members: Callable[[], list[Member]]
     _roster_wire: Callable[[], list[list[Any]]]
     _request: Callable[..., Any]
-    heed_stale_term: Callable[[Member], Awaitable[bool]]
+
+    if TYPE_CHECKING:  # provided by GroupMember
+
+        @property
+        def cert_blob(self) -> bytes: ...
+
+        @property
+        def group_id(self) -> str: ...
+
+        @property
+        def term(self) -> int: ...
+
+        @property
+        def is_leader(self) -> bool: ...
+
+        async def heed_stale_term(self, member: Member) -> bool: ...
 
     def has_quorum(self) -> bool:
         """A majority of the roster answered within the lease: changes to it may be made.

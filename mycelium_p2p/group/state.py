@@ -8,9 +8,10 @@ from typing import Any
 
 import msgpack
 
+from ..addresses import Address
 from ..records.charter import POLICIES, GroupCharter
 
-Address = tuple[str, int]
+# Address is addresses.Address, named here for node/ (which still imports it from here)
 __all__ = ["POLICIES", "Address", "GroupConfig", "GroupInfo", "Member", "ModelSnapshot"]
 
 

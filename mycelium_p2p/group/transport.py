@@ -27,15 +27,17 @@ import contextlib
 import itertools
 import logging
 import socket
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..addresses import ip_literal
-from ..aio import OwnerClosed, TaskOwner
+from ..aio import TaskOwner
+from ..errors import ChannelError, OwnerClosed, RemoteError
 from ..identity import Identity
 from .admission import HANDSHAKE_TIMEOUT, Admission, ConnectionLimits
-from .frames import ByteStream, ChannelError, FrameSocket, Segments, SocketStream, close_socket
+from .frames import ByteStream, FrameSocket, Segments, SocketStream, close_socket
 from .noise import PLAINTEXT_PROLOGUE, PROLOGUE, NoiseCredentials, NoiseStream, handshake
 
 __all__ = [
@@ -49,20 +51,12 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+_EXPIRED_LIMITS = 64  # capped requests whose late replies keep their cap
 
 DEFAULT_MAX_FRAME = 512 * 2**20
 MAX_IN_FLIGHT = 8  # requests per channel being answered (or their replies written) at once
 
 Handler = Callable[["Channel", str, dict[str, Any], list[bytes]], Awaitable["Reply"]]
-
-
-class RemoteError(ChannelError):
-    """The peer handled the request and answered with an error (``code``, ``reason``)."""
-
-    def __init__(self, code: str, reason: str) -> None:
-        super().__init__(f"{code}: {reason}")
-        self.code = code
-        self.reason = reason
 
 
 @dataclass
@@ -103,6 +97,11 @@ class Channel:
         self._on_close = on_close
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[tuple[dict[str, Any], list[bytes]]]] = {}
+        self._reply_limits: dict[int, int] = {}  # request id -> most its reply may hold
+        # the limits of capped requests that timed out: a late reply keeps its cap
+        self._expired_limits: OrderedDict[int, int] = OrderedDict()
+        self._issued = 0  # the highest request id sent
+        self._last_heard = asyncio.get_running_loop().time()  # when a frame last arrived
         self._send_lock = asyncio.Lock()
         self._slots = asyncio.Semaphore(max_in_flight)  # requests of the peer's being answered
         self._closed = asyncio.Event()
@@ -119,22 +118,38 @@ class Channel:
         segments: Segments = (),
         *,
         timeout: float,
+        max_reply: int | None = None,
     ) -> tuple[dict[str, Any], list[bytes]]:
-        """Send a request and wait (at most ``timeout`` s) for its reply."""
+        """Send a request and wait (at most ``timeout`` s) for its reply. A reply whose
+        segments exceed ``max_reply`` bytes is not read: the channel closes."""
         if self.closed:
             raise ChannelError("channel is closed")
-        request_id = next(self._ids)
-        future = asyncio.get_running_loop().create_future()
+        request_id = self._issued = next(self._ids)
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
         self._pending[request_id] = future
+        if max_reply is not None:
+            self._reply_limits[request_id] = max_reply
+        sent_at = loop.time()
         try:
             await self._send({"t": "q", "id": request_id, "m": method, "h": header or {}}, segments)
             header_in, segs = await asyncio.wait_for(future, timeout)
         except asyncio.TimeoutError:
+            if self._last_heard < sent_at:
+                # nothing at all came back while we waited: the link may be cut, with TCP
+                # backing its retransmissions off; the next request dials afresh
+                log.info("closing silent channel to %s after %s", self._peer_name(), method)
+                self._shut()
             raise ChannelError(f"{method}: no reply within {timeout:g} s") from None
         except (ConnectionError, OSError, ChannelError) as exc:
             raise ChannelError(f"{method}: connection lost ({exc})") from None
         finally:
             self._pending.pop(request_id, None)
+            limit = self._reply_limits.pop(request_id, None)
+            if limit is not None and not future.done():
+                self._expired_limits[request_id] = limit
+                while len(self._expired_limits) > _EXPIRED_LIMITS:
+                    self._expired_limits.popitem(last=False)
         if "err" in header_in:
             code, reason = header_in["err"]
             raise RemoteError(str(code), str(reason))
@@ -143,7 +158,8 @@ class Channel:
     async def _read_loop(self) -> None:
         try:
             while True:
-                header, segments = await self._io.read_frame(self._max_frame)
+                header, segments = await self._io.read_frame(self._max_frame, self._limit_of)
+                self._last_heard = asyncio.get_running_loop().time()
                 kind = header.get("t")
                 if kind == "r":
                     future = self._pending.get(header.get("id"))  # type: ignore[arg-type]
@@ -170,6 +186,19 @@ class Channel:
                 if not future.done():
                     future.set_exception(ChannelError("connection closed"))
             self._io.close()
+
+    def _limit_of(self, header: dict[str, Any]) -> int:
+        """The most a frame's segments may hold: a reply to a request that set a limit
+        (``max_reply``, kept a while after it timed out), else ``max_frame``. A reply to no
+        request we sent is refused before its segments are read."""
+        if header.get("t") != "r":
+            return self._max_frame
+        request_id = header.get("id")
+        if type(request_id) is not int or not 0 < request_id <= self._issued:
+            # 1.0 would find request 1 in a dict: only the ints we issued answer requests
+            raise ChannelError(f"a reply to no request of ours ({request_id!r})")
+        limit = self._reply_limits.get(request_id, self._expired_limits.get(request_id))
+        return self._max_frame if limit is None else limit
 
     def _peer_name(self) -> str:
         return f"{self.peer_key.hex()[:16]} at {self.peer_address[0]}:{self.peer_address[1]}"
@@ -426,10 +455,11 @@ class ChannelServer:
         segments: Segments = (),
         *,
         timeout: float,
+        max_reply: int | None = None,
     ) -> tuple[dict[str, Any], list[bytes]]:
         """Connect if needed, then send one request to ``peer_key`` at ``address``."""
         channel = await self.connect(address, peer_key, timeout=timeout)
-        return await channel.request(method, header, segments, timeout=timeout)
+        return await channel.request(method, header, segments, timeout=timeout, max_reply=max_reply)
 
     async def close(self) -> None:
         """Stop accepting, close every channel, cancel every task."""

@@ -86,7 +86,8 @@ class SplitPolicy:
     def needed(self, now: float) -> int:
         """Rounds of evidence the next split needs."""
         self._splits = [t for t in self._splits if now - t < self.backoff_window]
-        return self.confirmations * 2 ** min(len(self._splits), 4)
+        doubling: int = 2 ** min(len(self._splits), 4)  # int ** int is typed Any (may be float)
+        return self.confirmations * doubling
 
     def observe(
         self, updates: Mapping[bytes, np.ndarray], leader: bytes, now: float = 0.0

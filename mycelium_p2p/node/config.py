@@ -7,9 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..addresses import Address
 from ..dht import DhtConfig
+from ..events import EventKind
 from ..fl.limits import Screening, TrainCaps
-from ..group.state import Address, GroupConfig
+from ..group.state import GroupConfig
 from ..migration.policy import MigrationConfig
 
 
@@ -17,11 +19,10 @@ from ..migration.policy import MigrationConfig
 class NodeEvent:
     """Something a node did, for people (``text``) and for programs (``kind`` and ``fields``).
 
-    Kinds: up, founded, joined, leader, follower, round, evaluated, moving, refused, split,
-    regroup, merge, app-failed, stopped.
+    ``kind`` is one of ``events.KINDS`` (``mycelium_p2p/events.py`` says what each carries).
     """
 
-    kind: str
+    kind: EventKind
     text: str
     fields: dict[str, Any]
     at: float

@@ -16,12 +16,11 @@ import logging
 import os
 from pathlib import Path
 
-from ..addresses import ip_literal
+from ..addresses import Address, ip_literal
 from ..dht import DhtNode
 
 log = logging.getLogger(__name__)
 
-Address = tuple[str, int]
 CONTACTS_FILE = "contacts.json"
 MAX_CONTACTS = 64
 

@@ -1,7 +1,7 @@
 """Consolidation: a leader merges its group into a larger one of the same task that serves its
 data as well (migration/consolidation.py has the rule; this runs it over the network).
 
-``MergingMixin`` is part of ``Node``. The leader tells each member to join the target
+``Merger`` runs both for ``Node``. The leader tells each member to join the target
 (``n.split`` with ``join``, the message splits already use), then moves itself; members that
 cannot get in find a group as after any refused move.
 
@@ -20,22 +20,29 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from ..dht import fetch_advert, fetch_adverts
-from ..errors import MyceliumError
+from .. import events
+from ..aio import TaskOwner
+from ..dht import DhtNode, fetch_advert, fetch_adverts
+from ..errors import ChannelError, MyceliumError, RemoteError
+from ..fl.client import ClientRunner
 from ..group.member import GroupMember
-from ..group.transport import ChannelError, RemoteError
+from ..group.transport import ChannelServer
 from ..migration.consolidation import GroupView, MergePolicy, merge_candidates
 from ..migration.measure import fetch_model, score
 from ..records import GroupAdvert
-from .moving import joinable
+from .config import NodeConfig
+from .membership import Emit, Membership, joinable
+from .moving import Mover
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 RETURN_WINDOW = 300.0  # s: how long a group founded by a regroup looks for the group it left
+# s: the return check's model fetch. A failed check is tried again one merge interval later;
+# a longer wait only delays the return (a small model crosses a LAN in milliseconds).
+RETURN_PROBE_TIMEOUT = 2.0
 
 
 async def _unless_failed(check: Awaitable[T], what: str) -> T | None:
@@ -50,35 +57,40 @@ async def _unless_failed(check: Awaitable[T], what: str) -> T | None:
     return None
 
 
-@dataclass(frozen=True)
-class Origin:
-    """After a regroup: the group we ``entered`` instead of the one we ``left`` (its roster
-    then), ``at`` (monotonic). Only a leader from that roster is followed back: an advert of
-    a newer term with a made-up certificate is anyone's to publish."""
+class Merger:
+    """Merging small groups into larger ones, and going back after a regroup."""
 
-    entered: str
-    left: str
-    at: float
-    roster: frozenset[bytes]
+    def __init__(
+        self,
+        identity_key: bytes,
+        config: NodeConfig,
+        membership: Membership,
+        mover: Mover,
+        dht: DhtNode,
+        channels: ChannelServer,
+        runner: ClientRunner,
+        emit: Emit,
+        tasks: TaskOwner,
+    ) -> None:
+        self.me = identity_key
+        self.config = config
+        self.membership = membership
+        self.mover = mover
+        self.dht = dht
+        self.channels = channels
+        self.runner = runner
+        self.emit = emit
+        self.tasks = tasks
 
-
-class MergingMixin:
-    """Merging small groups into larger ones, for ``Node``."""
-
-    # attributes provided by Node
-    group: GroupMember | None
-    emit: Callable[..., None]
-    _origin: Origin | None
-    _group_change: asyncio.Lock
-    _move_to: Callable[..., Awaitable[None]]
-
-    async def _watch_merges(self, group: GroupMember) -> None:
+    async def watch_merges(self, group: GroupMember) -> None:
         """While leading an open group: look for a group to merge into every two heartbeats."""
+        if group.info.policy != "open":
+            return
         c = self.config
         policy = MergePolicy()
         while True:
             await asyncio.sleep(c.merge_interval)
-            if self.group is not group or not group.is_leader:
+            if self.membership.group is not group or not group.is_leader:
                 return
             found = await _unless_failed(
                 self._merge_check(group, policy), f"merge check of {group.group_id}"
@@ -105,17 +117,17 @@ class MergingMixin:
         advert = await self._origin_back(group, fits)
         if advert is None:
             return None
-        self._origin = None
+        self.membership.origin = None
         return advert, f"back to {advert.name}, the group its founder left when cut off"
 
-    async def _watch_return(self) -> None:
+    async def watch_return(self) -> None:
         """As a member of a group entered after a regroup, go back alone to the group we left
         once its leader answers and it has room for us. The leader of the group we are in
         takes the whole group back only where all of it fits, and it may be another domain's
         group that a node on our side of the cut founded: members need not wait for that."""
         while True:
             await asyncio.sleep(self.config.merge_interval)
-            group = self.group
+            group = self.membership.group
             if group is None or group.is_leader:
                 continue
             advert = await _unless_failed(
@@ -125,11 +137,11 @@ class MergingMixin:
             if advert is None:
                 continue
             try:
-                async with self._group_change:
-                    if self.group is not group or group.is_leader:
+                async with self.membership.change:
+                    if self.membership.group is not group or group.is_leader:
                         continue  # elected meanwhile: a leader takes its whole group back
-                    self._origin = None
-                    await self._move_to(
+                    self.membership.origin = None
+                    await self.mover.move(
                         advert,
                         f"back to {advert.name}, the group we left when cut off",
                         chosen=False,
@@ -144,11 +156,11 @@ class MergingMixin:
         entered then, and the group left is advertised, joinable, ``fits`` and its leader
         answers (it serves its model: the cut has healed) and was a member when we left;
         else None. Forgotten after ``RETURN_WINDOW``."""
-        origin = self._origin
+        origin = self.membership.origin
         if origin is None or origin.entered != group.group_id:
             return None
         if time.monotonic() - origin.at > RETURN_WINDOW:
-            self._origin = None
+            self.membership.origin = None
             return None
         advert = await fetch_advert(self.dht, origin.left)
         if advert is None or not joinable(advert) or not fits(advert):
@@ -157,7 +169,8 @@ class MergingMixin:
             log.debug("the advert of %s names a leader we never knew there", advert.name)
             return None
         try:  # an open group serves its model to anyone
-            await fetch_model(self.channels, advert, min(self.config.reply_timeout, 5.0))
+            timeout = min(self.config.reply_timeout, RETURN_PROBE_TIMEOUT)
+            await fetch_model(self.channels, advert, timeout, self.membership.model_cap)
         except (ChannelError, RemoteError) as exc:
             log.debug("the group %s left is not reachable yet: %s", advert.name, exc)
             if isinstance(exc, ChannelError) and (
@@ -187,7 +200,9 @@ class MergingMixin:
         target = adverts[candidates[0].group_id]
         own = await score(self.runner, group.model)
         try:
-            model = await fetch_model(self.channels, target, self.config.reply_timeout)
+            model = await fetch_model(
+                self.channels, target, self.config.reply_timeout, self.membership.model_cap
+            )
         except (ChannelError, RemoteError) as exc:
             log.debug("cannot measure %s's model: %s", target.name, exc)
             return None
@@ -198,12 +213,12 @@ class MergingMixin:
         return (target, reason) if merge else None
 
     async def _merge_into(self, group: GroupMember, target: GroupAdvert, reason: str) -> None:
-        async with self._group_change:
-            if self.group is not group or not group.is_leader:
+        async with self.membership.change:
+            if self.membership.group is not group or not group.is_leader:
                 return
-            members = [m for m in group.members() if m.key != self.identity.public_key]
+            members = [m for m in group.members() if m.key != self.me]
             self.emit(
-                "merge",
+                events.MERGE,
                 f"merging group {group.info.name} ({len(members) + 1} members) into "
                 f"{target.name}: {reason}",
                 group=group.info.name,
@@ -226,4 +241,4 @@ class MergingMixin:
                         member.addr, member.key, "n.split", order, timeout=self.config.reply_timeout
                     )
             group.remove_members({m.key for m in members})
-            await self._move_to(target, reason, chosen=False)
+            await self.mover.move(target, reason, chosen=False)

@@ -6,69 +6,60 @@ The CLI's ``mycelium-p2p join`` runs exactly this; embed it from Python the same
     await node.start()
     ...
     await node.stop()
+
+A node is a few parts with one job each, wired here:
+
+- ``membership``: which group we are in; entering (join or found) and leaving one;
+- ``leading``: while we lead: the rounds, the advert, the leader's watches;
+- ``publisher``: the group's advert and our presence record in the DHT;
+- ``mover``: migration checks, moves, regroups of a leaderless group;
+- ``splitter``: splitting a group whose members disagree, and the ``n.split`` order;
+- ``merger``: merging small groups into larger ones, and going back after a cut heals.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import random
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
-from pathlib import Path
 from typing import Any
 
 from flwr.app import ArrayRecord
 from flwr.clientapp import ClientApp
 
-from ..addresses import ip_literal, reachable_ip, resolve
+from .. import events
+from ..addresses import Address, ip_literal, reachable_ip, resolve
 from ..aio import TaskOwner
-from ..dht import DhtNode, fetch_adverts, publish_advert
+from ..dht import DhtNode, publish_advert
 from ..errors import BootstrapError, ConfigError
 from ..fl.app import FlowerApp, load_flower_app
-from ..fl.app_leader import lead_app
 from ..fl.client import ClientRunner, load_client_app
-from ..fl.leader import RoundReport, lead_rounds
-from ..fl.strategies import make_strategy
+from ..fl.leader import RoundReport
 from ..fl.worker import DEFAULT_APP, ClientProcess
-from ..group.member import GroupMember, JoinRefused
-from ..group.state import Address, GroupInfo, ModelSnapshot
+from ..group.member import GroupMember
 from ..group.transport import Channel, ChannelServer, Reply
 from ..identity import Identity
 from ..migration.policy import MigrationPolicy
-from ..migration.split import SplitPolicy
-from ..records import GroupAdvert
-from ..records.charter import GroupCharter
 from .config import Event, NodeConfig, NodeEvent
 from .contacts import keep_contacts, load_contacts, remember_contacts
+from .leading import Leading
 from .lifecycle import DataDirLock
-from .merging import MergingMixin, Origin
-from .moving import MovingMixin, rank_joinable
-from .publishing import PublishingMixin
+from .membership import GroupHooks, Membership, model_cap, select_group
+from .merging import Merger
+from .moving import Mover
+from .publishing import Publisher
+from .splitting import Splitter
 
-__all__ = ["Node", "NodeConfig", "NodeEvent"]
+__all__ = ["Node", "NodeConfig", "NodeEvent", "select_group"]
 
 log = logging.getLogger(__name__)
-GROUP_LOOKUP_RETRIES = 5  # once a second, for a --group not advertised yet
 
 
-def select_group(adverts: list[GroupAdvert], wanted: str) -> list[GroupAdvert]:
-    """The advert ``wanted`` names: by group id, or by name when one group alone bears it
-    (anyone can found a group of any name). Raises ``ConfigError`` for an ambiguous name."""
-    by_id = [a for a in adverts if a.group_id == wanted]
-    if by_id:
-        return by_id
-    by_name = [a for a in adverts if a.name == wanted]
-    if len(by_name) > 1:
-        ids = ", ".join(sorted(a.group_id for a in by_name))
-        raise ConfigError(f"several groups are named {wanted!r} ({ids}): choose one by its id")
-    return by_name
-
-
-class Node(MovingMixin, MergingMixin, PublishingMixin):
+class Node:
     """A full mycelium-p2p node. ``start``, then it trains; ``stop`` leaves cleanly."""
 
     def __init__(
@@ -100,22 +91,13 @@ class Node(MovingMixin, MergingMixin, PublishingMixin):
         self.on_event = on_event or (lambda event: log.info("%s", event.text))
         self.dht = DhtNode(identity, config.dht)
         self.channels = ChannelServer(identity, self._route)
-        self.group: GroupMember | None = None
         self.tasks = TaskOwner("node")
-        self.rounds: list[RoundReport] = []
-        self._leading: list[asyncio.Task[Any]] = []
-        self._advert_seq = 0
-        self._advert_stale = False
-        self._advert_refresh: asyncio.Task[None] | None = None
-        self._heartbeat_seq = 0
-        self._ended: dict[str, tuple[int, float]] = {}
-        self._split_policies: dict[str, SplitPolicy] = {}  # the group we lead: its splits
-        self._app, self._initial = self._load_task()
+        app, initial = self._load_task()
         self._worker: ClientProcess | None = None  # a worker process this node owns
         if compute is None and config.isolation == "process":
             compute = self._worker = ClientProcess(torch_threads=config.torch_threads)
         self.runner = ClientRunner(
-            self._app,
+            app,
             identity.public_key,
             self._node_config(),
             executor=compute,
@@ -127,24 +109,119 @@ class Node(MovingMixin, MergingMixin, PublishingMixin):
         #: why this node left its group for good (its ClientApp kept failing), and when
         self.gave_up: str | None = None
         self.ended = asyncio.Event()
-        self.tcp_addr: Address = ("", 0)
         self.migration = MigrationPolicy(config.migration_config())
-        self.moves: list[tuple[float, str, str]] = []  # (time, from group, to group)
-        self._migrating: asyncio.Task[None] | None = None
-        #: leaders run rounds while this is set (clear it to pause this node's group)
-        self.training = asyncio.Event()
-        self.training.set()
-        self._group_change = asyncio.Lock()  # one move, split or regroup at a time
-        self._origin: Origin | None = None  # after a regroup: where we came from
-        self._rng = random.Random(config.seed ^ int.from_bytes(identity.public_key[:4], "big"))
+        self._wire(initial)
 
-    def emit(self, kind: str, text: str, **fields: Any) -> None:
+    def _wire(self, initial: Callable[[], ArrayRecord]) -> None:
+        """Make the parts and connect them (the arrows point one way, except the hooks)."""
+        c, me = self.config, self.identity.public_key
+        rng = random.Random(c.seed ^ int.from_bytes(me[:4], "big"))
+        hooks = GroupHooks(
+            on_leader=lambda _: None, on_follower=lambda: None, on_leave=lambda: None
+        )
+        self.membership = Membership(
+            self.identity,
+            c,
+            self.dht,
+            self.channels,
+            self.runner,
+            self.emit,
+            hooks,
+            rng,
+            model_cap=model_cap(initial()),
+        )
+        self.publisher = Publisher(self.identity, c, self.dht, self.membership, self.runner, [])
+        self.leading = Leading(
+            me,
+            c,
+            self.dht,
+            self.membership,
+            self.publisher,
+            self.runner,
+            self.emit,
+            self.tasks,
+            flower_app=self.flower_app,
+            initial=initial,
+            split_check=lambda group: self.splitter.check(group),
+        )
+        hooks.on_leader = self.leading.on_leader
+        hooks.on_follower = self.leading.on_follower
+        hooks.on_leave = self.leading.stop
+        self.mover = Mover(
+            c,
+            self.membership,
+            self.leading,
+            self.publisher,
+            self.dht,
+            self.channels,
+            self.runner,
+            self.migration,
+            self.emit,
+            self.tasks,
+            rng,
+        )
+        self.splitter = Splitter(
+            me, c, self.membership, self.migration, self.emit, self.tasks, self.mover.move_to
+        )
+        self.merger = Merger(
+            me,
+            c,
+            self.membership,
+            self.mover,
+            self.dht,
+            self.channels,
+            self.runner,
+            self.emit,
+            self.tasks,
+        )
+        if c.merge:
+            self.leading.watches.append(self.merger.watch_merges)
+
+    # -- what users and tools read -------------------------------------------------------------
+
+    @property
+    def group(self) -> GroupMember | None:
+        """The group this node is in (None between groups)."""
+        return self.membership.group
+
+    @property
+    def tcp_addr(self) -> Address:
+        """Where peers reach this node's channels."""
+        return self.membership.tcp_addr
+
+    @property
+    def rounds(self) -> list[RoundReport]:
+        """The rounds this node led, in every group it led."""
+        return self.leading.rounds
+
+    @property
+    def moves(self) -> list[tuple[float, str, str]]:
+        """(time, from group, to group) of each move."""
+        return self.membership.moves
+
+    @property
+    def training(self) -> asyncio.Event:
+        """Leaders run rounds while this is set (clear it to pause this node's group)."""
+        return self.leading.training
+
+    def emit(self, kind: events.EventKind, text: str, **fields: Any) -> None:
         """Report an event to ``on_event`` (with this node's id in its fields)."""
         fields = {"node": self.identity.node_id.hex()[:12], **fields}
         self.on_event(NodeEvent(kind, text, fields, time.time()))
 
-    # -- set-up --------------------------------------------------------------------------------
+    async def evaluate_groups(self) -> str:
+        """Measure our group and candidates on our own data; move if it pays (the reason)."""
+        return await self.mover.evaluate_groups()
 
+    def start_migration(self) -> None:
+        """Evaluate candidate groups every ``group_evaluation_interval`` from now on."""
+        self.mover.start_migration()
+
+    async def move_to(self, advert: Any, reason: str = "", fallbacks: Any = ()) -> None:
+        """Leave our group cleanly for ``advert``'s (else a fallback's, else any group)."""
+        await self.mover.move_to(advert, reason, fallbacks)
+
+    # -- set-up --------------------------------------------------------------------------------
     @staticmethod
     def _load_app(c: NodeConfig) -> FlowerApp | None:
         """The Flower App of ``--app`` (None without one); it runs in this process."""
@@ -172,18 +249,18 @@ class Node(MovingMixin, MergingMixin, PublishingMixin):
         """The ClientApp and the group's starting model; bad data fails here, at start."""
         c = self.config
         if self.flower_app is not None:
-            initial = self.flower_app.initial
-            return self.flower_app.client_app, lambda: initial
+            start = self.flower_app.initial
+            return self.flower_app.client_app, lambda: start
         if c.client_app:
             app = load_client_app(c.client_app)
             module = __import__(c.client_app.partition(":")[0], fromlist=["initial_arrays"])
-            initial = getattr(module, "initial_arrays", None)
-            if not callable(initial):
+            made: Callable[[], ArrayRecord] | None = getattr(module, "initial_arrays", None)
+            if not callable(made):
                 raise ConfigError(
                     f"--client-app {c.client_app}: its module must also define "
                     "initial_arrays() -> ArrayRecord (the group's starting model)"
                 )
-            return app, initial
+            return app, made
         from ..fl import task as digits  # torch: only nodes running the default task load it
 
         if c.data_file:
@@ -205,26 +282,26 @@ class Node(MovingMixin, MergingMixin, PublishingMixin):
         advertise = c.advertise_host or reachable_ip(c.host, c.bootstrap)
         if ip_literal(advertise) is None:  # our own user's name: peers are sent the address
             ((advertise, _),) = await resolve([(advertise, tcp_port)])
-        self.tcp_addr = (advertise, tcp_port)
+        self.membership.tcp_addr = (advertise, tcp_port)
         if c.bootstrap:
             await self._bootstrap()
         if c.data_dir is not None:
             self.tasks.spawn(keep_contacts(self.dht, c.data_dir), name="contacts")
         self.emit(
-            "up",
+            events.UP,
             f"node {self.identity.node_id.hex()[:12]} up: udp {self.dht.address[1]}, "
             f"tcp {advertise}:{tcp_port}",
             udp=self.dht.address[1],
             tcp=f"{advertise}:{tcp_port}",
             domain=c.domain,
         )
-        await self._enter_group()
+        await self.membership.enter()
         if self.group is not None and self.group.is_leader:
-            await publish_advert(self.dht, self._advert())  # findable once start() returns
-        self.tasks.spawn(self._publish_presence(), name="presence")
-        self.tasks.spawn(self._watch_group(), name="group-watch")
+            await publish_advert(self.dht, self.publisher.advert())  # findable once start() returns
+        self.tasks.spawn(self.publisher.presence(), name="presence")
+        self.tasks.spawn(self.mover.watch_group(), name="group-watch")
         if c.merge:
-            self.tasks.spawn(self._watch_return(), name="return-watch")
+            self.tasks.spawn(self.merger.watch_return(), name="return-watch")
         if c.migrate:
             self.start_migration()
 
@@ -240,248 +317,37 @@ class Node(MovingMixin, MergingMixin, PublishingMixin):
             except BootstrapError as exc:
                 if time.monotonic() >= deadline:
                     raise
-                self.emit("waiting", f"{exc}; trying again")
+                self.emit(events.WAITING, f"{exc}; trying again")
                 await asyncio.sleep(2.0)
 
-    async def _enter_group(
-        self,
-        *,
-        as_configured: bool = True,
-        model: ModelSnapshot | None = None,
-        origin: tuple[str, frozenset[bytes]] | None = None,
-    ) -> None:
-        """Found or join the configured group, or (after a failed move) any that has room.
-        ``origin``: the group a regroup left and its roster; we remember it, to go back to
-        once that group is reachable again (``_remember_origin``)."""
-        c = self.config
-        if c.create and as_configured:
-            self._found(c.create)
+    # -- a ClientApp that keeps failing ---------------------------------------------------------
+
+    def _on_app_failure(self, failures: Any) -> None:
+        """Our ClientApp failed again: after ``max_app_failures`` calls in a row, leave the group
+        for good (a member whose app always fails only holds its group hostage)."""
+        limit = self.config.max_app_failures
+        if limit <= 0 or failures.streak < limit or self.gave_up is not None:
             return
-        adverts = await fetch_adverts(self.dht, c.task)
-        if c.group and as_configured:
-            chosen = select_group(adverts, c.group)
-            for _ in range(GROUP_LOOKUP_RETRIES):  # a group founded a moment ago may be on its way
-                if chosen:
-                    break
-                await asyncio.sleep(1.0)
-                adverts = await fetch_adverts(self.dht, c.task)
-                chosen = select_group(adverts, c.group)
-            if not chosen:
-                names = ", ".join(sorted({a.name for a in adverts})) or "none"
-                raise ConfigError(
-                    f"no group {c.group!r} is advertised for task {c.task!r} (advertised: {names})"
-                )
-        else:
-            chosen = rank_joinable(adverts)
-            if not chosen and c.founding_jitter > 0:  # nodes started together: let one found
-                await asyncio.sleep(self._rng.uniform(0, c.founding_jitter))
-                chosen = rank_joinable(await fetch_adverts(self.dht, c.task))
-        refusals: list[str] = []
-        tried: set[str] = set()
-        if await self._join_first(chosen, refusals, tried):
-            self._remember_origin(origin)
-            return
-        if refusals and not (c.group and as_configured) and c.founding_jitter > 0:
-            # nodes cut off together (a partition) all fail to reach the groups they know at
-            # once: look again, so that they mostly join the first of them to found one
-            await asyncio.sleep(self._rng.uniform(0, c.founding_jitter))
-            again = rank_joinable(await fetch_adverts(self.dht, c.task))
-            if await self._join_first(
-                [a for a in again if a.group_id not in tried], refusals, tried
-            ):
-                self._remember_origin(origin)
-                return
-        if c.group and as_configured:
-            raise ConfigError(f"cannot join group {c.group!r}: {'; '.join(refusals)}")
-        if refusals:  # say why, or a firewalled node founds groups of one without a word
+        self.gave_up = (
+            f"this node's ClientApp failed {failures.streak} times in a row "
+            f"(last: {failures.last}); left the group: fix the app and start the node again"
+        )
+        self.tasks.spawn(self._give_up(), name="give-up")
+
+    async def _give_up(self) -> None:
+        async with self.membership.change:
+            group = self.group
+            if self.mover.migrating is not None:
+                self.mover.migrating.cancel()
+            await self.membership.leave()
             self.emit(
-                "refused",
-                f"could not join any advertised group ({'; '.join(refusals)}); founding one",
-                reason="; ".join(refusals),
+                events.APP_FAILED,
+                self.gave_up or "",
+                group=group.info.name if group else None,
+                group_id=group.group_id if group else None,
+                error=self.runner.failures.last,
             )
-        self._found(f"{c.task}-{self.identity.node_id.hex()[:6]}", model)
-        self._remember_origin(origin)
-
-    def _remember_origin(self, origin: tuple[str, frozenset[bytes]] | None) -> None:
-        """After a regroup: remember ``origin``, the group we left and its roster then, to go
-        back to once it is reachable again (``_return_target``, ``_watch_return``)."""
-        group = self.group
-        if origin is None or group is None or group.group_id == origin[0]:
-            self._origin = None
-            return
-        self._origin = Origin(group.group_id, origin[0], time.monotonic(), origin[1])
-
-    async def _join_first(
-        self, chosen: list[GroupAdvert], refusals: list[str], tried: set[str]
-    ) -> bool:
-        """Join the first of ``chosen`` that lets us in; record why the others did not."""
-        for advert in chosen:
-            tried.add(advert.group_id)
-            try:
-                await self._join(advert)
-                return True
-            except JoinRefused as exc:
-                refusals.append(f"{advert.name}: {exc}")
-            except Exception as exc:  # a leader that broke the channel or sent nonsense
-                log.warning("joining %s failed", advert.name, exc_info=True)
-                refusals.append(f"{advert.name}: {type(exc).__name__}: {exc}")
-        return False
-
-    async def _join(self, advert: GroupAdvert) -> None:
-        group = await GroupMember.join_group(
-            self.identity,
-            self.channels,
-            self.tcp_addr,
-            group_id=advert.group_id,
-            leader_addr=advert.leader,
-            leader_key=advert.leader_key,
-            invite=self.config.invite,
-            config=self.config.group_config(),
-        )
-        self._adopt(group)
-        self.emit(
-            "joined",
-            f"joined group {advert.name} ({advert.group_id}) as member, "
-            f"term {group.term}, round {group.model.round}",
-            group=group.info.name,
-            group_id=group.group_id,
-            term=group.term,
-            round=group.model.round,
-        )
-        group.start()
-
-    def _found(self, name: str, model: ModelSnapshot | None = None) -> GroupMember:
-        c = self.config
-        charter = GroupCharter.found(
-            self.identity,
-            name=name,
-            task=c.task,
-            policy=c.policy,
-            capacity=c.capacity,
-            now=time.time(),
-        )
-        info = GroupInfo(charter)
-        group = GroupMember(self.identity, self.channels, info, self.tcp_addr, c.group_config())
-        if model is not None:
-            group.adopt_model(model)
-        self._adopt(group)
-        self.emit(
-            "founded",
-            f"founded group {name} ({info.group_id}), {c.policy}, capacity {c.capacity}",
-            group=name,
-            group_id=info.group_id,
-            policy=c.policy,
-            capacity=c.capacity,
-        )
-        group.found()
-        group.start()
-        return group
-
-    def _adopt(self, group: GroupMember) -> None:
-        self.group = group
-        if self.config.data_dir is not None:
-            self._save_charter(group.info)
-        group.on_leader = self._on_leader
-        group.on_follower = self._on_follower
-
-    def _save_charter(self, info: GroupInfo) -> None:
-        """Keep the charters of our groups, so ``mycelium-p2p invite`` can name them."""
-        assert self.config.data_dir is not None
-        folder = Path(self.config.data_dir) / "groups"
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path = folder / f"{info.group_id}.charter"
-        if not path.exists():
-            path.write_bytes(info.charter.blob)
-
-    # -- leading -------------------------------------------------------------------------------
-
-    def _on_leader(self, term: int) -> None:
-        assert self.group is not None
-        self.emit(
-            "leader",
-            f"leader of group {self.group.info.name}, term {term}, "
-            f"from round {self.group.model.round}",
-            group=self.group.info.name,
-            group_id=self.group.group_id,
-            term=term,
-            round=self.group.model.round,
-            digest=self.group.model.digest.hex(),
-        )
-        c = self.config
-        self._stop_leading()
-        self._leading = [
-            self.tasks.spawn(self._lead(self.group), name="lead"),
-            self.dht.keep_published(self._advert, interval=c.advert_ttl / 3),
-            self.tasks.spawn(self._watch_rivals(self.group), name="rivals"),
-        ]
-        if c.merge and self.group.info.policy == "open":
-            self._leading.append(self.tasks.spawn(self._watch_merges(self.group), name="merges"))
-
-    async def _lead(self, group: GroupMember) -> None:
-        """The leader's rounds: the app's ServerApp (``--app``), or one strategy round each."""
-        c = self.config
-        if self.flower_app is not None:
-            await lead_app(
-                group,
-                self.runner,
-                self.flower_app,
-                on_round=self._on_round,
-                round_pause=c.round_pause,
-                reply_timeout=c.reply_timeout,
-                gate=self.training,
-                screening=c.screening,
-            )
-            return
-        await lead_rounds(
-            group,
-            self.runner,
-            make_strategy(c.strategy),
-            initial=self._initial,
-            train_config={"lr": c.learning_rate, "local-epochs": c.local_epochs},
-            on_round=self._on_round,
-            round_pause=c.round_pause,
-            reply_timeout=c.reply_timeout,
-            on_updates=self._split_policy(group),
-            gate=self.training,
-            screening=c.screening,
-        )
-
-    def _on_follower(self) -> None:
-        self._stop_leading()
-        group = self.group
-        self.emit(
-            "follower",
-            "stepped down: a newer term exists",
-            group_id=group.group_id if group else None,
-            term=group.term if group else 0,
-        )
-
-    def _stop_leading(self) -> None:
-        for task in self._leading:
-            task.cancel()
-        self._leading = []
-
-    def _on_round(self, report: RoundReport) -> None:
-        self.rounds.append(report)
-        group = self.group
-        self.emit(
-            "round",
-            f"round {report.round} (term {report.term}): accuracy {report.accuracy:.3f}, "
-            f"loss {report.loss:.3f}, {report.members} members, {report.seconds:.2f} s",
-            group=group.info.name if group else None,
-            group_id=group.group_id if group else None,
-            round=report.round,
-            term=report.term,
-            accuracy=report.accuracy,
-            loss=report.loss,
-            members=report.members,
-            seconds=report.seconds,
-            digest=report.digest,
-        )
-        self._advert_stale = True
-        if self._advert_refresh is None or self._advert_refresh.done():
-            self._advert_refresh = self.tasks.spawn(self._refresh_advert(), name="advert")
-            self._leading.append(self._advert_refresh)  # it ends when leading does
+            self.ended.set()
 
     # -- requests from peers ----------------------------------------------------------------------
 
@@ -494,7 +360,7 @@ class Node(MovingMixin, MergingMixin, PublishingMixin):
         if method.startswith("g."):
             return await group.handle(channel, method, header, segments)
         if method == "n.split":
-            return await self._on_split(channel, header)
+            return await self.splitter.on_split(channel, header)
         if method == "fl.msg":
             if header.get("gid") != group.group_id:
                 return Reply.fail("wrong-group", f"this node is in group {group.group_id}")
@@ -506,19 +372,9 @@ class Node(MovingMixin, MergingMixin, PublishingMixin):
 
     # -- stopping --------------------------------------------------------------------------------
 
-    async def _leave_group(self) -> None:
-        """Stop leading, close the group (its loop must not win an election meanwhile) and say
-        goodbye (at most 2 s: the others may be gone)."""
-        self._stop_leading()
-        group, self.group = self.group, None
-        if group is not None:
-            await group.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(group.leave(), 2.0)
-
     async def stop(self) -> None:
         """Leave the group cleanly and close everything (what SIGINT/SIGTERM do)."""
-        await self._leave_group()
+        await self.membership.leave()
         await self.tasks.close()
         if self.config.data_dir is not None:
             remember_contacts(self.dht, self.config.data_dir)

@@ -1,4 +1,5 @@
-"""What a node tells the DHT: its group's signed advert (as leader) and its own presence."""
+"""``Publisher``: what a node tells the DHT: its group's signed advert (as leader) and its own
+presence record."""
 
 from __future__ import annotations
 
@@ -6,9 +7,8 @@ import asyncio
 import time
 
 from ..dht import DhtNode, publish_advert
+from ..fl.client import ClientRunner
 from ..fl.leader import RoundReport
-from ..group.member import GroupMember
-from ..group.state import Address
 from ..identity import Identity
 from ..records import (
     MAX_ENDED,
@@ -21,33 +21,42 @@ from ..records import (
     sign_record,
 )
 from .config import NodeConfig
+from .membership import Membership
 
 
-class PublishingMixin:
-    """Adverts and presence records, for ``Node``."""
+class Publisher:
+    """Adverts of the group we lead (with its latest round from ``rounds``) and our presence."""
 
-    # attributes provided by Node
-    config: NodeConfig
-    dht: DhtNode
-    identity: Identity
-    group: GroupMember | None
-    rounds: list[RoundReport]
-    tcp_addr: Address
-    _advert_stale: bool
-    _advert_seq: int
-    _heartbeat_seq: int
-    _ended: dict[str, tuple[int, float]]  # group id -> (term, monotonic time we ended it)
+    def __init__(
+        self,
+        identity: Identity,
+        config: NodeConfig,
+        dht: DhtNode,
+        membership: Membership,
+        runner: ClientRunner,
+        rounds: list[RoundReport],
+    ) -> None:
+        self.identity = identity
+        self.config = config
+        self.dht = dht
+        self.membership = membership
+        self.runner = runner
+        self.rounds = rounds
+        self.stale = False  # a round ended since the last advert
+        self._advert_seq = 0
+        self._presence_seq = 0
+        self._ended: dict[str, tuple[int, float]] = {}  # group id -> (term, when we ended it)
 
-    async def _refresh_advert(self) -> None:
+    async def refresh(self) -> None:
         """Publish the latest metrics now, then at most once per ``record_interval``: rounds
         can be far faster than anyone reads adverts, and each publication is a lookup and k
         signed stores."""
-        while self._advert_stale:
-            self._advert_stale = False
-            await publish_advert(self.dht, self._advert())
+        while self.stale:
+            self.stale = False
+            await publish_advert(self.dht, self.advert())
             await asyncio.sleep(self.config.record_interval)
 
-    def _note_ended(self, group_id: str, term: int) -> None:
+    def note_ended(self, group_id: str, term: int) -> None:
         """We led ``group_id`` alone in ``term`` and left it: our next adverts in its shard
         say so while its earlier leaders' adverts may still be stored (``sign_advert``)."""
         now = time.monotonic()
@@ -56,7 +65,7 @@ class PublishingMixin:
             if now - when > self.config.advert_ttl:
                 del self._ended[gid]
 
-    def _ended_in_shard(self, group_id: str) -> list[tuple[str, int]]:
+    def ended_in_shard(self, group_id: str) -> list[tuple[str, int]]:
         """The groups we ended lately in ``group_id``'s index shard, newest first."""
         now = time.monotonic()
         shard = index_topic(group_id)
@@ -72,9 +81,9 @@ class PublishingMixin:
         )
         return [(gid, term) for _when, gid, term in recent[:MAX_ENDED]]
 
-    def _advert(self, members: int | None = None) -> Record:
+    def advert(self, members: int | None = None) -> Record:
         """Our group's advert with its latest metrics, signed by us as its proven leader."""
-        group = self.group
+        group = self.membership.group
         assert group is not None and group.cert is not None
         last = self.rounds[-1] if self.rounds else None
         self._advert_seq = next_seq(self._advert_seq, time.time())
@@ -82,7 +91,7 @@ class PublishingMixin:
             self.identity,
             charter=group.info.charter,
             cert=group.cert,
-            address=self.tcp_addr,
+            address=self.membership.tcp_addr,
             metrics=GroupMetrics(
                 accuracy=min(1.0, max(0.0, last.accuracy)) if last else 0.0,
                 loss=min(1e9, max(0.0, last.loss)) if last else 0.0,
@@ -93,10 +102,10 @@ class PublishingMixin:
             seq=self._advert_seq,
             now=time.time(),
             ttl=self.config.advert_ttl,
-            ended=self._ended_in_shard(group.group_id),
+            ended=self.ended_in_shard(group.group_id),
         )
 
-    async def _publish_presence(self) -> None:
+    async def presence(self) -> None:
         """A signed presence record in the group's roster key: who is where, in which role.
 
         Published as soon as the node's group or role changes (checked every second), else
@@ -108,16 +117,16 @@ class PublishingMixin:
         published: tuple[str, str, bool] | None = None
         due = 0.0
         while True:
-            group = self.group
+            group = self.membership.group
             if group is not None:
                 role = "leader" if group.is_leader else "member"
                 now = time.monotonic()
                 failing = self.runner.failures.streak > 0
                 if (group.group_id, role, failing) != published or now >= due:
-                    self._heartbeat_seq = next_seq(self._heartbeat_seq, time.time())
+                    self._presence_seq = next_seq(self._presence_seq, time.time())
                     body = {
                         "group_id": group.group_id,
-                        "addr": list(self.tcp_addr),
+                        "addr": list(self.membership.tcp_addr),
                         "role": role,
                         "round": group.model.round,
                         "model_hash": group.model.digest,
@@ -128,7 +137,7 @@ class PublishingMixin:
                         "heartbeat",
                         roster_topic(group.group_id),
                         body,
-                        seq=self._heartbeat_seq,
+                        seq=self._presence_seq,
                         now=time.time(),
                         ttl=3 * interval,
                     )

@@ -9,6 +9,7 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
+from ..addresses import Address
 from ..dht import DhtConfig, DhtNode, fetch_adverts
 from ..errors import BootstrapError, NetworkError
 from ..identity import Identity
@@ -17,7 +18,6 @@ from .contacts import keep_contacts, load_contacts, remember_contacts
 from .lifecycle import run_until_signalled
 
 log = logging.getLogger(__name__)
-Address = tuple[str, int]
 
 
 def wildcard_for(addrs: Sequence[Address]) -> str:

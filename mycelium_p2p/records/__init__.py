@@ -1,6 +1,7 @@
 """Signed, schema-checked records: the only thing the DHT stores."""
 
 from .advert import GroupAdvert, GroupMetrics, sign_advert
+from .charter import GroupCharter
 from .envelope import (
     DEFAULT_CLOCK_SKEW,
     MAX_RECORD_BYTES,
@@ -22,6 +23,7 @@ from .kinds import (
     index_topics,
     roster_topic,
 )
+from .leadership import LeaderCert, founding_cert
 
 __all__ = [
     "DEFAULT_CLOCK_SKEW",
@@ -30,11 +32,14 @@ __all__ = [
     "MAX_ENDED",
     "MAX_RECORD_BYTES",
     "GroupAdvert",
+    "GroupCharter",
     "GroupMetrics",
+    "LeaderCert",
     "Record",
     "RecordKind",
     "VerifiedBlobs",
     "best_per_signer",
+    "founding_cert",
     "index_topic",
     "index_topics",
     "next_seq",

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import msgspec
 from msgspec import Meta
@@ -33,6 +33,7 @@ from .charter import Signature
 from .kinds import KINDS, PAYLOAD_DECODER, RECORD_VERSION, Payload, RecordKind, payload_decoder
 
 MAX_RECORD_BYTES = 4096  # the largest any kind allows (adverts); most allow 1000
+#: Seconds a record's issued-at may be ahead of our clock (``RecordFromFuture`` beyond).
 DEFAULT_CLOCK_SKEW = 30.0
 RECORD_DOMAIN = b"mycelium-p2p/record/v1\x00"
 KEY_DOMAIN = b"mycelium-p2p/key/v1\x00"
@@ -140,7 +141,8 @@ def _decode(
         payload: Payload = decoder.decode(payload_bytes)
     except msgspec.DecodeError as exc:
         raise MalformedRecord(f"record payload: {exc}") from None
-    kind_def = kinds[type(payload).__struct_config__.tag]
+    tag = cast(str, type(payload).__struct_config__.tag)  # its kind's name: see RecordKind
+    kind_def = kinds[tag]
     if len(blob) > kind_def.max_bytes:
         raise RecordTooLarge(f"{kind_def.name} records are at most {kind_def.max_bytes} bytes")
     if payload.owned != kind_def.owned:

@@ -16,7 +16,7 @@ import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import msgspec
 from msgspec import Meta
@@ -34,7 +34,6 @@ MAX_ENDED = 1
 INDEX_SHARDS = 4
 MAX_INT64 = 2**63 - 1
 
-Address = WireAddress  # peers send IP addresses, never names
 Time = Annotated[float, Meta(ge=0.0, le=1e11)]  # both bounds: NaN and infinities fail
 
 
@@ -48,6 +47,8 @@ class Payload(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field
     seq: Annotated[int, Meta(ge=0, le=MAX_INT64)]
     iat: Time
     exp: Time
+    if TYPE_CHECKING:  # no field of the base: each kind's subclass declares it, typed
+        body: msgspec.Struct
 
 
 def index_topic(group_id: str) -> str:
@@ -96,7 +97,7 @@ class AdvertMetrics(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 class AdvertBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     charter: Annotated[bytes, Meta(max_length=MAX_CHARTER_BYTES + 80)]
-    leader: Address
+    leader: WireAddress  # peers send IP addresses, never names
     term: Term
     cert: Annotated[bytes, Meta(max_length=MAX_CERT_BYTES)]
     metrics: AdvertMetrics
@@ -106,7 +107,7 @@ class AdvertBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     ended: Annotated[tuple[tuple[GroupId, Term], ...], Meta(max_length=MAX_ENDED)] = ()
 
 
-class AdvertPayload(Payload, tag="advert"):
+class AdvertPayload(Payload, frozen=True, tag="advert"):
     body: AdvertBody
 
 
@@ -150,7 +151,7 @@ def roster_topic(group_id: str) -> str:
 
 class HeartbeatBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     group_id: GroupId
-    addr: Address  # where the member serves the group's model (TCP)
+    addr: WireAddress  # where the member serves the group's model (TCP)
     role: Literal["member", "leader"]
     round: Annotated[int, Meta(ge=0, le=MAX_INT64)]  # the latest group-model round it holds
     model_hash: Annotated[bytes, Meta(min_length=32, max_length=32)]
@@ -158,7 +159,7 @@ class HeartbeatBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     app_errors: Annotated[int, Meta(ge=0, le=MAX_INT64)] = 0
 
 
-class HeartbeatPayload(Payload, tag="heartbeat"):
+class HeartbeatPayload(Payload, frozen=True, tag="heartbeat"):
     body: HeartbeatBody
 
 

@@ -1,11 +1,19 @@
-"""Test aids shipped with the package (public: tests, benchmarks and users import them).
+"""Test aids shipped with the package, shared by the tests, the benchmarks and the scripts.
 
-- ``SimNetwork``: an in-memory datagram network (latency, loss, partitions, dead peers) that a
-  ``DhtNode(network=...)`` binds to instead of UDP;
-- ``VirtualClockLoop`` and ``run``: asyncio in virtual time, so simulated seconds cost no wall
-  time and a seeded run repeats exactly;
-- ``sim_dht_node``, ``sim_swarm``: DHT peers on a ``SimNetwork``, keys and all from a seed;
-- ``hostile``: dishonest DHT peers over real sockets.
+- ``network``: ``SimNetwork``, an in-memory datagram network (latency, loss, partitions, dead
+  peers) that a ``DhtNode(network=...)`` binds to instead of UDP;
+- ``clock``: ``VirtualClockLoop`` and ``run``, asyncio in virtual time, so simulated seconds
+  cost no wall time and a seeded run repeats exactly;
+- ``swarm``: ``sim_dht_node``, ``sim_swarm``, DHT peers on a ``SimNetwork`` from a seed.
+- ``aio``: ``run_async`` (an async test in a fresh loop, with a deadline) and ``wait_for``.
+- ``records``: a new group's signed advert (``make_advert``) and ways to break one.
+- ``loopback``: DHT swarms and full learning nodes on 127.0.0.1 in one event loop.
+- ``procs``: node processes whose output is read with deadlines, stopped by PID.
+- ``netns``: a LAN of network-namespace hosts (root), with cut links and partitions.
+- ``chaos``: the chaos run (kills, stops, cuts, partitions; invariants checked throughout).
+- ``hostile``: hostile DHT peers; ``traffic``: hostile traffic; ``flood``: advert floods.
+
+The simulation's names are exported here; nothing here is imported by the node itself.
 """
 
 from .clock import DEFAULT_EPOCH, VirtualClockLoop, run

@@ -26,7 +26,7 @@ T = TypeVar("T")
 DEFAULT_EPOCH = 1.7e9
 
 
-class _SkippingSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
+class _SkippingSelector(selectors.DefaultSelector):
     """Polls without blocking; when asked to wait for ``timeout`` s, advances the clock."""
 
     def __init__(self, loop: VirtualClockLoop) -> None:
@@ -36,9 +36,9 @@ class _SkippingSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-t
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         events = super().select(0)
         if events or timeout == 0:
-            return events  # type: ignore[no-any-return]
+            return events
         if timeout is None:  # nothing scheduled: only real I/O (a thread) can wake us
-            return super().select(None)  # type: ignore[no-any-return]
+            return super().select(None)
         self._loop.advance(timeout)
         return []
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.chaos import ChaosConfig, ChaosRun
+from mycelium_p2p.testing.chaos import ChaosConfig, ChaosRun
 
 
 @pytest.mark.chaos

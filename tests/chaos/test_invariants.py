@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.helpers.chaos import ChaosConfig, ChaosRun, Invariants, Summary
+from mycelium_p2p.testing.chaos import ChaosConfig, ChaosRun, Invariants, Summary
 
 G = "g1"
 

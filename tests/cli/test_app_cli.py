@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.helpers.procs import processes, run_cli, start_join, start_seed
+from mycelium_p2p.testing.procs import processes, run_cli, start_join, start_seed
 
 APPS = Path(__file__).resolve().parents[1] / "apps"
 

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from mycelium_p2p.cli import cli
-from tests.helpers.procs import CLI, Proc, processes, run_cli, start_seed
+from mycelium_p2p.testing.procs import CLI, Proc, processes, run_cli, start_seed
 
 
 def invoke(*args: str) -> tuple[int, str]:

@@ -14,7 +14,7 @@ import pytest
 
 from mycelium_p2p.cli.demo_view import DemoState, NodeView
 from mycelium_p2p.cli.localnet import LocalNet, Peer
-from tests.helpers.procs import CLI, REPO, pid_alive
+from mycelium_p2p.testing.procs import CLI, REPO, pid_alive
 
 
 def test_events_are_read_as_whole_lines_once(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import time
 from mycelium_p2p.cli.query import presence_rows
 from mycelium_p2p.identity import Identity, node_id_for
 from mycelium_p2p.records import GroupAdvert, Record, roster_topic, sign_record
-from tests.conftest import make_advert
+from mycelium_p2p.testing.records import make_advert
 
 
 def advert(name: str) -> GroupAdvert:

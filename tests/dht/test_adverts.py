@@ -22,7 +22,8 @@ from mycelium_p2p.records import (
 )
 from mycelium_p2p.records.charter import GroupCharter
 from mycelium_p2p.records.leadership import LeaderCert, founding_cert, sign_vote
-from tests.conftest import run_async, swarm
+from mycelium_p2p.testing.aio import run_async
+from mycelium_p2p.testing.loopback import swarm
 
 
 def charter_in(shard: str | None, founder: Identity, prefix: str = "g") -> GroupCharter:

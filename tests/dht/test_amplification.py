@@ -15,7 +15,7 @@ from mycelium_p2p.dht.peers import AMPLIFICATION, datagram_size, fit_reply
 from mycelium_p2p.dht.protocol import MyceliumProtocol
 from mycelium_p2p.identity import Identity
 from mycelium_p2p.records import Record, roster_topic, sign_record
-from tests.conftest import run_async
+from mycelium_p2p.testing.aio import run_async
 from tests.dht.test_protocol import PEER, FakeTransport, answer_challenge, make_protocol
 
 GROUP = "ab" * 8

@@ -14,7 +14,9 @@ from mycelium_p2p.dht.peers import AddressBook, ProofLimiter, check_proof, proof
 from mycelium_p2p.dht.protocol import REQUEST
 from mycelium_p2p.errors import BootstrapError
 from mycelium_p2p.identity import Identity
-from tests.conftest import FAST, make_advert, run_async, swarm
+from mycelium_p2p.testing.aio import run_async
+from mycelium_p2p.testing.loopback import FAST, swarm
+from mycelium_p2p.testing.records import make_advert
 from tests.dht.test_protocol import LOCAL, PEER, answer_challenge, make_protocol, request
 
 NONCE = bytes(range(16))

@@ -13,7 +13,9 @@ from mycelium_p2p.dht import DhtNode, Listing, ListingMemory, MyceliumProtocol, 
 from mycelium_p2p.dht import node as dht_node
 from mycelium_p2p.identity import Identity
 from mycelium_p2p.records import Record
-from tests.conftest import FAST, make_advert, run_async, swarm
+from mycelium_p2p.testing.aio import run_async
+from mycelium_p2p.testing.loopback import FAST, swarm
+from mycelium_p2p.testing.records import make_advert
 
 
 def _advert_under(key: bytes) -> Record:

@@ -13,6 +13,7 @@ from mycelium_p2p.dht import DhtConfig, DhtNode, MyceliumProtocol
 from mycelium_p2p.dht.replies import parse_contacts
 from mycelium_p2p.identity import Identity
 from mycelium_p2p.records import Record
+from mycelium_p2p.testing.aio import run_async
 from mycelium_p2p.testing.hostile import (
     HostileCrew,
     closed_udp_ports,
@@ -20,7 +21,8 @@ from mycelium_p2p.testing.hostile import (
     make_hostile,
     sybil_identity,
 )
-from tests.conftest import FAST, make_advert, run_async, swarm
+from mycelium_p2p.testing.loopback import FAST, swarm
+from mycelium_p2p.testing.records import make_advert
 
 FULL_READS = DhtConfig(maintenance_interval=0.5, quorum=1000)  # gets ask everyone they can
 

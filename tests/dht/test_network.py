@@ -16,14 +16,13 @@ from mycelium_p2p.dht import DhtConfig, DhtNode, fetch_advert, fetch_adverts, pu
 from mycelium_p2p.identity import Identity
 from mycelium_p2p.records import record_key
 from mycelium_p2p.testing import SimNetwork, run, sim_swarm
-from tests.conftest import (
-    FAST,
+from mycelium_p2p.testing.aio import run_async
+from mycelium_p2p.testing.loopback import FAST, swarm
+from mycelium_p2p.testing.records import (
     group_id_of_advert,
     make_advert,
     payload_of,
     resign,
-    run_async,
-    swarm,
     tampered,
 )
 

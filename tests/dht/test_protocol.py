@@ -15,7 +15,8 @@ from mycelium_p2p.dht import MyceliumProtocol, RecordStore, RttEstimator
 from mycelium_p2p.dht.peers import proof_message
 from mycelium_p2p.dht.protocol import REQUEST, RESPONSE
 from mycelium_p2p.identity import Identity
-from tests.conftest import make_advert, run_async
+from mycelium_p2p.testing.aio import run_async
+from mycelium_p2p.testing.records import make_advert
 
 PEER = ("127.0.0.1", 40000)
 LOCAL = ("127.0.0.1", 40001)

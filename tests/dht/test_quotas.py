@@ -18,9 +18,11 @@ from mycelium_p2p.dht.storage import StoreQuotas
 from mycelium_p2p.errors import StoreFull
 from mycelium_p2p.identity import Identity
 from mycelium_p2p.records import Record, record_key, roster_topic, sign_record, signer_of
+from mycelium_p2p.testing.aio import run_async, wait_for
+from mycelium_p2p.testing.flood import flood_adverts
 from mycelium_p2p.testing.hostile import sybil_identity
-from tests.conftest import FAST, make_advert, run_async, swarm, wait_for
-from tests.helpers.flood import flood_adverts
+from mycelium_p2p.testing.loopback import FAST, swarm
+from mycelium_p2p.testing.records import make_advert
 
 NOW = 1_800_000_000.0
 FLOODER = "127.0.9.1"

@@ -14,8 +14,9 @@ from mycelium_p2p.dht import DhtConfig, DhtNode
 from mycelium_p2p.dht.limits import RateLimiter, RpcGate, RpcLimits
 from mycelium_p2p.dht.replies import parse_contacts
 from mycelium_p2p.records import record_key
-from tests.conftest import make_advert, run_async, wait_for
-from tests.helpers.flood import flood_adverts
+from mycelium_p2p.testing.aio import run_async, wait_for
+from mycelium_p2p.testing.flood import flood_adverts
+from mycelium_p2p.testing.records import make_advert
 
 
 class Clock:

@@ -15,7 +15,7 @@ from mycelium_p2p.errors import (
 )
 from mycelium_p2p.identity import Identity
 from mycelium_p2p.records import record_key
-from tests.conftest import make_advert
+from mycelium_p2p.testing.records import make_advert
 
 
 class Clock:

@@ -15,7 +15,8 @@ from flwr.app import ArrayRecord, Context, Message
 
 from mycelium_p2p.errors import ConfigError
 from mycelium_p2p.fl.app import app_task, load_flower_app
-from tests.conftest import crash, learning_network, run_async, wait_for
+from mycelium_p2p.testing.aio import run_async, wait_for
+from mycelium_p2p.testing.loopback import crash, learning_network
 
 APPS = Path(__file__).resolve().parents[1] / "apps"
 NUMPY_APP = APPS / "numpy_app"

@@ -9,7 +9,8 @@ from flwr.app import ConfigRecord, Message, RecordDict
 from mycelium_p2p.fl import task
 from mycelium_p2p.fl.client import ClientRunner
 from mycelium_p2p.identity import Identity
-from tests.conftest import learning_network, run_async, wait_for
+from mycelium_p2p.testing.aio import run_async, wait_for
+from mycelium_p2p.testing.loopback import learning_network
 
 
 def evaluate_message(runner: ClientRunner) -> Message:

@@ -11,7 +11,8 @@ from mycelium_p2p.fl.grid import GroupGrid, flower_node_id
 from mycelium_p2p.fl.task import initial_arrays
 from mycelium_p2p.group.transport import ChannelServer, Reply
 from mycelium_p2p.identity import Identity
-from tests.conftest import learning_network, run_async
+from mycelium_p2p.testing.aio import run_async
+from mycelium_p2p.testing.loopback import learning_network
 
 
 def train_message(dst: int) -> Message:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
 from mycelium_p2p.fl import task
@@ -421,3 +421,23 @@ def test_client_app_uses_a_custom_loader(identity: None) -> None:
     app = make_client_app(lambda ctx: data)
     reply = app(message("evaluate", initial_arrays(3, 2)), context())
     assert reply.content["metrics"]["num-examples"] == 6
+
+
+def test_train_config_is_read_from_a_config_record_only(
+    identity: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A member holds ConfigRecords to its TrainCaps; the same keys in a MetricRecord named
+    ``config`` would slip past them, so the task does not read them there."""
+    asked: list[dict[str, object]] = []
+
+    def recording(model: torch.nn.Module, data: Dataset, **kwargs: object) -> float:
+        asked.append(kwargs)
+        return 0.0
+
+    monkeypatch.setattr(task, "train_local", recording)
+    app = make_client_app()
+    metrics = MetricRecord({"local-epochs": 1_000_000, "lr": 50.0})
+    content = RecordDict({"arrays": initial_arrays(), "config": metrics})
+    app(Message(content=content, dst_node_id=1, message_type="train"), context())
+    app(message("train", initial_arrays(), **{"local-epochs": 3, "lr": 0.5}), context())
+    assert [(a["epochs"], a["lr"]) for a in asked] == [(1, 0.05), (3, 0.5)]

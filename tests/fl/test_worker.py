@@ -19,8 +19,8 @@ from mycelium_p2p.fl.client import ClientRunner
 from mycelium_p2p.fl.grid import leader_message
 from mycelium_p2p.fl.worker import ClientProcess
 from mycelium_p2p.identity import Identity
-from tests.conftest import run_async, wait_for
-from tests.helpers.procs import REPO, pid_alive
+from mycelium_p2p.testing.aio import run_async, wait_for
+from mycelium_p2p.testing.procs import REPO, pid_alive
 
 USER_APP = "tests.helpers.worker_app:app"
 

@@ -23,7 +23,7 @@ from mycelium_p2p.group.frames import (
 )
 from mycelium_p2p.group.invite import INVITE_DOMAIN, INVITE_PREFIX, InviteError, verify_invite
 from mycelium_p2p.group.noise import NoiseCredentials, NoiseStream, Session, handshake
-from mycelium_p2p.node.moving import SplitRequest
+from mycelium_p2p.node.splitting import SplitRequest
 
 from .corpus import NOW, corpus, frame_bytes
 from .harness import Context, InvalidStored, Target
@@ -188,10 +188,10 @@ def check_frames(data: bytes, ctx: Context) -> str:
 
 
 class _UnixSocket(socket.socket):
-    """A socketpair end that takes (and ignores) SocketStream's TCP option."""
+    """A socketpair end that takes (and ignores) SocketStream's TCP options."""
 
     def setsockopt(self, *args: Any) -> None:  # type: ignore[override]
-        if args[:2] != (socket.IPPROTO_TCP, socket.TCP_NODELAY):
+        if args[0] != socket.IPPROTO_TCP:
             super().setsockopt(*args)
 
     def getpeername(self) -> tuple[str, int]:  # type: ignore[override]

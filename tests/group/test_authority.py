@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mycelium_p2p.records.leadership import LeaderCert, sign_vote
-from tests.conftest import run_async, wait_for
+from mycelium_p2p.testing.aio import run_async, wait_for
 from tests.group.test_roster import group_of, roster_of
 
 

@@ -11,7 +11,7 @@ from mycelium_p2p.group.member import GroupMember
 from mycelium_p2p.group.state import GroupConfig, Member
 from mycelium_p2p.identity import Identity
 from mycelium_p2p.records.leadership import majority, sign_vote
-from tests.conftest import run_async
+from mycelium_p2p.testing.aio import run_async
 from tests.helpers.groups import info_for
 
 

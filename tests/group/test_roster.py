@@ -18,7 +18,7 @@ from mycelium_p2p.group.member import GroupMember, JoinRefused, StepDown
 from mycelium_p2p.group.state import GroupConfig, ModelSnapshot
 from mycelium_p2p.group.transport import Channel, ChannelServer, RemoteError, Reply
 from mycelium_p2p.identity import Identity
-from tests.conftest import run_async, wait_for
+from mycelium_p2p.testing.aio import run_async, wait_for
 from tests.helpers.groups import info_for
 
 SLOW = GroupConfig(heartbeat_interval=20.0, request_timeout=2.0)  # no heartbeat in a test

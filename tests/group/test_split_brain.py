@@ -15,7 +15,7 @@ from mycelium_p2p.group.election import ElectionState
 from mycelium_p2p.group.member import GroupMember, StepDown
 from mycelium_p2p.group.state import ModelSnapshot
 from mycelium_p2p.group.transport import Channel, Reply
-from tests.conftest import run_async, wait_for
+from mycelium_p2p.testing.aio import run_async, wait_for
 from tests.group.test_roster import FAST, Peer, group_of, roster_of
 
 

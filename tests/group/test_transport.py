@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import socket
 import struct
 
 import msgpack
@@ -15,11 +16,11 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from noise.connection import Keypair, NoiseConnection
 
 from mycelium_p2p.fl.wire import _MAX_ARRAYS, encode_content
-from mycelium_p2p.group.frames import MAX_HEADER, decode_header
+from mycelium_p2p.group.frames import LINK_TIMEOUT, MAX_HEADER, decode_header
 from mycelium_p2p.group.noise import MAX_NONCE
 from mycelium_p2p.group.transport import ChannelError, ChannelServer, RemoteError, Reply
 from mycelium_p2p.identity import Identity
-from tests.conftest import run_async, wait_for
+from mycelium_p2p.testing.aio import run_async, wait_for
 
 
 async def echo(channel, method, header, segments):
@@ -73,6 +74,31 @@ async def test_errors_are_replies_not_broken_connections() -> None:
             await server_b.request(addr_a, a.public_key, "slow", timeout=0.2)
         header, _ = await server_b.request(addr_a, a.public_key, "still-fine", timeout=5)
         assert header["method"] == "still-fine"
+
+
+@run_async()
+async def test_a_request_that_hears_nothing_back_drops_the_channel() -> None:
+    """A link cut mid-request leaves TCP backing off its retransmissions: a request timed out
+    with nothing at all heard from the peer drops the channel, so the next one dials afresh.
+    A peer that is merely slow to answer, and talks meanwhile, keeps its channel."""
+    async with pair() as (a, b, server_a, server_b, addr_a):
+        with pytest.raises(ChannelError, match="no reply"):
+            await server_b.request(addr_a, a.public_key, "slow", timeout=0.2)
+        assert server_b.channel(a.public_key) is None
+
+        await server_b.request(addr_a, a.public_key, "hi", timeout=5)
+        channel = server_b.channel(a.public_key)
+        await wait_for(lambda: server_a.channel(b.public_key) is not None, 5, "a's end")
+
+        async def talk() -> None:  # a sends b a request while b waits for its slow reply
+            await asyncio.sleep(0.05)
+            await server_a.channel(b.public_key).request("chat", timeout=5)
+
+        chat = asyncio.ensure_future(talk())
+        with pytest.raises(ChannelError, match="no reply"):
+            await channel.request("slow", timeout=0.3)
+        await chat
+        assert server_b.channel(a.public_key) is channel and not channel.closed
 
 
 @run_async()
@@ -203,6 +229,39 @@ async def test_closed_channels_leave_the_table() -> None:
         header, _ = await server_b.request(addr_a, a.public_key, "after", timeout=5)
         assert header["method"] == "after"
         assert [c.closed for c in server_a._channels.values()] == [False]
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_USER_TIMEOUT"), reason="Linux only")
+@run_async()
+async def test_both_ends_drop_a_connection_whose_data_goes_unacknowledged() -> None:
+    """After a cut link heals, a channel with unacknowledged data would wait for TCP's backed
+    off retransmissions; the kernel drops it after LINK_TIMEOUT instead, dialler or listener."""
+    async with pair() as (a, b, server_a, server_b, addr_a):
+        await server_b.request(addr_a, a.public_key, "hi", timeout=5)
+        ends = [server_b.channel(a.public_key), server_a.channel(b.public_key)]
+        for channel in ends:
+            sock = channel._io.stream.sock
+            value = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT)
+            assert value == int(LINK_TIMEOUT * 1000)
+
+
+@run_async()
+async def test_a_reply_over_the_requests_own_limit_is_not_read_and_closes_the_channel() -> None:
+    """A request may cap its reply (a candidate's model: no bigger than ours): the segments'
+    declared lengths are refused before they are read; other requests keep ``max_frame``."""
+    async with pair() as (a, _b, _server_a, server_b, addr_a):
+        big = [b"x" * 50_000, b"y" * 50_000]
+        _, segs = await server_b.request(
+            addr_a, a.public_key, "echo", {}, big, timeout=5, max_reply=100_000
+        )
+        assert [len(s) for s in segs] == [50_000, 50_000]  # within the cap: read
+        with pytest.raises(ChannelError):
+            await server_b.request(
+                addr_a, a.public_key, "echo", {}, big, timeout=5, max_reply=99_999
+            )
+        await wait_for(lambda: server_b.channel(a.public_key) is None, 5, "the channel to close")
+        _header, segs = await server_b.request(addr_a, a.public_key, "echo", {}, big, timeout=5)
+        assert len(segs) == 2  # a new channel; no cap without one asked for
 
 
 @run_async()

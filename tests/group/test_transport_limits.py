@@ -9,11 +9,10 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
+from mycelium_p2p.addresses import Address
 from mycelium_p2p.group.transport import ChannelError, ChannelServer, ConnectionLimits, Reply
 from mycelium_p2p.identity import Identity
-from tests.conftest import run_async, wait_for
-
-Address = tuple[str, int]
+from mycelium_p2p.testing.aio import run_async, wait_for
 
 
 async def echo(channel, method, header, segments):

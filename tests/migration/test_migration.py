@@ -8,7 +8,8 @@ from mycelium_p2p.dht import fetch_adverts, publish_advert
 from mycelium_p2p.fl.leader import snapshot_of
 from mycelium_p2p.fl.task import initial_arrays
 from mycelium_p2p.records import GroupMetrics, sign_advert
-from tests.conftest import learning_network, run_async, wait_for
+from mycelium_p2p.testing.aio import run_async, wait_for
+from mycelium_p2p.testing.loopback import learning_network
 
 NO_AUTO = {"migrate": False, "split": False, "merge": False}  # moves only when a test asks
 
@@ -31,7 +32,7 @@ async def test_a_node_moves_to_the_group_that_serves_its_domain_and_ignores_a_li
     async with learning_network(configs) as (seed, *nodes):
         liar, mover = nodes[4], nodes[5]
         # the liar serves an untrained model and claims 99% accuracy in a validly signed advert
-        liar._stop_leading()
+        liar.leading.stop()
         liar.group.adopt_model(snapshot_of(1, initial_arrays()))
         info = liar.group.info
         lie = sign_advert(

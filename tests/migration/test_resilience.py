@@ -1,7 +1,7 @@
 """One candidate group failing in any way (its model will not come or decode, measuring it
 raises, joining it raises) costs that candidate only: migration moves to the next and the
-loop lives on. A node stand-in (``MovingMixin`` with fakes for the network) makes each
-failure exact."""
+loop lives on. A ``Mover`` with fakes for the network and for its node's other parts makes
+each failure exact."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import asyncio
 import logging
 import random
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -20,7 +21,7 @@ from mycelium_p2p.migration.policy import MigrationConfig, MigrationPolicy
 from mycelium_p2p.node import moving
 from mycelium_p2p.node.config import NodeConfig
 from mycelium_p2p.records import GroupAdvert, GroupMetrics
-from tests.conftest import run_async, wait_for
+from mycelium_p2p.testing.aio import run_async, wait_for
 
 
 @dataclass
@@ -48,43 +49,70 @@ def advert(group_id: str) -> GroupAdvert:
     )
 
 
-class StandIn(moving.MovingMixin):
-    """What ``MovingMixin`` needs of a ``Node``; joining fails as ``join_errors`` says."""
+class FakeMembership:
+    """What ``Mover`` needs of ``Membership``; joining fails as ``join_errors`` says."""
 
     def __init__(self, join_errors: dict[str, BaseException]) -> None:
         self.group: Any = FakeGroup("own", model="own")
-        self.config = NodeConfig(group_evaluation_interval=0.01, reply_timeout=1.0)
-        self.migration = MigrationPolicy(
-            MigrationConfig(
-                performance_threshold=0.05, confirmations=1, cooldown=0.0, max_candidates=10
-            )
-        )
-        self._rng = random.Random(0)
-        self.runner = self.dht = self.channels = None
+        self.change = asyncio.Lock()
+        self.model_cap: int | None = None
         self.moves: list[tuple[float, str, str]] = []
-        self.events: list[tuple[str, str]] = []
-        self.tasks = TaskOwner()
-        self._migrating = None
-        self._group_change = asyncio.Lock()
         self.join_errors = join_errors
 
-    def emit(self, kind: str, text: str, **_fields: Any) -> None:
-        self.events.append((kind, text))
-
-    def _stop_leading(self) -> None:
-        pass
-
-    async def _leave_group(self) -> None:
+    async def leave(self) -> None:
         self.group = None
 
-    async def _join(self, target: GroupAdvert) -> None:
+    def moved(self, old: str, new: str, *, chosen: bool) -> None:
+        self.moves.append((0.0, old, new))
+
+    async def join(self, target: GroupAdvert) -> None:
         error = self.join_errors.get(target.group_id)
         if error is not None:
             raise error
         self.group = FakeGroup(target.group_id, model=target.group_id)
 
-    async def _enter_group(self, *, as_configured: bool = True, model: Any = None) -> None:
+    async def enter(self, *, as_configured: bool = True, model: Any = None) -> None:
         self.group = FakeGroup("founded", model="founded")
+
+
+class StandIn:
+    """A ``Mover`` on fakes, with the events it emitted."""
+
+    def __init__(self, join_errors: dict[str, BaseException]) -> None:
+        self.membership = FakeMembership(join_errors)
+        self.events: list[tuple[str, str]] = []
+        self.tasks = TaskOwner()
+        leading: Any = SimpleNamespace(stop=lambda: None, rounds=[])
+        self.mover = moving.Mover(
+            NodeConfig(group_evaluation_interval=0.01, reply_timeout=1.0),
+            self.membership,  # type: ignore[arg-type]
+            leading,
+            None,  # type: ignore[arg-type]  # the publisher: only a leader alone needs it
+            None,  # type: ignore[arg-type]
+            None,  # type: ignore[arg-type]
+            None,  # type: ignore[arg-type]
+            MigrationPolicy(
+                MigrationConfig(
+                    performance_threshold=0.05, confirmations=1, cooldown=0.0, max_candidates=10
+                )
+            ),
+            self.emit,
+            self.tasks,
+            random.Random(0),
+        )
+        self.evaluate_groups = self.mover.evaluate_groups
+        self.start_migration = self.mover.start_migration
+
+    @property
+    def group(self) -> Any:
+        return self.membership.group
+
+    @property
+    def moves(self) -> list[tuple[float, str, str]]:
+        return self.membership.moves
+
+    def emit(self, kind: str, text: str, **_fields: Any) -> None:
+        self.events.append((kind, text))
 
 
 # The candidates' measured accuracy on our data; ours is 0.5. "no-model" cannot be fetched,
@@ -105,7 +133,9 @@ def network(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
             raise ValueError("a DHT reply no parser expected")
         return [advert(g) for g in state["adverts"]]
 
-    async def fetch_model(_channels: Any, candidate: GroupAdvert, _timeout: float) -> Any:
+    async def fetch_model(
+        _channels: Any, candidate: GroupAdvert, _timeout: float, _most: int | None = None
+    ) -> Any:
         if candidate.group_id == "no-model":
             raise ChannelError("connection refused")
         if candidate.group_id == "bad-decode":

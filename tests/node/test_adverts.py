@@ -10,7 +10,8 @@ import pytest
 from mycelium_p2p.dht import publish_advert
 from mycelium_p2p.node import node as node_module
 from mycelium_p2p.node import publishing
-from tests.conftest import learning_network, run_async, wait_for
+from mycelium_p2p.testing.aio import run_async, wait_for
+from mycelium_p2p.testing.loopback import learning_network
 
 
 @run_async(timeout=90)
@@ -80,7 +81,7 @@ def test_group_selects_by_id_or_by_a_name_only_one_group_bears() -> None:
     from mycelium_p2p.errors import ConfigError
     from mycelium_p2p.node.node import select_group
     from mycelium_p2p.records import GroupAdvert
-    from tests.conftest import make_advert
+    from mycelium_p2p.testing.records import make_advert
 
     lab, twin, solo = (GroupAdvert.from_record(make_advert(name=n)) for n in ("lab", "lab", "solo"))
     adverts = [lab, twin, solo]

@@ -18,16 +18,10 @@ from mycelium_p2p.dht import DhtConfig, DhtNode, fetch_adverts
 from mycelium_p2p.node import dht_client
 from mycelium_p2p.node.contacts import MAX_CONTACTS, load_contacts, save_contacts
 from mycelium_p2p.node.node import Node, NodeConfig
-from tests.conftest import (
-    FAST,
-    crash,
-    group_id_of_advert,
-    make_advert,
-    run_async,
-    swarm,
-    wait_for,
-)
-from tests.helpers.procs import processes, start_join, start_seed
+from mycelium_p2p.testing.aio import run_async, wait_for
+from mycelium_p2p.testing.loopback import FAST, crash, swarm
+from mycelium_p2p.testing.procs import processes, start_join, start_seed
+from mycelium_p2p.testing.records import group_id_of_advert, make_advert
 
 
 async def restart_seed(seed: DhtNode, hints: list[tuple[str, int]] = ()) -> DhtNode:

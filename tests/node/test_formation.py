@@ -9,9 +9,10 @@ from typing import Any
 from unittest import mock
 
 from mycelium_p2p.migration.consolidation import MergePolicy
-from mycelium_p2p.node.merging import Origin
+from mycelium_p2p.node.membership import Membership, Origin
 from mycelium_p2p.records import index_topic
-from tests.conftest import learning_network, run_async, wait_for
+from mycelium_p2p.testing.aio import run_async, wait_for
+from mycelium_p2p.testing.loopback import learning_network
 
 
 def groups_of(nodes: list[Any]) -> set[str]:
@@ -62,8 +63,8 @@ async def test_a_smaller_group_merges_into_a_larger_one_with_the_same_data() -> 
             for gid in (f"{i:016x}" for i in range(1000))
             if index_topic(gid) == index_topic(ended[0])
         )
-        assert small._ended_in_shard(same_shard) == [ended]
-        assert small._ended_in_shard(ended[0]) == []  # never about the group advertised
+        assert small.publisher.ended_in_shard(same_shard) == [ended]
+        assert small.publisher.ended_in_shard(ended[0]) == []  # never about the group advertised
 
 
 @run_async(timeout=240)
@@ -121,7 +122,7 @@ async def test_a_group_founded_after_a_regroup_goes_back_to_the_group_it_left() 
             cut.on_event = events.append
             await wait_for(lambda: len(home.group.roster) == 2, 60, "a home group of two")
             home_id = home.group.group_id
-            cut._origin = Origin(
+            cut.membership.origin = Origin(
                 cut.group.group_id, home_id, time.monotonic(), frozenset(home.group.roster)
             )
             await wait_for(
@@ -141,7 +142,8 @@ async def test_a_group_whose_origin_is_gone_stays_where_it_is() -> None:
     with mock.patch("mycelium_p2p.node.merging.MergePolicy", NeverMerge):
         async with learning_network(configs) as (_, home, cut):
             own = cut.group.group_id
-            cut._origin = Origin(own, "0" * 16, time.monotonic(), frozenset())  # unadvertised
+            unadvertised = Origin(own, "0" * 16, time.monotonic(), frozenset())
+            cut.membership.origin = unadvertised
             await asyncio.sleep(6 * cut.config.merge_interval)
             assert cut.group is not None and cut.group.group_id == own
             assert home.group is not None and len(home.group.roster) == 1
@@ -164,7 +166,7 @@ async def test_a_member_that_regrouped_into_another_group_goes_back_alone() -> N
             member.on_event = events.append
             await wait_for(lambda: len(other.group.roster) == 2, 60, "a group of two elsewhere")
             home_id, other_id = home.group.group_id, other.group.group_id
-            member._origin = Origin(
+            member.membership.origin = Origin(
                 other_id, home_id, time.monotonic(), frozenset(home.group.roster)
             )
             await wait_for(
@@ -175,7 +177,7 @@ async def test_a_member_that_regrouped_into_another_group_goes_back_alone() -> N
             moves = [e for e in events if e.kind == "moving"]
             assert moves and "back to home" in moves[0].text, moves
             assert other.group is not None and other.group.group_id == other_id
-            assert member._origin is None
+            assert member.membership.origin is None
 
 
 @run_async(timeout=180)
@@ -193,25 +195,130 @@ async def test_a_return_follows_only_a_leader_from_the_roster_it_left() -> None:
             await wait_for(lambda: len(other.group.roster) == 2, 60, "a group of two elsewhere")
             other_id = other.group.group_id
             strangers = frozenset({bytes(32)})  # home's leader was never in it
-            member._origin = Origin(other_id, home.group.group_id, time.monotonic(), strangers)
+            member.membership.origin = Origin(
+                other_id, home.group.group_id, time.monotonic(), strangers
+            )
             await asyncio.sleep(6 * member.config.merge_interval)
             assert member.group is not None and member.group.group_id == other_id
 
 
 def test_a_regroup_remembers_the_group_left_unless_it_went_back_into_it() -> None:
+    import random
     from types import SimpleNamespace
 
-    from mycelium_p2p.node.node import Node
+    from mycelium_p2p.node.config import NodeConfig
+    from mycelium_p2p.node.membership import GroupHooks
 
-    node: Any = SimpleNamespace(group=SimpleNamespace(group_id="b" * 16), _origin=None)
-    roster = frozenset({b"k" * 32})
-    Node._remember_origin(node, ("a" * 16, roster))
-    assert (node._origin.entered, node._origin.left, node._origin.roster) == (
-        "b" * 16,
-        "a" * 16,
-        roster,
+    none: Any = None
+    membership = Membership(
+        none, NodeConfig(), none, none, none, lambda *a, **k: None, GroupHooks(), random.Random(0)
     )
-    Node._remember_origin(node, ("b" * 16, roster))  # joined the very group it left
-    assert node._origin is None
-    Node._remember_origin(node, None)
-    assert node._origin is None
+    membership.group = SimpleNamespace(group_id="b" * 16)  # type: ignore[assignment]
+    roster = frozenset({b"k" * 32})
+    membership.remember_origin(("a" * 16, roster))
+    origin = membership.origin
+    assert origin is not None
+    assert (origin.entered, origin.left, origin.roster) == ("b" * 16, "a" * 16, roster)
+    membership.remember_origin(("b" * 16, roster))  # joined the very group it left
+    assert membership.origin is None
+    membership.remember_origin(None)
+    assert membership.origin is None
+
+
+def test_a_split_or_merge_order_takes_the_way_back_along_a_chosen_move_drops_it() -> None:
+    """Split off the group we regrouped into (or merged on with it), we still go back to the
+    group we left when cut off; a move we chose ourselves ends that."""
+    import random
+    from types import SimpleNamespace
+
+    from mycelium_p2p.node.config import NodeConfig
+    from mycelium_p2p.node.membership import GroupHooks
+
+    none: Any = None
+    membership = Membership(
+        none, NodeConfig(), none, none, none, lambda *a, **k: None, GroupHooks(), random.Random(0)
+    )
+    membership.group = SimpleNamespace(group_id="b" * 16)  # type: ignore[assignment]
+    roster = frozenset({b"k" * 32})
+    membership.remember_origin(("a" * 16, roster))
+    membership.moved("b" * 16, "c" * 16, chosen=False)  # split off into a new group
+    origin = membership.origin
+    assert origin is not None and (origin.entered, origin.left) == ("c" * 16, "a" * 16)
+    membership.moved("x" * 16, "d" * 16, chosen=False)  # not from where the way back starts
+    assert membership.origin is origin
+    membership.moved("c" * 16, "d" * 16, chosen=True)
+    assert membership.origin is None
+    membership.remember_origin(("a" * 16, roster))
+    membership.moved("b" * 16, "a" * 16, chosen=False)  # a merge order took us back home
+    assert membership.origin is None  # nothing left to go back to (no move from a to a)
+    assert [m[1:] for m in membership.moves] == [
+        ("b" * 16, "c" * 16),
+        ("x" * 16, "d" * 16),
+        ("c" * 16, "d" * 16),
+        ("b" * 16, "a" * 16),
+    ]
+
+
+def test_a_measured_group_that_serves_our_data_clearly_worse_goes_last() -> None:
+    from mycelium_p2p.node.membership import rank_measured
+    from mycelium_p2p.records import GroupAdvert, GroupMetrics
+
+    def advert(gid: str) -> GroupAdvert:
+        return GroupAdvert(
+            gid, gid, "digits", ("127.0.0.1", 1), bytes(32), 1, "open", GroupMetrics()
+        )
+
+    big, mid, small = advert("b" * 16), advert("m" * 16), advert("s" * 16)
+    ranked = [big, mid, small]  # the neutral order: most members first
+    assert rank_measured(ranked, {}, 0.05) == ranked  # nothing measured
+    # big serves us clearly worse than small; mid was not measured: it keeps its place
+    assert rank_measured(ranked, {big.group_id: 0.3, small.group_id: 0.9}, 0.05) == [
+        mid,
+        small,
+        big,
+    ]
+    # within the threshold of the best: the order stays (an unmeasured group keeps its place)
+    assert rank_measured(ranked, {big.group_id: 0.88, small.group_id: 0.9}, 0.05) == ranked
+
+
+@run_async(timeout=180)
+async def test_a_new_node_joins_the_smaller_group_whose_model_serves_its_data() -> None:
+    """Entering, a node measures the candidates' models on its own data and passes over a
+    larger group that serves it clearly worse (rotated digits against upright ones)."""
+    quiet = {"migrate": False, "split": False, "merge": False}
+    configs = [
+        {"create": "upright", "domain": 0, "data_shard": "0/4", **quiet},
+        {"group": "upright", "domain": 0, "data_shard": "1/4", **quiet},
+        {"create": "sideways", "domain": 1, "data_shard": "0/4", **quiet},
+    ]
+    async with learning_network(configs) as (seed, *nodes):
+        await wait_for(lambda: all(len(n.rounds) >= 15 for n in (nodes[0], nodes[2])), 90, "rounds")
+        from mycelium_p2p.node.node import Node, NodeConfig
+        from mycelium_p2p.testing.loopback import FAST
+
+        config = NodeConfig(
+            bootstrap=[seed.address],
+            host="127.0.0.1",
+            dht=FAST,
+            heartbeat_interval=0.3,
+            domain=1,
+            data_shard="1/4",
+            **quiet,
+        )
+        newcomer = Node(config)
+        await newcomer.start()
+        try:
+            assert newcomer.group is not None and newcomer.group.info.name == "sideways"
+        finally:
+            await newcomer.stop()
+
+
+def test_a_candidates_model_may_hold_twice_our_own_and_a_mebibyte() -> None:
+    import numpy as np
+    from flwr.app import Array, ArrayRecord
+
+    from mycelium_p2p.node.membership import model_cap
+
+    ours = ArrayRecord({"w": Array(np.zeros((64, 10), np.float32)), "b": Array(np.zeros(10))})
+    raw = 64 * 10 * 4 + 10 * 8  # the arrays' bytes; each also carries a small .npy header
+    assert 2 * raw + 2**20 <= model_cap(ours) <= 2 * (raw + 2 * 256) + 2**20

@@ -10,7 +10,7 @@ import pytest
 
 from mycelium_p2p.errors import StoppedAbruptly
 from mycelium_p2p.node import run_until_signalled
-from tests.conftest import run_async
+from mycelium_p2p.testing.aio import run_async
 
 
 @run_async(timeout=10)

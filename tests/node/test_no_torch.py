@@ -12,8 +12,8 @@ import pytest
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 
 from mycelium_p2p.fl.grid import ensure_task_identity, leader_message
+from mycelium_p2p.testing.procs import REPO, pid_alive, processes, start_join, start_seed
 from tests.fl import numpy_app
-from tests.helpers.procs import REPO, pid_alive, processes, start_join, start_seed
 
 FAST = ("--heartbeat", "0.5", "--round-pause", "0.2")
 HEAVY = ("torch", "sklearn")

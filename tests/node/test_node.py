@@ -13,8 +13,9 @@ from mycelium_p2p.errors import ConfigError
 from mycelium_p2p.group.invite import issue_invite
 from mycelium_p2p.group.transport import RemoteError
 from mycelium_p2p.records.leadership import LeaderCert, sign_vote
-from tests.conftest import crash, learning_network, run_async, wait_for
-from tests.helpers.procs import pid_alive
+from mycelium_p2p.testing.aio import run_async, wait_for
+from mycelium_p2p.testing.loopback import crash, learning_network
+from mycelium_p2p.testing.procs import pid_alive
 
 
 def leaders(nodes) -> list:
@@ -311,7 +312,7 @@ async def test_a_member_silent_mid_round_does_not_hold_the_round_for_the_timeout
 async def test_a_round_that_raises_does_not_stop_the_group(monkeypatch) -> None:
     from flwr.serverapp.strategy import FedAvg
 
-    from mycelium_p2p.node import node as node_module
+    from mycelium_p2p.node import leading
 
     failures = []
 
@@ -323,7 +324,7 @@ async def test_a_round_that_raises_does_not_stop_the_group(monkeypatch) -> None:
             return super().start(*args, **kwargs)
 
     small = {"min_train_nodes": 1, "min_evaluate_nodes": 1, "min_available_nodes": 1}
-    monkeypatch.setattr(node_module, "make_strategy", lambda name: Flaky(**small))
+    monkeypatch.setattr(leading, "make_strategy", lambda name: Flaky(**small))
     async with learning_network([{"create": "flaky"}]) as (_, node):
         await wait_for(lambda: len(node.rounds) >= 2, 60, "rounds after two failures")
         assert len(failures) == 2 and node.group.is_leader

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.procs import pid_alive, processes, run_cli, start_join, start_seed
+from mycelium_p2p.testing.procs import pid_alive, processes, run_cli, start_join, start_seed
 
 FAST = ("--heartbeat", "0.5", "--round-pause", "0.2")
 

@@ -35,7 +35,7 @@ from mycelium_p2p.records import (
 from mycelium_p2p.records.charter import GroupCharter
 from mycelium_p2p.records.envelope import RECORD_DOMAIN
 from mycelium_p2p.records.leadership import LeaderCert, founding_cert, sign_vote
-from tests.conftest import make_advert, payload_of, resign, tampered
+from mycelium_p2p.testing.records import make_advert, payload_of, resign, tampered
 
 NOW = 1_800_000_000.0
 

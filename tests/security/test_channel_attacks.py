@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
+from mycelium_p2p.addresses import Address
 from mycelium_p2p.group.frames import SocketStream
 from mycelium_p2p.group.noise import NoiseCredentials, handshake
 from mycelium_p2p.group.transport import HANDSHAKE_TIMEOUT, ChannelError, ChannelServer, Reply
 from mycelium_p2p.identity import Identity
-from tests.conftest import run_async, wait_for
+from mycelium_p2p.testing.aio import run_async, wait_for
 
-Address = tuple[str, int]
 Mutate = Callable[[int, bytes], tuple[list[bytes], bool]]
 SECRET = b"the-model-weights-are-0xC0FFEE-secret"
 TRANSPORT_LOG = "mycelium_p2p.group.transport"
@@ -360,3 +360,52 @@ async def test_oversized_handshake_messages_are_refused_on_their_length(caplog) 
         assert any("65535 bytes refused" in r.getMessage() for r in caplog.records)
         with pytest.raises(ChannelError, match="65535 bytes refused"):
             await n.server_b.connect(fake, n.a.public_key)
+
+
+def replying(identity: Identity, reply_id: Any, size: int) -> Callable[[socket.socket], Any]:
+    """A peer that answers the first request with ``reply_id`` and ``size`` bytes of segments."""
+    from mycelium_p2p.group.frames import FrameSocket
+    from mycelium_p2p.group.noise import NoiseStream
+
+    async def serve(sock: socket.socket) -> None:
+        raw = SocketStream(sock)
+        session = await handshake(raw, NoiseCredentials.for_identity(identity), initiator=False)
+        io = FrameSocket(NoiseStream(raw, session))
+        await io.read_frame(2**20)
+        await io.write_frame({"t": "r", "id": reply_id, "h": {}}, [b"z" * size])
+        await asyncio.sleep(5)  # hold the line; the dialler hangs up
+
+    return serve
+
+
+@pytest.mark.parametrize(
+    "reply_id", [1.0, True, -1, 99], ids=["float", "bool", "negative", "unsent"]
+)
+@run_async()
+async def test_a_reply_cannot_dodge_its_requests_cap_with_an_id_that_is_not_ours(reply_id) -> None:
+    """``1.0 == 1`` finds request 1 in a dict: a reply must carry exactly an id we sent, or its
+    segments are refused unread (and the channel closes), whatever their size."""
+    stranger = Identity.generate()
+    server = ChannelServer(Identity.generate(), Recorder())
+    try:
+        async with listening(replying(stranger, reply_id, 200_000)) as where:
+            with pytest.raises(ChannelError):
+                await server.request(
+                    where, stranger.public_key, "g.model", {}, timeout=3, max_reply=1_000
+                )
+    finally:
+        await server.close()
+
+
+@run_async()
+async def test_a_capped_reply_within_its_cap_is_read() -> None:
+    stranger = Identity.generate()
+    server = ChannelServer(Identity.generate(), Recorder())
+    try:
+        async with listening(replying(stranger, 1, 900)) as where:
+            _, segments = await server.request(
+                where, stranger.public_key, "g.model", {}, timeout=3, max_reply=1_000
+            )
+            assert [len(s) for s in segments] == [900]
+    finally:
+        await server.close()

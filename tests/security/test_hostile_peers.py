@@ -20,7 +20,9 @@ from mycelium_p2p.errors import MalformedRecord
 from mycelium_p2p.group.transport import Channel, ChannelServer, RemoteError, Reply
 from mycelium_p2p.identity import Identity
 from mycelium_p2p.records.leadership import LeaderCert, sign_commit, sign_vote
-from tests.conftest import FAST, crash, learning_network, make_advert, run_async, wait_for
+from mycelium_p2p.testing.aio import run_async, wait_for
+from mycelium_p2p.testing.loopback import FAST, crash, learning_network
+from mycelium_p2p.testing.records import make_advert
 
 THREE = [{"data_shard": f"{i}/3", "split": False, "migrate": False} for i in range(3)]
 BAD_HOST = "a" * 64  # a name IDNA cannot encode (getaddrinfo raised UnicodeError)
@@ -223,7 +225,7 @@ async def test_a_strangers_malformed_model_reply_does_not_end_migration() -> Non
             advert = make_advert(stranger, accuracy=0.99, members=1, address=addr)
             assert await publish_advert(seed, advert) > 0
             await asyncio.sleep(3.0)  # several evaluations
-            loop_task = node._migrating
+            loop_task = node.mover.migrating
             assert loop_task is not None and not loop_task.done(), "the migration loop died"
         finally:
             await server.close()

@@ -19,7 +19,8 @@ from mycelium_p2p.group.transport import Channel, ChannelServer, RemoteError, Re
 from mycelium_p2p.identity import Identity
 from mycelium_p2p.records import GroupMetrics, sign_advert
 from mycelium_p2p.records.leadership import LeaderCert, sign_vote
-from tests.conftest import learning_network, run_async, wait_for
+from mycelium_p2p.testing.aio import run_async, wait_for
+from mycelium_p2p.testing.loopback import learning_network
 
 THREE = [{"data_shard": f"{i}/3", "split": False, "migrate": False} for i in range(3)]
 

@@ -25,7 +25,8 @@ from mycelium_p2p.fl.strategies import make_strategy
 from mycelium_p2p.fl.wire import decode_content, encode_content
 from mycelium_p2p.group.transport import Reply
 from mycelium_p2p.node.config import NodeConfig
-from tests.conftest import learning_network, run_async, wait_for
+from mycelium_p2p.testing.aio import run_async, wait_for
+from mycelium_p2p.testing.loopback import learning_network
 
 Change = Callable[[ArrayRecord, RecordDict], None]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from mycelium_p2p.identity import Identity
 from mycelium_p2p.testing import SimNetwork, run, sim_swarm
-from tests.conftest import make_advert
+from mycelium_p2p.testing.records import make_advert
 
 
 async def _swarm_run(seed: int, latency: str = "wan") -> tuple[str, list[int], float]:

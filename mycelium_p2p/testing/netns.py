@@ -36,8 +36,9 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from tests.helpers.procs import CLI, REPO, pid_alive
+from .procs import CLI, REPO, pid_alive
 
 SEED_PORT = 8468  # the seed's UDP port, as on a real LAN
 NODE_PORT = 8470  # every full node's UDP (DHT) and TCP (models) port: one host each
@@ -413,22 +414,27 @@ class Network:
     def bootstrap(self) -> str:
         return f"{self.lan.addr(0)}:{SEED_PORT}"
 
-    def query(self, host: int, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess:
+    def query(
+        self, host: int, *args: str, timeout: float = 30.0
+    ) -> subprocess.CompletedProcess[str]:
         """Run a CLI command that takes ``--bootstrap`` in ``host``, through the seed."""
         wide = {"COLUMNS": "120"}  # rich tables are not cut to 80 columns in a pipe
         return self.lan.exec(host, [*CLI, *args, "-b", self.bootstrap], timeout, wide)
 
-    def query_json(self, host: int, command: str) -> list[dict]:
+    def query_json(self, host: int, command: str) -> list[dict[str, Any]]:
         """``groups --json`` or ``nodes --json`` from ``host``; raises with stderr on failure."""
         result = self.query(host, command, "--json", "--timeout", "10")
         if result.returncode != 0:
             raise RuntimeError(f"{command} from host {host}: {result.stderr.strip()}")
-        return json.loads(result.stdout)
+        rows: list[dict[str, Any]] = json.loads(result.stdout)
+        return rows
 
-    def wait_for_members(self, host: int, members: int, timeout: float = 60.0) -> list[dict]:
+    def wait_for_members(
+        self, host: int, members: int, timeout: float = 60.0
+    ) -> list[dict[str, Any]]:
         """Poll ``groups`` from ``host`` until the groups hold ``members`` nodes in all."""
         deadline = time.monotonic() + timeout
-        seen: list[dict] = []
+        seen: list[dict[str, Any]] = []
         while time.monotonic() < deadline:
             try:
                 seen = self.query_json(host, "groups")

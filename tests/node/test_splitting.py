@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from mycelium_p2p.node.moving import MovingMixin
+from mycelium_p2p.node.splitting import Splitter
 
 
 def updates(directions: list[int], seed: int) -> dict[bytes, np.ndarray]:
@@ -28,13 +28,16 @@ def test_a_new_stint_as_leader_keeps_the_groups_recent_splits() -> None:
         coro.close()
         spawned.append(name)
 
-    node: Any = SimpleNamespace(
-        group=group,
-        config=SimpleNamespace(split=True),
-        identity=SimpleNamespace(public_key=bytes([0])),
-        tasks=SimpleNamespace(spawn=spawn),
-        _split_policies={},
-        _split=lambda *a: _noop(),
+    membership = SimpleNamespace(group=group)
+    none: Any = None
+    splitter = Splitter(
+        bytes([0]),
+        SimpleNamespace(split=True),  # type: ignore[arg-type]
+        membership,  # type: ignore[arg-type]
+        none,
+        lambda *a, **k: None,
+        SimpleNamespace(spawn=spawn),  # type: ignore[arg-type]
+        none,
     )
 
     def rounds_to_split(stint: Any) -> int:
@@ -45,12 +48,8 @@ def test_a_new_stint_as_leader_keeps_the_groups_recent_splits() -> None:
                 return n
         raise AssertionError("never split")
 
-    assert rounds_to_split(MovingMixin._split_policy(node, group)) == 3
-    assert rounds_to_split(MovingMixin._split_policy(node, group)) == 6  # a new stint
+    assert rounds_to_split(splitter.check(group)) == 3
+    assert rounds_to_split(splitter.check(group)) == 6  # a new stint
     other = SimpleNamespace(group_id="h" * 16, is_leader=True)
-    node.group = other
-    assert rounds_to_split(MovingMixin._split_policy(node, other)) == 3  # another group
-
-
-async def _noop() -> None:
-    return None
+    membership.group = other
+    assert rounds_to_split(splitter.check(other)) == 3  # another group

@@ -2,7 +2,7 @@
 
 A run starts two bootstrap peers, ``nodes`` full nodes and two observers (``mycelium-p2p groups
 --watch --json``), each on its own network-namespace host where namespaces are available
-(``tests.helpers.netns``), else all on loopback. Then, for ``duration`` seconds, it does
+(``netns``), else all on loopback. Then, for ``duration`` seconds, it does
 something bad every few seconds, chosen by ``seed``:
 
   kill-leader     SIGKILL a group's leader, restart it a few seconds later
@@ -37,8 +37,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mycelium_p2p.cli.localnet import CLI, LocalNet, Peer
-from tests.helpers import netns
+from .. import events as ev
+from ..cli.localnet import CLI, LocalNet, Peer
+from . import netns
 
 SEED_PORT = 8468
 NODE_PORT = 8470
@@ -137,22 +138,22 @@ class Invariants:
     def on_event(self, e: dict[str, Any]) -> None:
         peer, kind, gid = e["peer"], e.get("kind"), e.get("group_id")
         was = self.role.get(peer, (None, "none"))
-        if kind in ("moving", "regroup", "merge", "stopped") and was[1] == "leader" and was[0]:
+        if kind in (ev.MOVING, ev.REGROUP, ev.MERGE, ev.STOPPED) and was[1] == "leader" and was[0]:
             self.ended[was[0]] = float(e["t"])
-        if kind in ("founded", "leader") and gid:
+        if kind in (ev.FOUNDED, ev.LEADER) and gid:
             self.role[peer] = (gid, "leader")
-        elif kind in ("joined", "follower") and gid:
+        elif kind in (ev.JOINED, ev.FOLLOWER) and gid:
             self.role[peer] = (gid, "member")
-        elif kind in ("moving", "stopped", "up", "regroup"):
+        elif kind in (ev.MOVING, ev.STOPPED, ev.UP, ev.REGROUP):
             self.role[peer] = (None, "none")
-        if kind == "leader" and gid:
+        if kind == ev.LEADER and gid:
             if e.get("digest") and e.get("round"):  # the model it leads from is that round's
                 self.models.setdefault((gid, int(e["round"])), str(e["digest"]))
             key = (gid, int(e.get("term", 0)))
             first = self.term_leader.setdefault(key, peer)
             if first != peer:
                 self.violation(f"two leaders elected in term {key[1]} of {gid}: {first}, {peer}")
-        if kind == "round" and gid:
+        if kind == ev.ROUND and gid:
             digest = str(e.get("digest", ""))
             self._on_round(peer, gid, int(e["round"]), int(e["term"]), float(e["t"]), digest)
 
@@ -340,11 +341,11 @@ class ChaosRun:
 
     def _on_event(self, e: dict[str, Any]) -> None:
         gid = e.get("group_id")
-        if e.get("kind") == "founded" and gid:
+        if e.get("kind") == ev.FOUNDED and gid:
             self.founded.append((float(e["t"]), str(e["peer"]), str(gid)))
-        if e.get("kind") == "regroup":
+        if e.get("kind") == ev.REGROUP:
             self.regrouped.append((float(e["t"]), str(e["peer"])))
-        if e.get("kind") == "round" and gid in self.pending_failover:
+        if e.get("kind") == ev.ROUND and gid in self.pending_failover:
             at, old = self.pending_failover[gid]
             if e["t"] - at > FAILOVER_WINDOW:  # the group dissolved; a later round is a revival
                 del self.pending_failover[gid]
@@ -537,13 +538,13 @@ class ChaosRun:
             if not members:
                 return None
             peer = rng.choice(members)
-            gid = self.invariants.role[peer][0]
-            assert gid is not None
+            cut_gid = self.invariants.role[peer][0]
+            assert cut_gid is not None
             # the next round starts round_pause after the last one: cut just after it starts
-            at, _ = self.invariants.last_round.get(gid, (time.time(), ""))
+            at, _ = self.invariants.last_round.get(cut_gid, (time.time(), ""))
             wait = min(3.0, max(0.0, at + self.config.round_pause + 0.1 - time.time()))
             self._later(wait, f"cut {peer} off mid-round", lambda: self._cut(peer, 3.0))
-            return f"cut member {peer} of {gid} off in {wait:.1f} s, for 3 s"
+            return f"cut member {peer} of {cut_gid} off in {wait:.1f} s, for 3 s"
         if action == "partition":
             if not self.lan or self.partitioned:
                 return None

@@ -13,7 +13,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+# child processes run from the checkout, so they can import the tests' small apps
+_ROOT = Path(__file__).resolve().parents[2]
+REPO = _ROOT if (_ROOT / "tests").is_dir() else Path.cwd()
 CLI = [sys.executable, "-m", "mycelium_p2p"]
 
 

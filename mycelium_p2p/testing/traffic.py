@@ -32,7 +32,8 @@ import msgpack
 
 from mycelium_p2p.dht import DhtConfig, DhtNode
 from mycelium_p2p.identity import Identity
-from tests.conftest import make_advert
+
+from .records import make_advert
 
 FLOOD_HOST = "127.0.0.66"  # the flooder's own host: one of the /24 the nodes live in
 

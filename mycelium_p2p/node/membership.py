@@ -1,0 +1,350 @@
+"""``Membership``: which group this node is in, and how it gets into one and out again.
+
+It enters a group (the configured one; else, of the joinable groups, one whose model serves
+our data about as well as the best we could measure, the largest first; else one it founds),
+adopts it (``group``), and leaves it. Moves, splits, merges and regroups all
+go through it, one at a time (``change``). After a regroup it remembers the group it left
+(``origin``), so the node can go back once that group answers again (``merging``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from flwr.app import ArrayRecord
+
+from .. import events
+from ..addresses import Address
+from ..dht import DhtNode, fetch_adverts
+from ..errors import ConfigError, JoinRefused, MyceliumError
+from ..fl.client import ClientRunner
+from ..group.member import GroupMember
+from ..group.state import GroupInfo, ModelSnapshot
+from ..group.transport import ChannelServer
+from ..identity import Identity
+from ..migration.measure import fetch_model, score
+from ..records import GroupAdvert
+from ..records.charter import GroupCharter
+from .config import NodeConfig
+
+log = logging.getLogger(__name__)
+GROUP_LOOKUP_RETRIES = 5  # once a second, for a --group not advertised yet
+MEASURE_TIMEOUT = 2.0  # s: for a candidate's model when entering; a slower one is not measured
+
+Emit = Callable[..., None]
+
+
+def joinable(advert: GroupAdvert) -> bool:
+    """Open, with room, and not dissolved (a leader that left alone advertises 0 members)."""
+    return advert.policy == "open" and advert.free_slots > 0 and advert.metrics.members > 0
+
+
+def rank_joinable(adverts: list[GroupAdvert]) -> list[GroupAdvert]:
+    """Joinable groups in the order a node without measurements tries them: by neutral facts
+    (the most members first, then the group id), never by what an advert claims to score."""
+    return sorted(
+        (a for a in adverts if joinable(a)), key=lambda a: (-a.metrics.members, a.group_id)
+    )
+
+
+def rank_measured(
+    ranked: list[GroupAdvert], scores: dict[str, float], threshold: float
+) -> list[GroupAdvert]:
+    """``ranked`` (in neutral order) with the groups we measured to serve our data clearly
+    worse than the best we measured (by more than ``threshold``) moved last, each in the
+    order they had. A group we could not measure keeps its place: a busy leader is no
+    evidence against its model."""
+    if not scores:
+        return ranked
+    best = max(scores.values())
+    worse = {gid for gid, s in scores.items() if s < best - threshold}
+    return [a for a in ranked if a.group_id not in worse] + [
+        a for a in ranked if a.group_id in worse
+    ]
+
+
+def model_cap(initial: ArrayRecord) -> int:
+    """The most a model of our task may hold on the wire: twice our own starting model's
+    arrays, and 1 MiB for the rest. A group of our task sends arrays of the same shapes, so a
+    bigger reply is not a model we could score: it is refused before it is read."""
+    return 2 * sum(len(array.data) for array in initial.values()) + 2**20
+
+
+def select_group(adverts: list[GroupAdvert], wanted: str) -> list[GroupAdvert]:
+    """The advert ``wanted`` names: by group id, or by name when one group alone bears it
+    (anyone can found a group of any name). Raises ``ConfigError`` for an ambiguous name."""
+    by_id = [a for a in adverts if a.group_id == wanted]
+    if by_id:
+        return by_id
+    by_name = [a for a in adverts if a.name == wanted]
+    if len(by_name) > 1:
+        ids = ", ".join(sorted(a.group_id for a in by_name))
+        raise ConfigError(f"several groups are named {wanted!r} ({ids}): choose one by its id")
+    return by_name
+
+
+@dataclass(frozen=True)
+class Origin:
+    """After a regroup: the group we ``entered`` instead of the one we ``left`` (its roster
+    then), ``at`` (monotonic). Only a leader from that roster is followed back: an advert of
+    a newer term with a made-up certificate is anyone's to publish."""
+
+    entered: str
+    left: str
+    at: float
+    roster: frozenset[bytes]
+
+
+@dataclass
+class GroupHooks:
+    """What the rest of the node does when the group changes hands (set by ``Node``)."""
+
+    on_leader: Callable[[int], None] = lambda term: None
+    on_follower: Callable[[], None] = lambda: None
+    on_leave: Callable[[], None] = lambda: None  # before the group closes: stop leading it
+
+
+class Membership:
+    """This node's place in a group: ``group`` (None between groups), entered, left, one change
+    at a time under ``change``."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        config: NodeConfig,
+        dht: DhtNode,
+        channels: ChannelServer,
+        runner: ClientRunner | None,
+        emit: Emit,
+        hooks: GroupHooks,
+        rng: random.Random,
+        *,
+        model_cap: int | None = None,
+    ) -> None:
+        self.identity = identity
+        self.model_cap = model_cap  # the most a candidate's model may hold (``model_cap``)
+        self.config = config
+        self.dht = dht
+        self.channels = channels
+        self.runner = runner  # measures candidates on our data (None: neutral order only)
+        self.emit = emit
+        self.hooks = hooks
+        self.rng = rng
+        self.group: GroupMember | None = None
+        self.tcp_addr: Address = ("", 0)  # where peers reach us (set by ``Node.start``)
+        self.change = asyncio.Lock()  # one move, split or regroup at a time
+        self.origin: Origin | None = None  # after a regroup: where we came from
+        self.moves: list[tuple[float, str, str]] = []  # (time, from group, to group)
+
+    async def enter(
+        self,
+        *,
+        as_configured: bool = True,
+        model: ModelSnapshot | None = None,
+        origin: tuple[str, frozenset[bytes]] | None = None,
+    ) -> None:
+        """Found or join the configured group, or (after a failed move) any that has room.
+        ``origin``: the group a regroup left and its roster; we remember it, to go back to
+        once that group is reachable again."""
+        c = self.config
+        if c.create and as_configured:
+            self.found(c.create)
+            return
+        configured = bool(c.group and as_configured)
+        chosen = await (self._configured() if configured else self._candidates())
+        refusals: list[str] = []
+        tried: set[str] = set()
+        if await self._join_first(chosen, refusals, tried):
+            self.remember_origin(origin)
+            return
+        if refusals and not configured and c.founding_jitter > 0:
+            # nodes cut off together (a partition) all fail to reach the groups they know at
+            # once: look again, so that they mostly join the first of them to found one
+            await asyncio.sleep(self.rng.uniform(0, c.founding_jitter))
+            again = rank_joinable(await fetch_adverts(self.dht, c.task))
+            if await self._join_first(
+                [a for a in again if a.group_id not in tried], refusals, tried
+            ):
+                self.remember_origin(origin)
+                return
+        if configured:
+            raise ConfigError(f"cannot join group {c.group!r}: {'; '.join(refusals)}")
+        if refusals:  # say why, or a firewalled node founds groups of one without a word
+            self.emit(
+                events.REFUSED,
+                f"could not join any advertised group ({'; '.join(refusals)}); founding one",
+                reason="; ".join(refusals),
+            )
+        self.found(f"{c.task}-{self.identity.node_id.hex()[:6]}", model)
+        self.remember_origin(origin)
+
+    async def _configured(self) -> list[GroupAdvert]:
+        """The advert of ``--group``, waiting a few seconds for one founded a moment ago."""
+        c = self.config
+        assert c.group is not None
+        adverts = await fetch_adverts(self.dht, c.task)
+        chosen = select_group(adverts, c.group)
+        for _ in range(GROUP_LOOKUP_RETRIES):
+            if chosen:
+                return chosen
+            await asyncio.sleep(1.0)
+            adverts = await fetch_adverts(self.dht, c.task)
+            chosen = select_group(adverts, c.group)
+        if not chosen:
+            names = ", ".join(sorted({a.name for a in adverts})) or "none"
+            raise ConfigError(
+                f"no group {c.group!r} is advertised for task {c.task!r} (advertised: {names})"
+            )
+        return chosen
+
+    async def _candidates(self) -> list[GroupAdvert]:
+        """Joinable groups, best first; none found: wait a little and look again (nodes
+        started together then mostly join the first one's group)."""
+        c = self.config
+        chosen = rank_joinable(await fetch_adverts(self.dht, c.task))
+        if not chosen and c.founding_jitter > 0:
+            await asyncio.sleep(self.rng.uniform(0, c.founding_jitter))
+            chosen = rank_joinable(await fetch_adverts(self.dht, c.task))
+        scores = await self._measure(chosen[: c.migration_config().max_candidates])
+        return rank_measured(chosen, scores, c.performance_threshold)
+
+    async def _measure(self, adverts: list[GroupAdvert]) -> dict[str, float]:
+        """The candidates' models scored on our own data, at once; those that do not come
+        within ``MEASURE_TIMEOUT`` or do not score are left out. Never an advert's claim."""
+        runner = self.runner
+        if runner is None or len(adverts) < 2:  # nothing to choose between
+            return {}
+
+        async def one(advert: GroupAdvert) -> float | None:
+            model = await fetch_model(self.channels, advert, MEASURE_TIMEOUT, self.model_cap)
+            return await score(runner, model)
+
+        results = await asyncio.gather(*(one(a) for a in adverts), return_exceptions=True)
+        scores: dict[str, float] = {}
+        for advert, result in zip(adverts, results, strict=True):
+            if isinstance(result, float):
+                scores[advert.group_id] = result
+            elif isinstance(result, Exception) and not isinstance(result, MyceliumError):
+                log.warning("measuring %s failed: %r", advert.name, result)
+        return scores
+
+    def remember_origin(self, origin: tuple[str, frozenset[bytes]] | None) -> None:
+        """After a regroup: remember ``origin``, the group we left and its roster then, to go
+        back to once it is reachable again (unless we went back into that very group)."""
+        group = self.group
+        if origin is None or group is None or group.group_id == origin[0]:
+            self.origin = None
+            return
+        self.origin = Origin(group.group_id, origin[0], time.monotonic(), origin[1])
+
+    def moved(self, old: str, new: str, *, chosen: bool) -> None:
+        """Record a move from group ``old`` to ``new``. A move we did not choose (a split or a
+        merge order) takes our ``origin`` along: being split off the group we regrouped into,
+        or merged on with it, does not change which group served our data before a cut."""
+        self.moves.append((time.time(), old, new))
+        origin = self.origin
+        if chosen or (origin is not None and new == origin.left):
+            self.origin = None  # we chose where to be, or are back where we came from
+        elif origin is not None and origin.entered == old:
+            self.origin = Origin(new, origin.left, origin.at, origin.roster)
+
+    async def _join_first(
+        self, chosen: list[GroupAdvert], refusals: list[str], tried: set[str]
+    ) -> bool:
+        """Join the first of ``chosen`` that lets us in; record why the others did not."""
+        for advert in chosen:
+            tried.add(advert.group_id)
+            try:
+                await self.join(advert)
+                return True
+            except JoinRefused as exc:
+                refusals.append(f"{advert.name}: {exc}")
+            except Exception as exc:  # a leader that broke the channel or sent nonsense
+                log.warning("joining %s failed", advert.name, exc_info=True)
+                refusals.append(f"{advert.name}: {type(exc).__name__}: {exc}")
+        return False
+
+    async def join(self, advert: GroupAdvert) -> None:
+        """Join ``advert``'s group as a member (raises ``JoinRefused`` and channel errors)."""
+        group = await GroupMember.join_group(
+            self.identity,
+            self.channels,
+            self.tcp_addr,
+            group_id=advert.group_id,
+            leader_addr=advert.leader,
+            leader_key=advert.leader_key,
+            invite=self.config.invite,
+            config=self.config.group_config(),
+        )
+        self._adopt(group)
+        self.emit(
+            events.JOINED,
+            f"joined group {advert.name} ({advert.group_id}) as member, "
+            f"term {group.term}, round {group.model.round}",
+            group=group.info.name,
+            group_id=group.group_id,
+            term=group.term,
+            round=group.model.round,
+        )
+        group.start()
+
+    def found(self, name: str, model: ModelSnapshot | None = None) -> GroupMember:
+        """Found a group named ``name`` (seeded with ``model``) and lead it."""
+        c = self.config
+        charter = GroupCharter.found(
+            self.identity,
+            name=name,
+            task=c.task,
+            policy=c.policy,
+            capacity=c.capacity,
+            now=time.time(),
+        )
+        info = GroupInfo(charter)
+        group = GroupMember(self.identity, self.channels, info, self.tcp_addr, c.group_config())
+        if model is not None:
+            group.adopt_model(model)
+        self._adopt(group)
+        self.emit(
+            events.FOUNDED,
+            f"founded group {name} ({info.group_id}), {c.policy}, capacity {c.capacity}",
+            group=name,
+            group_id=info.group_id,
+            policy=c.policy,
+            capacity=c.capacity,
+        )
+        group.found()
+        group.start()
+        return group
+
+    def _adopt(self, group: GroupMember) -> None:
+        self.group = group
+        if self.config.data_dir is not None:
+            save_charter(Path(self.config.data_dir), group.info)
+        group.on_leader = self.hooks.on_leader
+        group.on_follower = self.hooks.on_follower
+
+    async def leave(self) -> None:
+        """Stop leading, close the group (its loop must not win an election meanwhile) and say
+        goodbye (at most 2 s: the others may be gone)."""
+        self.hooks.on_leave()
+        group, self.group = self.group, None
+        if group is not None:
+            await group.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(group.leave(), 2.0)
+
+
+def save_charter(data_dir: Path, info: GroupInfo) -> None:
+    """Keep the charters of our groups, so ``mycelium-p2p invite`` can name them."""
+    folder = data_dir / "groups"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = folder / f"{info.group_id}.charter"
+    if not path.exists():
+        path.write_bytes(info.charter.blob)
