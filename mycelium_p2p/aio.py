@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -11,6 +12,19 @@ from .errors import OwnerClosed
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+def loop_time() -> float:
+    """Monotonic seconds from the running event loop's clock, else ``time.monotonic()``.
+
+    asyncio's own loops read ``time.monotonic()``, so under them this is that clock; under a
+    virtual-time loop (``mycelium_p2p.testing``) it is the simulated time, so the timeouts,
+    rate limits and ages of the code that reads it follow the loop's clock.
+    """
+    try:
+        return asyncio.get_running_loop().time()
+    except RuntimeError:
+        return time.monotonic()
 
 
 class TaskOwner:

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import ipaddress
 import math
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+
+from ..aio import loop_time
 
 Clock = Callable[[], float]
 
@@ -67,7 +68,7 @@ class RateLimiter:
         burst: float,
         *,
         max_sources: int = 4096,
-        clock: Clock = time.monotonic,
+        clock: Clock = loop_time,
     ) -> None:
         if not (0 < rate < math.inf and 1 <= burst < math.inf and max_sources >= 1):
             raise ValueError(
@@ -128,7 +129,7 @@ class RpcGate:
     #: RPCs whose work is a signature check (or more) per request.
     EXPENSIVE = frozenset({"store"})
 
-    def __init__(self, limits: RpcLimits, clock: Clock = time.monotonic) -> None:
+    def __init__(self, limits: RpcLimits, clock: Clock = loop_time) -> None:
         self.limits = limits
         n = limits.max_sources
         self._requests = RateLimiter(

@@ -55,6 +55,7 @@ class LookupResult:
     blobs: dict[bytes, list[bytes]] = field(default_factory=dict)  # responder id -> valid blobs
     responders: dict[bytes, Node] = field(default_factory=dict)
     path_of: dict[bytes, int] = field(default_factory=dict)  # responder id -> its path
+    hops: dict[bytes, int] = field(default_factory=dict)  # responder id -> its hop (see _Peer)
     partial: set[bytes] = field(default_factory=set)  # responders whose records came in part
     liars: list[Node] = field(default_factory=list)
     paths: int = 1
@@ -74,6 +75,7 @@ class _Peer:
     good: int = 0  # referrals of this peer that answered
     paging: bool = False  # its first page came: it is answering, not stalled
     was_slow: bool = False  # it stalled before its first page came
+    hop: int = 1  # 1: from our table; else 1 + the hop of the first peer that named it
 
 
 class _Lookup:
@@ -117,7 +119,8 @@ class _Lookup:
             return
         peer = self.peers.get(node.id)
         if peer is None:
-            peer = self.peers[node.id] = _Peer(node, path)
+            hop = 1 if voucher is None else self.peers[voucher].hop + 1
+            peer = self.peers[node.id] = _Peer(node, path, hop=hop)
             if voucher is None:
                 return
         if voucher is not None:
@@ -250,6 +253,7 @@ class _Lookup:
         self.blame(peer, "late" if late else "answer")
         self.result.responders[peer.node.id] = peer.node
         self.result.path_of[peer.node.id] = peer.path
+        self.result.hops[peer.node.id] = peer.hop
         if blobs:
             self.result.blobs[peer.node.id] = blobs
         if not answer.complete:
@@ -267,6 +271,7 @@ class _Lookup:
             self.result.blobs.pop(node_id, None)
             self.result.responders.pop(node_id, None)
             self.result.path_of.pop(node_id, None)
+            self.result.hops.pop(node_id, None)
             self.result.partial.discard(node_id)
         return self.result
 
@@ -331,7 +336,7 @@ async def lookup(
         done, _ = await asyncio.wait(
             list(state.in_flight), timeout=max(timeout, 0.0), return_when=asyncio.FIRST_COMPLETED
         )
-        for task in done:
+        for task in [t for t in state.in_flight if t in done]:  # launch order: reproducible
             peer = state.in_flight.pop(task)
             state.receive(peer, None if task.cancelled() else task.result())
     return state.finish()

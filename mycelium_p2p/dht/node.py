@@ -13,7 +13,7 @@ from typing import Any
 from kademlia.network import Server
 from kademlia.node import Node
 
-from ..aio import TaskOwner
+from ..aio import TaskOwner, loop_time
 from ..errors import BootstrapError, RecordError, RecordExpired, RecordFromFuture
 from ..identity import NODE_ID_SIZE, Identity
 from ..records import DEFAULT_CLOCK_SKEW, Record, VerifiedBlobs, best_per_signer, verify_record
@@ -23,6 +23,7 @@ from .lookup import LookupResult, lookup
 from .protocol import MyceliumProtocol
 from .rtt import Address, RttEstimator
 from .storage import RecordStore, StoreQuotas
+from .transport import DatagramNetwork, UdpNetwork
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +74,18 @@ class DhtNode(Server):
         *,
         read_only: bool = False,
         clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+        network: DatagramNetwork | None = None,
     ) -> None:
+        """``clock``: wall-clock seconds, for record lifetimes; ``rng``: where the ids of
+        bucket refreshes come from (seed one for a reproducible simulation); ``network``:
+        where ``listen`` binds (default: UDP sockets; ``testing.SimNetwork``: in memory)."""
         self.identity = identity or Identity.generate()
         self.config = config or DhtConfig()
         self.read_only = read_only
         self.clock = clock
+        self.rng = rng or random.Random()
+        self.network: DatagramNetwork = UdpNetwork() if network is None else network
         storage = RecordStore(
             clock=clock,
             skew=self.config.clock_skew,
@@ -118,10 +126,9 @@ class DhtNode(Server):
     # -- life cycle ----------------------------------------------------------------------------
 
     async def listen(self, port: int = 0, interface: str = "0.0.0.0") -> Address:  # type: ignore[override]
-        """Bind the UDP socket (port 0 picks a free one) and start maintenance."""
-        loop = asyncio.get_running_loop()
-        self.transport, self.protocol = await loop.create_datagram_endpoint(
-            self._create_protocol, local_addr=(interface, port)
+        """Bind the endpoint (port 0 picks a free one) and start maintenance."""
+        self.transport, self.protocol = await self.network.create_endpoint(
+            self._create_protocol, (interface, port)
         )
         self.tasks.spawn(self._maintain(), name="dht-maintenance")
         return self.address
@@ -194,8 +201,12 @@ class DhtNode(Server):
         return [(n.ip, n.port) for b in self.protocol.router.buckets for n in b.get_nodes()]
 
     def _refresh_ids(self, *, only_empty: bool = False, idle_for: float = 0.0) -> list[bytes]:
-        """A random id in each bucket (not our own) that is empty, or idle ``idle_for`` s."""
-        cutoff = time.monotonic() - idle_for
+        """A random id in each bucket (not our own) that is empty, or idle ``idle_for`` s;
+        the bucket counts as refreshed from now (nothing else touches it: our lookups do not
+        go through kademlia's ``TableTraverser``, and without this a bucket older than
+        ``idle_for`` was looked up again at every maintenance pass)."""
+        now = loop_time()
+        cutoff = now - idle_for
         ids = []
         for bucket in self.protocol.router.buckets:
             if bucket.has_in_range(self.node):
@@ -204,7 +215,8 @@ class DhtNode(Server):
                 continue
             if not only_empty and bucket.last_updated >= cutoff:
                 continue
-            ids.append(random.randint(*bucket.range).to_bytes(NODE_ID_SIZE, "big"))
+            ids.append(self.rng.randint(*bucket.range).to_bytes(NODE_ID_SIZE, "big"))
+            bucket.last_updated = now
         return ids
 
     async def _ping_seed(self, addr: Address) -> Node | None:

@@ -18,13 +18,13 @@ validated them yet, so honest lookups get whole answers at once.
 from __future__ import annotations
 
 import ipaddress
-import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 import msgpack
 
+from ..aio import loop_time
 from ..identity import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, node_id_for
 from ..identity import verify_signature as _verify_signature
 from .limits import RateLimiter, TokenBucket
@@ -112,7 +112,7 @@ class AddressBook:
         *,
         max_entries: int = 8192,
         proof_ttl: float = 3600.0,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = loop_time,
     ) -> None:
         self.proof_ttl = proof_ttl
         self.clock = clock
@@ -201,7 +201,7 @@ class ProofLimiter:
         total_rate: float = 500.0,
         total_burst: float = 1000.0,
         max_addresses: int = 4096,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = loop_time,
     ) -> None:
         self.per_address_rate, self.burst = per_address_rate, burst
         self.total_rate, self.total_burst = total_rate, total_burst

@@ -29,7 +29,6 @@ import asyncio
 import heapq
 import logging
 import os
-import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from kademlia.protocol import KademliaProtocol
 from kademlia.routing import RoutingTable
 from rpcudp.exceptions import MalformedMessage
 
+from ..aio import loop_time
 from ..errors import RecordError
 from ..identity import NODE_ID_SIZE, Identity
 from ..records import signer_of
@@ -108,10 +108,22 @@ def _check_id(value: Any, what: str = "node id") -> bytes:
 
 
 class _OwnedRoutingTable(RoutingTable):
-    """kademlia's routing table, with its bucket-full ping run as an owned task and a
-    ``find_neighbors`` that returns the closest contacts it holds."""
+    """kademlia's routing table, with its bucket-full ping run as an owned task, a
+    ``find_neighbors`` that returns the closest contacts it holds, and buckets stamped with
+    the event loop's clock (kademlia reads ``time.monotonic``; the two agree under asyncio's
+    own loops)."""
 
     protocol: MyceliumProtocol
+
+    def flush(self) -> None:
+        super().flush()
+        self.buckets[0].last_updated = loop_time()
+
+    def split_bucket(self, index: int) -> None:
+        super().split_bucket(index)
+        now = loop_time()
+        for bucket in self.buckets[index : index + 2]:
+            bucket.last_updated = now
 
     def has_room_for(self, node: Node) -> bool:
         """Would ``node`` enter a bucket (free, or split) rather than the replacement cache?"""
@@ -185,7 +197,7 @@ class MyceliumProtocol(IdProofs, KademliaProtocol):
         self._outstanding: dict[bytes, _Pending] = {}  # type: ignore[assignment]
         self._expired: OrderedDict[bytes, tuple[Address, float]] = OrderedDict()
         self._evicted: OrderedDict[Address, Node] = OrderedDict()
-        self._distrusted: OrderedDict[bytes, float] = OrderedDict()  # id -> until (monotonic)
+        self._distrusted: OrderedDict[bytes, float] = OrderedDict()  # id -> until (loop time)
         self.distrust_for = 600.0
         self._handlers: dict[str, Callable[..., Any]] = {
             "ping": self.rpc_ping,
@@ -434,7 +446,7 @@ class MyceliumProtocol(IdProofs, KademliaProtocol):
         self._evicted.pop((node.ip, node.port), None)
         if not proven:
             return
-        self._distrusted[node.id] = time.monotonic() + self.distrust_for
+        self._distrusted[node.id] = loop_time() + self.distrust_for
         self._distrusted.move_to_end(node.id)
         while len(self._distrusted) > _MAX_DISTRUSTED:
             self._distrusted.popitem(last=False)
@@ -443,7 +455,7 @@ class MyceliumProtocol(IdProofs, KademliaProtocol):
         until = self._distrusted.get(node_id)
         if until is None:
             return False
-        if until > time.monotonic():
+        if until > loop_time():
             return True
         del self._distrusted[node_id]
         return False
