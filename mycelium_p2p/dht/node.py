@@ -125,7 +125,7 @@ class DhtNode(Server):
 
     # -- life cycle ----------------------------------------------------------------------------
 
-    async def listen(self, port: int = 0, interface: str = "0.0.0.0") -> Address:  # type: ignore[override]
+    async def listen(self, port: int = 0, interface: str = "0.0.0.0") -> Address:
         """Bind the endpoint (port 0 picks a free one) and start maintenance."""
         self.transport, self.protocol = await self.network.create_endpoint(
             self._create_protocol, (interface, port)
@@ -162,7 +162,7 @@ class DhtNode(Server):
 
     # -- joining -------------------------------------------------------------------------------
 
-    async def bootstrap(  # type: ignore[override]
+    async def bootstrap(
         self, addrs: Iterable[Address], hints: Iterable[Address] = ()
     ) -> list[Node]:
         """Contact seed peers (IP addresses) and fill the routing table.
@@ -346,7 +346,7 @@ class DhtNode(Server):
         if len(closest) < self.config.siblings:
             return True
         target = Node(key)
-        return self.node.distance_to(target) < closest[-1].distance_to(target)
+        return bool(self.node.distance_to(target) < closest[-1].distance_to(target))
 
     async def read_listing(
         self, key: bytes, *, quorum: int | None = None, timeout: float | None = None
@@ -478,10 +478,10 @@ class DhtNode(Server):
                 budget -= 1
                 self.tasks.spawn(self.protocol.call_relay(node, key, record.blob))
 
-    async def set(self, key: Any, value: Any) -> bool:  # type: ignore[override]
+    async def set(self, key: Any, value: Any) -> bool:
         raise TypeError("DhtNode stores signed records only: use put(record)")
 
-    async def get(self, key: Any) -> Any:  # type: ignore[override]
+    async def get(self, key: Any) -> Any:
         raise TypeError("DhtNode stores signed records only: use get_records(key)")
 
     # -- owner-side republishing -------------------------------------------------------------------

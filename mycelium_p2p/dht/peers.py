@@ -171,7 +171,8 @@ class AddressBook:
         if address in self._validated:
             return None
         received, sent = self._budget.get(address, (0, 0))
-        return max(0, AMPLIFICATION * received - sent)
+        left: int = max(0, AMPLIFICATION * received - sent)
+        return left
 
     def charge(self, address: Address, size: int) -> bool:
         """Count ``size`` bytes sent to ``address`` if its allowance covers them."""

@@ -128,7 +128,9 @@ class _OwnedRoutingTable(RoutingTable):
     def has_room_for(self, node: Node) -> bool:
         """Would ``node`` enter a bucket (free, or split) rather than the replacement cache?"""
         bucket = self.buckets[self.get_bucket_for(node)]
-        return len(bucket) < self.ksize or bucket.has_in_range(self.node) or bucket.depth() % 5 != 0
+        return bool(
+            len(bucket) < self.ksize or bucket.has_in_range(self.node) or bucket.depth() % 5 != 0
+        )
 
     def find_neighbors(
         self, node: Node, k: int | None = None, exclude: Node | None = None
@@ -194,7 +196,7 @@ class MyceliumProtocol(IdProofs, KademliaProtocol):
         self.local_address: Address | None = None
         self._proving: dict[Address, asyncio.Future[Node | None]] = {}
         self.gate = RpcGate(limits or RpcLimits())
-        self._outstanding: dict[bytes, _Pending] = {}  # type: ignore[assignment]
+        self._outstanding: dict[bytes, _Pending] = {}
         self._expired: OrderedDict[bytes, tuple[Address, float]] = OrderedDict()
         self._evicted: OrderedDict[Address, Node] = OrderedDict()
         self._distrusted: OrderedDict[bytes, float] = OrderedDict()  # id -> until (loop time)
@@ -479,7 +481,8 @@ class MyceliumProtocol(IdProofs, KademliaProtocol):
 
     def rpc_ping(self, sender: Address, nodeid: Any) -> bytes:
         self._source(sender, nodeid)
-        return self.source_node.id
+        ours: bytes = self.source_node.id
+        return ours
 
     def rpc_store(
         self, sender: Address, nodeid: Any, key: Any, value: Any, relayed: Any = False

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kademlia.node import Node
 from kademlia.routing import RoutingTable
@@ -40,12 +40,16 @@ class IdProofs:
     source_node: Node
     router: RoutingTable
     stats: Any
-    wire_id: bytes
     _proving: dict[Address, asyncio.Future[Node | None]]
     spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]]
     _call: Callable[..., asyncio.Future[tuple[bool, Any]]]
     welcome_if_new: Callable[[Node], None]
     _source: Callable[[Address, Any], Node | None]
+
+    if TYPE_CHECKING:  # provided by MyceliumProtocol
+
+        @property
+        def wire_id(self) -> bytes: ...
 
     def _pad(self, address: Address, size: int) -> int:
         """Pad requests to a peer that has not validated our address yet (else none)."""
@@ -98,7 +102,7 @@ class IdProofs:
         address = (node.ip, node.port)
         if address in self._proving or len(self._proving) >= _MAX_PROVING:
             return
-        if not self.router.has_room_for(node):  # type: ignore[attr-defined]
+        if not self.router.has_room_for(node):
             return
         allowance = self.book.allowance(address) if inbound else None
         if allowance is not None and allowance < PROVE_REQUEST_BYTES:

@@ -203,10 +203,10 @@ class RecordStore(IStorage):
         while over():
             copies = [slot for slot in others.values() if slot.relayed]
             if q.fair and copies:  # relayed copies go first, newest first
-                victim = max(copies, key=lambda s: s.order).record.signer
-                victims.append(victim)
+                copy = max(copies, key=lambda s: s.order).record.signer
+                victims.append(copy)
                 count -= 1
-                used -= others.pop(victim).size
+                used -= others.pop(copy).size
                 continue
             if q.fair and relayed:
                 raise StoreFull(f"key {key.hex()[:12]} is full: a relayed copy displaces nothing")
