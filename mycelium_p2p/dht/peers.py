@@ -42,7 +42,8 @@ def proof_message(
 ) -> bytes:
     """The exact bytes a prover signs (domain-separated, canonical msgpack)."""
     body = [nonce, challenger_id, prover_id, challenger[0], challenger[1]]
-    return PROOF_DOMAIN + msgpack.packb(body)
+    packed: bytes = msgpack.packb(body)
+    return PROOF_DOMAIN + packed
 
 
 def _same_host(seen: str, local: str) -> bool:

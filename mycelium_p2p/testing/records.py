@@ -59,8 +59,9 @@ def group_id_of_advert(record: Record) -> str:
 
 def resign(identity: Identity, payload: dict[str, Any]) -> bytes:
     """Encode and sign an arbitrary payload, bypassing ``sign_record``'s own checks."""
-    raw = msgpack.packb(payload, use_bin_type=True)
-    return msgpack.packb([raw, identity.sign(RECORD_DOMAIN + raw)], use_bin_type=True)
+    raw: bytes = msgpack.packb(payload, use_bin_type=True)
+    blob: bytes = msgpack.packb([raw, identity.sign(RECORD_DOMAIN + raw)], use_bin_type=True)
+    return blob
 
 
 def payload_of(blob: bytes) -> dict[str, Any]:
@@ -74,4 +75,5 @@ def tampered(record: Record, accuracy: float) -> bytes:
     _, sig = msgpack.unpackb(record.blob, raw=False)
     payload = payload_of(record.blob)
     payload["body"]["metrics"]["accuracy"] = accuracy
-    return msgpack.packb([msgpack.packb(payload), sig])
+    blob: bytes = msgpack.packb([msgpack.packb(payload), sig])
+    return blob
