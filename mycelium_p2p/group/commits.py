@@ -7,7 +7,7 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..addresses import Address
 from ..aio import TaskOwner
@@ -24,7 +24,7 @@ from ..records.leadership import (
 )
 from . import messages as m
 from .election import ElectionState
-from .state import GroupConfig, GroupInfo, Member, ModelSnapshot
+from .state import GroupConfig, GroupInfo, Member, MemberFacts, ModelSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def may_be_deposed(reply: object) -> bool:
     return isinstance(reply, RemoteError) and reply.code in ("stale-term", "not-member")
 
 
-class ModelCommits:
+class ModelCommits(MemberFacts):
     """The authority and model rules of ``GroupMember``."""
 
     # state and methods provided by GroupMember
@@ -64,20 +64,6 @@ class ModelCommits:
     _request: Callable[..., Any]
 
     # -- authority -----------------------------------------------------------------------------
-
-    if TYPE_CHECKING:  # provided by GroupMember
-
-        @property
-        def cert_blob(self) -> bytes: ...
-
-        @property
-        def group_id(self) -> str: ...
-
-        @property
-        def term(self) -> int: ...
-
-        @property
-        def is_leader(self) -> bool: ...
 
     def proves(self, cert: LeaderCert) -> bool:
         """Whether ``cert`` proves its leader's term to us: votes of a majority of our roster,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..addresses import Address
 from ..aio import TaskOwner
@@ -19,12 +19,12 @@ from ..identity import Identity, verify_signature
 from ..records.leadership import LeaderCert, majority, vote_bytes
 from . import messages as m
 from .election import ElectionState, candidate_rank, electorate, holds_electorate
-from .state import GroupConfig, Member, ModelSnapshot
+from .state import GroupConfig, Member, MemberFacts, ModelSnapshot
 
 log = logging.getLogger(__name__)
 
 
-class Elections:
+class Elections(MemberFacts):
     """The election of ``GroupMember``."""
 
     # state and methods provided by GroupMember
@@ -55,20 +55,6 @@ class Elections:
     _request: Callable[..., Any]
     proven_round: int
     remember_leader: Callable[[int, bytes], None]
-
-    if TYPE_CHECKING:  # provided by GroupMember
-
-        @property
-        def cert_blob(self) -> bytes: ...
-
-        @property
-        def group_id(self) -> str: ...
-
-        @property
-        def term(self) -> int: ...
-
-        @property
-        def is_leader(self) -> bool: ...
 
     async def _elect(self) -> None:
         old = self.leader_key

@@ -35,7 +35,7 @@ from ..records.leadership import LeaderCert, sign_vote
 from . import messages as m
 from .election import ElectionState
 from .invite import verify_invite
-from .state import GroupConfig, GroupInfo, Member, ModelSnapshot
+from .state import GroupConfig, GroupInfo, Member, MemberFacts, ModelSnapshot
 from .transport import Channel, Reply
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 _ANYONE = frozenset({"g.join", "g.model", "g.leader"})
 
 
-class MemberRequests:
+class MemberRequests(MemberFacts):
     """The ``g.*`` request handlers of ``GroupMember``."""
 
     # state and methods provided by GroupMember
@@ -77,15 +77,6 @@ class MemberRequests:
     tasks: Any
 
     if TYPE_CHECKING:  # provided by GroupMember
-
-        @property
-        def group_id(self) -> str: ...
-
-        @property
-        def term(self) -> int: ...
-
-        @property
-        def is_leader(self) -> bool: ...
 
         async def confirm_quorum(self) -> bool: ...
 

@@ -18,12 +18,12 @@ from ..aio import TaskOwner
 from ..errors import OwnerClosed
 from .commits import may_be_deposed
 from .election import majority
-from .state import GroupConfig, Member, ModelSnapshot
+from .state import GroupConfig, Member, MemberFacts, ModelSnapshot
 
 log = logging.getLogger(__name__)
 
 
-class RosterUpkeep:
+class RosterUpkeep(MemberFacts):
     """The roster rules of ``GroupMember``."""
 
     # state and methods provided by GroupMember
@@ -45,18 +45,6 @@ class RosterUpkeep:
     _request: Callable[..., Any]
 
     if TYPE_CHECKING:  # provided by GroupMember
-
-        @property
-        def cert_blob(self) -> bytes: ...
-
-        @property
-        def group_id(self) -> str: ...
-
-        @property
-        def term(self) -> int: ...
-
-        @property
-        def is_leader(self) -> bool: ...
 
         async def heed_stale_term(self, member: Member) -> bool: ...
 
