@@ -205,3 +205,31 @@ async def test_the_migration_loop_lives_through_failures_and_then_moves(
     assert node.group.group_id == "next-best"
     assert network["fetch_fails"] == 0
     assert caplog.text.count("migration check failed") == 3
+
+
+@run_async(timeout=60)
+async def test_a_peers_model_that_fails_our_evaluate_is_not_our_app_failing() -> None:
+    """Scoring a candidate's model of other shapes raises in our evaluate: it scores nothing,
+    and it never counts toward the streak after which a node leaves its group for good."""
+    import numpy as np
+
+    from mycelium_p2p.fl.client import ClientRunner
+    from mycelium_p2p.fl.leader import snapshot_of
+    from mycelium_p2p.fl.task import initial_arrays, make_client_app
+    from mycelium_p2p.identity import Identity
+    from mycelium_p2p.migration.measure import score
+
+    heard: list[int] = []
+    runner = ClientRunner(make_client_app(), Identity.generate().public_key, {"data-shard": "0/4"})
+    runner.on_failure = lambda failures: heard.append(failures.streak)
+    try:
+        from flwr.app import Array, ArrayRecord
+
+        wrong = ArrayRecord({"w": Array(np.zeros((3, 3), np.float32))})  # not the task's shapes
+        bad = snapshot_of(1, wrong)
+        for _ in range(6):
+            assert await score(runner, bad) is None
+        assert runner.failures.streak == 0 and heard == []
+        assert await score(runner, snapshot_of(1, initial_arrays(64, 10))) is not None
+    finally:
+        runner.close()
