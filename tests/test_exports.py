@@ -63,6 +63,8 @@ PUBLIC = {
         "Member",
         "ModelSnapshot",
         "Reply",
+        "StreamNetwork",
+        "TcpStreams",
         "issue_invite",
         "verify_invite",
     ],

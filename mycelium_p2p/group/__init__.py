@@ -17,6 +17,8 @@ __all__ = [
     "Member",
     "ModelSnapshot",
     "Reply",
+    "StreamNetwork",
+    "TcpStreams",
     "issue_invite",
     "verify_invite",
 ]
@@ -34,6 +36,8 @@ __getattr__ = lazy_exports(
         "Member": ".state",
         "ModelSnapshot": ".state",
         "Reply": ".transport",
+        "StreamNetwork": ".streams",
+        "TcpStreams": ".streams",
         "issue_invite": ".invite",
         "verify_invite": ".invite",
     },

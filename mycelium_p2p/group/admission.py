@@ -18,11 +18,11 @@ at most ``noise.MAX_HANDSHAKE_MESSAGE`` bytes, read on the event loop, for at mo
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..aio import loop_time
 from ..dht.limits import RateLimiter
 
 HANDSHAKE_TIMEOUT = 5.0
@@ -57,7 +57,7 @@ class Admission:
     """Counts what each source IP holds; ``admit`` before a handshake, then exactly one of
     ``proven`` or ``failed``; ``open_channel`` before adopting one, ``close_channel`` after."""
 
-    def __init__(self, limits: ConnectionLimits, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, limits: ConnectionLimits, clock: Callable[[], float] = loop_time):
         self.limits = limits
         self.stats = AdmissionStats()
         n = limits.max_sources

@@ -46,6 +46,7 @@ class Elections(MemberFacts):
     _highest_term: int
     _last_leader: bytes | None
     _lease_until: float
+    _voted_until: float
     _quorum_lost_at: float | None
     _dropped: set[bytes]
     _now: Callable[[], float]
@@ -75,6 +76,8 @@ class Elections(MemberFacts):
         await asyncio.sleep(rank * self.config.stagger)
         if self.leader_key != old or not self.lease_lapsed():
             return  # someone else won meanwhile
+        if self._now() < self._voted_until:
+            return  # the candidate we voted for may be winning: no rival term yet
         term = max(self.term, self._highest_term) + 1
         if not self.election.stand(term, self.me):
             return

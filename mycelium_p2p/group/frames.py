@@ -203,14 +203,17 @@ class SocketStream:
     ``THREAD_THRESHOLD`` bytes or more move in a worker thread, off the event loop and the GIL.
     """
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, peername: tuple[str, int] | None = None) -> None:
         sock.setblocking(False)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if hasattr(socket, "TCP_USER_TIMEOUT"):  # Linux
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(LINK_TIMEOUT * 1000))
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if hasattr(socket, "TCP_USER_TIMEOUT"):  # Linux
+                timeout = int(LINK_TIMEOUT * 1000)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, timeout)
         self.sock = sock
         self._loop = asyncio.get_running_loop()
-        self.peername: tuple[str, int] = sock.getpeername()[:2]
+        # a socket pair of a simulated wire (``streams``) is told where its far end "is"
+        self.peername: tuple[str, int] = peername or tuple(sock.getpeername()[:2])
         self._buf = bytearray(_READ_CHUNK)
         self._view = memoryview(self._buf)
         self._start = 0  # buffered bytes are _buf[_start:_end]

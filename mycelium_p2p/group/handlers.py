@@ -60,6 +60,7 @@ class MemberRequests(MemberFacts):
     my_addr: Address
     closing: bool
     _lease_until: float
+    _voted_until: float
     members: Callable[[], list[Member]]
     has_quorum: Callable[[], bool]
     roster_changed: Callable[[], None]
@@ -207,7 +208,12 @@ class MemberRequests(MemberFacts):
             leader_term=self.cert.term if self.cert is not None else None,
             lease_lapsed=lapsed and not self.is_leader,
         )
-        vote = sign_vote(self.identity, self.group_id, req.term, peer) if granted else None
+        vote = None
+        if granted:
+            vote = sign_vote(self.identity, self.group_id, req.term, peer)
+            # as Raft resets its election timer on a vote: give that candidate a lease's time
+            # to win and announce itself before we stand against it in the next term
+            self._voted_until = self._now() + self.config.lease_timeout
         reply = m.VoteReply(granted=granted, term=self.term, why=why[:200], vote=vote)
         return Reply(m.wire(reply))
 

@@ -16,12 +16,11 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
 from ..addresses import Address
-from ..aio import TaskOwner
+from ..aio import TaskOwner, loop_time
 from ..errors import BadMessage, ChannelError, JoinRefused, ProofError, RemoteError, StepDown
 from ..identity import Identity
 from ..records.charter import GroupCharter
@@ -148,6 +147,7 @@ class GroupMember(MemberRequests, RosterUpkeep, ModelCommits, Elections):
         self.on_model: Callable[[ModelSnapshot], None] = lambda snapshot: None
         self.tasks = TaskOwner(f"group {info.group_id}")
         self._lease_until = 0.0
+        self._voted_until = 0.0  # we granted a candidate our vote: it may be winning
         self._highest_term = 0
         self._leader_lost = asyncio.Event()
         self._fetching = False
@@ -155,7 +155,7 @@ class GroupMember(MemberRequests, RosterUpkeep, ModelCommits, Elections):
         self._roster_dirty = False
         self._dropped: set[bytes] = set()  # see RosterUpkeep.former_majority
         self._roster_push: asyncio.Task[None] | None = None
-        self._led_at = time.monotonic()  # last moment this group had a leader we knew of
+        self._led_at = loop_time()  # last moment this group had a leader we knew of
 
     # -- queries -------------------------------------------------------------------------------
 
@@ -176,7 +176,7 @@ class GroupMember(MemberRequests, RosterUpkeep, ModelCommits, Elections):
         return [self.roster[k] for k in sorted(self.roster)]
 
     def _now(self) -> float:
-        return time.monotonic()
+        return loop_time()
 
     def lease_lapsed(self) -> bool:
         return not self.is_leader and self._now() >= self._lease_until

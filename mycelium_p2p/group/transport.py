@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import socket
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -37,8 +36,9 @@ from ..aio import TaskOwner
 from ..errors import ChannelError, OwnerClosed, RemoteError
 from ..identity import Identity
 from .admission import HANDSHAKE_TIMEOUT, Admission, ConnectionLimits
-from .frames import ByteStream, FrameSocket, Segments, SocketStream, close_socket
+from .frames import ByteStream, FrameSocket, Segments, SocketStream
 from .noise import PLAINTEXT_PROLOGUE, PROLOGUE, NoiseCredentials, NoiseStream, handshake
+from .streams import StreamListener, StreamNetwork, TcpStreams
 
 __all__ = [
     "Channel",
@@ -252,11 +252,12 @@ class Channel:
 
 
 class ChannelServer:
-    """Accepts channels on a TCP port and keeps the latest authenticated channel per peer key.
+    """Accepts channels on a port and keeps the latest authenticated channel per peer key.
 
     ``max_in_flight``: see ``Channel``; ``limits``: see ``admission``. ``insecure_plaintext``
     (both ends must choose it; logged as a warning) leaves frames unencrypted, to measure what
-    encryption costs. Never use it between real nodes.
+    encryption costs. Never use it between real nodes. ``streams``: where connections come
+    from (``streams.TcpStreams`` unless given: a simulated network in tests).
     """
 
     def __init__(
@@ -268,6 +269,7 @@ class ChannelServer:
         max_in_flight: int = MAX_IN_FLIGHT,
         insecure_plaintext: bool = False,
         limits: ConnectionLimits | None = None,
+        streams: StreamNetwork | None = None,
     ) -> None:
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
@@ -286,38 +288,25 @@ class ChannelServer:
             )
         self._credentials = NoiseCredentials.for_identity(identity)
         self.tasks = TaskOwner("channels")
-        self._listener: socket.socket | None = None
+        self.streams: StreamNetwork = streams or TcpStreams()
+        self._listener: StreamListener | None = None
         self._channels: dict[bytes, Channel] = {}
         self._dialing: dict[bytes, asyncio.Lock] = {}
 
     async def listen(self, host: str, port: int) -> tuple[str, int]:
         """Listen on ``host:port`` (port 0 picks one); returns the bound address."""
-        loop = asyncio.get_running_loop()
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        family, kind, proto, _, addr = infos[0]
-        listener = socket.socket(family, kind, proto)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(addr)
-        listener.listen(128)
-        listener.setblocking(False)
+        listener = await self.streams.listen(host, port)
         self._listener = listener
         self.tasks.spawn(self._accept_loop(listener), name="channel-accept")
-        bound = listener.getsockname()
-        return bound[0], bound[1]
+        return listener.address
 
-    async def _accept_loop(self, listener: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
+    async def _accept_loop(self, listener: StreamListener) -> None:
         while True:
-            try:
-                sock, peer = await loop.sock_accept(listener)
-            except OSError as exc:
-                log.warning("accept failed: %s", exc)
-                await asyncio.sleep(0.1)
+            raw, ip = await listener.accept()
+            if not self.admission.admit(ip):
+                raw.close()  # over its source's limits: refused unread
                 continue
-            if not self.admission.admit(peer[0]):
-                sock.close()  # over its source's limits: refused unread
-                continue
-            self.tasks.spawn(self._accept(sock, peer[0]), name="channel-handshake")
+            self.tasks.spawn(self._accept(raw, ip), name="channel-handshake")
 
     async def _secure(self, raw: SocketStream, expected: bytes | None) -> tuple[ByteStream, bytes]:
         """Run the handshake (as initiator when ``expected`` is given); the stream frames
@@ -337,20 +326,19 @@ class ChannelServer:
         stream = raw if self.insecure_plaintext else NoiseStream(raw, session)
         return stream, session.peer_key
 
-    async def _accept(self, sock: socket.socket, ip: str) -> None:
+    async def _accept(self, raw: SocketStream, ip: str) -> None:
         """Authenticate an admitted connection and adopt its channel, within the limits."""
         admission = self.admission
         try:
-            raw = SocketStream(sock)
             stream, peer = await asyncio.wait_for(self._secure(raw, None), self._handshake_timeout)
         except (ChannelError, asyncio.TimeoutError, OSError) as exc:
             admission.failed(ip)
             log.debug("handshake from %s failed: %s", ip, str(exc) or "timed out")
-            close_socket(sock)
+            raw.close()
             return
         except BaseException:  # cancelled: this server is closing
             admission.failed(ip)
-            close_socket(sock)
+            raw.close()
             raise
         admission.proven(ip)
         if not admission.open_channel(ip):
@@ -409,24 +397,15 @@ class ChannelServer:
         async with lock:
             if (channel := self.channel(peer_key)) is not None:
                 return channel
-            loop = asyncio.get_running_loop()
             ip = ip_literal(address[0])  # peers send addresses: a name is never looked up
             if ip is None:
                 raise ChannelError(f"cannot connect to {address[0]!r}: not an IP address")
             try:
-                family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
-                sock = socket.socket(family, socket.SOCK_STREAM)
-                sock.setblocking(False)
-                try:
-                    await asyncio.wait_for(loop.sock_connect(sock, (str(ip), address[1])), timeout)
-                except BaseException:
-                    sock.close()
-                    raise
+                raw = await asyncio.wait_for(self.streams.dial(str(ip), address[1]), timeout)
             except (OSError, OverflowError, asyncio.TimeoutError) as exc:
                 raise ChannelError(
                     f"cannot connect to {address[0]}:{address[1]}: {str(exc) or 'timed out'}"
                 ) from None
-            raw = SocketStream(sock)
             where = f"{address[0]}:{address[1]}"
             try:
                 stream, _ = await asyncio.wait_for(

@@ -4,6 +4,9 @@
   peers) that a ``DhtNode(network=...)`` binds to instead of UDP;
 - ``clock``: ``VirtualClockLoop`` and ``run``, asyncio in virtual time, so simulated seconds
   cost no wall time and a seeded run repeats exactly;
+- ``streams``: ``SimStreams``, group channels on a ``SimNetwork``'s hosts (a relay between socket
+  pairs: the handshake and frames are the node's own code) that a ``ChannelServer(streams=...)``
+  listens and dials on instead of TCP;
 - ``swarm``: ``sim_dht_node``, ``sim_swarm``, DHT peers on a ``SimNetwork`` from a seed.
 - ``aio``: ``run_async`` (an async test in a fresh loop, with a deadline) and ``wait_for``.
 - ``records``: a new group's signed advert (``make_advert``) and ways to break one.
@@ -18,6 +21,7 @@ The simulation's names are exported here; nothing here is imported by the node i
 
 from .clock import DEFAULT_EPOCH, VirtualClockLoop, run
 from .network import LAN, WAN, Latency, NetworkStats, PairLatency, SimEndpoint, SimNetwork
+from .streams import SimHostStreams, SimListener, SimStreams, StreamStats
 from .swarm import sim_dht_node, sim_swarm, wall_clock
 
 __all__ = [
@@ -28,7 +32,11 @@ __all__ = [
     "NetworkStats",
     "PairLatency",
     "SimEndpoint",
+    "SimHostStreams",
+    "SimListener",
     "SimNetwork",
+    "SimStreams",
+    "StreamStats",
     "VirtualClockLoop",
     "run",
     "sim_dht_node",

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from mycelium_p2p.records.leadership import LeaderCert, sign_vote
-from mycelium_p2p.testing.aio import run_async, wait_for
-from tests.group.test_roster import group_of, roster_of
+from mycelium_p2p.testing import SimStreams
+from mycelium_p2p.testing.aio import simulated, wait_for
+from tests.helpers.groups import group_of, roster_of
 
 
-@run_async(timeout=30)
-async def test_a_member_that_voted_in_a_term_follows_its_proven_winner() -> None:
+@simulated(timeout=30)
+async def test_a_member_that_voted_in_a_term_follows_its_proven_winner(streams: SimStreams) -> None:
     # voting adopts the term with no leader for it yet: the winner's announce must be taken,
     # not refused as a second leader of the term (the old leader is still the one we knew)
-    async with group_of(2) as (founder, voter, winner):
+    async with group_of(streams, 2) as (founder, voter, winner):
         assert voter.group is not None and winner.group is not None
         await wait_for(lambda: all(len(roster_of(p)) == 3 for p in (voter, winner)), 5, "rosters")
         gid, term = voter.group.group_id, voter.group.term + 1

@@ -8,91 +8,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 
 from mycelium_p2p.group.member import GroupMember, JoinRefused, StepDown
 from mycelium_p2p.group.state import GroupConfig, ModelSnapshot
-from mycelium_p2p.group.transport import Channel, ChannelServer, RemoteError, Reply
+from mycelium_p2p.group.transport import RemoteError
 from mycelium_p2p.identity import Identity
-from mycelium_p2p.testing.aio import run_async, wait_for
-from tests.helpers.groups import info_for
-
-SLOW = GroupConfig(heartbeat_interval=20.0, request_timeout=2.0)  # no heartbeat in a test
-
-
-class Peer:
-    """One node's channel server, routing ``g.*`` requests to its group."""
-
-    def __init__(self) -> None:
-        self.identity = Identity.generate()
-        self.group: GroupMember | None = None
-        self.channels = ChannelServer(self.identity, self._handle)
-        self.addr = ("127.0.0.1", 0)
-
-    async def _handle(
-        self, channel: Channel, method: str, header: dict[str, Any], segments: list[bytes]
-    ) -> Reply:
-        if self.group is None:
-            return Reply.fail("no-group", "not in a group")
-        return await self.group.handle(channel, method, header, segments)
-
-    async def listen(self) -> Peer:
-        self.addr = await self.channels.listen("127.0.0.1", 0)
-        return self
-
-    async def join(self, founder: Peer, config: GroupConfig) -> GroupMember:
-        assert founder.group is not None
-        self.group = await GroupMember.join_group(
-            self.identity,
-            self.channels,
-            self.addr,
-            group_id=founder.group.group_id,
-            leader_addr=founder.addr,
-            leader_key=founder.identity.public_key,
-            config=config,
-        )
-        return self.group
+from mycelium_p2p.testing import SimStreams
+from mycelium_p2p.testing.aio import run_async, simulated, wait_for
+from tests.helpers.groups import FAST, SLOW, Peer, group_of, info_for, roster_of
 
 
-@asynccontextmanager
-async def group_of(members: int, config: GroupConfig = SLOW) -> AsyncIterator[list[Peer]]:
-    """A founder and ``members`` joiners, all admitted within a few milliseconds."""
-    peers = [await Peer().listen() for _ in range(members + 1)]
-    founder = peers[0]
-    info = info_for(founder.identity)
-    founder.group = GroupMember(founder.identity, founder.channels, info, founder.addr, config)
-    founder.group.found()
-    try:
-        for peer in peers[1:]:
-            await peer.join(founder, config)
-        yield peers
-    finally:
-        for peer in peers:
-            if peer.group is not None:
-                await peer.group.close()
-            await peer.channels.close()
-
-
-def roster_of(peer: Peer) -> set[bytes]:
-    assert peer.group is not None
-    return set(peer.group.roster)
-
-
-@run_async(timeout=30)
-async def test_members_learn_of_each_other_at_once_not_at_the_next_heartbeat() -> None:
-    async with group_of(4) as peers:
+@simulated(timeout=30)
+async def test_members_learn_of_each_other_at_once_not_at_the_next_heartbeat(
+    streams: SimStreams,
+) -> None:
+    async with group_of(streams, 4) as peers:
         everyone = {p.identity.public_key for p in peers}
         assert roster_of(peers[1]) != everyone  # the first joiner heard of nobody after it
         await wait_for(lambda: all(roster_of(p) == everyone for p in peers), 5, "roster pushes")
 
 
-@run_async(timeout=60)
-async def test_a_leader_leaving_right_after_joins_leaves_exactly_one_successor() -> None:
-    async with group_of(4) as peers:
+@simulated(timeout=60)
+async def test_a_leader_leaving_right_after_joins_leaves_exactly_one_successor(
+    streams: SimStreams,
+) -> None:
+    async with group_of(streams, 4) as peers:
         founder, members = peers[0], peers[1:]
         for peer in members:
             assert peer.group is not None
@@ -113,10 +56,12 @@ async def test_a_leader_leaving_right_after_joins_leaves_exactly_one_successor()
         assert terms == {leader.term}
 
 
-@run_async(timeout=30)
-async def test_a_member_closing_as_its_leader_resigns_does_not_stand_for_election() -> None:
+@simulated(timeout=30)
+async def test_a_member_closing_as_its_leader_resigns_does_not_stand_for_election(
+    streams: SimStreams,
+) -> None:
     config = GroupConfig(heartbeat_interval=0.5, request_timeout=1.0)
-    async with group_of(1, config) as (founder, peer):
+    async with group_of(streams, 1, config) as (founder, peer):
         member = peer.group
         assert member is not None and founder.group is not None
         member.start()
@@ -131,9 +76,9 @@ async def test_a_member_closing_as_its_leader_resigns_does_not_stand_for_electio
         assert led == [] and not member.is_leader
 
 
-@run_async(timeout=30)
-async def test_a_malformed_redirect_is_refused_and_changes_nothing() -> None:
-    async with group_of(1) as (founder, peer):
+@simulated(timeout=30)
+async def test_a_malformed_redirect_is_refused_and_changes_nothing(streams: SimStreams) -> None:
+    async with group_of(streams, 1) as (founder, peer):
         member = peer.group
         assert member is not None and founder.group is not None
         leader_before, term_before = member.leader_key, member.term
@@ -143,14 +88,16 @@ async def test_a_malformed_redirect_is_refused_and_changes_nothing() -> None:
         assert (member.leader_key, member.term) == (leader_before, term_before)
 
 
-@run_async(timeout=30)
-async def test_a_newcomer_the_others_have_not_heard_of_does_not_make_a_majority() -> None:
+@simulated(timeout=30)
+async def test_a_newcomer_the_others_have_not_heard_of_does_not_make_a_majority(
+    streams: SimStreams,
+) -> None:
     # {leader, M}; N joins, and M is cut off right after acknowledging the leader's term for
     # N's admission, before it hears of N (it may be electing itself: its electorate is M
     # alone). Leader + N would be 2 of 3, but M never learnt of N: that "majority" could
     # coexist with M's. Until a majority of the members known before hears of N, N's ack
     # does not count.
-    async with group_of(1) as (founder, cut_off):
+    async with group_of(streams, 1) as (founder, cut_off):
         leader = founder.group
         assert leader is not None
         confirm = leader.confirm_quorum
@@ -161,7 +108,7 @@ async def test_a_newcomer_the_others_have_not_heard_of_does_not_make_a_majority(
             return confirmed
 
         leader.confirm_quorum = confirm_then_cut  # type: ignore[method-assign]
-        newcomer = await Peer().listen()
+        newcomer = await Peer(streams).listen()
         try:
             joined = await newcomer.join(founder, SLOW)
             snapshot = ModelSnapshot.of(leader.model.round + 1, {"w": 1}, [])
@@ -171,9 +118,6 @@ async def test_a_newcomer_the_others_have_not_heard_of_does_not_make_a_majority(
             if newcomer.group is not None:
                 await newcomer.group.close()
             await newcomer.channels.close()
-
-
-FAST = GroupConfig(heartbeat_interval=0.2, request_timeout=1.0)  # loops are not started
 
 
 async def depose(founder: Peer, a: Peer, b: Peer) -> GroupMember:
@@ -194,12 +138,14 @@ async def depose(founder: Peer, a: Peer, b: Peer) -> GroupMember:
     return winner
 
 
-@run_async(timeout=30)
-async def test_a_deposed_leader_learns_the_newer_term_from_members_that_dropped_it() -> None:
+@simulated(timeout=30)
+async def test_a_deposed_leader_learns_the_newer_term_from_members_that_dropped_it(
+    streams: SimStreams,
+) -> None:
     # The members of term 2 hold the new leader's roster, without the old leader: they refuse
     # its requests as a non-member's, not as a stale term's. Had the old leader heeded only
     # "stale-term", it would never have asked them who leads now, and led on (a fork).
-    async with group_of(2, FAST) as (founder, a, b):
+    async with group_of(streams, 2, FAST) as (founder, a, b):
         leader = founder.group
         assert leader is not None
         winner = await depose(founder, a, b)
@@ -210,8 +156,10 @@ async def test_a_deposed_leader_learns_the_newer_term_from_members_that_dropped_
         assert (leader.term, leader.leader_key) == (2, winner.me)
 
 
-@run_async(timeout=30)
-async def test_a_deposed_leader_does_not_admit_newcomers_into_a_fork_of_its_own() -> None:
+@simulated(timeout=30)
+async def test_a_deposed_leader_does_not_admit_newcomers_into_a_fork_of_its_own(
+    streams: SimStreams,
+) -> None:
     # The chaos fork: leader L of {L, A, B} is frozen (SIGSTOP); A and B elect A in term 2
     # without it. When L wakes, the heartbeats A and B sent before the election are waiting
     # in its sockets: they make it look as if a majority still answered. Two newcomers find
@@ -221,13 +169,13 @@ async def test_a_deposed_leader_does_not_admit_newcomers_into_a_fork_of_its_own(
     # silent L would drop them on the newcomers' heartbeats and commit rounds of term 1 for
     # good: two models per round. A leader admits only when its roster acknowledges its term
     # now; here A proves term 2 instead, and L follows it.
-    async with group_of(2, FAST) as (founder, a, b):
+    async with group_of(streams, 2, FAST) as (founder, a, b):
         leader = founder.group
         assert leader is not None
         winner = await depose(founder, a, b)
         for member in leader.roster.values():  # the stale heartbeats, read as L wakes
             member.last_seen = leader._now()
-        newcomers = [await Peer().listen() for _ in range(2)]
+        newcomers = [await Peer(streams).listen() for _ in range(2)]
         try:
             for newcomer in newcomers:
                 with contextlib.suppress(JoinRefused):
@@ -246,14 +194,16 @@ async def test_a_deposed_leader_does_not_admit_newcomers_into_a_fork_of_its_own(
                 await newcomer.channels.close()
 
 
-@run_async(timeout=30)
-async def test_a_newcomer_sent_to_a_member_is_pointed_to_the_leader_once() -> None:
+@simulated(timeout=30)
+async def test_a_newcomer_sent_to_a_member_is_pointed_to_the_leader_once(
+    streams: SimStreams,
+) -> None:
     """An advert a term behind names a member, not the leader: the newcomer asks that member
     who leads (``g.leader``) and joins there, as a user would expect; it follows one hop."""
-    async with group_of(2) as peers:
+    async with group_of(streams, 2) as peers:
         founder, member = peers[0], peers[1]
         assert founder.group is not None
-        newcomer = await Peer().listen()
+        newcomer = await Peer(streams).listen()
         try:
             newcomer.group = await GroupMember.join_group(
                 newcomer.identity,
@@ -272,13 +222,15 @@ async def test_a_newcomer_sent_to_a_member_is_pointed_to_the_leader_once() -> No
             await newcomer.channels.close()
 
 
-@run_async(timeout=30)
-async def test_a_member_that_names_no_leader_leaves_the_refusal_as_it_was() -> None:
-    async with group_of(1) as peers:
+@simulated(timeout=30)
+async def test_a_member_that_names_no_leader_leaves_the_refusal_as_it_was(
+    streams: SimStreams,
+) -> None:
+    async with group_of(streams, 1) as peers:
         founder, member = peers[0], peers[1]
         assert founder.group is not None and member.group is not None
         member.group.leader_key = member.group.leader_addr = None  # between two leaders
-        newcomer = await Peer().listen()
+        newcomer = await Peer(streams).listen()
         try:
             with pytest.raises(JoinRefused) as refused:
                 await GroupMember.join_group(
@@ -334,16 +286,16 @@ async def test_a_redirect_needs_a_leader_claiming_the_group_and_keeps_off_our_ow
     )
 
 
-@run_async(timeout=30)
-async def test_a_leader_on_its_way_out_admits_nobody_new() -> None:
+@simulated(timeout=30)
+async def test_a_leader_on_its_way_out_admits_nobody_new(streams: SimStreams) -> None:
     """Seen in the soak: a leader leaving its group alone announced its end, then admitted a
     newcomer while the announcement went out; the newcomer led the group on, and listings
     showed it ending for 7 s."""
-    async with group_of(0) as peers:
+    async with group_of(streams, 0) as peers:
         founder = peers[0]
         assert founder.group is not None
         founder.group.closing = True
-        newcomer = await Peer().listen()
+        newcomer = await Peer(streams).listen()
         try:
             with pytest.raises(JoinRefused) as refused:
                 await newcomer.join(founder, SLOW)

@@ -7,6 +7,7 @@ soak run's logs show, so nothing depends on timing.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -15,23 +16,26 @@ from mycelium_p2p.group.election import ElectionState
 from mycelium_p2p.group.member import GroupMember, StepDown
 from mycelium_p2p.group.state import ModelSnapshot
 from mycelium_p2p.group.transport import Channel, Reply
-from mycelium_p2p.testing.aio import run_async, wait_for
-from tests.group.test_roster import FAST, Peer, group_of, roster_of
+from mycelium_p2p.testing import SimStreams
+from mycelium_p2p.testing.aio import simulated, wait_for
+from tests.helpers.groups import FAST, Peer, group_of, roster_of
 
 
 def model(round_: int) -> ModelSnapshot:
     return ModelSnapshot.of(round_, {"w": round_}, [])
 
 
-@run_async(timeout=30)
-async def test_a_deposed_leader_does_not_win_alone_on_the_roster_it_was_dropped_from() -> None:
+@simulated(timeout=30)
+async def test_a_deposed_leader_does_not_win_alone_on_the_roster_it_was_dropped_from(
+    streams: SimStreams,
+) -> None:
     # soak2, group 56a15276e15a0b6e = {n10, n13}: n10 led term 3 and committed round 143
     # with n13. n10 was slow (load 20): n13's lease lapsed and it won term 4 alone (its
     # electorate is the roster without the old leader: itself), dropping n10 from its roster.
     # n10 learnt of term 4 when n13 refused its commit, and followed n13; its lease on n13
     # lapsed before a heartbeat got through, and it stood on the roster of term 3 without n13:
     # an electorate of itself alone. It won term 5 and both committed rounds 144.. alone.
-    async with group_of(1, FAST) as (founder, peer):
+    async with group_of(streams, 1, FAST) as (founder, peer):
         old, new = founder.group, peer.group
         assert old is not None and new is not None
         both = {old.me, new.me}
@@ -76,14 +80,16 @@ def lose(member: GroupMember, methods: set[str]) -> None:
     member.handle = lossy  # type: ignore[method-assign]
 
 
-@run_async(timeout=30)
-async def test_a_member_without_its_leaders_roster_cannot_undo_a_committed_round() -> None:
+@simulated(timeout=30)
+async def test_a_member_without_its_leaders_roster_cannot_undo_a_committed_round(
+    streams: SimStreams,
+) -> None:
     # {L, A, B, C}, L frozen: A, B, C elect W in term 2 (votes of all three) and W drops L.
     # X hears W's announce but neither its roster nor its commits (cut off a moment); W
     # commits round 2 with Y: 2 of its roster {W, X, Y}. W freezes in turn. X stood on the
     # roster of term 1 without W, {L, X, Y}, and L (deposed, following W) made its majority:
     # a leader of term 3 holding round 1, and round 2, committed, was lost.
-    async with group_of(3, FAST) as peers:
+    async with group_of(streams, 3, FAST) as peers:
         groups = [p.group for p in peers]
         assert all(g is not None for g in groups)
         old, *members = groups  # type: ignore[misc]
@@ -107,7 +113,8 @@ async def test_a_member_without_its_leaders_roster_cannot_undo_a_committed_round
             await old.commit(model(2))
         assert (old.term, old.leader_key) == (2, winner.me)
 
-        x._lease_until = old._lease_until = 0.0  # W freezes
+        await asyncio.sleep(FAST.lease_timeout)  # W freezes: the votes for it grow old
+        x._lease_until = old._lease_until = 0.0
         await x._elect()
         assert not x.is_leader and x.term == 2  # was: leader of term 3 from round 1
         y._lease_until = 0.0
@@ -115,14 +122,16 @@ async def test_a_member_without_its_leaders_roster_cannot_undo_a_committed_round
         assert y.is_leader and y.term == 3 and y.model.round == 2
 
 
-@run_async(timeout=30)
-async def test_a_commit_needs_a_majority_of_the_roster_with_the_members_not_yet_confirmed() -> None:
+@simulated(timeout=30)
+async def test_a_commit_needs_a_majority_of_the_roster_with_the_members_not_yet_confirmed(
+    streams: SimStreams,
+) -> None:
     # {L, A, B, C, D}; N joins, and of the roster naming N only B hears (A, C, D are cut off
     # from pushes): N's acks do not count yet (Member.confirmed), so L counts 3 of 5 for a
     # commit, and gets L, A, C. But B's roster names N: its electorate is {A, B, C, D, N}, and
     # B, D and N (none of which holds that round) are 3 of those 5. Had the commit counted, B
     # would lead term 2 without the round. A commit needs a majority of both rosters.
-    async with group_of(4, FAST) as peers:
+    async with group_of(streams, 4, FAST) as peers:
         founder = peers[0]
         groups = [p.group for p in peers]
         assert all(g is not None for g in groups)
@@ -143,7 +152,7 @@ async def test_a_commit_needs_a_majority_of_the_roster_with_the_members_not_yet_
         leader.confirm_quorum = confirm_then_cut  # type: ignore[method-assign]
         for member in leader.roster.values():  # all heard within the lease: it admits
             member.last_seen = leader._now()
-        newcomer = await Peer().listen()
+        newcomer = await Peer(streams).listen()
         try:
             n = await newcomer.join(founder, FAST)
             await wait_for(lambda: n.me in b.roster, 5, "the roster push to B")
@@ -161,14 +170,16 @@ async def test_a_commit_needs_a_majority_of_the_roster_with_the_members_not_yet_
             await newcomer.channels.close()
 
 
-@run_async(timeout=30)
-async def test_a_commit_after_dropping_a_member_needs_the_roster_that_still_names_it() -> None:
+@simulated(timeout=30)
+async def test_a_commit_after_dropping_a_member_needs_the_roster_that_still_names_it(
+    streams: SimStreams,
+) -> None:
     # {L, A, B, D}: D falls silent (cut off) and L drops it; the roster without D reaches A but
     # not B. L commits round 2 with A: 2 of {L, A, B}. L freezes; B still holds the roster with
     # D, so its electorate is {A, B, D}, and D (back, its lease lapsed, round 1) makes B's
     # majority: a leader of term 2 without round 2. Until a majority of the roster that named
     # D holds the one without it, a commit needs a majority of the former too.
-    async with group_of(3, FAST) as peers:
+    async with group_of(streams, 3, FAST) as peers:
         groups = [p.group for p in peers]
         assert all(g is not None for g in groups)
         leader, *members = groups  # type: ignore[misc]
@@ -192,9 +203,11 @@ async def test_a_commit_after_dropping_a_member_needs_the_roster_that_still_name
         assert b.is_leader and b.term == 2 and b.model.round == 1  # round 2 never counted
 
 
-@run_async(timeout=30)
-async def test_once_the_others_hold_the_roster_without_a_dropped_member_commits_go_on() -> None:
-    async with group_of(3, FAST) as peers:
+@simulated(timeout=30)
+async def test_once_the_others_hold_the_roster_without_a_dropped_member_commits_go_on(
+    streams: SimStreams,
+) -> None:
+    async with group_of(streams, 3, FAST) as peers:
         groups = [p.group for p in peers]
         assert all(g is not None for g in groups)
         leader, *members = groups  # type: ignore[misc]
