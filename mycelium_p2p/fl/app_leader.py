@@ -33,6 +33,7 @@ from typing import Any, cast
 
 from flwr.app import ArrayRecord, Context, Message, RecordDict
 
+from ..aio import loop_time
 from ..errors import NotCommitted, StepDown
 from ..group.member import GroupMember
 from .app import FlowerApp
@@ -63,7 +64,7 @@ class AppGrid(GroupGrid):
         self.gate = gate
         self.commits = 0  # rounds committed by this grid
         self._trained_ok = False  # the last train batch had a reply: its aggregate is due
-        self._started = time.monotonic()
+        self._started = loop_time()
 
     def get_node_ids(self) -> Iterable[int]:
         """The members now (a strategy waiting for ``min_available_nodes`` sees them join)."""
@@ -90,7 +91,7 @@ class AppGrid(GroupGrid):
             if self.gate is not None:
                 self._on_loop(self.gate.wait())  # training paused: the run waits
             self.trained.clear()
-            self._started = time.monotonic()
+            self._started = loop_time()
             replies = list(super().send_and_receive(messages, timeout=timeout))
             self._trained_ok = bool(self.trained)
         else:
@@ -133,7 +134,7 @@ class AppGrid(GroupGrid):
             accuracy=metric(averaged, "acc", 0.0),
             loss=metric(averaged, "loss", 0.0),
             members=len(self.group.roster),
-            seconds=time.monotonic() - self._started,
+            seconds=loop_time() - self._started,
             digest=committed[1],
         )
         self.loop.call_soon_threadsafe(self.on_round, report)

@@ -35,6 +35,7 @@ from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 from flwr.supercore.task_identity import TaskIdentity
 
+from ..aio import loop_time
 from ..errors import ChannelError, RemoteError, StepDown, WireError
 from ..group.member import GroupMember
 from .limits import Screening
@@ -379,7 +380,7 @@ class GroupGrid(RunGrid):
                 if done:
                     return task.result()
                 now = self.group.roster.get(member.key)
-                if now is None or time.monotonic() - now.last_seen > config.member_timeout:
+                if now is None or loop_time() - now.last_seen > config.member_timeout:
                     raise ChannelError(f"member {member.key.hex()[:8]} went silent mid-round")
         finally:
             task.cancel()

@@ -6,7 +6,6 @@ import asyncio
 import functools
 import logging
 import math
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 from flwr.serverapp.strategy import Strategy
 
+from ..aio import loop_time
 from ..errors import StepDown
 from ..group.member import GroupMember
 from ..group.state import ModelSnapshot
@@ -142,7 +142,7 @@ async def lead_rounds(
                 await gate.wait()
             base = group.model
             arrays = initial() if base.empty else arrays_of(base)
-            started = time.monotonic()
+            started = loop_time()
             grid.trained.clear()
             grid.new_round()
             try:
@@ -194,7 +194,7 @@ async def lead_rounds(
                     accuracy=metric(metrics, "acc", 0.0),
                     loss=metric(metrics, "loss", 0.0),
                     members=len(group.roster),
-                    seconds=time.monotonic() - started,
+                    seconds=loop_time() - started,
                     digest=snapshot.digest.hex(),
                 )
             )

@@ -22,6 +22,7 @@ from flwr.app import ArrayRecord
 
 from .. import events
 from ..addresses import Address
+from ..aio import loop_time
 from ..dht import DhtNode, fetch_adverts
 from ..errors import ConfigError, JoinRefused, MyceliumError
 from ..fl.client import ClientRunner
@@ -242,7 +243,7 @@ class Membership:
         if origin is None or group is None or group.group_id == origin[0]:
             self.origin = None
             return
-        self.origin = Origin(group.group_id, origin[0], time.monotonic(), origin[1])
+        self.origin = Origin(group.group_id, origin[0], loop_time(), origin[1])
 
     def moved(self, old: str, new: str, *, chosen: bool) -> None:
         """Record a move from group ``old`` to ``new``. A move we did not choose (a split or a

@@ -18,12 +18,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from .. import events
-from ..aio import TaskOwner
+from ..aio import TaskOwner, loop_time
 from ..dht import DhtNode, fetch_advert, fetch_adverts
 from ..errors import ChannelError, MyceliumError, RemoteError
 from ..fl.client import ClientRunner
@@ -158,7 +157,7 @@ class Merger:
         origin = self.membership.origin
         if origin is None or origin.entered != group.group_id:
             return None
-        if time.monotonic() - origin.at > RETURN_WINDOW:
+        if loop_time() - origin.at > RETURN_WINDOW:
             self.membership.origin = None
             return None
         advert = await fetch_advert(self.dht, origin.left)

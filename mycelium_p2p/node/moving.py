@@ -14,11 +14,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 from collections.abc import Sequence
 
 from .. import events
-from ..aio import TaskOwner
+from ..aio import TaskOwner, loop_time
 from ..dht import DhtNode, fetch_adverts, publish_advert
 from ..errors import ChannelError, JoinRefused, MyceliumError, RemoteError
 from ..fl.client import ClientRunner
@@ -100,7 +99,7 @@ class Mover:
         limit = self.migration.config.max_candidates
         candidates = self.rng.sample(adverts, min(limit, len(adverts)))
         scores = await self._measure(candidates)
-        decision = self.migration.decide(own, scores, time.monotonic())
+        decision = self.migration.decide(own, scores, loop_time())
         best = max(scores, key=scores.__getitem__, default=None)
         self.emit(
             events.EVALUATED,
@@ -184,9 +183,9 @@ class Mover:
                 self.publisher.note_ended(old.group_id, old.cert.term)
         await self.membership.leave()
         if chosen:
-            self.migration.moved(time.monotonic())
+            self.migration.moved(loop_time())
         else:
-            self.migration.settled(time.monotonic())
+            self.migration.settled(loop_time())
         for target in (advert, *fallbacks):
             self.emit(
                 events.MOVING,
@@ -236,7 +235,7 @@ class Mover:
                     group_id=group.group_id,
                 )
                 await self.membership.leave()
-                self.migration.settled(time.monotonic())
+                self.migration.settled(loop_time())
                 await self.membership.enter(
                     as_configured=False,
                     model=group.model,

@@ -33,14 +33,16 @@ from flwr.clientapp import ClientApp
 
 from .. import events
 from ..addresses import Address, ip_literal, reachable_ip, resolve
-from ..aio import TaskOwner
+from ..aio import TaskOwner, loop_time
 from ..dht import DhtNode, publish_advert
+from ..dht.transport import DatagramNetwork
 from ..errors import BootstrapError, ConfigError
 from ..fl.app import FlowerApp, load_flower_app
 from ..fl.client import ClientRunner, load_client_app
 from ..fl.leader import RoundReport
 from ..fl.worker import DEFAULT_APP, ClientProcess
 from ..group.member import GroupMember
+from ..group.streams import StreamNetwork
 from ..group.transport import Channel, ChannelServer, Reply
 from ..identity import Identity
 from ..migration.policy import MigrationPolicy
@@ -69,13 +71,16 @@ class Node:
         on_event: Event | None = None,
         *,
         compute: Executor | ClientProcess | None = None,
+        network: DatagramNetwork | None = None,
+        streams: StreamNetwork | None = None,
     ) -> None:
         """``compute``: where the node's ClientApp (training, evaluation) runs; by default a
         thread of its own, or with ``config.isolation == "process"`` a worker process of its
         own (training then never holds the GIL its heartbeats need). Many nodes in one process
         should share one: a ``ThreadPoolExecutor(1)`` (threads of their own would fight over
         the GIL, at 3x the CPU for the same work) or one ``ClientProcess`` (which the caller
-        closes)."""
+        closes). ``network`` and ``streams``: where its DHT datagrams and its channels go (UDP
+        and TCP unless given; ``mycelium_p2p.testing``'s simulated network in tests)."""
         if config.fl.isolation not in ("thread", "process"):
             raise ConfigError(f"isolation {config.fl.isolation!r}: expected thread or process")
         self.flower_app = self._load_app(config.fl)
@@ -89,8 +94,8 @@ class Node:
             )
         self.identity = identity
         self.on_event = on_event or (lambda event: log.info("%s", event.text))
-        self.dht = DhtNode(identity, config.dht)
-        self.channels = ChannelServer(identity, self._route)
+        self.dht = DhtNode(identity, config.dht, network=network)
+        self.channels = ChannelServer(identity, self._route, streams=streams)
         self.tasks = TaskOwner("node")
         app, initial = self._load_task()
         self._worker: ClientProcess | None = None  # a worker process this node owns
@@ -308,14 +313,14 @@ class Node:
     async def _bootstrap(self) -> None:
         """Join the DHT; keep trying for ``bootstrap_wait`` s (a seed may be booting or busy)."""
         c = self.config
-        deadline = time.monotonic() + c.bootstrap_wait
+        deadline = loop_time() + c.bootstrap_wait
         hints = load_contacts(c.data_dir) if c.data_dir is not None else []
         while True:
             try:
                 await self.dht.bootstrap(c.bootstrap, hints)
                 return
             except BootstrapError as exc:
-                if time.monotonic() >= deadline:
+                if loop_time() >= deadline:
                     raise
                 self.emit(events.WAITING, f"{exc}; trying again")
                 await asyncio.sleep(2.0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from ..aio import loop_time
 from ..dht import DhtNode, publish_advert
 from ..fl.client import ClientRunner
 from ..fl.leader import RoundReport
@@ -59,7 +60,7 @@ class Publisher:
     def note_ended(self, group_id: str, term: int) -> None:
         """We led ``group_id`` alone in ``term`` and left it: our next adverts in its shard
         say so while its earlier leaders' adverts may still be stored (``sign_advert``)."""
-        now = time.monotonic()
+        now = loop_time()
         self._ended[group_id] = (term, now)
         for gid, (_term, when) in list(self._ended.items()):
             if now - when > self.config.group.advert_ttl:
@@ -67,7 +68,7 @@ class Publisher:
 
     def ended_in_shard(self, group_id: str) -> list[tuple[str, int]]:
         """The groups we ended lately in ``group_id``'s index shard, newest first."""
-        now = time.monotonic()
+        now = loop_time()
         shard = index_topic(group_id)
         recent = sorted(
             (
@@ -120,7 +121,7 @@ class Publisher:
             group = self.membership.group
             if group is not None:
                 role = "leader" if group.is_leader else "member"
-                now = time.monotonic()
+                now = loop_time()
                 failing = self.runner.failures.streak > 0
                 if (group.group_id, role, failing) != published or now >= due:
                     self._presence_seq = next_seq(self._presence_seq, time.time())

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, Literal
 
@@ -20,7 +19,7 @@ from msgspec import Meta
 
 from .. import events
 from ..addresses import WireAddress
-from ..aio import TaskOwner
+from ..aio import TaskOwner, loop_time
 from ..errors import ChannelError, RemoteError
 from ..group.member import GroupMember
 from ..group.state import ModelSnapshot
@@ -98,7 +97,7 @@ class Splitter:
             group = self.membership.group
             if not self.enabled or group is None or not group.is_leader:
                 return
-            leaving = policy.observe(updates, self.me, time.monotonic())
+            leaving = policy.observe(updates, self.me, loop_time())
             if leaving:
                 self.tasks.spawn(self.split(group, leaving, model), name="split")
 
@@ -167,7 +166,7 @@ class Splitter:
         if split.found is not None:
             await self.membership.leave()
             new = self.membership.found(split.found, group.model)
-            self.migration.settled(time.monotonic())  # a founder that left at once strands it
+            self.migration.settled(loop_time())  # a founder that left at once strands it
             self.membership.moved(group.group_id, new.group_id, chosen=False)
             return Reply({"group_id": new.group_id, "addr": list(self.membership.tcp_addr)})
         if split.join is None or split.addr is None or split.key is None:

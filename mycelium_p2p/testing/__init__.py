@@ -7,6 +7,7 @@
 - ``streams``: ``SimStreams``, group channels on a ``SimNetwork``'s hosts (a relay between socket
   pairs: the handshake and frames are the node's own code) that a ``ChannelServer(streams=...)``
   listens and dials on instead of TCP;
+- ``simnodes``: ``sim_learning_network``, whole learning nodes on those two (in real time);
 - ``swarm``: ``sim_dht_node``, ``sim_swarm``, DHT peers on a ``SimNetwork`` from a seed.
 - ``aio``: ``run_async`` (an async test in a fresh loop, with a deadline) and ``wait_for``.
 - ``records``: a new group's signed advert (``make_advert``) and ways to break one.
