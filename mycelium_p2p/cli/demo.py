@@ -16,6 +16,7 @@ import json
 import random
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,117 +70,142 @@ async def _wait_listed(
 
 async def run_demo(config: DemoConfig, console: Console, stop: asyncio.Event) -> dict[str, Any]:
     """Run the demo until ``duration`` passes or ``stop`` is set; returns the summary."""
-    rng = random.Random(config.seed)
-    state = DemoState()
-    k = min(config.domains, len(GROUP_NAMES), config.nodes)
-    per_domain = -(-config.nodes // k)
-    names = [f"n{i:02d}" for i in range(config.nodes)]
-    for i, name in enumerate(names):
-        state.nodes[name] = NodeView(name, i % k)
-    common = [
-        "--round-pause",
-        str(config.round_pause),
-        "--evaluation-interval",
-        str(config.evaluation_interval),
-        "--heartbeat",
-        "0.5",
-        "--threads",
-        "1",
-        "--no-merge",  # the demo starts from mixed groups by design, to show migration sort them
-    ]
-
-    def options(i: int) -> list[str]:
-        d = i % k
-        shard = f"{i // k % per_domain}/{per_domain}"
-        return ["--domain", str(d), "--data-shard", shard, *common]
-
     config.out.mkdir(parents=True, exist_ok=True)
-    workdir = config.out / "run"
-    exit_codes: dict[str, int | None] = {}
-    result: dict[str, Any] = {}
-    with LocalNet(workdir) as net:
-        phase = "starting the bootstrap peer"
-        live = Live(view(state, phase), console=console, refresh_per_second=4, transient=False)
+    with LocalNet(config.out / "run") as net:
+        run = _Run(config, net)
+        live = Live(view(run.state, run.phase), console=console, refresh_per_second=4)
         if config.live:
             live.start()
         try:
-            seed = await asyncio.to_thread(net.start_bootstrap, "seed", "127.0.0.1", 0)
-            state.note(f"bootstrap peer up on udp {seed[0]}:{seed[1]}")
-            phase = "founding one group per domain"
-            live.update(view(state, phase))
-            for i in range(k):  # group i is founded by a node of domain i
-                net.start_node(names[i], [seed], "--create", GROUP_NAMES[i], *options(i))
-            # everyone else starts in a group of mixed domains; they start while the founders
-            # do (starting a node is mostly importing torch) and find their groups a bit later
-            for i in range(k, config.nodes):
-                target = GROUP_NAMES[(i + i // k) % k]
-                net.start_node(names[i], [seed], "--group", target, *options(i))
-            await _wait_listed(net, seed, state, k, stop)
-            phase = "nodes joining mixed groups"
-            # the clock of --duration starts once every node is in a group
-            t0 = time.monotonic() + STARTUP_TIMEOUT
-            next_query, killed_node, restart_at = 0.0, None, None
-            kill_at = float("inf")
-            while time.monotonic() - t0 < config.duration and not stop.is_set():
-                for event in net.new_events():
-                    state.apply(event)
-                if phase != "training and migrating" and all(
-                    n.group_id for n in state.nodes.values()
-                ):
-                    phase = "training and migrating"
-                    t0 = time.monotonic()
-                    kill_at = t0 + config.duration * 0.5
-                    state.note(f"all {config.nodes} nodes are in groups")
-                if time.monotonic() >= next_query:
-                    next_query = time.monotonic() + 3.0
-                    try:
-                        adverts = await query_groups([seed], timeout=3.0)
-                        state.listed = {a.group_id for a in adverts if a.metrics.members > 0}
-                    except Exception:
-                        state.listed = set()
-                if (
-                    config.kill_leader
-                    and killed_node is None
-                    and phase == "training and migrating"
-                    and time.monotonic() >= kill_at
-                ):
-                    late = time.monotonic() >= t0 + config.duration * 0.75
-                    killed_node = _kill_a_leader(net, state, rng, any_group=late)
-                    restart_at = time.monotonic() + 10.0
-                if killed_node and restart_at and time.monotonic() >= restart_at:
-                    restart_at = None
-                    # same identity and data; it finds a group like any newcomer
-                    net.start_node(killed_node, [seed], *options(names.index(killed_node)))
-                    state.nodes[killed_node].role = "starting"
-                    state.note(f"{killed_node} restarted (same identity and data)")
-                for peer in net.peers.values():
-                    if peer.returncode not in (None, -signal.SIGKILL) and peer.name != "seed":
-                        state.nodes[peer.name].role = f"exited {peer.returncode}"
+            await run.start(lambda: live.update(view(run.state, run.phase)), stop)
+            while run.going(stop):
+                await run.tick()
                 if config.live:
-                    live.update(view(state, phase))
+                    live.update(view(run.state, run.phase))
                 else:
-                    _print_new_log(console, state)
+                    _print_new_log(console, run.state)
                 await asyncio.sleep(0.25)
-            phase = "stopping: every node leaves its group"
+            run.phase = "stopping: every node leaves its group"
             if config.live:
-                live.update(view(state, phase))
-            result = summary(state)  # the network as it trained, before everyone leaves
-            exit_codes = await asyncio.to_thread(net.stop_all)
-            result["pids"] = list(net.started_pids)
-            for event in net.new_events():
-                state.apply(event)
+                live.update(view(run.state, run.phase))
+            result = await run.stop()
             if config.live:
-                live.update(view(state, "stopped"))
+                live.update(view(run.state, "stopped"))
         finally:
             if config.live:
                 live.stop()
     if not config.live:
-        _print_new_log(console, state)
-    result["processes"] = len(exit_codes)
-    result["exit_codes"] = exit_codes
-    result["plot"] = str(save_plot(state, config.out / "demo.png"))
+        _print_new_log(console, run.state)
+    result["plot"] = str(save_plot(run.state, config.out / "demo.png"))
     (config.out / "summary.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+class _Run:
+    """One demo run, step by step: ``start`` the network, ``tick`` until it is time to
+    ``stop``. ``phase`` says where it is (the live view shows it)."""
+
+    def __init__(self, config: DemoConfig, net: LocalNet) -> None:
+        self.config, self.net = config, net
+        self.rng = random.Random(config.seed)
+        self.state = DemoState()
+        self.domains = min(config.domains, len(GROUP_NAMES), config.nodes)
+        self.names = [f"n{i:02d}" for i in range(config.nodes)]
+        for i, name in enumerate(self.names):
+            self.state.nodes[name] = NodeView(name, i % self.domains)
+        self.phase = "starting the bootstrap peer"
+        self.seed: tuple[str, int] = ("127.0.0.1", 0)
+        # the clock of --duration starts once every node is in a group
+        self.t0 = time.monotonic() + STARTUP_TIMEOUT
+        self.next_query = 0.0
+        self.kill_at = float("inf")
+        self.killed: str | None = None
+        self.restart_at: float | None = None
+
+    def options(self, i: int) -> list[str]:
+        """The ``join`` options of node ``i``: its domain and shard, and the demo's pace."""
+        k, c = self.domains, self.config
+        per_domain = -(-c.nodes // k)
+        return [
+            *("--domain", str(i % k), "--data-shard", f"{i // k % per_domain}/{per_domain}"),
+            *("--round-pause", str(c.round_pause)),
+            *("--evaluation-interval", str(c.evaluation_interval)),
+            *("--heartbeat", "0.5", "--threads", "1"),
+            "--no-merge",  # the demo starts from mixed groups, to show migration sort them
+        ]
+
+    async def start(self, show: Callable[[], None], stop: asyncio.Event) -> None:
+        """The bootstrap peer, one founder per domain, then everyone else into mixed groups;
+        returns once the founders' groups are listed."""
+        net, k, names = self.net, self.domains, self.names
+        self.seed = await asyncio.to_thread(net.start_bootstrap, "seed", "127.0.0.1", 0)
+        self.state.note(f"bootstrap peer up on udp {self.seed[0]}:{self.seed[1]}")
+        self.phase = "founding one group per domain"
+        show()
+        for i in range(k):  # group i is founded by a node of domain i
+            net.start_node(names[i], [self.seed], "--create", GROUP_NAMES[i], *self.options(i))
+        # everyone else starts in a group of mixed domains; they start while the founders do
+        # (starting a node is mostly importing torch) and find their groups a bit later
+        for i in range(k, self.config.nodes):
+            target = GROUP_NAMES[(i + i // k) % k]
+            net.start_node(names[i], [self.seed], "--group", target, *self.options(i))
+        await _wait_listed(net, self.seed, self.state, k, stop)
+        self.phase = "nodes joining mixed groups"
+
+    def going(self, stop: asyncio.Event) -> bool:
+        return time.monotonic() - self.t0 < self.config.duration and not stop.is_set()
+
+    async def tick(self) -> None:
+        """Read the nodes' events and the listing; kill a leader midway, restart it later."""
+        for event in self.net.new_events():
+            self.state.apply(event)
+        self._when_all_grouped()
+        if time.monotonic() >= self.next_query:
+            self.next_query = time.monotonic() + 3.0
+            try:
+                adverts = await query_groups([self.seed], timeout=3.0)
+                self.state.listed = {a.group_id for a in adverts if a.metrics.members > 0}
+            except Exception:
+                self.state.listed = set()
+        self._harm()
+        for peer in self.net.peers.values():
+            if peer.returncode not in (None, -signal.SIGKILL) and peer.name != "seed":
+                self.state.nodes[peer.name].role = f"exited {peer.returncode}"
+
+    def _when_all_grouped(self) -> None:
+        if self.phase == "training and migrating":
+            return
+        if all(n.group_id for n in self.state.nodes.values()):
+            self.phase = "training and migrating"
+            self.t0 = time.monotonic()
+            self.kill_at = self.t0 + self.config.duration * 0.5
+            self.state.note(f"all {self.config.nodes} nodes are in groups")
+
+    def _harm(self) -> None:
+        """Midway, SIGKILL a leader; 10 s later, start it again (same identity and data)."""
+        now = time.monotonic()
+        if self.config.kill_leader and self.killed is None and now >= self.kill_at:
+            late = now >= self.t0 + self.config.duration * 0.75
+            self.killed = _kill_a_leader(self.net, self.state, self.rng, any_group=late)
+            self.restart_at = now + 10.0
+        if self.killed and self.restart_at and now >= self.restart_at:
+            self.restart_at = None
+            # it finds a group like any newcomer
+            options = self.options(self.names.index(self.killed))
+            self.net.start_node(self.killed, [self.seed], *options)
+            self.state.nodes[self.killed].role = "starting"
+            self.state.note(f"{self.killed} restarted (same identity and data)")
+
+    async def stop(self) -> dict[str, Any]:
+        """The summary of the network as it trained, then every node stopped (and left)."""
+        result = summary(self.state)
+        exit_codes = await asyncio.to_thread(self.net.stop_all)
+        result["pids"] = list(self.net.started_pids)
+        for event in self.net.new_events():
+            self.state.apply(event)
+        result["processes"] = len(exit_codes)
+        result["exit_codes"] = exit_codes
+        return result
 
 
 def _print_new_log(console: Console, state: DemoState) -> None:

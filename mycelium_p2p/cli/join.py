@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
@@ -15,7 +15,7 @@ from .. import events
 from ..addresses import Address, resolve
 from ..fl.limits import TrainCaps
 from ..fl.strategies import STRATEGIES
-from ..node.config import FlSettings, GroupSettings, MigrationSettings, NodeConfig
+from ..node.config import FlSettings, GroupSettings, MigrationSettings, NodeConfig, NodeEvent
 from .common import (
     FiniteFloatRange,
     bootstrap_addresses,
@@ -25,6 +25,9 @@ from .common import (
     quiet_flower,
     run_async,
 )
+
+if TYPE_CHECKING:
+    from ..node.node import Node
 
 
 @click.command()
@@ -257,39 +260,17 @@ def join(
     addrs = bootstrap_addresses(bootstrap, peers_file, required=create is None)
     from ..fl.worker import limit_torch_threads
     from ..node import run_until_signalled
-    from ..node.node import Node, NodeEvent
+    from ..node.node import Node
 
     options = click.get_current_context().params
     quiet_flower()
     journal = open(events_file, "a", buffering=1) if events_file else None  # noqa: SIM115
 
-    def event(ev: NodeEvent) -> None:
-        stamp = time.strftime("%H:%M:%S", time.localtime(ev.at))
-        click.echo(f"{stamp}.{int(ev.at % 1 * 1000):03d} {ev.text}")
-        if journal is not None:
-            journal.write(json.dumps(ev.as_json()) + "\n")
-
     async def main() -> None:
         config = node_config_of(options, await resolve(addrs))
-        node = Node(config, on_event=event)
+        node = Node(config, on_event=_printer(journal))
         limit_torch_threads(threads)  # after the ClientApp is loaded: torch only if it uses it
-
-        async def serve(stop: asyncio.Event) -> None:
-            started = False
-            try:
-                await node.start()
-                started = True
-                ended = asyncio.ensure_future(node.ended.wait())
-                signalled = asyncio.ensure_future(stop.wait())
-                await asyncio.wait({ended, signalled}, return_when=asyncio.FIRST_COMPLETED)
-                ended.cancel()
-                signalled.cancel()
-            finally:
-                await node.stop()
-                if started:
-                    node.emit(events.STOPPED, "left the group and stopped")
-
-        await run_until_signalled(serve)
+        await run_until_signalled(lambda stop: _serve(node, stop))
         if node.gave_up:
             raise click.ClickException(node.gave_up)
 
@@ -298,6 +279,35 @@ def join(
     finally:
         if journal is not None:
             journal.close()
+
+
+def _printer(journal: TextIO | None) -> Callable[[NodeEvent], None]:
+    """Print each event with its time, and append it to the events file as JSON."""
+
+    def event(ev: NodeEvent) -> None:
+        stamp = time.strftime("%H:%M:%S", time.localtime(ev.at))
+        click.echo(f"{stamp}.{int(ev.at % 1 * 1000):03d} {ev.text}")
+        if journal is not None:
+            journal.write(json.dumps(ev.as_json()) + "\n")
+
+    return event
+
+
+async def _serve(node: Node, stop: asyncio.Event) -> None:
+    """Start ``node``, run until it ends (its app gave up) or ``stop`` is set, then stop it."""
+    started = False
+    try:
+        await node.start()
+        started = True
+        ended = asyncio.ensure_future(node.ended.wait())
+        signalled = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({ended, signalled}, return_when=asyncio.FIRST_COMPLETED)
+        ended.cancel()
+        signalled.cancel()
+    finally:
+        await node.stop()
+        if started:
+            node.emit(events.STOPPED, "left the group and stopped")
 
 
 def node_config_of(options: Mapping[str, Any], bootstrap: list[Address]) -> NodeConfig:

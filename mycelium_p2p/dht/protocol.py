@@ -26,7 +26,6 @@ interoperate: their stores are validated like anyone's.
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
 import os
 from collections import Counter, OrderedDict
@@ -37,7 +36,6 @@ from typing import Any
 import msgpack
 from kademlia.node import Node
 from kademlia.protocol import KademliaProtocol
-from kademlia.routing import RoutingTable
 from rpcudp.exceptions import MalformedMessage
 
 from ..aio import loop_time
@@ -48,6 +46,7 @@ from .limits import RpcGate, RpcLimits
 from .peers import AddressBook, ProofLimiter, fit_reply
 from .proving import IdProofs
 from .replies import Answer, parse_contacts
+from .routing import OwnedRoutingTable
 from .rtt import Address, RttEstimator
 from .storage import RecordStore
 
@@ -107,62 +106,6 @@ def _check_id(value: Any, what: str = "node id") -> bytes:
     return value
 
 
-class _OwnedRoutingTable(RoutingTable):
-    """kademlia's routing table, with its bucket-full ping run as an owned task, a
-    ``find_neighbors`` that returns the closest contacts it holds, and buckets stamped with
-    the event loop's clock (kademlia reads ``time.monotonic``; the two agree under asyncio's
-    own loops)."""
-
-    protocol: MyceliumProtocol
-
-    def flush(self) -> None:
-        super().flush()
-        self.buckets[0].last_updated = loop_time()
-
-    def split_bucket(self, index: int) -> None:
-        super().split_bucket(index)
-        now = loop_time()
-        for bucket in self.buckets[index : index + 2]:
-            bucket.last_updated = now
-
-    def has_room_for(self, node: Node) -> bool:
-        """Would ``node`` enter a bucket (free, or split) rather than the replacement cache?"""
-        bucket = self.buckets[self.get_bucket_for(node)]
-        return bool(
-            len(bucket) < self.ksize or bucket.has_in_range(self.node) or bucket.depth() % 5 != 0
-        )
-
-    def find_neighbors(
-        self, node: Node, k: int | None = None, exclude: Node | None = None
-    ) -> list[Node]:
-        """The ``k`` contacts closest to ``node`` by XOR distance, over the whole table.
-
-        kademlia's version walks buckets outward by index from the target's and stops at the
-        first ``k`` it meets: index order is not XOR order, and its walk ends early at an empty
-        bucket (a table of 150 contacts could answer none). Lookups seeded or fed by it miss
-        records held by the truly closest peers.
-        """
-        contacts = (
-            contact
-            for bucket in self.buckets
-            for contact in bucket.nodes.values()
-            if contact.id != node.id and (exclude is None or not contact.same_home_as(exclude))
-        )
-        return heapq.nsmallest(k or self.ksize, contacts, key=node.distance_to)
-
-    def add_contact(self, node: Node) -> None:
-        index = self.get_bucket_for(node)
-        bucket = self.buckets[index]
-        if bucket.add_node(node):
-            return
-        # Section 4.2 of the paper: split when the bucket covers our id or its depth allows.
-        if bucket.has_in_range(self.node) or bucket.depth() % 5 != 0:
-            self.split_bucket(index)
-            self.add_contact(node)
-        else:
-            self.protocol.spawn(self.protocol.call_ping(bucket.head()))
-
-
 class MyceliumProtocol(IdProofs, KademliaProtocol):
     """Kademlia RPCs over UDP with validation, adaptive timeouts and paged record lookups."""
 
@@ -184,7 +127,7 @@ class MyceliumProtocol(IdProofs, KademliaProtocol):
         limits: RpcLimits | None = None,
     ) -> None:
         super().__init__(source_node, storage, ksize)
-        self.router = _OwnedRoutingTable(self, ksize, source_node)
+        self.router = OwnedRoutingTable(self, ksize, source_node)
         self.rtt = rtt
         self.spawn = spawn
         self.read_only = read_only

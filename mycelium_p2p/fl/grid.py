@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import hashlib
 import logging
 import time
@@ -38,11 +39,25 @@ from flwr.supercore.task_identity import TaskIdentity
 from ..aio import loop_time
 from ..errors import ChannelError, RemoteError, StepDown, WireError
 from ..group.member import GroupMember
+from ..group.state import Member
 from .limits import Screening
 from .screening import check_reply, screen_round
 from .wire import decode_content, encode_content
 
 log = logging.getLogger(__name__)
+
+#: what a member's reply may hold beyond twice the bytes it was sent (its metrics, a header)
+REPLY_ALLOWANCE = 2**20
+
+
+class _NoReply(Exception):
+    """No reply to aggregate: why, as Flower's error code and reason; ``dropped`` when a reply
+    came but was refused (logged as a warning)."""
+
+    def __init__(self, code: int, reason: str, *, dropped: bool = False) -> None:
+        super().__init__(reason)
+        self.code, self.reason, self.dropped = code, reason, dropped
+
 
 LEADER_NODE_ID = 0
 LocalClient = Callable[[Message], Awaitable[Message]]
@@ -267,89 +282,100 @@ class GroupGrid(RunGrid):
     async def _exchange(
         self, message: Message, message_id: str, timeout: float | None = None
     ) -> Message:
+        """Send ``message`` to its member (or our own ClientApp) and return the reply, or an
+        error ``Message`` saying why there is none; ``StepDown`` if our term has ended."""
         timeout = self.reply_timeout if timeout is None else timeout
         meta = message.metadata
         dst = meta.dst_node_id
         key = self._keys.get(dst)
-        metadata = make_metadata(
-            message_id=message_id,
-            src=LEADER_NODE_ID,
-            dst=dst,
+        reply_metadata = functools.partial(
+            make_metadata,
+            src=dst,
+            dst=LEADER_NODE_ID,
             message_type=meta.message_type,
             group_id=meta.group_id,
+            reply_to=message_id,
         )
 
-        def reply_metadata() -> Metadata:
-            return make_metadata(
-                message_id=uuid.uuid4().hex,
-                src=dst,
-                dst=LEADER_NODE_ID,
-                message_type=meta.message_type,
-                group_id=meta.group_id,
-                reply_to=message_id,
-            )
-
         def error(code: int, reason: str) -> Message:
-            return make_message(reply_metadata(), error=Error(code, reason))
-
-        def dropped(reason: str) -> Message:  # a reply that came, but is not aggregated
-            log.warning("reply from member %s dropped: %s", self._name(dst), reason)
-            return error(ErrorCode.REPLY_MESSAGE_UNAVAILABLE, reason)
+            return make_message(
+                reply_metadata(message_id=uuid.uuid4().hex), error=Error(code, reason)
+            )
 
         member = self.group.roster.get(key) if key is not None else None
         if member is None:
             return error(ErrorCode.NODE_UNAVAILABLE, f"node {dst} is not in the group")
         if not self.group.is_leader or self.group.term != self.term:
             raise StepDown("no longer the leader of this term")
-        if member.key == self.group.me:
-            outgoing = make_message(metadata, content=_copy(message.content))
-            try:
-                reply = await asyncio.wait_for(self.local_client(outgoing), timeout)
-            except asyncio.TimeoutError:
-                return error(ErrorCode.NODE_UNAVAILABLE, "own ClientApp timed out")
-            if reply.has_error():
-                return error(reply.error.code, reply.error.reason or "")
-            content = reply.content
-        else:
-            records, segments = encode_content(message.content)
-            header = {
-                "term": self.term,
-                "cert": self.group.cert_blob,
-                "mid": message_id,
-                "type": meta.message_type,
-                "fgid": meta.group_id,
-                "records": records,
-            }
-            try:
-                answer, segs = await self._while_present(
-                    member,
-                    self.group.channels.request(
-                        member.addr,
-                        member.key,
-                        "fl.msg",
-                        {"gid": self.group.group_id, **header},
-                        segments,
-                        timeout=timeout,
-                    ),
-                )
-            except RemoteError as exc:
-                if exc.code == "stale-term" and await self.group.heed_stale_term(member):
-                    raise StepDown(f"member {member.key.hex()[:8]} proved a newer term") from None
-                if exc.code == "client-error":
-                    self._app_failed(member.key, exc.reason)
-                return error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, exc.reason)
-            except ChannelError as exc:
-                return error(ErrorCode.NODE_UNAVAILABLE, str(exc))
-            if answer.get("mid") != message_id:
-                return error(ErrorCode.REPLY_MESSAGE_UNAVAILABLE, "reply to another message")
-            try:
-                content = decode_content(answer.get("records"), segs)
-            except WireError as exc:
-                return dropped(str(exc))
-        problem = check_reply(message.content, content, meta.message_type, self.screening)
-        if problem is not None:
-            return dropped(problem)
-        return make_message(reply_metadata(), content=content)
+        try:
+            if member.key == self.group.me:
+                content = await self._ask_self(message, message_id, timeout)
+            else:
+                content = await self._ask_member(member, message, message_id, timeout)
+            problem = check_reply(message.content, content, meta.message_type, self.screening)
+            if problem is not None:
+                raise _NoReply(ErrorCode.REPLY_MESSAGE_UNAVAILABLE, problem, dropped=True)
+        except _NoReply as no:
+            if no.dropped:  # a reply that came, but is not aggregated
+                log.warning("reply from member %s dropped: %s", self._name(dst), no.reason)
+            return error(no.code, no.reason)
+        return make_message(reply_metadata(message_id=uuid.uuid4().hex), content=content)
+
+    async def _ask_self(self, message: Message, message_id: str, timeout: float) -> RecordDict:
+        """Our own ClientApp's reply to ``message``."""
+        meta = message.metadata
+        metadata = make_metadata(
+            message_id=message_id,
+            src=LEADER_NODE_ID,
+            dst=meta.dst_node_id,
+            message_type=meta.message_type,
+            group_id=meta.group_id,
+        )
+        outgoing = make_message(metadata, content=_copy(message.content))
+        try:
+            reply = await asyncio.wait_for(self.local_client(outgoing), timeout)
+        except asyncio.TimeoutError:
+            raise _NoReply(ErrorCode.NODE_UNAVAILABLE, "own ClientApp timed out") from None
+        if reply.has_error():
+            raise _NoReply(reply.error.code, reply.error.reason or "")
+        return reply.content
+
+    async def _ask_member(
+        self, member: Member, message: Message, message_id: str, timeout: float
+    ) -> RecordDict:
+        """``member``'s reply to ``message`` (``fl.msg`` over its channel). The reply may hold
+        twice what we sent, plus 1 MiB: a model of the shapes sent, and its metrics."""
+        meta = message.metadata
+        records, segments = encode_content(message.content)
+        header = {
+            "gid": self.group.group_id,
+            "term": self.term,
+            "cert": self.group.cert_blob,
+            "mid": message_id,
+            "type": meta.message_type,
+            "fgid": meta.group_id,
+            "records": records,
+        }
+        cap = 2 * sum(memoryview(s).nbytes for s in segments) + REPLY_ALLOWANCE
+        request = self.group.channels.request(
+            member.addr, member.key, "fl.msg", header, segments, timeout=timeout, max_reply=cap
+        )
+        try:
+            answer, segs = await self._while_present(member, request)
+        except RemoteError as exc:
+            if exc.code == "stale-term" and await self.group.heed_stale_term(member):
+                raise StepDown(f"member {member.key.hex()[:8]} proved a newer term") from None
+            if exc.code == "client-error":
+                self._app_failed(member.key, exc.reason)
+            raise _NoReply(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, exc.reason) from None
+        except ChannelError as exc:
+            raise _NoReply(ErrorCode.NODE_UNAVAILABLE, str(exc)) from None
+        if answer.get("mid") != message_id:
+            raise _NoReply(ErrorCode.REPLY_MESSAGE_UNAVAILABLE, "reply to another message")
+        try:
+            return decode_content(answer.get("records"), segs)
+        except WireError as exc:
+            raise _NoReply(ErrorCode.REPLY_MESSAGE_UNAVAILABLE, str(exc), dropped=True) from None
 
     def _app_failed(self, key: bytes, reason: str) -> None:
         """A member's ClientApp raised: say so once per member and error, then count."""

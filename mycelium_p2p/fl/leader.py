@@ -129,50 +129,19 @@ async def lead_rounds(
     thread = ThreadPoolExecutor(1, thread_name_prefix="strategy")  # not the shared pool
     try:
         own = functools.partial(runner.run, batch=group.group_id)  # with its members' calls
-        grid = GroupGrid(
-            group,
-            asyncio.get_running_loop(),
-            own,
-            reply_timeout=reply_timeout,
-            screening=screening,
-        )
+        loop = asyncio.get_running_loop()
+        grid = GroupGrid(group, loop, own, reply_timeout=reply_timeout, screening=screening)
+        flower = _FlowerRound(grid, thread, strategy, train_config, reply_timeout)
         done = idle = 0
         while group.is_leader and group.term == term and (max_rounds is None or done < max_rounds):
             if gate is not None:
                 await gate.wait()
             base = group.model
-            arrays = initial() if base.empty else arrays_of(base)
-            started = loop_time()
-            grid.trained.clear()
-            grid.new_round()
             try:
-                result = await _in_thread(
-                    grid,
-                    thread,
-                    strategy.start,
-                    grid=grid,
-                    initial_arrays=arrays,
-                    num_rounds=1,
-                    timeout=reply_timeout,
-                    # each Flower run is one round (its server-round is always 1): the group
-                    # round tells members which round this is (fresh shuffles every round)
-                    train_config=ConfigRecord({**train_config, "group-round": base.round + 1}),
-                    evaluate_config=ConfigRecord({}),
-                )
-                if len(result.arrays) == 0:
-                    idle += 1
-                    await asyncio.sleep(_untrained(group, grid, runner, idle, round_pause))
-                    continue
-                idle = 0
-                snapshot = snapshot_of(base.round + 1, result.arrays)
-                if not await group.commit(snapshot):
-                    log.warning(
-                        "group %s: round %d not acknowledged by a majority",
-                        group.group_id,
-                        snapshot.round,
-                    )
-                    await asyncio.sleep(max(round_pause, 0.5))
-                    continue
+                played = await flower.play(base, initial() if base.empty else arrays_of(base))
+                if played is not None:
+                    snapshot = snapshot_of(base.round + 1, played.arrays)
+                    committed = await group.commit(snapshot)
             except StepDown as exc:
                 log.info("group %s: leadership of term %d ended: %s", group.group_id, term, exc)
                 return
@@ -182,22 +151,78 @@ async def lead_rounds(
                 log.exception("group %s: round %d failed", group.group_id, base.round + 1)
                 await asyncio.sleep(max(round_pause, 1.0))
                 continue
-            metrics = result.evaluate_metrics_clientapp.get(1)
+            if played is None:  # no member trained
+                idle += 1
+                await asyncio.sleep(_untrained(group, grid, runner, idle, round_pause))
+                continue
+            idle = 0
+            if not committed:
+                log.warning(
+                    "group %s: round %d not acknowledged by a majority",
+                    group.group_id,
+                    snapshot.round,
+                )
+                await asyncio.sleep(max(round_pause, 0.5))
+                continue
             done += 1
             if on_updates is not None and grid.trained:
-                start = _flat(arrays)
+                start = _flat(played.sent)
                 on_updates({k: _flat(a) - start for k, a in grid.trained.items()}, snapshot)
-            on_round(
-                RoundReport(
-                    round=snapshot.round,
-                    term=term,
-                    accuracy=metric(metrics, "acc", 0.0),
-                    loss=metric(metrics, "loss", 0.0),
-                    members=len(group.roster),
-                    seconds=loop_time() - started,
-                    digest=snapshot.digest.hex(),
-                )
-            )
+            on_round(played.report(snapshot, term, len(group.roster)))
             await asyncio.sleep(round_pause)
     finally:
         thread.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclass
+class _Played:
+    """A round Flower's strategy ran: the model it sent, the one it made, its metrics."""
+
+    sent: ArrayRecord
+    arrays: ArrayRecord
+    metrics: Any
+    started: float
+
+    def report(self, snapshot: ModelSnapshot, term: int, members: int) -> RoundReport:
+        return RoundReport(
+            round=snapshot.round,
+            term=term,
+            accuracy=metric(self.metrics, "acc", 0.0),
+            loss=metric(self.metrics, "loss", 0.0),
+            members=members,
+            seconds=loop_time() - self.started,
+            digest=snapshot.digest.hex(),
+        )
+
+
+@dataclass
+class _FlowerRound:
+    """Runs one group round as one Flower run of one server round, on the group's grid."""
+
+    grid: GroupGrid
+    thread: ThreadPoolExecutor
+    strategy: Strategy
+    train_config: dict[str, Any]
+    reply_timeout: float
+
+    async def play(self, base: ModelSnapshot, arrays: ArrayRecord) -> _Played | None:
+        """The round after ``base``, from ``arrays``; None when no member trained."""
+        started = loop_time()
+        self.grid.trained.clear()
+        self.grid.new_round()
+        result = await _in_thread(
+            self.grid,
+            self.thread,
+            self.strategy.start,
+            grid=self.grid,
+            initial_arrays=arrays,
+            num_rounds=1,
+            timeout=self.reply_timeout,
+            # each Flower run is one round (its server-round is always 1): the group
+            # round tells members which round this is (fresh shuffles every round)
+            train_config=ConfigRecord({**self.train_config, "group-round": base.round + 1}),
+            evaluate_config=ConfigRecord({}),
+        )
+        if len(result.arrays) == 0:
+            return None
+        return _Played(arrays, result.arrays, result.evaluate_metrics_clientapp.get(1), started)

@@ -26,7 +26,7 @@ __all__ = [
 __getattr__ = lazy_exports(
     __name__,
     {
-        "Channel": ".transport",
+        "Channel": ".channel",
         "ChannelServer": ".transport",
         "ConnectionLimits": ".transport",
         "GroupConfig": ".state",
@@ -35,7 +35,7 @@ __getattr__ = lazy_exports(
         "Invite": ".invite",
         "Member": ".state",
         "ModelSnapshot": ".state",
-        "Reply": ".transport",
+        "Reply": ".channel",
         "StreamNetwork": ".streams",
         "TcpStreams": ".streams",
         "issue_invite": ".invite",

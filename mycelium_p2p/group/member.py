@@ -5,16 +5,17 @@ requests. A leader's authority is a certificate of its members' signed votes (``
 members follow a new leader only when its certificate holds a majority of their roster. The
 training itself is the ``fl`` layer's; it asks this object who the members are, what the term
 is, and to ``commit`` each new model to a majority before a round counts. This module holds the
-state, the loop, joining and finding the leader; its other parts are mixins: the request
-handlers (handlers.py), the roster rules (roster.py), authority and model commits
-(commits.py) and standing for election (elections.py).
+state, the loop, joining and finding the leader (the newcomer's side of ``g.join`` is
+joining.py); its other parts are mixins: the request handlers (handlers.py), the roster rules
+(roster.py), authority and model commits (commits.py) and standing for election
+(elections.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -23,10 +24,8 @@ from ..addresses import Address
 from ..aio import TaskOwner, loop_time
 from ..errors import BadMessage, ChannelError, JoinRefused, ProofError, RemoteError, StepDown
 from ..identity import Identity
-from ..records.charter import GroupCharter
 from ..records.leadership import (
     LeaderCert,
-    check_cert,
     decode_cert,
     founding_cert,
     majority,
@@ -36,6 +35,7 @@ from .commits import ModelCommits
 from .election import ElectionState, electorate
 from .elections import Elections
 from .handlers import MemberRequests
+from .joining import ask_to_join, leader_named_by
 from .roster import RosterUpkeep
 from .state import GroupConfig, GroupInfo, Member, ModelSnapshot
 from .transport import ChannelServer
@@ -43,75 +43,6 @@ from .transport import ChannelServer
 __all__ = ["GroupMember", "JoinRefused", "StepDown"]
 
 log = logging.getLogger(__name__)
-
-
-async def _ask_to_join(
-    channels: ChannelServer,
-    leader_addr: Address,
-    leader_key: bytes,
-    group_id: str,
-    my_addr: Address,
-    invite: str | None,
-    timeout: float,
-) -> tuple[m.JoinReply, GroupCharter, LeaderCert, list[bytes]]:
-    """Ask to be admitted; returns the leader's answer, checked as far as a newcomer can: the
-    charter is the group's, and the certificate is the leader's, for its term, with valid
-    votes. (Whether those voters are the group's real members a newcomer cannot know.)"""
-    try:
-        header, segments = await channels.request(
-            leader_addr,
-            leader_key,
-            "g.join",
-            {"gid": group_id, "addr": list(my_addr), "invite": invite or ""},
-            timeout=timeout,
-        )
-        reply = m.parse(m.JoinReply, header)
-        charter = GroupCharter.verify(reply.charter, group_id)
-        cert = decode_cert(reply.cert)
-        check_cert(cert, group_id=group_id, founder=charter.founder)
-    except RemoteError as exc:
-        raise JoinRefused(exc.reason, code=exc.code) from None
-    except ChannelError as exc:
-        raise JoinRefused(f"cannot reach the group's leader: {exc}") from None
-    except (BadMessage, ProofError) as exc:
-        raise JoinRefused(f"the leader's answer is not valid: {exc}") from None
-    if cert.leader != leader_key or cert.term != reply.term:
-        raise JoinRefused("the leader's certificate is not for itself and its term")
-    if not any(entry[0] == leader_key for entry in reply.roster):
-        raise JoinRefused("the leader is not in the roster it sent")
-    return reply, charter, cert, segments
-
-
-async def _leader_named_by(
-    channels: ChannelServer,
-    addr: Address,
-    key: bytes,
-    group_id: str,
-    timeout: float,
-    refusal: JoinRefused,
-) -> tuple[bytes, Address]:
-    """The leader a member of ``group_id`` follows (``g.leader``), or ``refusal`` raised."""
-    try:
-        header, _ = await channels.request(
-            addr, key, "g.leader", {"gid": group_id}, timeout=timeout
-        )
-        named = m.parse(m.LeaderReply, header)
-        cert = decode_cert(named.cert) if named.cert is not None else None
-    except (ChannelError, BadMessage, ProofError):
-        raise refusal from None
-    if named.leader is None or named.addr is None or named.leader == key:
-        raise refusal
-    if cert is None or cert.leader != named.leader or cert.group_id != group_id:
-        raise refusal  # what it names must at least claim the lead of this group
-    if _local(named.addr[0]) and not _local(addr[0]):
-        raise refusal  # a peer elsewhere sending us to our own host's services
-    return named.leader, (named.addr[0], named.addr[1])
-
-
-def _local(host: str) -> bool:
-    """Loopback, link-local or unspecified."""
-    ip = ipaddress.ip_address(host)
-    return ip.is_loopback or ip.is_link_local or ip.is_unspecified
 
 
 class GroupMember(MemberRequests, RosterUpkeep, ModelCommits, Elections):
@@ -134,6 +65,7 @@ class GroupMember(MemberRequests, RosterUpkeep, ModelCommits, Elections):
         self.election = ElectionState()
         self.role = "member"
         self.closing = False  # we are leaving it: admit nobody new (``g.join``: "closing")
+        self.max_model: int | None = None  # the most a join reply's model may hold
         self.leader_key: bytes | None = None
         self.leader_addr: Address | None = None
         self.cert: LeaderCert | None = None  # the current leader's proof of its term
@@ -209,13 +141,15 @@ class GroupMember(MemberRequests, RosterUpkeep, ModelCommits, Elections):
         leader_key: bytes,
         invite: str | None = None,
         config: GroupConfig | None = None,
+        max_model: int | None = None,
     ) -> GroupMember:
         """Join the group advertised with ``leader_addr``/``leader_key``; the leader hands over
-        the group's charter, its certificate, the roster and the latest model. Raises
-        ``JoinRefused``."""
+        the group's charter, its certificate, the roster and the latest model (refused unread
+        over ``max_model`` bytes, here and on every rejoin). Raises ``JoinRefused``."""
         config = config or GroupConfig()
+        ask = functools.partial(ask_to_join, max_model=max_model)
         try:
-            reply, charter, cert, segments = await _ask_to_join(
+            reply, charter, cert, segments = await ask(
                 channels, leader_addr, leader_key, group_id, my_addr, invite, config.request_timeout
             )
         except JoinRefused as exc:
@@ -224,13 +158,14 @@ class GroupMember(MemberRequests, RosterUpkeep, ModelCommits, Elections):
             # the advert is a term behind (a new leader was elected since it was published):
             # the member we asked names its leader, and we ask there, once; that leader's
             # answer is checked as any leader's is
-            leader_key, leader_addr = await _leader_named_by(
+            leader_key, leader_addr = await leader_named_by(
                 channels, leader_addr, leader_key, group_id, config.request_timeout, exc
             )
-            reply, charter, cert, segments = await _ask_to_join(
+            reply, charter, cert, segments = await ask(
                 channels, leader_addr, leader_key, group_id, my_addr, invite, config.request_timeout
             )
         member = cls(identity, channels, GroupInfo(charter), my_addr, config)
+        member.max_model = max_model
         member._admitted(leader_addr, reply, cert, segments)
         return member
 
@@ -245,7 +180,7 @@ class GroupMember(MemberRequests, RosterUpkeep, ModelCommits, Elections):
         """Ask the leader at ``leader_addr`` to (re)admit us; raises ``JoinRefused``. Unless
         ``trusted`` (our own proven leader sent us, or a majority of our roster named it), a
         leader of a newer term must prove it to our roster first."""
-        reply, _, cert, segments = await _ask_to_join(
+        reply, _, cert, segments = await ask_to_join(
             self.channels,
             leader_addr,
             leader_key,
@@ -253,6 +188,7 @@ class GroupMember(MemberRequests, RosterUpkeep, ModelCommits, Elections):
             self.my_addr,
             invite,
             self.config.request_timeout,
+            self.max_model,
         )
         if not trusted:
             if cert.term < self.term:

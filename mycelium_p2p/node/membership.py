@@ -283,6 +283,7 @@ class Membership:
             leader_key=advert.leader_key,
             invite=self.config.group.invite,
             config=self.config.group.member_config(),
+            max_model=self.model_cap,
         )
         self._adopt(group)
         self.emit(
@@ -311,6 +312,7 @@ class Membership:
         group = GroupMember(
             self.identity, self.channels, info, self.tcp_addr, c.group.member_config()
         )
+        group.max_model = self.model_cap  # a founder may rejoin its group's later leader
         if model is not None:
             group.adopt_model(model)
         self._adopt(group)

@@ -250,7 +250,7 @@ async def test_a_member_that_names_no_leader_leaves_the_refusal_as_it_was(
 @run_async(timeout=30)
 async def test_a_redirect_needs_a_leader_claiming_the_group_and_keeps_off_our_own_host() -> None:
     from mycelium_p2p.group import messages as m
-    from mycelium_p2p.group.member import _leader_named_by
+    from mycelium_p2p.group.joining import leader_named_by
     from mycelium_p2p.records.leadership import founding_cert
 
     leader = Identity.generate()
@@ -268,7 +268,7 @@ async def test_a_redirect_needs_a_leader_claiming_the_group_and_keeps_off_our_ow
 
     good = founding_cert(leader, gid).encode()
     elsewhere = ("198.18.0.5", 8470)
-    named = await _leader_named_by(
+    named = await leader_named_by(
         channels(["198.18.0.9", 8470], good), elsewhere, b"m" * 32, gid, 1.0, refusal
     )
     assert named == (leader.public_key, ("198.18.0.9", 8470))
@@ -278,10 +278,10 @@ async def test_a_redirect_needs_a_leader_claiming_the_group_and_keeps_off_our_ow
         (["127.0.0.1", 22], good),  # a member elsewhere naming our own loopback
     ]:
         with pytest.raises(JoinRefused):
-            await _leader_named_by(channels(addr, cert), elsewhere, b"m" * 32, gid, 1.0, refusal)
+            await leader_named_by(channels(addr, cert), elsewhere, b"m" * 32, gid, 1.0, refusal)
     # on one host (a test network, a demo) loopback is where everyone is
     local = ("127.0.0.1", 9000)
-    assert await _leader_named_by(
+    assert await leader_named_by(
         channels(["127.0.0.1", 9001], good), local, b"m" * 32, gid, 1.0, refusal
     )
 

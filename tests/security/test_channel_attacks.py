@@ -24,6 +24,7 @@ from mycelium_p2p.testing.aio import run_async, wait_for
 Mutate = Callable[[int, bytes], tuple[list[bytes], bool]]
 SECRET = b"the-model-weights-are-0xC0FFEE-secret"
 TRANSPORT_LOG = "mycelium_p2p.group.transport"
+CHANNEL_LOG = "mycelium_p2p.group.channel"
 
 
 class Relay:
@@ -210,7 +211,7 @@ async def test_an_altered_stream_closes_the_channel_and_runs_nothing(attack, cap
         warnings = [
             r.getMessage()
             for r in caplog.records
-            if r.name == TRANSPORT_LOG and r.levelname == "WARNING"
+            if r.name == CHANNEL_LOG and r.levelname == "WARNING"
         ]
         assert any(n.b.public_key.hex()[:16] in w and reason in w for w in warnings), warnings
     assert not escaped and not [r for r in caplog.records if r.levelno >= logging.ERROR]

@@ -1,0 +1,73 @@
+"""The routing table our protocol keeps: kademlia's, with owned background pings, the truly
+closest contacts, and buckets stamped with the event loop's clock."""
+
+from __future__ import annotations
+
+import heapq
+from typing import TYPE_CHECKING
+
+from kademlia.node import Node
+from kademlia.routing import RoutingTable
+
+from ..aio import loop_time
+
+if TYPE_CHECKING:
+    from .protocol import MyceliumProtocol
+
+__all__ = ["OwnedRoutingTable"]
+
+
+class OwnedRoutingTable(RoutingTable):
+    """kademlia's routing table, with its bucket-full ping run as an owned task, a
+    ``find_neighbors`` that returns the closest contacts it holds, and buckets stamped with
+    the event loop's clock (kademlia reads ``time.monotonic``; the two agree under asyncio's
+    own loops)."""
+
+    protocol: MyceliumProtocol  # spawns the bucket-full ping
+
+    def flush(self) -> None:
+        super().flush()
+        self.buckets[0].last_updated = loop_time()
+
+    def split_bucket(self, index: int) -> None:
+        super().split_bucket(index)
+        now = loop_time()
+        for bucket in self.buckets[index : index + 2]:
+            bucket.last_updated = now
+
+    def has_room_for(self, node: Node) -> bool:
+        """Would ``node`` enter a bucket (free, or split) rather than the replacement cache?"""
+        bucket = self.buckets[self.get_bucket_for(node)]
+        return bool(
+            len(bucket) < self.ksize or bucket.has_in_range(self.node) or bucket.depth() % 5 != 0
+        )
+
+    def find_neighbors(
+        self, node: Node, k: int | None = None, exclude: Node | None = None
+    ) -> list[Node]:
+        """The ``k`` contacts closest to ``node`` by XOR distance, over the whole table.
+
+        kademlia's version walks buckets outward by index from the target's and stops at the
+        first ``k`` it meets: index order is not XOR order, and its walk ends early at an empty
+        bucket (a table of 150 contacts could answer none). Lookups seeded or fed by it miss
+        records held by the truly closest peers.
+        """
+        contacts = (
+            contact
+            for bucket in self.buckets
+            for contact in bucket.nodes.values()
+            if contact.id != node.id and (exclude is None or not contact.same_home_as(exclude))
+        )
+        return heapq.nsmallest(k or self.ksize, contacts, key=node.distance_to)
+
+    def add_contact(self, node: Node) -> None:
+        index = self.get_bucket_for(node)
+        bucket = self.buckets[index]
+        if bucket.add_node(node):
+            return
+        # Section 4.2 of the paper: split when the bucket covers our id or its depth allows.
+        if bucket.has_in_range(self.node) or bucket.depth() % 5 != 0:
+            self.split_bucket(index)
+            self.add_contact(node)
+        else:
+            self.protocol.spawn(self.protocol.call_ping(bucket.head()))
