@@ -1,8 +1,9 @@
 """The DHT: kademlia extended to store only signed, validated records."""
 
 from .adverts import fetch_advert, fetch_adverts, publish_advert
+from .config import DhtConfig
 from .listing import Listing, ListingMemory
-from .node import DhtConfig, DhtNode
+from .node import DhtNode
 from .protocol import MyceliumProtocol, ProtocolStats
 from .rtt import RttEstimator
 from .storage import RecordStore

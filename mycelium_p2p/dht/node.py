@@ -7,7 +7,6 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 from kademlia.network import Server
@@ -16,45 +15,17 @@ from kademlia.node import Node
 from ..aio import TaskOwner, loop_time
 from ..errors import BootstrapError, RecordError, RecordExpired, RecordFromFuture
 from ..identity import NODE_ID_SIZE, Identity
-from ..records import DEFAULT_CLOCK_SKEW, Record, VerifiedBlobs, best_per_signer, verify_record
-from .limits import RpcLimits
+from ..records import Record, VerifiedBlobs, best_per_signer, verify_record
+from .config import DhtConfig
 from .listing import Listing
 from .lookup import LookupResult, lookup
 from .protocol import MyceliumProtocol
+from .quorum import agreed, held
 from .rtt import Address, RttEstimator
-from .storage import RecordStore, StoreQuotas
+from .storage import RecordStore
 from .transport import DatagramNetwork, UdpNetwork
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class DhtConfig:
-    """Tuning of one DHT node. The defaults suit a LAN and loopback alike."""
-
-    ksize: int = 20
-    alpha: int = 3  # queries in flight per path
-    paths: int = 3  # disjoint lookup paths for puts and gets (S/Kademlia's d)
-    siblings: int = 30  # a put stores at this many closest peers; a get searches as wide
-    quorum: int = 3  # a get stops once this many peers, on every path, agree on the newest
-    blame_after: int = 3  # failed referrals before their sender counts as a liar
-    listing_quorum: int = 8  # ... and listings (every signer under a key, fetch_adverts) this many
-    min_timeout: float = 0.25  # a request fails no sooner than this ...
-    max_timeout: float = 5.0  # ... and no later than this, whatever the measured RTT
-    min_stall: float = 0.02  # a lookup waits at least this long before asking around a peer
-    lookup_deadline: float = 10.0
-    maintenance_interval: float = 5.0
-    refresh_interval: float = 300.0  # look up a random id in buckets idle this long
-    clock_skew: float = DEFAULT_CLOCK_SKEW
-    max_keys: int = 50_000
-    max_entries_per_key: int = 256
-    page_bytes: int = 6000
-    max_pages: int = 32
-    max_corrections: int = 32  # stale peers corrected after one lookup, at most
-    verified_blobs: int = 4096  # records read whose checks are not repeated (VerifiedBlobs)
-    quotas: StoreQuotas = field(default_factory=StoreQuotas)  # fair shares; network, signer quotas
-    rpc_limits: RpcLimits = field(default_factory=RpcLimits)  # per-source limits on RPCs we answer
-    max_hints: int = 64  # contacts from an earlier run pinged at bootstrap, at most
 
 
 class DhtNode(Server):
@@ -420,9 +391,9 @@ class DhtNode(Server):
             records=True,
             screen=screen,
             enough=(
-                (lambda found: self._held(found, quorum or self.config.listing_quorum))
+                (lambda found: held(found, quorum or self.config.listing_quorum))
                 if listing
-                else (lambda found: self._agreed(found, check, quorum or self.config.quorum))
+                else (lambda found: agreed(found, check, quorum or self.config.quorum))
             ),
             timeout=timeout,
         )
@@ -432,33 +403,6 @@ class DhtNode(Server):
         if not listing:  # see the docstring: a listing's corrections would launder a flood
             self._correct(key, best, result)
         return Listing(sorted(best.values(), key=lambda r: r.signer), not result.timed_out)
-
-    def _agreed(
-        self, result: LookupResult, check: Callable[[bytes], Record | None], quorum: int
-    ) -> bool:
-        """Do ``quorum`` responders, on every path, hold all the newest records seen?
-
-        A responder agrees when it returned exactly the newest record of every signer seen so
-        far: peers replaying an old version, or missing a record others hold, cannot end the
-        lookup before what they lack is seen.
-        """
-        held = {rid: [r for b in blobs if (r := check(b))] for rid, blobs in result.blobs.items()}
-        best = {r.blob for r in best_per_signer(r for rs in held.values() for r in rs).values()}
-        agreeing = [
-            rid
-            for rid, records in held.items()
-            if rid not in result.partial and {r.blob for r in records} == best
-        ]
-        paths = {result.path_of[rid] for rid in agreeing}
-        return len(agreeing) >= quorum and len(paths) >= result.paths
-
-    @staticmethod
-    def _held(result: LookupResult, quorum: int) -> bool:
-        """Did ``quorum`` responders, on every path, return all their records (a listing's
-        rule)? One whose pages came only in part is used, but not counted."""
-        whole = [rid for rid in result.blobs if rid not in result.partial]
-        paths = {result.path_of[rid] for rid in whole}
-        return len(whole) >= quorum and len(paths) >= result.paths
 
     def _correct(self, key: bytes, best: dict[bytes, Record], result: LookupResult) -> None:
         """Send the newest records to responders that returned stale ones or lacked them."""
