@@ -38,6 +38,7 @@ from ..errors import NotCommitted, StepDown
 from ..group.member import GroupMember
 from .app import FlowerApp
 from .client import ClientRunner
+from .flower_log import keep_flower_quiet
 from .grid import GroupGrid
 from .leader import RoundReport, _in_thread, _untrained, arrays_of, metric, snapshot_of
 from .limits import Screening
@@ -163,6 +164,7 @@ async def lead_app(
     """Run the app's ServerApp again and again while this node leads the term it led when
     called (each run from the latest group model). ``max_runs`` bounds the runs (tests)."""
     term = group.term
+    keep_flower_quiet()  # the ServerApp's chatter is ours to log, at DEBUG
     thread = ThreadPoolExecutor(1, thread_name_prefix="serverapp")
     own = functools.partial(runner.run, batch=group.group_id)
     runs = idle = 0

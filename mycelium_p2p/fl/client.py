@@ -23,6 +23,7 @@ from ..errors import ConfigError, TrainConfigRefused, WireError, WorkerError
 from ..group.member import GroupMember
 from ..group.transport import Channel, Reply
 from ..records.leadership import MAX_CERT_BYTES, MAX_TERM
+from .flower_log import keep_flower_quiet
 from .grid import LEADER_NODE_ID, ensure_task_identity, flower_node_id, make_metadata
 from .limits import TrainCaps, bound_train_config
 from .wire import decode_content, encode_content
@@ -108,6 +109,7 @@ class ClientRunner:
         ``run_config``: the ClientApp's ``context.run_config`` (a Flower App's run config).
         """
         ensure_task_identity()
+        keep_flower_quiet()
         self.app = app
         self.node_id = flower_node_id(node_key)
         self.context = Context(

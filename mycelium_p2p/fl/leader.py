@@ -21,6 +21,7 @@ from ..errors import StepDown
 from ..group.member import GroupMember
 from ..group.state import ModelSnapshot
 from .client import ClientRunner
+from .flower_log import keep_flower_quiet
 from .grid import GroupGrid
 from .limits import Screening, bound_train_config
 from .npy import to_ndarray
@@ -124,6 +125,7 @@ async def lead_rounds(
     held to ``screening`` (default ``Screening()``) before the strategy sees them.
     """
     term = group.term
+    keep_flower_quiet()  # the strategy's chatter is ours to log, at DEBUG
     # what we ask of members is what we would do ourselves: within our own caps
     train_config = bound_train_config(train_config, runner.caps)
     thread = ThreadPoolExecutor(1, thread_name_prefix="strategy")  # not the shared pool

@@ -35,6 +35,7 @@ from flwr.app.message import make_message
 from flwr.common.constant import ErrorCode
 
 from ..errors import WorkerError
+from .flower_log import keep_flower_quiet
 from .grid import ensure_task_identity, make_metadata
 from .wire import decode_content, encode_content
 
@@ -375,6 +376,7 @@ def main(argv: list[str]) -> int:
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     requests = os.fdopen(os.dup(sys.stdin.fileno()), "rb", buffering=1 << 16)
     ensure_task_identity()
+    keep_flower_quiet(every_thread=True)  # this process is all ours
     worker = _Worker(torch_threads=int(argv[0]) if argv else 0)
     while True:
         try:

@@ -43,12 +43,15 @@ async def learning_network(
     heartbeat: float = 0.3,
     compute: Any = None,
     together: bool = False,
+    quiet: bool = True,
 ) -> AsyncIterator[list[Any]]:
     """A seed DHT peer plus one full ``Node`` per config dict, started in order (or all at
-    once, ``together``), in-process (their ClientApps in ``compute``, when given)."""
+    once, ``together``), in-process (their ClientApps in ``compute``, when given). ``quiet``:
+    Flower's logger at WARNING."""
     from ..node.node import Node, NodeConfig
 
-    quiet_flower()
+    if quiet:
+        quiet_flower()
     seed = DhtNode(config=FAST)
     await seed.listen(0, "127.0.0.1")
     nodes: list[Any] = []
