@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
-from .. import events
+from .. import events, logcontext
 from ..addresses import Address, resolve
 from ..fl.limits import TrainCaps
 from ..fl.strategies import STRATEGIES
@@ -268,7 +268,8 @@ def join(
 
     async def main() -> None:
         config = node_config_of(options, await resolve(addrs))
-        node = Node(config, on_event=_printer(journal))
+        as_json = click.get_current_context().find_root().params.get("log_format") == "json"
+        node = Node(config, on_event=_printer(journal, as_json))
         limit_torch_threads(threads)  # after the ClientApp is loaded: torch only if it uses it
         await run_until_signalled(lambda stop: _serve(node, stop))
         if node.gave_up:
@@ -281,12 +282,16 @@ def join(
             journal.close()
 
 
-def _printer(journal: TextIO | None) -> Callable[[NodeEvent], None]:
-    """Print each event with its time, and append it to the events file as JSON."""
+def _printer(journal: TextIO | None, as_json: bool = False) -> Callable[[NodeEvent], None]:
+    """Print each event with its time (``as_json``: as a JSON line with the node's facts), and
+    append it to the events file as JSON."""
 
     def event(ev: NodeEvent) -> None:
-        stamp = time.strftime("%H:%M:%S", time.localtime(ev.at))
-        click.echo(f"{stamp}.{int(ev.at % 1 * 1000):03d} {ev.text}")
+        if as_json:
+            click.echo(json.dumps({**logcontext.current(), **ev.as_json(), "msg": ev.text}))
+        else:
+            stamp = time.strftime("%H:%M:%S", time.localtime(ev.at))
+            click.echo(f"{stamp}.{int(ev.at % 1 * 1000):03d} {ev.text}")
         if journal is not None:
             journal.write(json.dumps(ev.as_json()) + "\n")
 

@@ -14,6 +14,7 @@ import click
 from ..addresses import resolve
 from ..errors import MyceliumError, StoppedAbruptly
 from ..identity import Identity
+from ..logcontext import JsonFormatter
 from .common import (
     DEFAULT_PORT,
     FiniteFloatRange,
@@ -89,9 +90,14 @@ def _setting_problem(root: click.Command, command: str, key: str, value: Any) ->
     return None
 
 
-def _setup_logging(verbose: int) -> None:
+def _setup_logging(verbose: int, log_format: str = "text") -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
     if verbose < 2:
         # kademlia logs every unanswered request as a warning; dead peers are routine here.
         logging.getLogger("kademlia").setLevel(logging.ERROR)
@@ -110,9 +116,17 @@ def _setup_logging(verbose: int) -> None:
     help="TOML file with option defaults per command (see bootstrap/mycelium.toml).",
 )
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
-def cli(verbose: int) -> None:
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one object per line (time, level, logger, msg; node, group, term, round), "
+    "for logs and join's events alike.",
+)
+def cli(verbose: int, log_format: str) -> None:
     """mycelium-p2p: federated-learning groups on a peer-to-peer network."""
-    _setup_logging(verbose)
+    _setup_logging(verbose, log_format)
 
 
 for _command in (join, groups, nodes, id_, invite):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import importlib
 import logging
 import time
@@ -195,7 +196,9 @@ class ClientRunner:
             assert self._thread is not None
             loop = asyncio.get_running_loop()
             try:
-                return await loop.run_in_executor(self._thread, self._call, message)
+                # in the node's context: its log records carry its facts (``logcontext``)
+                call = contextvars.copy_context().run
+                return await loop.run_in_executor(self._thread, call, self._call, message)
             except RuntimeError:  # the node is stopping: its ClientApp thread is gone
                 return _unavailable(message, "node is stopping")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import logging
 import math
@@ -60,7 +61,8 @@ async def _in_thread(
 ) -> Any:
     """Run ``fn`` (a blocking ``strategy.start``) in ``thread``; if we are cancelled, unblock it."""
     try:
-        return await asyncio.get_running_loop().run_in_executor(thread, partial(fn, **kwargs))
+        call = partial(contextvars.copy_context().run, fn, **kwargs)  # logs with the node's facts
+        return await asyncio.get_running_loop().run_in_executor(thread, call)
     except asyncio.CancelledError:
         owner.abort()
         raise

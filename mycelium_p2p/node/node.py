@@ -31,7 +31,7 @@ from typing import Any
 from flwr.app import ArrayRecord
 from flwr.clientapp import ClientApp
 
-from .. import events
+from .. import events, logcontext
 from ..addresses import Address, ip_literal, reachable_ip, resolve
 from ..aio import TaskOwner, loop_time
 from ..dht import DhtNode, publish_advert
@@ -278,7 +278,23 @@ class Node:
         return digits.make_client_app(), lambda: digits.initial_arrays(features, classes)
 
     async def start(self) -> None:
-        """Join the DHT, then find, join or found a group, and start training."""
+        """Join the DHT, then find, join or found a group, and start training. Everything the
+        node starts here logs with its facts (``logcontext``: node, group, term, round)."""
+        token = logcontext.bind(self.log_facts)
+        try:
+            await self._start()
+        finally:
+            logcontext.unbind(token)
+
+    def log_facts(self) -> dict[str, Any]:
+        """What each of this node's log records carries (``--log-format json``)."""
+        group = self.group
+        facts: dict[str, Any] = {"node": self.identity.node_id.hex()[:12]}
+        if group is not None:
+            facts.update(group=group.group_id, term=group.term, round=group.model.round)
+        return facts
+
+    async def _start(self) -> None:
         c = self.config
         if self._lock is not None:
             self._lock.acquire()
