@@ -18,7 +18,7 @@ The algorithm (also in docs/design/groups.md):
    only to a candidate holding a model round and a roster at least as new as its own, and only
    once its own lease has lapsed (so a member that can still reach the leader does not help
    depose it). The candidate's round is the one its leader's signed commit proves
-   (``CommitProof``, checked by ``ModelCommits.candidate_round``). Rosters carry a version
+   (``CommitProof``, checked by ``Authority.candidate_round``). Rosters carry a version
    (the term of the leader that made them, and a count): a candidate that missed roster
    changes (members dropped while it was cut off) counts its majority among electors that are
    no longer the group's, and is refused, as Raft refuses a candidate whose log is behind;
@@ -31,7 +31,7 @@ Guarantees: among members that share a roster, at most one leader per term (two 
 one electorate intersect in a member that votes once per term). The leader of a new term holds
 the newest committed model: a round commits only when a majority of the roster acknowledged it
 (while a join or a drop is not yet known to most members, a majority of the roster before the
-change and of the one after it: ``ModelCommits.commit``), and that majority intersects every
+change and of the one after it: ``Commits.commit``), and that majority intersects every
 electorate majority, whose voters refuse older candidates.
 Not guaranteed: progress while a majority of the electorate is unreachable (the group waits,
 and members that stay silent beyond ``member_timeout`` drop out of the roster as the leader

@@ -1,106 +1,89 @@
-"""Standing for election, winning and stepping down (part of ``GroupMember``).
+"""Standing for election and taking office (``Elections``).
 
-The rules are election.py's; this mixin runs them over the network: a candidate asks its
+The rules are election.py's; this part runs them over the network: a candidate asks its
 electorate for signed votes, and the votes it wins are its certificate (``LeaderCert``), which
-it then sends with every request it makes as leader.
+it then sends with every request it makes as leader. (Leaving office is the seat's: any part
+may see a newer term.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from typing import Any
 
-from ..addresses import Address
 from ..aio import TaskOwner
 from ..errors import BadMessage, ChannelError, RemoteError
-from ..identity import Identity, verify_signature
+from ..identity import verify_signature
 from ..records.leadership import LeaderCert, majority, vote_bytes
 from . import messages as m
-from .election import ElectionState, candidate_rank, electorate, holds_electorate
-from .state import GroupConfig, Member, MemberFacts, ModelSnapshot
+from .authority import Authority
+from .election import candidate_rank, electorate, holds_electorate
+from .link import Link
+from .roster import RosterUpkeep
+from .seat import Seat
+from .state import Member
 
 log = logging.getLogger(__name__)
 
 
-class Elections(MemberFacts):
-    """The election of ``GroupMember``."""
+class Elections:
+    """A member's candidacy when its lease lapses, and what winning changes."""
 
-    # state and methods provided by GroupMember
-    identity: Identity
-    me: bytes
-    my_addr: Address
-    config: GroupConfig
-    election: ElectionState
-    roster: dict[bytes, Member]
-    roster_version: tuple[int, int]
-    model: ModelSnapshot
-    tasks: TaskOwner
-    role: str
-    leader_key: bytes | None
-    leader_addr: Address | None
-    cert: LeaderCert | None
-    on_leader: Callable[[int], None]
-    on_follower: Callable[[], None]
-    _highest_term: int
-    _last_leader: bytes | None
-    _lease_until: float
-    _voted_until: float
-    _quorum_lost_at: float | None
-    _dropped: set[bytes]
-    _now: Callable[[], float]
-    lease_lapsed: Callable[[], bool]
-    members: Callable[[], list[Member]]
-    roster_changed: Callable[[], None]
-    _request: Callable[..., Any]
-    proven_round: int
-    remember_leader: Callable[[int, bytes], None]
+    def __init__(
+        self, seat: Seat, link: Link, authority: Authority, upkeep: RosterUpkeep, tasks: TaskOwner
+    ) -> None:
+        self.seat = seat
+        self.link = link
+        self.authority = authority
+        self.upkeep = upkeep
+        self.tasks = tasks
 
-    async def _elect(self) -> None:
-        old = self.leader_key
-        old_term = self.cert.term if old is not None and self.cert is not None else None
-        if not holds_electorate(self.roster_version, old_term):
+    async def elect(self) -> None:
+        """Stand for the next term once our lease lapsed, in our turn among the candidates."""
+        seat = self.seat
+        old = seat.leader_key
+        old_term = seat.cert.term if old is not None and seat.cert is not None else None
+        if not holds_electorate(seat.roster_version, old_term):
             # we follow a leader whose roster never reached us (we may be the leader it
             # deposed and dropped): our heartbeat gets it, or a "not-member" that rejoins us
             log.info(
                 "group %s: no roster of term %s yet (ours is %s); not standing",
-                self.group_id,
+                seat.group_id,
                 old_term,
-                self.roster_version,
+                seat.roster_version,
             )
-            await asyncio.sleep(self.config.heartbeat_interval)
+            await asyncio.sleep(seat.config.heartbeat_interval)
             return
-        voters = electorate(self.roster, old) | {self.me}
-        rank = candidate_rank(self.me, voters)
-        await asyncio.sleep(rank * self.config.stagger)
-        if self.leader_key != old or not self.lease_lapsed():
+        voters = electorate(seat.roster, old) | {seat.me}
+        rank = candidate_rank(seat.me, voters)
+        await asyncio.sleep(rank * seat.config.stagger)
+        if seat.leader_key != old or not seat.lease_lapsed():
             return  # someone else won meanwhile
-        if self._now() < self._voted_until:
+        if seat.now() < seat.voted_until:
             return  # the candidate we voted for may be winning: no rival term yet
-        term = max(self.term, self._highest_term) + 1
-        if not self.election.stand(term, self.me):
+        term = max(seat.term, seat.highest_term) + 1
+        if not seat.election.stand(term, seat.me):
             return
-        others = [self.roster[k] for k in voters if k != self.me and k in self.roster]
+        others = [seat.roster[k] for k in voters if k != seat.me and k in seat.roster]
         votes = await self._collect_votes(term, others, majority(len(voters)))
-        if self.leader_key != old and self.term >= term:
+        if seat.leader_key != old and seat.term >= term:
             return  # a leader for this term or a newer one announced itself meanwhile
         if len(votes) >= majority(len(voters)) and not self.tasks.closed:
             log.info(
                 "group %s: elected leader of term %d (%d/%d votes)",
-                self.group_id,
+                seat.group_id,
                 term,
                 len(votes),
                 len(voters),
             )
-            self.election.won(term)
+            seat.election.won(term)
             if old is not None:
-                self.roster.pop(old, None)
-            self.cert = LeaderCert(self.group_id, term, self.me, votes)
-            self.remember_leader(term, self.me)
-            self._become_leader(term)
+                seat.roster.pop(old, None)
+            seat.cert = LeaderCert(seat.group_id, term, seat.me, votes)
+            self.authority.remember_leader(term, seat.me)
+            self.become_leader(term)
             return
-        await asyncio.sleep((len(voters) + rank) * self.config.stagger)
+        await asyncio.sleep((len(voters) + rank) * seat.config.stagger)
 
     async def _collect_votes(
         self, term: int, others: list[Member], needed: int
@@ -113,22 +96,23 @@ class Elections(MemberFacts):
         each up to half a request timeout) are cancelled. Waiting for all of them, a group
         whose leader was cut off with a few others elected no one before its members' stall
         timeout (bench_formation's partition arm)."""
-        signed = vote_bytes(self.group_id, term, self.me)
-        votes = [(self.me, self.identity.sign(signed))]
+        seat = self.seat
+        signed = vote_bytes(seat.group_id, term, seat.me)
+        votes = [(seat.me, seat.identity.sign(signed))]
         asks = {
             asyncio.ensure_future(
-                self._request(
+                self.link.request(
                     mb.key,
                     mb.addr,
                     "g.vote",
                     {
                         "term": term,
-                        "round": self.proven_round,
-                        "rv": self.roster_version,
-                        "addr": list(self.my_addr),
-                        "proof": self.model.proof if self.proven_round else b"",
+                        "round": seat.proven_round,
+                        "rv": seat.roster_version,
+                        "addr": list(seat.my_addr),
+                        "proof": seat.model.proof if seat.proven_round else b"",
                     },
-                    timeout=self.config.request_timeout / 2,
+                    timeout=seat.config.request_timeout / 2,
                 )
             ): mb
             for mb in others
@@ -139,7 +123,7 @@ class Elections(MemberFacts):
         try:
             while pending:
                 if until is None and len(votes) >= needed:
-                    until = loop.time() + self.config.stagger
+                    until = loop.time() + seat.config.stagger
                 left = None if until is None else until - loop.time()
                 if left is not None and left <= 0:
                     break
@@ -155,7 +139,7 @@ class Elections(MemberFacts):
                         continue
                     member = asks[ask]
                     # a voter's term only steers our next try, and a liar cannot push it far
-                    self._highest_term = max(self._highest_term, min(reply.term, term + 64))
+                    seat.highest_term = max(seat.highest_term, min(reply.term, term + 64))
                     if (
                         reply.granted
                         and reply.vote
@@ -169,44 +153,32 @@ class Elections(MemberFacts):
                 await asyncio.gather(*pending, return_exceptions=True)
         return votes
 
-    def _become_leader(self, term: int) -> None:
-        self._quorum_lost_at = None
-        self.role = "leader"
-        self._dropped.clear()  # candidates of the next term hold a roster of this one
-        self.leader_key = self._last_leader = self.me
-        self.leader_addr = self.my_addr
-        now = self._now()
-        for member in self.roster.values():
+    def become_leader(self, term: int) -> None:
+        """Lead ``term``, for which the seat holds our certificate: tell the members."""
+        seat = self.seat
+        self.upkeep.took_office()
+        seat.role = "leader"
+        seat.leader_key = seat.last_leader = seat.me
+        seat.leader_addr = seat.my_addr
+        now = seat.now()
+        for member in seat.roster.values():
             member.last_seen = now
             member.confirmed = True  # the roster we were elected on
-        for member in self.members():
-            if member.key != self.me:
+        for member in seat.members():
+            if member.key != seat.me:
                 self.tasks.spawn(self._announce(member), name="announce")
-        self.roster_changed()  # a roster of this term (without the old leader) outranks any before
-        self.on_leader(term)
+        # a roster of this term (without the old leader) outranks any before
+        self.upkeep.roster_changed()
+        seat.on_leader(term)
 
     async def _announce(self, member: Member) -> None:
+        seat = self.seat
         try:
-            await self._request(
+            await self.link.request(
                 member.key,
                 member.addr,
                 "g.announce",
-                {"term": self.term, "addr": list(self.my_addr), "cert": self.cert_blob},
+                {"term": seat.term, "addr": list(seat.my_addr), "cert": seat.cert_blob},
             )
         except (ChannelError, RemoteError) as exc:
             log.debug("announce to %s failed: %s", member.key.hex()[:8], exc)
-
-    def step_down(self, term: int) -> None:
-        """A newer term exists: stop leading (the fl layer aborts its round)."""
-        self.election.observe(term)
-        self._highest_term = max(self._highest_term, term)
-        if self.is_leader:
-            log.info("group %s: stepping down, term %d is newer", self.group_id, term)
-            self._resign()
-
-    def _resign(self) -> None:
-        """Stop leading; as a member, find the leader or stand in the next election."""
-        self.role = "member"
-        self.leader_key = self.leader_addr = None
-        self._lease_until = 0.0
-        self.on_follower()

@@ -1,4 +1,4 @@
-"""How a group member answers its peers' ``g.*`` requests (part of ``GroupMember``).
+"""How a group member answers its peers' ``g.*`` requests (``Handlers``).
 
 Who may send what, checked before anything changes (the channel proves the sender's key):
 
@@ -26,16 +26,20 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..addresses import Address
+from ..aio import TaskOwner
 from ..errors import BadMessage, ChannelError, InviteError, RemoteError
-from ..identity import Identity
-from ..records.leadership import LeaderCert, sign_vote
+from ..records.leadership import sign_vote
 from . import messages as m
-from .election import ElectionState
+from .authority import Authority
+from .commits import Commits
+from .following import Following
 from .invite import verify_invite
-from .state import GroupConfig, GroupInfo, Member, MemberFacts, ModelSnapshot
+from .link import Link
+from .roster import RosterUpkeep
+from .seat import Seat
+from .state import Member
 from .transport import Channel, Reply
 
 log = logging.getLogger(__name__)
@@ -43,51 +47,35 @@ log = logging.getLogger(__name__)
 _ANYONE = frozenset({"g.join", "g.model", "g.leader"})
 
 
-class MemberRequests(MemberFacts):
-    """The ``g.*`` request handlers of ``GroupMember``."""
+class Handlers:
+    """The ``g.*`` request handlers: each checks who asks, then asks the other parts."""
 
-    # state and methods provided by GroupMember
-    identity: Identity
-    me: bytes
-    info: GroupInfo
-    config: GroupConfig
-    election: ElectionState
-    roster: dict[bytes, Member]
-    model: ModelSnapshot
-    leader_key: bytes | None
-    leader_addr: Address | None
-    cert: LeaderCert | None
-    my_addr: Address
-    closing: bool
-    _lease_until: float
-    _voted_until: float
-    members: Callable[[], list[Member]]
-    has_quorum: Callable[[], bool]
-    roster_changed: Callable[[], None]
-    lease_lapsed: Callable[[], bool]
-    authorize: Callable[..., str | None]
-    _now: Callable[[], float]
-    _request: Callable[..., Awaitable[tuple[dict[str, Any], list[bytes]]]]
-    _adopt_roster: Callable[[list[Any], tuple[int, int]], None]
-    roster_version: tuple[int, int]
-    _store_model: Callable[..., bool]
-    candidate_round: Callable[[int, bytes], int | None]
-    proven_round: int
-    _follow: Callable[[Address, bytes], Awaitable[None]]
-    _leader_lost: Any
-    tasks: Any
-
-    if TYPE_CHECKING:  # provided by GroupMember
-
-        async def confirm_quorum(self) -> bool: ...
+    def __init__(
+        self,
+        seat: Seat,
+        link: Link,
+        authority: Authority,
+        upkeep: RosterUpkeep,
+        commits: Commits,
+        following: Following,
+        tasks: TaskOwner,
+    ) -> None:
+        self.seat = seat
+        self.link = link
+        self.authority = authority
+        self.upkeep = upkeep
+        self.commits = commits
+        self.following = following
+        self.tasks = tasks
 
     async def handle(
         self, channel: Channel, method: str, header: dict[str, Any], segments: list[bytes]
     ) -> Reply:
         """Answer a ``g.*`` request. Malformed requests get an error reply, never an exception."""
-        if header.get("gid") != self.group_id:
-            return Reply.fail("wrong-group", f"this node is in group {self.group_id}")
-        if method not in _ANYONE and channel.peer_key not in self.roster:
+        seat = self.seat
+        if header.get("gid") != seat.group_id:
+            return Reply.fail("wrong-group", f"this node is in group {seat.group_id}")
+        if method not in _ANYONE and channel.peer_key not in seat.roster:
             return Reply.fail("not-member", "not in this group's roster")
         try:
             kind, handler = self._handlers()[method]
@@ -115,190 +103,191 @@ class MemberRequests(MemberFacts):
         }
 
     def _not_leader(self) -> Reply:
-        hint = list(self.leader_addr) if self.leader_addr else None
+        hint = list(self.seat.leader_addr) if self.seat.leader_addr else None
         return Reply.fail("not-leader", f"the leader is at {hint}" if hint else "no leader now")
 
-    def _roster_wire(self) -> list[list[Any]]:
-        return [member.wire() for member in self.members()]
-
-    @property
-    def cert_blob(self) -> bytes:
-        """This node's leadership certificate, as it travels (empty when not leading)."""
-        return self.cert.encode() if self.is_leader and self.cert is not None else b""
-
     async def _on_join(self, peer: bytes, req: m.Join, _: list[bytes]) -> Reply:
-        if not self.is_leader:
+        seat = self.seat
+        if not seat.is_leader:
             return self._not_leader()
-        if self.closing and peer not in self.roster:
-            return Reply.fail("closing", f"group {self.info.name} is closing (its leader left)")
-        if peer not in self.roster:
-            if self.info.policy == "invite-only":
+        if seat.closing and peer not in seat.roster:
+            return Reply.fail("closing", f"group {seat.info.name} is closing (its leader left)")
+        if peer not in seat.roster:
+            if seat.info.policy == "invite-only":
                 try:
                     verify_invite(
                         req.invite,
-                        group_id=self.group_id,
+                        group_id=seat.group_id,
                         member_key=peer,
-                        inviters={self.info.founder},
+                        inviters={seat.info.founder},
                         now=time.time(),
                     )
                 except InviteError as exc:
-                    return Reply.fail("invite", f"group {self.info.name} is invite-only: {exc}")
+                    return Reply.fail("invite", f"group {seat.info.name} is invite-only: {exc}")
             # admitting while cut off or deposed could build a second majority, on which the
             # other side's certificate proves nothing: the roster must acknowledge us now
-            if not self.has_quorum() or not await self.confirm_quorum():
-                if not self.is_leader:  # a member proved a newer term meanwhile
+            if not self.upkeep.has_quorum() or not await self.upkeep.confirm_quorum():
+                if not seat.is_leader:  # a member proved a newer term meanwhile
                     return self._not_leader()
-                return Reply.fail("no-quorum", f"group {self.info.name} is regrouping; try later")
-            if len(self.roster) >= self.info.capacity:
+                return Reply.fail("no-quorum", f"group {seat.info.name} is regrouping; try later")
+            if len(seat.roster) >= seat.info.capacity:
                 return Reply.fail(
                     "full",
-                    f"group {self.info.name} is full ({len(self.roster)}/{self.info.capacity})",
+                    f"group {seat.info.name} is full ({len(seat.roster)}/{seat.info.capacity})",
                 )
-        known = self.roster.get(peer)
+        known = seat.roster.get(peer)
         if known is None:
-            log.info("group %s: %s joined", self.group_id, peer.hex()[:8])
-        confirmed = known.confirmed if known else len(self.roster) == 1  # alone: nobody to tell
-        self.roster[peer] = Member(peer, req.addr, 0, self._now(), confirmed)
-        self.roster_changed()
+            log.info("group %s: %s joined", seat.group_id, peer.hex()[:8])
+        confirmed = known.confirmed if known else len(seat.roster) == 1  # alone: nobody to tell
+        seat.roster[peer] = Member(peer, req.addr, 0, seat.now(), confirmed)
+        self.upkeep.roster_changed()
         reply = m.JoinReply(
-            charter=self.info.charter.blob,
-            term=self.term,
-            cert=self.cert_blob,
-            roster=self._roster_wire(),  # type: ignore[arg-type]
-            rv=self.roster_version,
-            round=self.model.round,
-            digest=self.model.digest,
-            content=self.model.content,
-            proof=self.model.proof,
+            charter=seat.info.charter.blob,
+            term=seat.term,
+            cert=seat.cert_blob,
+            roster=seat.roster_wire(),  # type: ignore[arg-type]
+            rv=seat.roster_version,
+            round=seat.model.round,
+            digest=seat.model.digest,
+            content=seat.model.content,
+            proof=seat.model.proof,
         )
-        return Reply(m.wire(reply), self.model.segments)
+        return Reply(m.wire(reply), seat.model.segments)
 
     async def _on_heartbeat(self, peer: bytes, req: m.Heartbeat, _: list[bytes]) -> Reply:
         # a member's term is not proof of anything: it never makes a leader step down
-        if not self.is_leader:
+        seat = self.seat
+        if not seat.is_leader:
             return self._not_leader()
-        member = self.roster[peer]
+        member = seat.roster[peer]
         member.addr = req.addr
         member.round = req.round
-        member.last_seen = self._now()  # a member's round is for show: models flow down only
+        member.last_seen = seat.now()  # a member's round is for show: models flow down only
         reply = m.HeartbeatReply(
-            term=self.term,
-            cert=self.cert_blob,
-            roster=self._roster_wire(),  # type: ignore[arg-type]
-            rv=self.roster_version,
-            round=self.model.round,
+            term=seat.term,
+            cert=seat.cert_blob,
+            roster=seat.roster_wire(),  # type: ignore[arg-type]
+            rv=seat.roster_version,
+            round=seat.model.round,
         )
         return Reply(m.wire(reply))
 
     async def _on_vote(self, peer: bytes, req: m.VoteRequest, _: list[bytes]) -> Reply:
-        lapsed = self.lease_lapsed()
-        if not lapsed and not self.is_leader and self.leader_key not in (None, peer):
+        seat = self.seat
+        lapsed = seat.lease_lapsed()
+        if not lapsed and not seat.is_leader and seat.leader_key not in (None, peer):
             lapsed = not await self._probe_leader()
-        shown = self.candidate_round(req.round, req.proof)
+        shown = self.authority.candidate_round(req.round, req.proof)
         if shown is None:
-            reply = m.VoteReply(granted=False, term=self.term, why=f"round {req.round} unproven")
+            reply = m.VoteReply(granted=False, term=seat.term, why=f"round {req.round} unproven")
             return Reply(m.wire(reply))
-        granted, why = self.election.grant(
+        granted, why = seat.election.grant(
             req.term,
             peer,
             candidate_round=shown,
-            my_round=self.proven_round,
+            my_round=seat.proven_round,
             candidate_roster=req.rv,
-            my_roster=self.roster_version,
-            leader_term=self.cert.term if self.cert is not None else None,
-            lease_lapsed=lapsed and not self.is_leader,
+            my_roster=seat.roster_version,
+            leader_term=seat.cert.term if seat.cert is not None else None,
+            lease_lapsed=lapsed and not seat.is_leader,
         )
         vote = None
         if granted:
-            vote = sign_vote(self.identity, self.group_id, req.term, peer)
+            vote = sign_vote(seat.identity, seat.group_id, req.term, peer)
             # as Raft resets its election timer on a vote: give that candidate a lease's time
             # to win and announce itself before we stand against it in the next term
-            self._voted_until = self._now() + self.config.lease_timeout
-        reply = m.VoteReply(granted=granted, term=self.term, why=why[:200], vote=vote)
+            seat.voted_until = seat.now() + seat.config.lease_timeout
+        reply = m.VoteReply(granted=granted, term=seat.term, why=why[:200], vote=vote)
         return Reply(m.wire(reply))
 
     async def _probe_leader(self) -> bool:
-        if self.leader_key is None or self.leader_addr is None:
+        seat = self.seat
+        if seat.leader_key is None or seat.leader_addr is None:
             return False
         try:
-            await self._request(
-                self.leader_key,
-                self.leader_addr,
+            await self.link.request(
+                seat.leader_key,
+                seat.leader_addr,
                 "g.heartbeat",
-                {"term": self.term, "round": self.model.round, "addr": list(self.my_addr)},
+                {"term": seat.term, "round": seat.model.round, "addr": list(seat.my_addr)},
                 timeout=0.5,
             )
         except (ChannelError, RemoteError):
-            self._lease_until = 0.0
+            seat.lease_until = 0.0
             return False
         return True
 
     async def _on_announce(self, peer: bytes, req: m.Announce, _: list[bytes]) -> Reply:
-        refusal = self.authorize(peer, req.term, req.cert, req.addr)
+        seat = self.seat
+        refusal = self.authority.authorize(peer, req.term, req.cert, req.addr)
         if refusal is not None:
-            return Reply.fail(refusal, f"my term is {self.term}")
-        self._leader_lost.set()  # wake the loop: heartbeat the new leader now
-        return Reply({"term": self.term})
+            return Reply.fail(refusal, f"my term is {seat.term}")
+        seat.leader_lost.set()  # wake the loop: heartbeat the new leader now
+        return Reply({"term": seat.term})
 
     async def _on_commit(self, peer: bytes, req: m.Commit, segments: list[bytes]) -> Reply:
-        refusal = self.authorize(peer, req.term, req.cert)
+        refusal = self.authority.authorize(peer, req.term, req.cert)
         if refusal is not None:
-            return Reply.fail(refusal, f"my term is {self.term}")
-        if not self._store_model(
+            return Reply.fail(refusal, f"my term is {self.seat.term}")
+        if not self.commits.store_model(
             req.round, req.digest, req.content, segments, req.proof, need_proof=True
         ):
             return Reply.fail("bad-model", "digest or commit proof does not match")
-        return Reply(m.wire(m.RoundReply(round=self.model.round)))
+        return Reply(m.wire(m.RoundReply(round=self.seat.model.round)))
 
     async def _on_model(self, peer: bytes, req: m.Empty, _: list[bytes]) -> Reply:
-        if peer not in self.roster and self.info.policy != "open":
+        seat = self.seat
+        if peer not in seat.roster and seat.info.policy != "open":
             return Reply.fail("not-member", "the model goes to members only")
-        model = self.model
+        model = seat.model
         reply = m.ModelReply(
             round=model.round, digest=model.digest, content=model.content, proof=model.proof
         )
-        return Reply(m.wire(reply), self.model.segments)
+        return Reply(m.wire(reply), seat.model.segments)
 
     async def _on_leave(self, peer: bytes, req: m.Empty, _: list[bytes]) -> Reply:
-        if self.is_leader and peer != self.me:
-            del self.roster[peer]
-            log.info("group %s: %s left", self.group_id, peer.hex()[:8])
-            self.roster_changed()
+        seat = self.seat
+        if seat.is_leader and peer != seat.me:
+            del seat.roster[peer]
+            log.info("group %s: %s left", seat.group_id, peer.hex()[:8])
+            self.upkeep.roster_changed()
         return Reply({})
 
     async def _on_leader_query(self, peer: bytes, req: m.Empty, _: list[bytes]) -> Reply:
-        cert = self.cert if self.leader_key is not None else None
+        seat = self.seat
+        cert = seat.cert if seat.leader_key is not None else None
         reply = m.LeaderReply(
-            term=self.term,
-            leader=self.leader_key,
-            addr=self.leader_addr,
+            term=seat.term,
+            leader=seat.leader_key,
+            addr=seat.leader_addr,
             cert=cert.encode() if cert is not None else None,
         )
         return Reply(m.wire(reply))
 
     def _from_my_leader(self, peer: bytes, term: int) -> bool:
-        return not self.is_leader and peer == self.leader_key and term == self.term
+        seat = self.seat
+        return not seat.is_leader and peer == seat.leader_key and term == seat.term
 
     async def _on_resign(self, peer: bytes, req: m.Resign, _: list[bytes]) -> Reply:
         if self._from_my_leader(peer, req.term):
             if req.roster is not None:  # elect among the members the leader knew
-                self._adopt_roster(req.roster, req.rv)
-            self._lease_until = 0.0
-            self._leader_lost.set()
+                self.upkeep.adopt_roster(req.roster, req.rv)
+            self.seat.lease_until = 0.0
+            self.seat.leader_lost.set()
         return Reply({})
 
     async def _on_redirect(self, peer: bytes, req: m.Redirect, _: list[bytes]) -> Reply:
-        refusal = self.authorize(peer, req.term, req.cert)
+        refusal = self.authority.authorize(peer, req.term, req.cert)
         if refusal is not None:
-            return Reply.fail(refusal, f"my term is {self.term}")
-        if not self.is_leader:
-            self.tasks.spawn(self._follow(req.addr, req.key), name="redirect")
+            return Reply.fail(refusal, f"my term is {self.seat.term}")
+        if not self.seat.is_leader:
+            self.tasks.spawn(self.following.follow(req.addr, req.key), name="redirect")
         return Reply({})
 
     async def _on_roster(self, peer: bytes, req: m.RosterPush, _: list[bytes]) -> Reply:
-        refusal = self.authorize(peer, req.term, req.cert)
+        refusal = self.authority.authorize(peer, req.term, req.cert)
         if refusal is not None:
-            return Reply.fail(refusal, f"my term is {self.term}")
-        if not self.is_leader:
-            self._adopt_roster(req.roster, req.rv)
+            return Reply.fail(refusal, f"my term is {self.seat.term}")
+        if not self.seat.is_leader:
+            self.upkeep.adopt_roster(req.roster, req.rv)
         return Reply({})

@@ -1,4 +1,4 @@
-"""Who is in a group (part of ``GroupMember``): quorum, dropping the silent, telling members.
+"""Who is in a group: quorum, dropping the silent, telling members (``RosterUpkeep``).
 
 A leader changes the roster only while a majority of it answers, and sends every change to the
 members at once: members elect on the roster they hold, and two members holding different
@@ -10,43 +10,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
+from typing import Any
 
-from ..addresses import Address
 from ..aio import TaskOwner
 from ..errors import OwnerClosed
-from .commits import may_be_deposed
+from .authority import Authority, may_be_deposed
 from .election import majority
-from .state import GroupConfig, Member, MemberFacts, ModelSnapshot
+from .link import Link
+from .seat import Seat
+from .state import Member
 
 log = logging.getLogger(__name__)
 
 
-class RosterUpkeep(MemberFacts):
-    """The roster rules of ``GroupMember``."""
+class RosterUpkeep:
+    """The roster rules: kept in the seat, changed by a leader with a majority, adopted by a
+    member from its proven leader."""
 
-    # state and methods provided by GroupMember
-    me: bytes
-    my_addr: Address
-    config: GroupConfig
-    roster: dict[bytes, Member]
-    model: ModelSnapshot
-    tasks: TaskOwner
-    roster_version: tuple[int, int]
-    _quorum_lost_at: float | None
-    _roster_dirty: bool
-    _dropped: set[bytes]
-    _roster_push: asyncio.Task[None] | None
-    _now: Callable[[], float]
-    _resign: Callable[[], None]
-    members: Callable[[], list[Member]]
-    _roster_wire: Callable[[], list[list[Any]]]
-    _request: Callable[..., Any]
-
-    if TYPE_CHECKING:  # provided by GroupMember
-
-        async def heed_stale_term(self, member: Member) -> bool: ...
+    def __init__(self, seat: Seat, link: Link, authority: Authority, tasks: TaskOwner) -> None:
+        self.seat = seat
+        self.link = link
+        self.authority = authority
+        self.tasks = tasks
+        self._quorum_lost_at: float | None = None
+        self._roster_dirty = False
+        self._dropped: set[bytes] = set()  # see former_majority
+        self._roster_push: asyncio.Task[None] | None = None
 
     def has_quorum(self) -> bool:
         """A majority of the roster answered within the lease: changes to it may be made.
@@ -55,8 +45,9 @@ class RosterUpkeep(MemberFacts):
         leader cut off from its group could otherwise admit newcomers and count them as the
         majority that lets it drop the members that elected a new leader meanwhile.
         """
-        cutoff = self._now() - self.config.lease_timeout
-        known = [m for k, m in self.roster.items() if k != self.me and m.confirmed]
+        seat = self.seat
+        cutoff = seat.now() - seat.config.lease_timeout
+        known = [m for k, m in seat.roster.items() if k != seat.me and m.confirmed]
         heard = 1 + sum(1 for m in known if m.last_seen >= cutoff)
         return heard >= majority(1 + len(known))
 
@@ -65,31 +56,38 @@ class RosterUpkeep(MemberFacts):
         our term now, in a round trip we start. Heartbeats do not show that: a leader that was
         frozen or cut off reads, when it wakes, heartbeats its members sent before they elected
         another leader. A member that proves a newer term makes us step down (False)."""
-        if not self.is_leader:
+        seat = self.seat
+        if not seat.is_leader:
             return False
-        term = self.term
-        known = [m for m in self.members() if m.key != self.me and m.confirmed]
+        term = seat.term
+        known = [m for m in seat.members() if m.key != seat.me and m.confirmed]
         header = {
             "term": term,
-            "cert": self.cert_blob,
-            "roster": self._roster_wire(),
-            "rv": self.roster_version,
+            "cert": seat.cert_blob,
+            "roster": seat.roster_wire(),
+            "rv": seat.roster_version,
         }
         replies = await asyncio.gather(
             *(
-                self._request(m.key, m.addr, "g.roster", header, timeout=self.config.lease_timeout)
+                self.link.request(
+                    m.key, m.addr, "g.roster", header, timeout=seat.config.lease_timeout
+                )
                 for m in known
             ),
             return_exceptions=True,
         )
         acks = 1
         for member, reply in zip(known, replies, strict=True):
-            if may_be_deposed(reply) and self.is_leader and await self.heed_stale_term(member):
+            if (
+                may_be_deposed(reply)
+                and seat.is_leader
+                and await self.authority.heed_stale_term(member)
+            ):
                 return False
             acks += not isinstance(reply, BaseException)
-        return self.is_leader and self.term == term and acks >= majority(1 + len(known))
+        return seat.is_leader and seat.term == term and acks >= majority(1 + len(known))
 
-    def _drop_silent_members(self) -> None:
+    def drop_silent_members(self) -> None:
         """Drop members silent beyond ``member_timeout``, but only while a majority still talks.
 
         A leader cut off from most of its group (a partition) must not shrink the roster to the
@@ -97,16 +95,17 @@ class RosterUpkeep(MemberFacts):
         side elects a leader of its own. Instead it keeps the roster (so it commits nothing)
         and, once that has lasted a lease, steps down.
         """
-        now = self._now()
-        cutoff = now - self.config.member_timeout
-        silent = [k for k, m in self.roster.items() if k != self.me and m.last_seen < cutoff]
+        seat = self.seat
+        now = seat.now()
+        cutoff = now - seat.config.member_timeout
+        silent = [k for k, m in seat.roster.items() if k != seat.me and m.last_seen < cutoff]
         # Count only members heard within a lease as present: after a partition the members on
         # the far side fall silent at slightly different moments, and dropping them one by one,
         # each time with a "majority" of what is left, is how a minority shrinks into a majority.
         if not silent or self.has_quorum():
             for key in silent:
-                log.info("group %s: member %s went silent", self.group_id, key.hex()[:8])
-                del self.roster[key]
+                log.info("group %s: member %s went silent", seat.group_id, key.hex()[:8])
+                del seat.roster[key]
                 self._dropped.add(key)
             if silent:
                 self.roster_changed()
@@ -114,15 +113,15 @@ class RosterUpkeep(MemberFacts):
             return
         if self._quorum_lost_at is None:
             self._quorum_lost_at = now
-        elif now - self._quorum_lost_at > self.config.lease_timeout:
+        elif now - self._quorum_lost_at > seat.config.lease_timeout:
             log.warning(
                 "group %s: %d of %d members silent; stepping down",
-                self.group_id,
+                seat.group_id,
                 len(silent),
-                len(self.roster),
+                len(seat.roster),
             )
             self._quorum_lost_at = None
-            self._resign()
+            seat.resign()
 
     def former_majority(self) -> int:
         """As leader: the acks a commit needs in all: a majority of the roster, counted with
@@ -132,31 +131,38 @@ class RosterUpkeep(MemberFacts):
         leader: the dropped members, alive again, can make its majority with members that
         missed our last rounds. Its majority must meet our commits' (Raft's joint majority).
         """
-        self._dropped -= self.roster.keys()  # readmitted since
-        return majority(len(self.roster) + len(self._dropped))
+        self._dropped -= self.seat.roster.keys()  # readmitted since
+        return majority(len(self.seat.roster) + len(self._dropped))
 
-    def _adopt_roster(self, wire: Any, version: tuple[int, int]) -> None:
+    def took_office(self) -> None:
+        """We lead a new term: the last leader's lost quorum and dropped members are not ours."""
+        self._quorum_lost_at = None
+        self._dropped.clear()  # candidates of the next term hold a roster of this one
+
+    def adopt_roster(self, wire: Any, version: tuple[int, int]) -> None:
         """Take the roster our proven leader sent (already checked by ``messages``), unless we
         hold a newer one: votes compare roster versions, so a member must never go back."""
-        if tuple(version) < self.roster_version:
+        seat = self.seat
+        if tuple(version) < seat.roster_version:
             return
-        self.roster_version = (version[0], version[1])
+        seat.roster_version = (version[0], version[1])
         roster = {}
-        now = self._now()
+        now = seat.now()
         for key, host, port, round_ in wire:
-            known = self.roster.get(key)
+            known = seat.roster.get(key)
             roster[key] = Member(key, (host, port), round_, known.last_seen if known else now)
-        roster[self.me] = Member(self.me, self.my_addr, self.model.round)
-        self.roster = roster
+        roster[seat.me] = Member(seat.me, seat.my_addr, seat.model.round)
+        seat.roster = roster
 
     def roster_changed(self) -> None:
         """As leader: send the members the new roster now, not at their next heartbeat. A member
         standing for election with a roster that lacks the newest members counts its majority
         among too few voters, and two candidates can both win a term."""
-        if not self.is_leader:
+        seat = self.seat
+        if not seat.is_leader:
             return
-        made, changes = self.roster_version
-        self.roster_version = (self.term, changes + 1 if made == self.term else 1)
+        made, changes = seat.roster_version
+        seat.roster_version = (seat.term, changes + 1 if made == seat.term else 1)
         self._roster_dirty = True
         if self._roster_push is None or self._roster_push.done():
             with contextlib.suppress(OwnerClosed):
@@ -165,24 +171,25 @@ class RosterUpkeep(MemberFacts):
     def remove_members(self, keys: Iterable[bytes]) -> None:
         """As leader: take members off the roster (they were told to go elsewhere)."""
         for key in keys:
-            if key != self.me:
-                self.roster.pop(key, None)
+            if key != self.seat.me:
+                self.seat.roster.pop(key, None)
         self.roster_changed()
 
     async def _push_roster(self) -> None:
-        while self._roster_dirty and self.is_leader:
+        seat = self.seat
+        while self._roster_dirty and seat.is_leader:
             self._roster_dirty = False
             header = {
-                "term": self.term,
-                "cert": self.cert_blob,
-                "roster": self._roster_wire(),
-                "rv": self.roster_version,
+                "term": seat.term,
+                "cert": seat.cert_blob,
+                "roster": seat.roster_wire(),
+                "rv": seat.roster_version,
             }
-            targets = [m for m in self.members() if m.key != self.me]
+            targets = [m for m in seat.members() if m.key != seat.me]
             former = self.former_majority()
             dropped = set(self._dropped)
             replies = await asyncio.gather(
-                *(self._request(m.key, m.addr, "g.roster", header) for m in targets),
+                *(self.link.request(m.key, m.addr, "g.roster", header) for m in targets),
                 return_exceptions=True,
             )
             told = [
@@ -194,9 +201,9 @@ class RosterUpkeep(MemberFacts):
             if 1 + sum(1 for m in told if m.confirmed) >= majority(1 + known):
                 for member in targets:  # a majority knows them now: their acks count
                     member.confirmed = True
-                if self._dropped & dropped and self.is_leader:
+                if self._dropped & dropped and seat.is_leader:
                     self._roster_dirty = True  # not yet a majority of the former roster
-                    await asyncio.sleep(min(0.5, self.config.heartbeat_interval))
-            elif self.is_leader:
+                    await asyncio.sleep(min(0.5, seat.config.heartbeat_interval))
+            elif seat.is_leader:
                 self._roster_dirty = True  # try again soon (a joiner may not be ready yet)
-                await asyncio.sleep(min(0.5, self.config.heartbeat_interval))
+                await asyncio.sleep(min(0.5, seat.config.heartbeat_interval))

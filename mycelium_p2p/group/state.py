@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgpack
 
@@ -115,22 +115,3 @@ class ModelSnapshot:
     @property
     def empty(self) -> bool:
         return self.content is None
-
-
-class MemberFacts:
-    """What ``GroupMember``'s parts read of it. Declared for the type checker only: the real
-    properties are ``GroupMember``'s (``cert_blob`` is ``MemberRequests``')."""
-
-    if TYPE_CHECKING:
-
-        @property
-        def cert_blob(self) -> bytes: ...
-
-        @property
-        def group_id(self) -> str: ...
-
-        @property
-        def term(self) -> int: ...
-
-        @property
-        def is_leader(self) -> bool: ...

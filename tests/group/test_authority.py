@@ -17,7 +17,7 @@ async def test_a_member_that_voted_in_a_term_follows_its_proven_winner(streams: 
         await wait_for(lambda: all(len(roster_of(p)) == 3 for p in (voter, winner)), 5, "rosters")
         gid, term = voter.group.group_id, voter.group.term + 1
         candidate = winner.identity.public_key
-        granted, why = voter.group.election.grant(
+        granted, why = voter.group.seat.election.grant(
             term, candidate, candidate_round=0, my_round=0, lease_lapsed=True
         )
         assert granted, why

@@ -26,7 +26,7 @@ async def test_a_candidate_with_a_majority_does_not_wait_for_cut_off_voters() ->
     group = GroupMember(me, None, info_for(old_leader), ("127.0.0.1", 1), config)
     for i, person in enumerate(people[1:], start=2):
         group.roster[person.public_key] = Member(person.public_key, ("127.0.0.1", i))
-    group.leader_key = old_leader.public_key  # whose lease has lapsed (_lease_until = 0)
+    group.seat.leader_key = old_leader.public_key  # whose lease has lapsed (seat.lease_until = 0)
 
     by_key = {p.public_key: p for p in people}
     hung: list[bytes] = []
@@ -47,9 +47,9 @@ async def test_a_candidate_with_a_majority_does_not_wait_for_cut_off_voters() ->
         vote = sign_vote(by_key[key], group.group_id, header["term"], me.public_key)
         return m.wire(m.VoteReply(granted=True, term=header["term"], vote=vote)), []
 
-    group._request = request  # type: ignore[method-assign]
+    group.link.request = request  # type: ignore[method-assign]
     try:
-        await asyncio.wait_for(group._elect(), timeout=10.0)
+        await asyncio.wait_for(group.elections.elect(), timeout=10.0)
         assert group.is_leader and group.term == 1
         assert group.cert is not None
         voters = {key for key, _ in group.cert.votes}
@@ -70,7 +70,7 @@ async def test_without_a_majority_a_candidate_still_hears_every_voter_out() -> N
     group = GroupMember(me, None, info_for(old_leader), ("127.0.0.1", 1), config)
     for i, person in enumerate(people[1:], start=2):
         group.roster[person.public_key] = Member(person.public_key, ("127.0.0.1", i))
-    group.leader_key = old_leader.public_key
+    group.seat.leader_key = old_leader.public_key
     by_key = {p.public_key: p for p in people}
     ended: list[bytes] = []
 
@@ -86,9 +86,9 @@ async def test_without_a_majority_a_candidate_still_hears_every_voter_out() -> N
         finally:
             ended.append(key)
 
-    group._request = request  # type: ignore[method-assign]
+    group.link.request = request  # type: ignore[method-assign]
     try:
-        await asyncio.wait_for(group._elect(), timeout=10.0)
+        await asyncio.wait_for(group.elections.elect(), timeout=10.0)
         assert not group.is_leader
         assert len(ended) == 5  # every voter was heard out
     finally:

@@ -17,9 +17,9 @@ def leader_with(ages: list[float]) -> GroupMember:
     group = GroupMember(
         Identity.generate(), None, info, ("127.0.0.1", 1), GroupConfig(heartbeat_interval=0.5)
     )
-    group.role = "leader"
+    group.seat.role = "leader"
     group.pushes = []  # type: ignore[attr-defined]
-    group.roster_changed = lambda: group.pushes.append(len(group.roster))  # type: ignore[method-assign]
+    group.upkeep.roster_changed = lambda: group.pushes.append(len(group.roster))  # type: ignore[method-assign]
     now = time.monotonic()
     for i, age in enumerate(ages):
         key = bytes([i + 1]) * 32
@@ -29,7 +29,7 @@ def leader_with(ages: list[float]) -> GroupMember:
 
 def test_dead_members_are_dropped_while_a_majority_answers() -> None:
     group = leader_with([0.1, 0.2, 0.3, 2.6, 2.7])  # 4 of 6 fresh
-    group._drop_silent_members()
+    group.upkeep.drop_silent_members()
     assert len(group.roster) == 4 and group.is_leader
     assert group.pushes == [4]  # the members hear of it at once
 
@@ -38,7 +38,7 @@ def test_half_the_group_falling_silent_one_by_one_is_not_dropped_one_by_one() ->
     # a partition: the far half stopped answering at the same moment, but their last
     # heartbeats were a little apart, so one of them crosses the member timeout first
     group = leader_with([0.1, 0.2, 2.6, 2.3, 2.1])  # 3 of 6 fresh
-    group._drop_silent_members()
+    group.upkeep.drop_silent_members()
     assert len(group.roster) == 6  # not even the first one: that would make 3 a majority of 5
     assert group.pushes == []
 
@@ -47,10 +47,10 @@ def test_a_leader_without_a_majority_steps_down_after_a_lease() -> None:
     group = leader_with([0.1, 2.6, 2.7])
     stepped = []
     group.on_follower = lambda: stepped.append(True)
-    group._drop_silent_members()
+    group.upkeep.drop_silent_members()
     assert group.is_leader  # not yet: a moment's silence is not a partition
-    group._quorum_lost_at = time.monotonic() - 2.0  # the loss has lasted beyond a lease
-    group._drop_silent_members()
+    group.upkeep._quorum_lost_at = time.monotonic() - 2.0  # the loss has lasted beyond a lease
+    group.upkeep.drop_silent_members()
     assert not group.is_leader and stepped and len(group.roster) == 4
 
 
@@ -63,8 +63,8 @@ def test_newcomers_the_others_never_heard_of_do_not_keep_a_cut_off_leader_in_off
     group = leader_with([2.6, 2.7, 0.1, 0.2])
     for i in (3, 4):
         group.roster[bytes([i]) * 32].confirmed = False
-    group._drop_silent_members()
+    group.upkeep.drop_silent_members()
     assert len(group.roster) == 5 and group.pushes == []
-    group._quorum_lost_at = time.monotonic() - 2.0  # the loss has lasted beyond a lease
-    group._drop_silent_members()
+    group.upkeep._quorum_lost_at = time.monotonic() - 2.0  # the loss has lasted beyond a lease
+    group.upkeep.drop_silent_members()
     assert not group.is_leader and len(group.roster) == 5

@@ -70,7 +70,7 @@ async def test_a_member_closing_as_its_leader_resigns_does_not_stand_for_electio
         member.on_leader = led.append
         await founder.group.close()
         await founder.channels.close()  # the leader is gone: an election would be won alone
-        member._leader_lost.set()  # its resignation arrives ...
+        member.seat.leader_lost.set()  # its resignation arrives ...
         await member.close()  # ... in the same moment we shut down
         await asyncio.sleep(2.0)
         assert led == [] and not member.is_leader
@@ -84,7 +84,7 @@ async def test_a_malformed_redirect_is_refused_and_changes_nothing(streams: SimS
         leader_before, term_before = member.leader_key, member.term
         bad = {"term": term_before, "cert": b"", "addr": ["127.0.0.1", 1], "key": b"short"}
         with pytest.raises(RemoteError, match=r"length >= 32 - at `\$\.key`"):
-            await founder.group._request(member.me, peer.addr, "g.redirect", bad)
+            await founder.group.link.request(member.me, peer.addr, "g.redirect", bad)
         assert (member.leader_key, member.term) == (leader_before, term_before)
 
 
@@ -100,14 +100,14 @@ async def test_a_newcomer_the_others_have_not_heard_of_does_not_make_a_majority(
     async with group_of(streams, 1) as (founder, cut_off):
         leader = founder.group
         assert leader is not None
-        confirm = leader.confirm_quorum
+        confirm = leader.upkeep.confirm_quorum
 
         async def confirm_then_cut() -> bool:
             confirmed = await confirm()
             await cut_off.channels.close()
             return confirmed
 
-        leader.confirm_quorum = confirm_then_cut  # type: ignore[method-assign]
+        leader.upkeep.confirm_quorum = confirm_then_cut  # type: ignore[method-assign]
         newcomer = await Peer(streams).listen()
         try:
             joined = await newcomer.join(founder, SLOW)
@@ -128,12 +128,12 @@ async def depose(founder: Peer, a: Peer, b: Peer) -> GroupMember:
     assert ga is not None and gb is not None
     everyone = {p.identity.public_key for p in (founder, a, b)}
     await wait_for(lambda: roster_of(a) == roster_of(b) == everyone, 5, "roster pushes")
-    ga._lease_until = gb._lease_until = 0.0  # the leader is frozen: their leases lapse
+    ga.seat.lease_until = gb.seat.lease_until = 0.0  # the leader is frozen: their leases lapse
     winner = min((ga, gb), key=lambda g: g.me)  # the first in the candidates' order
-    await winner._elect()
+    await winner.elections.elect()
     assert winner.is_leader and winner.term == 2
     voter = ga if winner is gb else gb
-    await voter._find_leader()  # as its loop does: it follows the winner
+    await voter.following.find_leader()  # as its loop does: it follows the winner
     assert voter.leader_key == winner.me and founder.identity.public_key not in voter.roster
     return winner
 
@@ -174,7 +174,7 @@ async def test_a_deposed_leader_does_not_admit_newcomers_into_a_fork_of_its_own(
         assert leader is not None
         winner = await depose(founder, a, b)
         for member in leader.roster.values():  # the stale heartbeats, read as L wakes
-            member.last_seen = leader._now()
+            member.last_seen = leader.seat.now()
         newcomers = [await Peer(streams).listen() for _ in range(2)]
         try:
             for newcomer in newcomers:
@@ -229,7 +229,7 @@ async def test_a_member_that_names_no_leader_leaves_the_refusal_as_it_was(
     async with group_of(streams, 1) as peers:
         founder, member = peers[0], peers[1]
         assert founder.group is not None and member.group is not None
-        member.group.leader_key = member.group.leader_addr = None  # between two leaders
+        member.group.seat.leader_key = member.group.seat.leader_addr = None  # between two leaders
         newcomer = await Peer(streams).listen()
         try:
             with pytest.raises(JoinRefused) as refused:

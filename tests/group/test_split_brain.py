@@ -43,24 +43,24 @@ async def test_a_deposed_leader_does_not_win_alone_on_the_roster_it_was_dropped_
         await wait_for(lambda: all(m.confirmed for m in old.roster.values()), 5, "confirmed")
         assert await old.commit(model(1))  # round 143, acknowledged by both
 
-        new._lease_until = 0.0  # the leader is slow: the member's lease lapses
-        await new._elect()
+        new.seat.lease_until = 0.0  # the leader is slow: the member's lease lapses
+        await new.elections.elect()
         assert new.is_leader and new.term == 2 and set(new.roster) == {new.me}
         with pytest.raises(StepDown):  # the old leader wakes; the new one proves term 2
             await old.commit(model(2))
         assert (old.is_leader, old.term, old.leader_key) == (False, 2, new.me)
 
-        old._lease_until = 0.0  # its lease on the busy new leader lapses at once
-        await old._elect()
+        old.seat.lease_until = 0.0  # its lease on the busy new leader lapses at once
+        await old.elections.elect()
         assert not old.is_leader and old.term == 2  # was: leader of term 3, alone
         assert await new.commit(model(2))  # the new leader's roster is itself alone
 
-        await old._heartbeat()  # refused as a non-member: it asks to be admitted again
+        await old.following.heartbeat()  # refused as a non-member: it asks to be admitted again
         assert set(new.roster) == both and old.roster_version[0] == 2
         assert old.model.round == 2 and old.leader_key == new.me
         # from now on the new leader commits only with its ack, and may be replaced by it
-        old._lease_until = 0.0  # the new leader freezes in turn
-        await old._elect()
+        old.seat.lease_until = 0.0  # the new leader freezes in turn
+        await old.elections.elect()
         assert old.is_leader and old.term == 3
         if new.is_leader:  # unless the winner's announce deposed it already
             with pytest.raises(StepDown):
@@ -103,8 +103,8 @@ async def test_a_member_without_its_leaders_roster_cannot_undo_a_committed_round
         winner, x, y = sorted(members, key=lambda g: g.me)  # W stands first
         lose(x, {"g.roster", "g.commit"})
         for member in members:
-            member._lease_until = 0.0
-        await winner._elect()
+            member.seat.lease_until = 0.0
+        await winner.elections.elect()
         assert winner.is_leader and winner.term == 2 and old.me not in winner.roster
         await wait_for(lambda: x.leader_key == y.leader_key == winner.me, 5, "announces")
         assert await winner.commit(model(2))  # acknowledged by W and Y
@@ -114,11 +114,11 @@ async def test_a_member_without_its_leaders_roster_cannot_undo_a_committed_round
         assert (old.term, old.leader_key) == (2, winner.me)
 
         await asyncio.sleep(FAST.lease_timeout)  # W freezes: the votes for it grow old
-        x._lease_until = old._lease_until = 0.0
-        await x._elect()
+        x.seat.lease_until = old.seat.lease_until = 0.0
+        await x.elections.elect()
         assert not x.is_leader and x.term == 2  # was: leader of term 3 from round 1
-        y._lease_until = 0.0
-        await y._elect()  # Y holds round 2 and W's roster: X's vote makes its majority
+        y.seat.lease_until = 0.0
+        await y.elections.elect()  # Y holds round 2 and W's roster: X's vote makes its majority
         assert y.is_leader and y.term == 3 and y.model.round == 2
 
 
@@ -141,7 +141,7 @@ async def test_a_commit_needs_a_majority_of_the_roster_with_the_members_not_yet_
         await wait_for(lambda: all(m.confirmed for m in leader.roster.values()), 5, "confirmed")
         assert await leader.commit(model(1))
         b, a, c, d = sorted(members, key=lambda g: g.me)
-        confirm = leader.confirm_quorum
+        confirm = leader.upkeep.confirm_quorum
 
         async def confirm_then_cut() -> bool:  # N is admitted; then A, C, D are cut off
             confirmed = await confirm()
@@ -149,9 +149,9 @@ async def test_a_commit_needs_a_majority_of_the_roster_with_the_members_not_yet_
                 lose(member, {"g.roster"})
             return confirmed
 
-        leader.confirm_quorum = confirm_then_cut  # type: ignore[method-assign]
+        leader.upkeep.confirm_quorum = confirm_then_cut  # type: ignore[method-assign]
         for member in leader.roster.values():  # all heard within the lease: it admits
-            member.last_seen = leader._now()
+            member.last_seen = leader.seat.now()
         newcomer = await Peer(streams).listen()
         try:
             n = await newcomer.join(founder, FAST)
@@ -161,8 +161,8 @@ async def test_a_commit_needs_a_majority_of_the_roster_with_the_members_not_yet_
                 lose(member, {"g.commit"})
             assert not await leader.commit(model(2))  # acked by L, A, C: 3 of 6 (was True)
 
-            b._lease_until = d._lease_until = n._lease_until = 0.0  # L freezes
-            await b._elect()
+            b.seat.lease_until = d.seat.lease_until = n.seat.lease_until = 0.0  # L freezes
+            await b.elections.elect()
             assert b.is_leader and b.term == 2 and b.model.round == 1  # round 2 never counted
         finally:
             if newcomer.group is not None:
@@ -189,17 +189,17 @@ async def test_a_commit_after_dropping_a_member_needs_the_roster_that_still_name
         assert await leader.commit(model(1))
         b, a, d = sorted(members, key=lambda g: g.me)
         lose(b, {"g.roster", "g.commit"})
-        now = leader._now()
+        now = leader.seat.now()
         for member in leader.roster.values():
             member.last_seen = now - 10 * FAST.member_timeout if member.key == d.me else now
-        leader._drop_silent_members()
+        leader.upkeep.drop_silent_members()
         assert d.me not in leader.roster
         await wait_for(lambda: d.me not in a.roster, 5, "the roster push to A")
         assert d.me in b.roster
         assert not await leader.commit(model(2))  # acked by L and A: 2 of 4 (was True)
 
-        b._lease_until = d._lease_until = 0.0  # L freezes
-        await b._elect()
+        b.seat.lease_until = d.seat.lease_until = 0.0  # L freezes
+        await b.elections.elect()
         assert b.is_leader and b.term == 2 and b.model.round == 1  # round 2 never counted
 
 
@@ -216,12 +216,12 @@ async def test_once_the_others_hold_the_roster_without_a_dropped_member_commits_
         b, a, d = sorted(members, key=lambda g: g.me)
         await peers[[g.me for g in groups].index(d.me)].channels.close()  # D is gone
         lose(b, {"g.commit"})  # and B too slow for this round
-        now = leader._now()
+        now = leader.seat.now()
         for member in leader.roster.values():
             member.last_seen = now - 10 * FAST.member_timeout if member.key == d.me else now
-        leader._drop_silent_members()
+        leader.upkeep.drop_silent_members()
         await wait_for(lambda: d.me not in a.roster and d.me not in b.roster, 5, "pushes")
-        await wait_for(lambda: not leader._dropped, 5, "a majority of {L, A, B, D} heard")
+        await wait_for(lambda: not leader.upkeep._dropped, 5, "a majority of {L, A, B, D} heard")
         assert await leader.commit(model(1))  # L and A: 2 of {L, A, B}
 
 

@@ -348,10 +348,12 @@ async def test_two_leaders_of_one_group_merge_into_the_one_ahead() -> None:
             for n in (rival, member)
         ]
         forked = rival.group
-        forked.roster = {k: m for k, m in forked.roster.items() if k != leader.identity.public_key}
-        forked.election.won(term)
-        forked.cert = LeaderCert(gid, term, candidate, votes)
-        forked._become_leader(term)
+        forked.seat.roster = {
+            k: m for k, m in forked.roster.items() if k != leader.identity.public_key
+        }
+        forked.seat.election.won(term)
+        forked.seat.cert = LeaderCert(gid, term, candidate, votes)
+        forked.elections.become_leader(term)
         assert len(leaders(nodes)) == 2
 
         # the leader behind learns of the newer term (its certificate proves it: a majority of

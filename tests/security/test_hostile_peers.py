@@ -247,8 +247,8 @@ async def test_a_lagging_member_cannot_lie_about_its_round_to_win() -> None:
         # the rogue stops running the honest code: no loop, no votes for others, no new models
         rogue.tasks.cancel()
         g.tasks.cancel()
-        g.election.grant = lambda *a, **k: (False, "the rogue votes for itself only")
-        g._store_model = lambda *a, **k: True
+        g.seat.election.grant = lambda *a, **k: (False, "the rogue votes for itself only")
+        g.commits.store_model = lambda *a, **k: True
         stale, stale_proof = g.model.round, g.model.proof
         await wait_for(lambda: honest.group.proven_round > stale, 30, "the honest member ahead")
         await crash(leader)
