@@ -85,6 +85,8 @@ class ProtocolStats:
     replies_dropped: int = 0
     rate_limited: int = 0
     liars_dropped: int = 0
+    bytes_in: int = 0  # every datagram received, malformed ones included
+    bytes_out: int = 0  # every datagram sent
     served: Counter[str] = field(default_factory=Counter)  # requests answered, by RPC
 
 
@@ -169,6 +171,7 @@ class MyceliumProtocol(IdProofs, KademliaProtocol):
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         address: Address = (addr[0], addr[1])
+        self.stats.bytes_in += len(data)
         if len(data) < 1 + _MSG_ID_SIZE + 1 or data[:1] not in (REQUEST, RESPONSE):
             self.stats.malformed_datagrams += 1
             return
@@ -222,6 +225,7 @@ class MyceliumProtocol(IdProofs, KademliaProtocol):
                 return
         if self.transport is not None and not self.transport.is_closing():
             self.transport.sendto(RESPONSE + msg_id + data, address)
+            self.stats.bytes_out += 1 + _MSG_ID_SIZE + len(data)
             self.book.answered(address)
 
     def _accept_response(self, msg_id: bytes, data: Any, address: Address) -> None:
@@ -275,6 +279,7 @@ class MyceliumProtocol(IdProofs, KademliaProtocol):
         timer = loop.call_later(self.rtt.give_up_after(address), self._expire, msg_id)
         self._outstanding[msg_id] = _Pending(future, timer, address, loop.time())
         self.transport.sendto(REQUEST + msg_id + data, address)
+        self.stats.bytes_out += 1 + _MSG_ID_SIZE + len(data)
         return future
 
     def _expire(self, msg_id: bytes) -> None:

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +25,8 @@ from typing import Any
 from ..aio import TaskOwner
 from ..errors import ChannelError, RemoteError
 from .frames import FrameSocket, Segments
+
+_MAX_METHODS = 24  # method names counted apart; the rest are "other"
 
 __all__ = ["DEFAULT_MAX_FRAME", "MAX_IN_FLIGHT", "Channel", "Handler", "Reply"]
 
@@ -83,6 +85,11 @@ class Channel:
         self._send_lock = asyncio.Lock()
         self._slots = asyncio.Semaphore(max_in_flight)  # requests of the peer's being answered
         self._closed = asyncio.Event()
+        self._methods: dict[int, str] = {}  # request id -> its method, to count its reply
+        #: bytes of whole frames read and written, by the method they belong to (a request's,
+        #: or the request a reply answers); at most ``_MAX_METHODS`` names, then "other"
+        self.bytes_in: Counter[str] = Counter()
+        self.bytes_out: Counter[str] = Counter()
         self._reader_task = tasks.spawn(self._read_loop(), name="channel-reader")
 
     @property
@@ -106,11 +113,13 @@ class Channel:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._pending[request_id] = future
+        self._methods[request_id] = method
         if max_reply is not None:
             self._reply_limits[request_id] = max_reply
         sent_at = loop.time()
         try:
-            await self._send({"t": "q", "id": request_id, "m": method, "h": header or {}}, segments)
+            request = {"t": "q", "id": request_id, "m": method, "h": header or {}}
+            await self._send(request, segments, method)
             header_in, segs = await asyncio.wait_for(future, timeout)
         except asyncio.TimeoutError:
             if self._last_heard < sent_at:
@@ -123,6 +132,7 @@ class Channel:
             raise ChannelError(f"{method}: connection lost ({exc})") from None
         finally:
             self._pending.pop(request_id, None)
+            self._methods.pop(request_id, None)
             limit = self._reply_limits.pop(request_id, None)
             if limit is not None and not future.done():
                 self._expired_limits[request_id] = limit
@@ -137,9 +147,12 @@ class Channel:
         why = "connection closed"  # what the requests still waiting are told
         try:
             while True:
+                before = self._io.received
                 header, segments = await self._io.read_frame(self._max_frame, self._limit_of)
                 self._last_heard = asyncio.get_running_loop().time()
                 kind = header.get("t")
+                method = header.get("m") if kind == "q" else self._methods.get(header.get("id"))  # type: ignore[arg-type]
+                self.count(self.bytes_in, method, self._io.received - before)
                 if kind == "r":
                     future = self._pending.get(header.get("id"))  # type: ignore[arg-type]
                     if future is not None and not future.done():
@@ -208,19 +221,29 @@ class Channel:
             else:
                 out["h"] = reply.header
             with contextlib.suppress(ConnectionError, OSError, ChannelError):
-                await self._send(out, reply.segments if not reply.error else ())
+                await self._send(out, reply.segments if not reply.error else (), header["m"])
         finally:
             self._slots.release()
 
-    async def _send(self, header: dict[str, Any], segments: Segments) -> None:
-        """Write one frame. A write that fails or is interrupted leaves the stream unusable
-        (a frame cut short, a nonce spent): the channel closes."""
+    async def _send(self, header: dict[str, Any], segments: Segments, method: str) -> None:
+        """Write one frame (counted under ``method``). A write that fails or is interrupted
+        leaves the stream unusable (a frame cut short, a nonce spent): the channel closes."""
         async with self._send_lock:
+            before = self._io.sent
             try:
                 await self._io.write_frame(header, segments)
             except BaseException:
                 self._shut()
                 raise
+            self.count(self.bytes_out, method, self._io.sent - before)
+
+    @staticmethod
+    def count(counter: Counter[str], method: Any, n: int) -> None:
+        """Add ``n`` bytes under ``method``: a peer's made-up names add no keys past a few."""
+        key = method if isinstance(method, str) and len(method) <= 32 else "other"
+        if key not in counter and len(counter) >= _MAX_METHODS:
+            key = "other"
+        counter[key] += n
 
     def _shut(self) -> None:
         self._mark_closed()

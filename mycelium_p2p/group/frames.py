@@ -308,6 +308,8 @@ class FrameSocket:
     def __init__(self, stream: ByteStream) -> None:
         self.stream = stream
         self.peername = stream.peername
+        self.sent = 0  # bytes of whole frames written (length, header, segments)
+        self.received = 0  # ... and read
 
     async def write_frame(self, header: dict[str, Any], segments: Segments) -> None:
         views = [memoryview(s).cast("B") for s in segments]
@@ -318,6 +320,7 @@ class FrameSocket:
         except BaseException:
             self.stream.close()
             raise
+        self.sent += 4 + len(head) + sum(v.nbytes for v in views)
 
     async def read_frame(
         self, max_frame: int, limit: Callable[[dict[str, Any]], int] | None = None
@@ -326,9 +329,11 @@ class FrameSocket:
         when that is given (a frame's header is read before its segments)."""
         (size,) = _U32.unpack(await self.stream.recv_exactly(4))
         try:
-            return await self._read_body(size, max_frame, limit)
+            header, segments = await self._read_body(size, max_frame, limit)
         except ConnectionError as exc:
             raise ChannelError(f"stream truncated mid-frame ({exc})") from None
+        self.received += 4 + size + sum(len(s) for s in segments)
+        return header, segments
 
     async def _read_body(
         self, size: int, max_frame: int, limit: Callable[[dict[str, Any]], int] | None

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from typing import Any
 
 from ..addresses import ip_literal
@@ -87,6 +88,9 @@ class ChannelServer:
         self.streams: StreamNetwork = streams or TcpStreams()
         self._listener: StreamListener | None = None
         self._channels: dict[bytes, Channel] = {}
+        # bytes moved by channels that have closed (open ones count their own)
+        self._gone_in: Counter[str] = Counter()
+        self._gone_out: Counter[str] = Counter()
         self._dialing: dict[bytes, asyncio.Lock] = {}
 
     async def listen(self, host: str, port: int) -> tuple[str, int]:
@@ -151,6 +155,8 @@ class ChannelServer:
         """A channel on ``stream``; one accepted from ``ip`` counts against its limit."""
 
         def closed(channel: Channel) -> None:
+            _merge(self._gone_in, channel.bytes_in)
+            _merge(self._gone_out, channel.bytes_out)
             self._forget(channel)
             if ip is not None:
                 self.admission.close_channel(ip)
@@ -175,6 +181,22 @@ class ChannelServer:
     def _forget(self, channel: Channel) -> None:
         if self._channels.get(channel.peer_key) is channel:
             del self._channels[channel.peer_key]
+
+    def traffic(self) -> dict[str, Any]:
+        """Open channels, and the bytes of frames read and written since this server started,
+        in all and by method (``Channel.bytes_in``/``bytes_out``; at most a few dozen names)."""
+        live = [c for c in self._channels.values() if not c.closed]
+        read, written = Counter(self._gone_in), Counter(self._gone_out)
+        for channel in live:
+            _merge(read, channel.bytes_in)
+            _merge(written, channel.bytes_out)
+        return {
+            "channels_open": len(live),
+            "bytes_in": sum(read.values()),
+            "bytes_out": sum(written.values()),
+            "in_by_method": dict(read),
+            "out_by_method": dict(written),
+        }
 
     def channel(self, peer_key: bytes) -> Channel | None:
         """The open channel to ``peer_key``, if any."""
@@ -244,3 +266,10 @@ class ChannelServer:
             await channel.close()
         self._channels.clear()
         await self.tasks.close()
+
+
+def _merge(into: Counter[str], counts: Counter[str]) -> None:
+    """Add ``counts`` into ``into`` under the same cap on names as a channel's: the channels
+    of many peers, each with made-up method names, add no more keys than one."""
+    for method, n in counts.items():
+        Channel.count(into, method, n)

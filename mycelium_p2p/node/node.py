@@ -408,7 +408,10 @@ class Node:
             self._lock.release()
 
     def status(self) -> dict[str, Any]:
+        """Where the node is (group, role, term, round), its app's failures, and what it has
+        sent and received: channel frames (by method) and DHT datagrams, in bytes."""
         group = self.group
+        dht = self.dht if getattr(self.dht, "protocol", None) is not None else None
         return {
             "node_id": self.identity.node_id.hex(),
             "group": group.info.name if group else None,
@@ -418,4 +421,9 @@ class Node:
             "round": group.model.round if group else 0,
             "members": len(group.roster) if group else 0,
             "app_failures": self.runner.failures.as_dict(),
+            "traffic": {
+                **self.channels.traffic(),
+                "dht_bytes_in": dht.stats.bytes_in if dht else 0,
+                "dht_bytes_out": dht.stats.bytes_out if dht else 0,
+            },
         }
