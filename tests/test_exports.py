@@ -27,6 +27,7 @@ PUBLIC = {
         "__version__",
     ],
     "mycelium_p2p.cli": ["cli", "main"],
+    "mycelium_p2p.web": ["WebView"],
     "mycelium_p2p.dht": [
         "DhtConfig",
         "DhtNode",

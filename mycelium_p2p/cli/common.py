@@ -96,3 +96,31 @@ async def with_timeout(coro: Any, seconds: float, what: str) -> Any:
         return await asyncio.wait_for(coro, seconds)
     except asyncio.TimeoutError:
         raise NetworkError(f"{what}: no answer within {seconds:g} s") from None
+
+
+web_option = click.option(
+    "--web",
+    metavar="HOST:PORT",
+    help="Serve a read-only web view, its state (/api/state) and Prometheus metrics (/metrics) "
+    "here, e.g. 127.0.0.1:8080. Loopback unless you name another address.",
+)
+
+
+async def start_web_view(dht: Any, node: Any, where: str) -> Any:
+    """Start a ``WebView`` of ``node`` (or of ``dht`` alone) at ``where`` (HOST:PORT)."""
+    from ..addresses import parse_address
+    from ..errors import ConfigError
+    from ..web import WebView
+
+    try:
+        host, port = parse_address(where)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="--web") from None
+    view = WebView(dht, node)
+    try:
+        bound = await view.start(host, port)
+    except OSError as exc:
+        raise click.ClickException(f"cannot serve the web view on {where}: {exc}") from None
+    host_text = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+    click.echo(f"web view on http://{host_text}:{bound[1]}/ (metrics: /metrics)")
+    return view

@@ -24,6 +24,8 @@ from .common import (
     peers_file_option,
     quiet_flower,
     run_async,
+    start_web_view,
+    web_option,
 )
 
 if TYPE_CHECKING:
@@ -213,6 +215,7 @@ if TYPE_CHECKING:
     type=click.Path(dir_okay=False, writable=True),
     help="Also append every event as a JSON line to this file.",
 )
+@web_option
 def join(
     bootstrap: tuple[str, ...],
     peers_file: Path | None,
@@ -249,6 +252,7 @@ def join(
     threads: int,
     isolation: str,
     events_file: str | None,
+    web: str | None,
 ) -> None:
     """Run a full node: join the network, find or found a group, train with it."""
     if group and create:
@@ -271,7 +275,7 @@ def join(
         as_json = click.get_current_context().find_root().params.get("log_format") == "json"
         node = Node(config, on_event=_printer(journal, as_json))
         limit_torch_threads(threads)  # after the ClientApp is loaded: torch only if it uses it
-        await run_until_signalled(lambda stop: _serve(node, stop))
+        await run_until_signalled(lambda stop: _serve(node, stop, web))
         if node.gave_up:
             raise click.ClickException(node.gave_up)
 
@@ -298,18 +302,24 @@ def _printer(journal: TextIO | None, as_json: bool = False) -> Callable[[NodeEve
     return event
 
 
-async def _serve(node: Node, stop: asyncio.Event) -> None:
-    """Start ``node``, run until it ends (its app gave up) or ``stop`` is set, then stop it."""
+async def _serve(node: Node, stop: asyncio.Event, web: str | None = None) -> None:
+    """Start ``node`` (and its web view at ``web``), run until it ends (its app gave up) or
+    ``stop`` is set, then stop it."""
     started = False
+    view = None
     try:
         await node.start()
         started = True
+        if web is not None:
+            view = await start_web_view(node.dht, node, web)
         ended = asyncio.ensure_future(node.ended.wait())
         signalled = asyncio.ensure_future(stop.wait())
         await asyncio.wait({ended, signalled}, return_when=asyncio.FIRST_COMPLETED)
         ended.cancel()
         signalled.cancel()
     finally:
+        if view is not None:
+            await view.close()
         await node.stop()
         if started:
             node.emit(events.STOPPED, "left the group and stopped")

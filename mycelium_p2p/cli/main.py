@@ -23,6 +23,8 @@ from .common import (
     data_dir_option,
     peers_file_option,
     run_async,
+    start_web_view,
+    web_option,
 )
 from .join import join
 from .query import groups, id_, invite, nodes
@@ -148,8 +150,14 @@ for _command in (join, groups, nodes, id_, invite):
 @bootstrap_option
 @peers_file_option
 @data_dir_option
+@web_option
 def bootstrap(
-    host: str, port: int, bootstrap: tuple[str, ...], peers_file: Path | None, data_dir: Path
+    host: str,
+    port: int,
+    bootstrap: tuple[str, ...],
+    peers_file: Path | None,
+    data_dir: Path,
+    web: str | None,
 ) -> None:
     """Run a long-lived seed peer (DHT only) until SIGINT/SIGTERM."""
     from ..node import DataDirLock, run_seed
@@ -158,10 +166,48 @@ def bootstrap(
     with DataDirLock(data_dir):
         identity = Identity.load_or_create(data_dir)
 
+        async def view(dht: Any) -> Any:
+            return (await start_web_view(dht, None, web)).close if web else None
+
         async def main() -> None:
-            await run_seed(identity, host, port, await resolve(peers), data_dir=data_dir)
+            beside = view if web else None
+            await run_seed(
+                identity, host, port, await resolve(peers), data_dir=data_dir, beside=beside
+            )
 
         run_async(main())
+
+
+@cli.command()
+@bootstrap_option
+@peers_file_option
+@click.option(
+    "--listen",
+    default="127.0.0.1:8080",
+    show_default=True,
+    metavar="HOST:PORT",
+    help="Where to serve the page (loopback unless you name another address).",
+)
+def web(bootstrap: tuple[str, ...], peers_file: Path | None, listen: str) -> None:
+    """Serve a read-only web view of the network (and /metrics) from a DHT reader alone."""
+    from ..node import run_until_signalled
+    from ..node.seed import dht_client
+
+    addrs = bootstrap_addresses(bootstrap, peers_file, required=True)
+
+    async def main() -> None:
+        async with dht_client(await resolve(addrs)) as dht:
+            view = await start_web_view(dht, None, listen)
+
+            async def serve(stop: asyncio.Event) -> None:
+                await stop.wait()
+
+            try:
+                await run_until_signalled(serve)
+            finally:
+                await view.close()
+
+    run_async(main())
 
 
 @cli.command()

@@ -33,6 +33,7 @@ from .membership import Emit, Membership
 from .publishing import Publisher
 
 log = logging.getLogger(__name__)
+KEEP_ROUNDS = 10_000  # round reports a leader keeps (days of rounds would grow without end)
 
 Watch = Callable[[GroupMember], Coroutine[Any, Any, None]]
 OnUpdates = Callable[[dict[bytes, Any], ModelSnapshot], None]
@@ -67,7 +68,10 @@ class Leading:
         self.flower_app = flower_app
         self.initial = initial
         self.split_check = split_check
-        self.rounds = publisher.rounds  # our rounds as leader, in every group we led
+        # our rounds as leader, in every group we led: the latest KEEP_ROUNDS of them
+        self.rounds = publisher.rounds
+        self.rounds_led = 0  # ... and how many in all, and their seconds
+        self.round_seconds = 0.0
         self.watches: list[Watch] = []  # more to run while leading (the node adds merging)
         #: leaders run rounds while this is set (clear it to pause this node's group)
         self.training = asyncio.Event()
@@ -87,6 +91,10 @@ class Leading:
             term=term,
             round=group.model.round,
             digest=group.model.digest.hex(),
+            # who elected it, on which roster: what a split brain is traced back to
+            voters=[key.hex()[:8] for key, _ in group.cert.votes] if group.cert else [],
+            roster=sorted(key.hex()[:8] for key in group.roster),
+            rv=list(group.roster_version),
         )
         self.stop()
         self._running = [
@@ -146,6 +154,10 @@ class Leading:
 
     def _on_round(self, report: RoundReport) -> None:
         self.rounds.append(report)
+        self.rounds_led += 1
+        self.round_seconds += report.seconds
+        if len(self.rounds) > KEEP_ROUNDS + KEEP_ROUNDS // 10:  # trimmed now and then
+            del self.rounds[: len(self.rounds) - KEEP_ROUNDS]
         group = self.membership.group
         self.emit(
             events.ROUND,

@@ -24,6 +24,7 @@ import dataclasses
 import logging
 import random
 import time
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
@@ -59,6 +60,7 @@ from .splitting import Splitter
 __all__ = ["Node", "NodeConfig", "NodeEvent", "select_group"]
 
 log = logging.getLogger(__name__)
+RECENT_EVENTS = 300  # events a node keeps for a web view (rounds, evaluations, moves)
 
 
 class Node:
@@ -94,6 +96,9 @@ class Node:
             )
         self.identity = identity
         self.on_event = on_event or (lambda event: log.info("%s", event.text))
+        #: events emitted since the node was made, by kind; the latest few (a web view reads them)
+        self.event_counts: Counter[str] = Counter()
+        self.recent_events: deque[NodeEvent] = deque(maxlen=RECENT_EVENTS)
         self.dht = DhtNode(identity, config.dht, network=network)
         self.channels = ChannelServer(identity, self._route, streams=streams)
         self.tasks = TaskOwner("node")
@@ -212,7 +217,10 @@ class Node:
     def emit(self, kind: events.EventKind, text: str, **fields: Any) -> None:
         """Report an event to ``on_event`` (with this node's id in its fields)."""
         fields = {"node": self.identity.node_id.hex()[:12], **fields}
-        self.on_event(NodeEvent(kind, text, fields, time.time()))
+        event = NodeEvent(kind, text, fields, time.time())
+        self.event_counts[kind] += 1
+        self.recent_events.append(event)
+        self.on_event(event)
 
     async def evaluate_groups(self) -> str:
         """Measure our group and candidates on our own data; move if it pays (the reason)."""

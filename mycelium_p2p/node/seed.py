@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 
 from ..addresses import Address
@@ -18,6 +18,9 @@ from .contacts import keep_contacts, load_contacts, remember_contacts
 from .lifecycle import run_until_signalled
 
 log = logging.getLogger(__name__)
+
+#: run beside a seed, given its DHT peer; returns how to close what it started
+Beside = Callable[[DhtNode], Awaitable[Callable[[], Awaitable[None]]]]
 
 
 def wildcard_for(addrs: Sequence[Address]) -> str:
@@ -34,10 +37,12 @@ async def run_seed(
     peers: Sequence[Address] = (),
     config: DhtConfig | None = None,
     data_dir: Path | None = None,
+    beside: Beside | None = None,
 ) -> None:
     """Serve as a long-lived DHT-only peer until SIGINT/SIGTERM. With ``data_dir``, its
     contacts are kept there: a restarted seed knows the network again at once, instead of
-    nobody until peers happen to ask it something."""
+    nobody until peers happen to ask it something. ``beside``: something to run with the
+    seed's DHT peer once it is up (a web view); it returns how to close it."""
 
     async def main(stop: asyncio.Event) -> None:
         dht = DhtNode(identity, config)
@@ -57,7 +62,12 @@ async def run_seed(
                 f"seed peer {identity.node_id.hex()} listening on udp {bound[0]}:{bound[1]}",
                 flush=True,
             )
-            await stop.wait()
+            close = await beside(dht) if beside is not None else None
+            try:
+                await stop.wait()
+            finally:
+                if close is not None:
+                    await close()
         finally:
             if data_dir is not None:
                 remember_contacts(dht, data_dir)

@@ -53,7 +53,7 @@ FIELDS: dict[str, tuple[str, Any, str]] = {
 }
 #: the options that set no field of their own: --bootstrap and --peers-file make
 #: ``bootstrap`` (resolved), --data-dir is checked on its own, --events is the command's
-NOT_FIELDS = {"bootstrap", "peers_file", "data_dir", "events_file"}
+NOT_FIELDS = {"bootstrap", "peers_file", "data_dir", "events_file", "web"}
 #: two runs, each with the options of its own set and those of neither: some exclude each
 #: other (--group/--create, --app/--client-app), and --no-migrate and --no-merge must differ
 RUNS = [

@@ -1,0 +1,89 @@
+"""``WebView``: a read-only page, JSON state and Prometheus metrics, served in the event loop of
+the node (or DHT peer) it shows, with ``aiohttp``: no second process, no thread.
+
+Routes: ``/`` (the page), ``/api/state`` (what the page shows, as JSON), ``/metrics``. Nothing
+here changes the node; nothing secret is shown. The group listing is read from the DHT at most
+every ``LISTING_EVERY`` s however many browsers poll, so a page left open costs the network one
+read per interval, and the node one scrape's work per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from ..addresses import Address
+from ..dht import DhtNode
+from .metrics import CONTENT_TYPE, NodeCollector, render
+from .page import render_page
+from .state import network_state, node_state
+
+if TYPE_CHECKING:
+    from ..node.node import Node
+
+__all__ = ["LISTING_EVERY", "WebView"]
+
+LISTING_EVERY = 3.0  # s: how stale the group listing may be
+
+
+class WebView:
+    """Serves ``node`` (its DHT, group and traffic) or, with ``node`` None, a DHT peer's view
+    of the network."""
+
+    def __init__(self, dht: DhtNode, node: Node | None = None) -> None:
+        self.dht, self.node = dht, node
+        self.collector = NodeCollector(dht, node)
+        self._groups: list[dict[str, Any]] = []
+        self._read_at = float("-inf")
+        self._reading: asyncio.Lock | None = None
+        self._runner: web.AppRunner | None = None
+        app = web.Application()
+        app.router.add_get("/", self._page)
+        app.router.add_get("/api/state", self._state)
+        app.router.add_get("/metrics", self._metrics)
+        self.app = app
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> Address:
+        """Serve on ``host:port`` (loopback unless you name another address); the address."""
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        bound = self._runner.addresses[0]
+        return (str(bound[0]), int(bound[1]))
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def groups(self) -> list[dict[str, Any]]:
+        """The listing, read again when older than ``LISTING_EVERY`` (one read at a time)."""
+        if self._reading is None:
+            self._reading = asyncio.Lock()
+        async with self._reading:
+            if time.monotonic() - self._read_at >= LISTING_EVERY:
+                with contextlib.suppress(Exception):  # a failed read: show the last listing
+                    self._groups = await network_state(self.dht)
+                self._read_at = time.monotonic()
+        return self._groups
+
+    async def state(self) -> dict[str, Any]:
+        node = node_state(self.node) if self.node is not None else None
+        return {"groups": await self.groups(), "node": node, "t": time.time()}
+
+    async def _page(self, _: web.Request) -> web.Response:
+        state = await self.state()
+        return web.Response(
+            text=render_page(state["groups"], state["node"]), content_type="text/html"
+        )
+
+    async def _state(self, _: web.Request) -> web.Response:
+        return web.json_response(await self.state())
+
+    async def _metrics(self, _: web.Request) -> web.Response:
+        return web.Response(body=render(self.collector), headers={"Content-Type": CONTENT_TYPE})

@@ -1,0 +1,117 @@
+"""The web view of a live node: the page (a plain table without JavaScript), its JSON state,
+and Prometheus metrics; read-only, on loopback, with text from the network escaped."""
+
+from __future__ import annotations
+
+from html.parser import HTMLParser
+from typing import Any
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+from mycelium_p2p.testing.aio import run_async, wait_for
+from mycelium_p2p.testing.loopback import learning_network
+from mycelium_p2p.web import WebView
+from mycelium_p2p.web.page import render_page
+
+
+class Tables(HTMLParser):
+    """The text of every table cell, by table id; and the scripts' sources."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: dict[str, list[list[str]]] = {}
+        self.scripts: list[str] = []
+        self._table: str | None = None
+        self._in: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "table":
+            self._table = dict(attrs).get("id") or "?"
+            self.tables[self._table] = []
+        elif tag == "tr" and self._table:
+            self.tables[self._table].append([])
+        elif tag in ("td", "th", "script"):
+            self._in = tag
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "table":
+            self._table = None
+        if tag in ("td", "th", "script"):
+            self._in = None
+
+    def handle_data(self, data: str) -> None:
+        if self._in == "script":
+            self.scripts.append(data)
+        elif self._in and self._table and self.tables[self._table]:
+            self.tables[self._table][-1].append(data)
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in (name, name + "_total") and all(
+                sample.labels.get(k) == v for k, v in labels.items()
+            ):
+                return float(sample.value)
+    raise AssertionError(f"no {name} {labels} in the metrics")
+
+
+@run_async(timeout=150)
+async def test_a_live_nodes_page_state_and_metrics() -> None:
+    async with learning_network([{"create": "club"}, {"group": "club"}]) as (_, leader, member):
+        await wait_for(lambda: leader.group.model.round >= 2, 90, "two rounds")
+        view = WebView(member.dht, member)
+        host, port = await view.start()
+        assert host == "127.0.0.1"  # loopback unless told otherwise
+        base = f"http://{host}:{port}"
+        try:
+            async with aiohttp.ClientSession() as http:
+                async with http.get(base + "/") as reply:
+                    assert reply.status == 200
+                    page = await reply.text()
+                async with http.get(base + "/api/state") as reply:
+                    state: dict[str, Any] = await reply.json()
+                async with http.get(base + "/metrics") as reply:
+                    assert reply.headers["Content-Type"].startswith("text/plain")
+                    metrics = await reply.text()
+                async with http.post(base + "/") as reply:
+                    assert reply.status == 405  # read-only
+        finally:
+            await view.close()
+    parsed = Tables()
+    parsed.feed(page)
+    rows = parsed.tables["groups"][1:]
+    assert [row[0] for row in rows] == ["club"] and rows[0][4] == "2/10"
+    node = {row[0]: row[1] for row in parsed.tables["node"]}
+    assert node["role"] == "member" and node["group"] == "club"
+    assert [g["name"] for g in state["groups"]] == ["club"]
+    assert state["node"]["traffic"]["in_by_method"]["fl.msg"] > 0
+    assert metric(metrics, "mycelium_group_members") == 2
+    assert metric(metrics, "mycelium_channel_bytes", method="fl.msg", direction="in") > 0
+    assert metric(metrics, "mycelium_dht_bytes", direction="in") > 0
+    assert metric(metrics, "mycelium_leader") == 0
+
+
+def test_text_from_the_network_is_escaped() -> None:
+    row = {
+        "name": "<script>alert(1)</script>",
+        "id": "0" * 16,
+        "task": "<b>x</b>",
+        "policy": "open",
+        "members": 1,
+        "capacity": 2,
+        "leader": "198.18.0.1:8470",
+        "term": 1,
+        "round": 3,
+        "accuracy": 0.5,
+        "advert_age_s": 1.0,
+    }
+    page = render_page([row], None)
+    assert "<script>alert" not in page and "<b>x</b>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    parsed = Tables()
+    parsed.feed(page)
+    assert parsed.tables["groups"][1][0] == "<script>alert(1)</script>"  # shown as text
+    assert len(parsed.scripts) == 1 and "textContent" in parsed.scripts[0]
+    assert "http" not in parsed.scripts[0].replace("/api/state", "")  # nothing from elsewhere
