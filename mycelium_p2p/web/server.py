@@ -3,14 +3,15 @@ the node (or DHT peer) it shows, with ``aiohttp``: no second process, no thread.
 
 Routes: ``/`` (the page), ``/api/state`` (what the page shows, as JSON), ``/metrics``. Nothing
 here changes the node; nothing secret is shown. The group listing is read from the DHT at most
-every ``LISTING_EVERY`` s however many browsers poll, so a page left open costs the network one
-read per interval, and the node one scrape's work per request.
+every ``LISTING_EVERY`` s, and the state made at most every ``STATE_EVERY`` s, however many
+browsers poll: ten browsers cost the node what one does (``scripts/bench_web.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -25,9 +26,10 @@ from .state import network_state, node_state
 if TYPE_CHECKING:
     from ..node.node import Node
 
-__all__ = ["LISTING_EVERY", "WebView"]
+__all__ = ["LISTING_EVERY", "STATE_EVERY", "WebView"]
 
 LISTING_EVERY = 3.0  # s: how stale the group listing may be
+STATE_EVERY = 1.0  # s: how stale the page's state may be (one render shared by all who poll)
 
 
 class WebView:
@@ -38,6 +40,7 @@ class WebView:
         self.dht, self.node = dht, node
         self.collector = NodeCollector(dht, node)
         self._groups: list[dict[str, Any]] = []
+        self._made: tuple[float, dict[str, Any], bytes] | None = None  # (when, state, JSON)
         self._read_at = float("-inf")
         self._reading: asyncio.Lock | None = None
         self._runner: web.AppRunner | None = None
@@ -73,8 +76,16 @@ class WebView:
         return self._groups
 
     async def state(self) -> dict[str, Any]:
-        node = node_state(self.node) if self.node is not None else None
-        return {"groups": await self.groups(), "node": node, "t": time.time()}
+        return (await self._current())[0]
+
+    async def _current(self) -> tuple[dict[str, Any], bytes]:
+        """The state and its JSON, made at most every ``STATE_EVERY`` s however many poll."""
+        now = time.monotonic()
+        if self._made is None or now - self._made[0] >= STATE_EVERY:
+            node = node_state(self.node) if self.node is not None else None
+            state = {"groups": await self.groups(), "node": node, "t": time.time()}
+            self._made = (now, state, json.dumps(state).encode())
+        return self._made[1], self._made[2]
 
     async def _page(self, _: web.Request) -> web.Response:
         state = await self.state()
@@ -82,8 +93,9 @@ class WebView:
             text=render_page(state["groups"], state["node"]), content_type="text/html"
         )
 
-    async def _state(self, _: web.Request) -> web.Response:
-        return web.json_response(await self.state())
+    async def _state(self, request: web.Request) -> web.Response:
+        body = (await self._current())[1]
+        return web.Response(body=body, content_type="application/json")
 
     async def _metrics(self, _: web.Request) -> web.Response:
         return web.Response(body=render(self.collector), headers={"Content-Type": CONTENT_TYPE})
