@@ -28,12 +28,10 @@ from dataclasses import dataclass
 from ..addresses import Address
 from ..aio import TaskOwner
 from ..group.frames import LINK_TIMEOUT, SocketStream
-from .network import SimNetwork
+from .network import _EPHEMERAL, _WILDCARDS, SimNetwork
 
 __all__ = ["SimHostStreams", "SimListener", "SimStreams", "StreamStats"]
 
-_WILDCARDS = frozenset({"", "0.0.0.0", "::", "127.0.0.1", "localhost", "::1"})
-_EPHEMERAL = 49152
 _CHUNK = 64 * 1024
 _RETRY = 0.2  # how often held bytes (and SYNs) are tried again across a partition
 
@@ -126,15 +124,18 @@ class SimStreams:
     # -- binding and dialling ------------------------------------------------------------------
 
     def _bind(self, host: str, port: int) -> SimListener:
-        if port == 0:
-            port = self._ports.get(host, _EPHEMERAL)
-            self._ports[host] = port + 1
-        address = (host, int(port))
+        address = (host, int(port) or self._next_port(host))
         if address in self._listeners:
             raise OSError(errno.EADDRINUSE, f"{host}:{port} is in use")
         listener = SimListener(self, address)
         self._listeners[address] = listener
         return listener
+
+    def _next_port(self, host: str) -> int:
+        """The next free ephemeral port of ``host`` (listeners and dialled ends alike)."""
+        port = self._ports.get(host, _EPHEMERAL)
+        self._ports[host] = port + 1
+        return port
 
     def _unbind(self, listener: SimListener) -> None:
         if self._listeners.get(listener.address) is listener:
@@ -154,8 +155,7 @@ class SimStreams:
             raise ConnectionRefusedError(
                 errno.ECONNREFUSED, f"nothing listens on {dst[0]}:{dst[1]}"
             )
-        port = self._ports.get(src, _EPHEMERAL)
-        self._ports[src] = port + 1
+        port = self._next_port(src)
         mine, theirs = self._wire((src, port), listener.address)
         listener._pending.put_nowait((SocketStream(theirs, peername=(src, port)), src))
         self.stats.connected += 1
