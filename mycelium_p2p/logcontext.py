@@ -14,7 +14,7 @@ from collections.abc import Callable
 from contextvars import ContextVar, Token
 from typing import Any
 
-__all__ = ["JsonFormatter", "bind", "current", "unbind"]
+__all__ = ["JsonFormatter", "bind", "current", "extend", "unbind"]
 
 Facts = Callable[[], dict[str, Any]]
 
@@ -25,6 +25,17 @@ _FACTS: ContextVar[Facts | None] = ContextVar("mycelium_p2p_log_facts", default=
 def bind(facts: Facts) -> Token[Facts | None]:
     """Tasks created from now on in this context log with ``facts()``; ``unbind`` the token
     to stop tagging the caller's own later records."""
+    return _FACTS.set(facts)
+
+
+def extend(more: Facts) -> Token[Facts | None]:
+    """Like ``bind``, on top of the facts already bound: ``more()`` adds to them or overrides
+    them (a leader's rounds log with the group they serve, even while the node leaves it)."""
+    outer = _FACTS.get()
+
+    def facts() -> dict[str, Any]:
+        return {**(outer() if outer is not None else {}), **more()}
+
     return _FACTS.set(facts)
 
 

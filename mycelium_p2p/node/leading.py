@@ -16,7 +16,7 @@ from typing import Any
 
 from flwr.app import ArrayRecord
 
-from .. import events
+from .. import events, logcontext
 from ..aio import TaskOwner
 from ..dht import DhtNode, fetch_advert
 from ..errors import MyceliumError
@@ -124,8 +124,12 @@ class Leading:
         self._running = []
 
     async def _lead(self, group: GroupMember) -> None:
-        """The leader's rounds: the app's ServerApp (``--app``), or one strategy round each."""
+        """The leader's rounds: the app's ServerApp (``--app``), or one strategy round each.
+        What they log (Flower's strategy thread too) names this group, also on the way out."""
         c = self.config.fl
+        logcontext.extend(
+            lambda: {"group": group.group_id, "term": group.term, "round": group.model.round}
+        )  # this task's own context: nothing to unbind
         if self.flower_app is not None:
             await lead_app(
                 group,

@@ -24,6 +24,18 @@ def test_a_record_carries_the_facts_bound_in_its_context() -> None:
     assert line["level"] == "INFO" and line["logger"] == "mycelium_p2p.x"
 
 
+def test_extended_facts_add_to_the_node_s_and_win_over_them() -> None:
+    record = logging.LogRecord("mycelium_p2p.x", logging.INFO, __file__, 1, "hi", (), None)
+    outer = logcontext.bind(lambda: {"node": "n1"})  # the node, between groups
+    inner = logcontext.extend(lambda: {"group": "g", "term": 3})  # a leader's rounds
+    try:
+        line = json.loads(logcontext.JsonFormatter().format(record))
+    finally:
+        logcontext.unbind(inner)
+        logcontext.unbind(outer)
+    assert (line["node"], line["group"], line["term"]) == ("n1", "g", 3)
+
+
 def test_a_node_prints_only_json_lines_with_its_group_term_and_round(tmp_path: Path) -> None:
     args = ["--log-format", "json", "-vv", "join", "--create", "solo", "--host", "127.0.0.1"]
     with processes() as procs:

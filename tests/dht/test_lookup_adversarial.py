@@ -19,6 +19,7 @@ from mycelium_p2p.testing.hostile import (
     closed_udp_ports,
     hostile_dht_node,
     make_hostile,
+    shared_prefix,
     sybil_identity,
 )
 from mycelium_p2p.testing.loopback import FAST, swarm
@@ -56,6 +57,15 @@ def next_to(node_id: bytes) -> bytes:
     return node_id[:-1] + bytes([node_id[-1] ^ 1])
 
 
+def advert_far_from(nodes: list[DhtNode], bits: int) -> Record:
+    """An advert whose key shares fewer than ``bits`` leading bits with every node's id, so
+    that sybils ground to ``bits`` or more surround it (random ids would, now and then, not)."""
+    while True:
+        record = make_advert()
+        if all(shared_prefix(n.node.id, record.key) < bits for n in nodes):
+            return record
+
+
 async def holds(reader: DhtNode, record: Record) -> bool:
     return record in await reader.get_records(record.key)
 
@@ -63,8 +73,8 @@ async def holds(reader: DhtNode, record: Record) -> bool:
 @run_async(timeout=180)
 async def test_twenty_sybils_next_to_a_key_do_not_hide_its_record() -> None:
     rng = random.Random(3)
-    record = make_advert()
     async with swarm(40) as honest:
+        record = advert_far_from(honest, 10)
         plan: list[tuple[str, Identity | None]] = [
             ("sybil", sybil_identity(record.key, 10, seed=i)) for i in range(FAST.ksize)
         ]
