@@ -1,6 +1,7 @@
 """The web view's one page: rendered whole on the server (a plain HTML table works without
-JavaScript), then kept current by a small script that polls ``/api/state``. Everything ships
-here; nothing loads from elsewhere. Text from the network is escaped (``html.escape`` on the
+JavaScript), then kept current by a small script: it listens to ``/api/events`` (server-sent
+events) and polls ``/api/state`` where it cannot. Everything ships here; nothing loads from
+elsewhere. Text from the network is escaped (``html.escape`` on the
 server, ``textContent`` in the script)."""
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ svg{border:1px solid #ccc;background:#fafafa}
 .muted{color:#777}
 """
 
-# Re-renders the tables from /api/state every 2 s; text goes in with textContent only.
+# Re-renders the tables from each state /api/events pushes (or, where the browser has no
+# EventSource or the node refuses the stream, from /api/state every 2 s); text goes in with
+# textContent only. <body data-live> says which.
 _SCRIPT = """
 const fmt = (k, v) => k === "accuracy" ? (100 * v).toFixed(1) + "%" : String(v);
 function fill(id, rows, cols) {
@@ -52,20 +55,27 @@ function curve(points) {
   line.setAttribute("points", points.map(p =>
     (((p.t - t0) / (t1 - t0)) * 600).toFixed(1) + "," + (150 - p.acc * 150).toFixed(1)).join(" "));
 }
-async function poll() {
-  try {
-    const s = await (await fetch("/api/state", {cache: "no-store"})).json();
-    fill("groups", s.groups, COLUMNS);
-    document.getElementById("count").textContent = s.groups.length + " group(s)";
-    if (s.node) {
-      for (const k of ["group", "role", "term", "round"])
-        document.getElementById("node-" + k).textContent = String(s.node[k] ?? "-");
-      curve(s.node.curve);
-    }
-    document.getElementById("updated").textContent = new Date().toLocaleTimeString();
-  } catch (e) { document.getElementById("updated").textContent = "unreachable"; }
+function show(s) {
+  fill("groups", s.groups, COLUMNS);
+  document.getElementById("count").textContent = s.groups.length + " group(s)";
+  if (s.node) {
+    for (const k of ["group", "role", "term", "round"])
+      document.getElementById("node-" + k).textContent = String(s.node[k] ?? "-");
+    curve(s.node.curve);
+  }
+  document.getElementById("updated").textContent = new Date().toLocaleTimeString();
 }
-setInterval(poll, 2000);
+const unreachable = () => { document.getElementById("updated").textContent = "unreachable"; };
+async function poll() {
+  try { show(await (await fetch("/api/state", {cache: "no-store"})).json()); }
+  catch (e) { unreachable(); }
+}
+function polling() { document.body.dataset.live = "polling"; setInterval(poll, 2000); }
+if (!window.EventSource) polling(); else {
+  const events = new EventSource("/api/events");
+  events.onmessage = e => { document.body.dataset.live = "events"; show(JSON.parse(e.data)); };
+  events.onerror = () => events.readyState === EventSource.CLOSED ? polling() : unreachable();
+}
 """
 
 

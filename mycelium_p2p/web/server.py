@@ -1,10 +1,13 @@
 """``WebView``: a read-only page, JSON state and Prometheus metrics, served in the event loop of
 the node (or DHT peer) it shows, with ``aiohttp``: no second process, no thread.
 
-Routes: ``/`` (the page), ``/api/state`` (what the page shows, as JSON), ``/metrics``. Nothing
+Routes: ``/`` (the page), ``/api/state`` (what the page shows, as JSON), ``/api/events`` (the
+same state pushed as server-sent events, one every ``STATE_EVERY`` s), ``/metrics``. Nothing
 here changes the node; nothing secret is shown. The group listing is read from the DHT at most
 every ``LISTING_EVERY`` s, and the state made at most every ``STATE_EVERY`` s, however many
-browsers poll: ten browsers cost the node what one does (``scripts/bench_web.py``).
+browsers poll or listen: ten browsers cost the node what one does (``scripts/bench_web.py``).
+At most ``MAX_STREAMS`` event streams are open at once (more get 503 and poll instead), and a
+stream whose reader stops reading is closed after ``WRITE_TIMEOUT`` s.
 """
 
 from __future__ import annotations
@@ -26,10 +29,12 @@ from .state import network_state, node_state
 if TYPE_CHECKING:
     from ..node.node import Node
 
-__all__ = ["LISTING_EVERY", "STATE_EVERY", "WebView"]
+__all__ = ["LISTING_EVERY", "MAX_STREAMS", "STATE_EVERY", "WRITE_TIMEOUT", "WebView"]
 
 LISTING_EVERY = 3.0  # s: how stale the group listing may be
 STATE_EVERY = 1.0  # s: how stale the page's state may be (one render shared by all who poll)
+MAX_STREAMS = 32  # event streams open at once
+WRITE_TIMEOUT = 10.0  # s: a stream's reader that takes no bytes this long is dropped
 
 
 class WebView:
@@ -44,14 +49,19 @@ class WebView:
         self._read_at = float("-inf")
         self._reading: asyncio.Lock | None = None
         self._runner: web.AppRunner | None = None
+        self._streams = 0  # event streams open now
+        self.max_streams = MAX_STREAMS
+        self._closing: asyncio.Event | None = None
         app = web.Application()
         app.router.add_get("/", self._page)
         app.router.add_get("/api/state", self._state)
+        app.router.add_get("/api/events", self._events)
         app.router.add_get("/metrics", self._metrics)
         self.app = app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> Address:
         """Serve on ``host:port`` (loopback unless you name another address); the address."""
+        self._closing = asyncio.Event()
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
@@ -60,6 +70,8 @@ class WebView:
         return (str(bound[0]), int(bound[1]))
 
     async def close(self) -> None:
+        if self._closing is not None:
+            self._closing.set()  # event streams end at once, not at the runner's timeout
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -96,6 +108,31 @@ class WebView:
     async def _state(self, request: web.Request) -> web.Response:
         body = (await self._current())[1]
         return web.Response(body=body, content_type="application/json")
+
+    async def _events(self, request: web.Request) -> web.StreamResponse:
+        """The state as server-sent events: one ``data:`` line of JSON every ``STATE_EVERY`` s
+        (the JSON has no newline), until the reader goes or the view closes."""
+        closing = self._closing
+        if closing is None or closing.is_set():
+            return web.Response(status=503, text="closing")
+        if self._streams >= self.max_streams:
+            return web.Response(status=503, text="too many event streams: poll /api/state")
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"}
+        )
+        self._streams += 1
+        try:
+            await response.prepare(request)
+            while not closing.is_set():
+                body = (await self._current())[1]
+                await asyncio.wait_for(response.write(b"data: " + body + b"\n\n"), WRITE_TIMEOUT)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(closing.wait(), STATE_EVERY)
+            return response
+        except (ConnectionError, asyncio.TimeoutError):  # the reader left, or stopped reading
+            return response
+        finally:
+            self._streams -= 1
 
     async def _metrics(self, _: web.Request) -> web.Response:
         return web.Response(body=render(self.collector), headers={"Content-Type": CONTENT_TYPE})

@@ -3,6 +3,8 @@ and Prometheus metrics; read-only, on loopback, with text from the network escap
 
 from __future__ import annotations
 
+import asyncio
+import json
 from html.parser import HTMLParser
 from typing import Any
 
@@ -10,7 +12,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from mycelium_p2p.testing.aio import run_async, wait_for
-from mycelium_p2p.testing.loopback import learning_network
+from mycelium_p2p.testing.loopback import learning_network, swarm
 from mycelium_p2p.web import WebView
 from mycelium_p2p.web.page import render_page
 
@@ -91,6 +93,34 @@ async def test_a_live_nodes_page_state_and_metrics() -> None:
     assert metric(metrics, "mycelium_channel_bytes", method="fl.msg", direction="in") > 0
     assert metric(metrics, "mycelium_dht_bytes", direction="in") > 0
     assert metric(metrics, "mycelium_leader") == 0
+
+
+@run_async(timeout=60)
+async def test_events_push_the_state_to_a_bounded_number_of_streams() -> None:
+    async with swarm(2) as (dht, _):
+        view = WebView(dht)
+        view.max_streams = 1
+        host, port = await view.start()
+        url = f"http://{host}:{port}/api/events"
+        try:
+            async with aiohttp.ClientSession() as http, http.get(url) as stream:
+                assert stream.headers["Content-Type"] == "text/event-stream"
+                pushed = []
+                while len(pushed) < 2:  # one now, one a second later
+                    line = await asyncio.wait_for(stream.content.readline(), 10)
+                    if line.startswith(b"data: "):
+                        pushed.append(json.loads(line[6:]))
+                assert pushed[0]["groups"] == [] and pushed[1]["t"] > pushed[0]["t"]
+                async with http.get(url) as second:
+                    assert second.status == 503  # the page polls instead
+                loop = asyncio.get_running_loop()
+                started = loop.time()
+                await view.close()  # ends the open stream at once
+                while await asyncio.wait_for(stream.content.readline(), 10):
+                    pass
+                assert loop.time() - started < 5
+        finally:
+            await view.close()
 
 
 def test_text_from_the_network_is_escaped() -> None:
