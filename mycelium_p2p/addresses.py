@@ -38,8 +38,9 @@ def ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | Non
         return None
 
 
-def parse_address(text: str, default_port: int | None = None) -> Address:
-    """``host:port``, ``[v6]:port`` or (with a default port) a bare host, as ``(host, port)``."""
+def parse_address(text: str, default_port: int | None = None, *, any_port: bool = False) -> Address:
+    """``host:port``, ``[v6]:port`` or (with a default port) a bare host, as ``(host, port)``.
+    ``any_port``: an address to listen on, where port 0 means any free one."""
     text = text.strip()
     host, sep, port_text = text.rpartition(":")
     if text.startswith("[") and "]" in text:  # [::1]:8468 or [::1]
@@ -62,8 +63,9 @@ def parse_address(text: str, default_port: int | None = None) -> Address:
         port = int(port_text)
     except ValueError:
         raise ConfigError(f"bad address {text!r}: port {port_text!r} is not a number") from None
-    if not 0 < port < 65536:
-        raise ConfigError(f"bad address {text!r}: port {port} outside 1..65535")
+    if not (0 if any_port else 1) <= port < 65536:
+        lowest = 0 if any_port else 1
+        raise ConfigError(f"bad address {text!r}: port {port} outside {lowest}..65535")
     return host, port
 
 

@@ -32,6 +32,12 @@ def test_bad_addresses_name_the_problem(text: str) -> None:
         parse_address(text, 8468)
 
 
+def test_port_0_is_any_free_port_only_where_we_listen() -> None:
+    assert parse_address("127.0.0.1:0", any_port=True) == ("127.0.0.1", 0)
+    with pytest.raises(ConfigError, match=r"outside 0\.\.65535"):
+        parse_address("127.0.0.1:65536", any_port=True)
+
+
 def test_a_port_is_required_without_a_default() -> None:
     with pytest.raises(ConfigError, match="host:port"):
         parse_address("seed.lan")

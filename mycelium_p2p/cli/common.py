@@ -113,7 +113,7 @@ async def start_web_view(dht: Any, node: Any, where: str) -> Any:
     from ..web import WebView
 
     try:
-        host, port = parse_address(where)
+        host, port = parse_address(where, any_port=True)
     except ConfigError as exc:
         raise click.BadParameter(str(exc), param_hint="--web") from None
     view = WebView(dht, node)

@@ -6,16 +6,19 @@ every group starts mixed: nodes of all domains. Then the network does what it do
 train with Flower, nodes measure other groups' models on their own data and migrate, groups
 become pure. Midway one leader is killed with SIGKILL; its group elects a new one and trains on,
 and the killed node comes back. Everything on screen is read from the nodes' own event files
-(``join --events``) and from the DHT.
+(``join --events``) and from the DHT. The network's web view (``mycelium_p2p.web``, from a DHT
+reader in this process) is served at ``web`` and its URL printed (and opened with ``open``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import signal
 import time
+import webbrowser
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +27,10 @@ from typing import Any
 from rich.console import Console
 from rich.live import Live
 
+from ..addresses import parse_address
 from ..errors import LocalNetError
-from ..node.seed import query_groups
+from ..node.seed import dht_client, query_groups
+from ..web import WebView
 from .demo_view import DemoState, NodeView, save_plot, summary, view
 from .localnet import LocalNet
 
@@ -46,6 +51,8 @@ class DemoConfig:
     seed: int = 0
     out: Path = Path("mycelium-demo")
     live: bool = True
+    web: str | None = "127.0.0.1:0"  # where the web view is served (None: not at all)
+    open_browser: bool = False  # open the web view in the user's browser
 
 
 async def _wait_listed(
@@ -77,18 +84,23 @@ async def run_demo(config: DemoConfig, console: Console, stop: asyncio.Event) ->
         if config.live:
             live.start()
         try:
-            await run.start(lambda: live.update(view(run.state, run.phase)), stop)
-            while run.going(stop):
-                await run.tick()
-                if config.live:
-                    live.update(view(run.state, run.phase))
-                else:
-                    _print_new_log(console, run.state)
-                await asyncio.sleep(0.25)
+            async with contextlib.AsyncExitStack() as stack:
+                await run.start(lambda: live.update(view(run.state, run.phase)), stop)
+                web = await _web_view(config, run, stack)
+                while run.going(stop):
+                    await run.tick()
+                    if config.live:
+                        live.update(view(run.state, run.phase))
+                    else:
+                        _print_new_log(console, run.state)
+                    await asyncio.sleep(0.25)
+                shown = len((await web.state())["groups"]) if web is not None else None
             run.phase = "stopping: every node leaves its group"
             if config.live:
                 live.update(view(run.state, run.phase))
             result = await run.stop()
+            result["web"] = run.state.web_url
+            result["web_groups"] = shown  # how many groups the web view showed at the end
             if config.live:
                 live.update(view(run.state, "stopped"))
         finally:
@@ -99,6 +111,33 @@ async def run_demo(config: DemoConfig, console: Console, stop: asyncio.Event) ->
     result["plot"] = str(save_plot(run.state, config.out / "demo.png"))
     (config.out / "summary.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+async def _web_view(
+    config: DemoConfig, run: _Run, stack: contextlib.AsyncExitStack
+) -> WebView | None:
+    """The network's web view, from a DHT reader of our own, until ``stack`` closes; its URL
+    goes to the demo's log (and to the browser with ``open_browser``)."""
+    if config.web is None:
+        return None
+    host, port = parse_address(config.web, any_port=True)
+    dht = await stack.enter_async_context(dht_client([run.seed]))
+    view = WebView(dht)
+    try:
+        bound = await view.start(host, port)
+    except OSError as exc:
+        await view.close()
+        run.state.note(f"[yellow]no web view on {config.web}: {exc}[/]")
+        return None
+    stack.push_async_callback(view.close)
+    host_text = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+    url = f"http://{host_text}:{bound[1]}/"
+    run.state.web_url = url
+    run.state.note(f"web view of the network: {url}")
+    if config.open_browser:
+        with contextlib.suppress(Exception):  # no browser here: the URL is printed anyway
+            await asyncio.to_thread(webbrowser.open, url)
+    return view
 
 
 class _Run:

@@ -58,6 +58,7 @@ class DemoState:
     failovers: list[float] = field(default_factory=list)
     killed: dict[str, tuple[float, int]] = field(default_factory=dict)  # group_id -> (t, term)
     kills: list[tuple[float, str]] = field(default_factory=list)  # (t, node) of each SIGKILL
+    web_url: str | None = None  # where the network's web view is served
     moves: int = 0
     printed: int = 0  # log lines already printed (without the live view)
 
@@ -246,8 +247,9 @@ def view(state: DemoState, phase: str) -> Group:
         f"migrations {state.moves}",
         f"{time.time() - state.started:.0f} s",
     )
+    title = "mycelium-p2p demo" + (f" - web view {state.web_url}" if state.web_url else "")
     return Group(
-        Panel(head, title="mycelium-p2p demo"),
+        Panel(head, title=title),
         groups_view(state),
         nodes_view(state),
         Panel("\n".join(state.log[-10:]) or "starting...", title="events"),

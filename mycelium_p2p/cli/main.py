@@ -11,8 +11,8 @@ from typing import Any
 
 import click
 
-from ..addresses import resolve
-from ..errors import MyceliumError, StoppedAbruptly
+from ..addresses import parse_address, resolve
+from ..errors import ConfigError, MyceliumError, StoppedAbruptly
 from ..identity import Identity
 from ..logcontext import JsonFormatter
 from .common import (
@@ -242,6 +242,15 @@ def web(bootstrap: tuple[str, ...], peers_file: Path | None, listen: str) -> Non
 )
 @click.option("--live/--no-live", default=True, show_default=True, help="The live terminal view.")
 @click.option("--seed", default=0, show_default=True, help="Random seed (which leader dies).")
+@click.option(
+    "--web",
+    default="127.0.0.1:0",
+    show_default=True,
+    metavar="HOST:PORT",
+    help="Serve the network's web view here (port 0: any free one); its URL is printed.",
+)
+@click.option("--no-web", is_flag=True, help="No web view.")
+@click.option("--open", "open_browser", is_flag=True, help="Open the web view in a browser.")
 def demo(
     nodes: int,
     domains: int,
@@ -251,6 +260,9 @@ def demo(
     out: str,
     live: bool,
     seed: int,
+    web: str,
+    no_web: bool,
+    open_browser: bool,
 ) -> None:
     """Run a whole network of node processes on loopback and watch groups form and migrate."""
     from rich.console import Console
@@ -259,6 +271,11 @@ def demo(
     from .demo import DemoConfig, run_demo
     from .demo_view import summary_table
 
+    if not no_web:
+        try:
+            parse_address(web, any_port=True)
+        except ConfigError as exc:
+            raise click.BadParameter(str(exc), param_hint="--web") from None
     console = Console()
     config = DemoConfig(
         nodes=nodes,
@@ -269,6 +286,8 @@ def demo(
         seed=seed,
         out=Path(out),
         live=live,
+        web=None if no_web else web,
+        open_browser=open_browser,
     )
     result: dict[str, Any] = {}
 

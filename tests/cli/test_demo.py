@@ -91,6 +91,8 @@ def test_demo_runs_end_to_end_in_a_short_mode(tmp_path: Path) -> None:
     assert summary["groups"] and summary["pids"]
     assert all(code is not None for code in summary["exit_codes"].values())
     assert not [pid for pid in summary["pids"] if pid_alive(pid)]
+    assert summary["web"].startswith("http://127.0.0.1:") and summary["web"] in result.stdout
+    assert summary["web_groups"] >= 1  # the web view served the network
     assert summary["failover_seconds"], (
         "the killed leader's group never elected a new one:\n" + result.stdout[-4000:]
     )
