@@ -38,6 +38,8 @@ from .config import NodeConfig
 log = logging.getLogger(__name__)
 GROUP_LOOKUP_RETRIES = 5  # once a second, for a --group not advertised yet
 MEASURE_TIMEOUT = 2.0  # s: for a candidate's model when entering; a slower one is not measured
+JOIN_RETRY_FOR = 30.0  # s: how long a --group that refuses us for now (regrouping...) is retried
+FINAL_REFUSALS = frozenset({"full", "invite"})  # refusals that waiting does not change
 
 Emit = Callable[..., None]
 
@@ -158,14 +160,17 @@ class Membership:
         if c.group.create and as_configured:
             self.found(c.group.create)
             return
-        configured = bool(c.group.join and as_configured)
-        chosen = await (self._configured() if configured else self._candidates())
+        if c.group.join and as_configured:
+            await self._join_configured()
+            self.remember_origin(origin)
+            return
+        chosen = await self._candidates()
         refusals: list[str] = []
         tried: set[str] = set()
         if await self._join_first(chosen, refusals, tried):
             self.remember_origin(origin)
             return
-        if refusals and not configured and c.group.founding_jitter > 0:
+        if refusals and c.group.founding_jitter > 0:
             # nodes cut off together (a partition) all fail to reach the groups they know at
             # once: look again, so that they mostly join the first of them to found one
             await asyncio.sleep(self.rng.uniform(0, c.group.founding_jitter))
@@ -175,8 +180,6 @@ class Membership:
             ):
                 self.remember_origin(origin)
                 return
-        if configured:
-            raise ConfigError(f"cannot join group {c.group.join!r}: {'; '.join(refusals)}")
         if refusals:  # say why, or a firewalled node founds groups of one without a word
             self.emit(
                 events.REFUSED,
@@ -185,6 +188,24 @@ class Membership:
             )
         self.found(f"{c.task}-{self.identity.node_id.hex()[:6]}", model)
         self.remember_origin(origin)
+
+    async def _join_configured(self) -> None:
+        """Join ``--group``. A refusal that may pass (the group is regrouping or electing, its
+        leader unreachable for now) is retried, with a growing pause, for ``JOIN_RETRY_FOR``
+        s, each time from a fresh advert; a full group or a bad invite fails at once."""
+        c = self.config
+        deadline = loop_time() + JOIN_RETRY_FOR
+        pause = 1.0
+        while True:
+            refusals: list[str] = []
+            codes: list[str] = []
+            if await self._join_first(await self._configured(), refusals, set(), codes):
+                return
+            if FINAL_REFUSALS.intersection(codes) or loop_time() + pause > deadline:
+                raise ConfigError(f"cannot join group {c.group.join!r}: {'; '.join(refusals)}")
+            log.info("%s; trying again in %g s", "; ".join(refusals), pause)
+            await asyncio.sleep(pause)
+            pause = min(2 * pause, 5.0)
 
     async def _configured(self) -> list[GroupAdvert]:
         """The advert of ``--group``, waiting a few seconds for one founded a moment ago."""
@@ -257,9 +278,14 @@ class Membership:
             self.origin = Origin(new, origin.left, origin.at, origin.roster)
 
     async def _join_first(
-        self, chosen: list[GroupAdvert], refusals: list[str], tried: set[str]
+        self,
+        chosen: list[GroupAdvert],
+        refusals: list[str],
+        tried: set[str],
+        codes: list[str] | None = None,
     ) -> bool:
-        """Join the first of ``chosen`` that lets us in; record why the others did not."""
+        """Join the first of ``chosen`` that lets us in; record why the others did not (and
+        the leaders' refusal codes in ``codes``)."""
         for advert in chosen:
             tried.add(advert.group_id)
             try:
@@ -267,6 +293,8 @@ class Membership:
                 return True
             except JoinRefused as exc:
                 refusals.append(f"{advert.name}: {exc}")
+                if codes is not None:
+                    codes.append(exc.code)
             except Exception as exc:  # a leader that broke the channel or sent nonsense
                 log.warning("joining %s failed", advert.name, exc_info=True)
                 refusals.append(f"{advert.name}: {type(exc).__name__}: {exc}")

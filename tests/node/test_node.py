@@ -213,6 +213,44 @@ async def test_joining_a_group_that_does_not_exist_names_what_exists() -> None:
         await asyncio.sleep(0)
 
 
+@run_async(timeout=60)
+async def test_a_group_that_refuses_for_now_is_asked_again_and_a_full_one_is_not() -> None:
+    configs = [{"create": "club"}, {"create": "solo", "capacity": 1}]
+    async with learning_network(configs) as (seed, owner, _):
+        from mycelium_p2p.node.node import Node, NodeConfig
+
+        def node(group: str) -> Node:
+            config = NodeConfig.from_flat(
+                bootstrap=[seed.address], host="127.0.0.1", group=group, heartbeat_interval=0.3
+            )
+            return Node(config)
+
+        confirm = owner.group.upkeep.confirm_quorum
+        asked = 0
+
+        async def regrouping_twice() -> bool:  # "group club is regrouping; try later", twice
+            nonlocal asked
+            asked += 1
+            return asked > 2 and await confirm()
+
+        owner.group.upkeep.confirm_quorum = regrouping_twice
+        patient = node("club")
+        try:
+            await patient.start()
+            assert patient.group.group_id == owner.group.group_id and asked >= 3
+        finally:
+            await patient.stop()
+        crowded = node("solo")
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            with pytest.raises(ConfigError, match="full"):
+                await crowded.start()
+            assert loop.time() - started < 10  # at once: waiting does not empty a group
+        finally:
+            await crowded.stop()
+
+
 @run_async(timeout=90)
 async def test_a_node_that_joined_just_before_the_leader_died_finds_the_new_leader() -> None:
     configs = [{"data_shard": "0/3"}, {"data_shard": "1/3"}]
