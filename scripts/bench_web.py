@@ -4,12 +4,16 @@ attached and polled, in turns, and the mean round time of each is compared.
 
 A group of --nodes in-process nodes on loopback (digits, round pause 0) trains throughout.
 Every --phase seconds the arm changes: "off" (no view), then "on" (a ``WebView`` on the
-leader, and a client that fetches ``/api/state`` every 2 s, as the page does, and
+leader, and a client that follows the page's state, as a browser does, and fetches
 ``/metrics`` every 5 s, as Prometheus would, with --browsers such clients at once), and so on,
---phases times each, so that drift over the run falls on both arms alike. Prints the mean
-round seconds of each arm and their ratio; the goal is at most 1.02.
+--phases times each, so that drift over the run falls on both arms alike. A client listens to
+``/api/events`` (``--clients events``, what the page does) or fetches ``/api/state`` every 2 s
+(``--clients poll``, the page's fallback). Prints the mean round seconds of each arm, their
+ratio, and the ratio turn by turn (each "on" turn against the "off" turn before it) with a 95%
+bootstrap interval of its mean: the goal is at most 1.02.
 
-    python scripts/bench_web.py [--nodes 4] [--phase 20] [--phases 4] [--browsers 3] [--json]
+    python scripts/bench_web.py [--nodes 4] [--phase 20] [--phases 4] [--browsers 3]
+                                [--clients events|poll] [--json]
 
 Needs the package only (no extra).
 """
@@ -20,6 +24,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import random
 import statistics
 import sys
 from typing import Any
@@ -50,10 +55,45 @@ async def _poll(base: str, stop: asyncio.Event) -> int:
     return made
 
 
+async def _listen(base: str, stop: asyncio.Event) -> int:
+    """Read ``/api/events`` and fetch the metrics every 5 s until ``stop``; messages read and
+    requests made."""
+    made = 0
+    async with aiohttp.ClientSession() as http, http.get(base + "/api/events") as stream:
+
+        async def metrics() -> None:
+            nonlocal made
+            while not stop.is_set():
+                async with http.get(base + "/metrics") as reply:
+                    await reply.read()
+                made += 1
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 5.0)
+
+        scraping = asyncio.ensure_future(metrics())
+        try:
+            while not stop.is_set():
+                with contextlib.suppress(asyncio.TimeoutError):
+                    if (await asyncio.wait_for(stream.content.readline(), 1.0)).startswith(b"data"):
+                        made += 1
+        finally:
+            await scraping
+    return made
+
+
+def bootstrap_interval(ratios: list[float], rounds: int = 2000) -> tuple[float, float]:
+    """A 95% bootstrap interval of the mean of ``ratios`` (seeded: the same figures again)."""
+    rng = random.Random(0)
+    means = sorted(statistics.fmean(rng.choices(ratios, k=len(ratios))) for _ in range(rounds))
+    return means[int(0.025 * rounds)], means[int(0.975 * rounds) - 1]
+
+
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
     configs = [{"create": "bench", "round_pause": 0.0, "migrate": False, "split": False}]
     configs += [{"group": "bench", "migrate": False, "split": False}] * (args.nodes - 1)
     seconds: dict[str, list[float]] = {"off": [], "on": []}
+    turns: dict[str, list[float]] = {"off": [], "on": []}  # each turn's mean round
+    client = _listen if args.clients == "events" else _poll
     requests = 0
     async with learning_network(configs) as (_, leader, *_members):
         await wait_for(lambda: len(leader.group.roster) == args.nodes, 60, "the whole group")
@@ -66,22 +106,28 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
                 view = WebView(leader.dht, leader)
                 host, port = await view.start()
                 base = f"http://{host}:{port}"
-                pollers = [asyncio.ensure_future(_poll(base, stop)) for _ in range(args.browsers)]
+                pollers = [asyncio.ensure_future(client(base, stop)) for _ in range(args.browsers)]
             await asyncio.sleep(args.phase)
             stop.set()
             requests += sum(await asyncio.gather(*pollers))
             if view is not None:
                 await view.close()
-            seconds[arm] += [r.seconds for r in leader.rounds[first:]]
+            took = [r.seconds for r in leader.rounds[first:]]
+            seconds[arm] += took
+            turns[arm].append(statistics.fmean(took) if took else float("nan"))
     mean = {arm: statistics.fmean(s) for arm, s in seconds.items()}
+    paired = [on / off for off, on in zip(turns["off"], turns["on"], strict=True)]
     return {
         "nodes": args.nodes,
         "rounds": {arm: len(s) for arm, s in seconds.items()},
         "mean_round_s": mean,
         "median_round_s": {arm: statistics.median(s) for arm, s in seconds.items()},
         "ratio_on_off": mean["on"] / mean["off"],
+        "ratio_by_turn": paired,
+        "ratio_mean_95": [statistics.fmean(paired), *bootstrap_interval(paired)],
         "requests": requests,
         "browsers": args.browsers,
+        "clients": args.clients,
     }
 
 
@@ -90,7 +136,8 @@ def main() -> int:
     parser.add_argument("--nodes", type=int, default=4)
     parser.add_argument("--phase", type=float, default=20.0, help="seconds an arm runs at a time")
     parser.add_argument("--phases", type=int, default=4, help="turns of each arm")
-    parser.add_argument("--browsers", type=int, default=3, help="clients polling at once")
+    parser.add_argument("--browsers", type=int, default=3, help="clients at once")
+    parser.add_argument("--clients", choices=("events", "poll"), default="events")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.nodes < 2 or args.phases < 1 or args.phase <= 0 or args.browsers < 1:
@@ -105,7 +152,10 @@ def main() -> int:
                 f"{arm:>3}: {result['rounds'][arm]} rounds,"
                 f" mean {mean:.3f} s, median {median:.3f} s"
             )
-        print(f"ratio on/off {result['ratio_on_off']:.3f} ({result['requests']} requests served)")
+        print(f"ratio on/off {result['ratio_on_off']:.3f} ({result['requests']} messages served)")
+        mean, low, high = result["ratio_mean_95"]
+        by_turn = " ".join(f"{r:.3f}" for r in result["ratio_by_turn"])
+        print(f"turn by turn: {by_turn}; mean {mean:.3f}, 95% interval {low:.3f}..{high:.3f}")
     return 0
 
 
