@@ -184,7 +184,8 @@ class LocalNet:
         **meta: Any,
     ) -> Peer:
         """Start ``mycelium-p2p join`` with ``options``; returns without waiting."""
-        args = [*CLI, "join", "--host", host, "--data-dir", str(self.workdir / name)]
+        # -v: the group layer's own lines too (elections, refusals), for whoever reads the logs
+        args = [*CLI, "-v", "join", "--host", host, "--data-dir", str(self.workdir / name)]
         for h, p in bootstrap:
             args += ["--bootstrap", f"{h}:{p}"]
         args += ["--events", str(self.workdir / "events" / f"{name}.jsonl"), *options]

@@ -94,7 +94,12 @@ def test_demo_runs_end_to_end_in_a_short_mode(tmp_path: Path) -> None:
     assert summary["web"].startswith("http://127.0.0.1:") and summary["web"] in result.stdout
     assert summary["web_groups"] >= 1  # the web view served the network
     assert summary["failover_seconds"], (
-        "the killed leader's group never elected a new one:\n" + result.stdout[-4000:]
+        "the killed leader's group never elected a new one:\n"
+        + result.stdout[-4000:]
+        + "".join(  # what each node saw: the next time this fails, why
+            f"\n--- {log.name}\n" + "\n".join(log.read_text().splitlines()[-25:])
+            for log in sorted((out / "run" / "logs").glob("n*.log"))
+        )
     )
     assert time.monotonic() - started < 240
 
