@@ -14,7 +14,9 @@ The algorithm (also in docs/design/groups.md):
    r * ``stagger`` before asking, and does not stand once a new leader has announced itself.
    A candidate that fails waits (electorate size + r) * ``stagger``, so the next ranks get their
    turn before it retries with a higher term.
-4. A member grants at most one vote per term, never for a term at or below one it has seen,
+4. A member grants at most one vote per term (recorded on disk before it is cast, where the
+   node has a data directory: ``VoteJournal``, so a restart does not vote again), never for
+   a term at or below one it has seen,
    only to a candidate holding a model round and a roster at least as new as its own, and only
    once its own lease has lapsed (so a member that can still reach the leader does not help
    depose it). The candidate's round is the one its leader's signed commit proves
@@ -41,8 +43,13 @@ the node runtime moves them to another group).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+from .votes import KEEP, VoteJournal
+
+log = logging.getLogger(__name__)
 
 
 def majority(n: int) -> int:
@@ -76,10 +83,36 @@ def candidate_rank(me: bytes, electors: Iterable[bytes]) -> int:
 
 @dataclass
 class ElectionState:
-    """A member's term and votes."""
+    """A member's term and votes; with a ``journal``, each vote is on disk before it counts,
+    and the votes of an earlier run of this node are restored (``restored``)."""
 
     term: int = 0
     votes: dict[int, bytes] = field(default_factory=dict)  # term -> candidate voted for
+    journal: VoteJournal | None = None
+    floor: int = 0  # no vote in a term at or below this (older than the restored ones)
+
+    @classmethod
+    def restored(cls, journal: VoteJournal) -> ElectionState:
+        """The votes ``journal`` holds, so that a restarted node does not vote twice in their
+        terms (nor in older ones, which it no longer knows)."""
+        votes = journal.load()
+        floor = max(0, max(votes) - KEEP) if votes else 0
+        return cls(votes=votes, journal=journal, floor=floor)
+
+    def _cast(self, term: int, candidate: bytes) -> bool:
+        """Record a vote (on disk first, with a journal); False if it cannot be recorded."""
+        before = dict(self.votes)
+        self.votes[term] = candidate
+        for old in [t for t in self.votes if t < term - KEEP]:
+            del self.votes[old]
+        if self.journal is not None:
+            try:
+                self.journal.record(self.votes)
+            except OSError as exc:
+                log.warning("vote in term %d not cast: cannot record it: %s", term, exc)
+                self.votes = before
+                return False
+        return True
 
     def observe(self, term: int) -> bool:
         """Adopt a newer term seen on the wire; True if it was newer."""
@@ -90,10 +123,9 @@ class ElectionState:
 
     def stand(self, term: int, me: bytes) -> bool:
         """Vote for myself in ``term`` (without adopting it); False if I already voted."""
-        if term <= self.term or self.votes.get(term, me) != me:
+        if term <= max(self.term, self.floor) or self.votes.get(term, me) != me:
             return False
-        self.votes[term] = me
-        return True
+        return self._cast(term, me)
 
     def won(self, term: int) -> None:
         self.term = max(self.term, term)
@@ -116,6 +148,8 @@ class ElectionState:
             return True, "granted again"
         if term <= self.term:
             return False, f"term {term} is not newer than my term {self.term}"
+        if term <= self.floor:
+            return False, f"term {term} is older than the votes I kept (restarted)"
         if voted is not None:
             return False, f"voted for another candidate in term {term}"
         if candidate_round < my_round:
@@ -126,8 +160,7 @@ class ElectionState:
             return False, f"candidate holds roster {candidate_roster}, older than my leader's term"
         if not lease_lapsed:
             return False, "my leader is alive"
+        if not self._cast(term, candidate):
+            return False, "cannot record my vote"
         self.term = term
-        self.votes[term] = candidate
-        for old in [t for t in self.votes if t < term - 8]:
-            del self.votes[old]
         return True, "granted"

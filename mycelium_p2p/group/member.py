@@ -48,6 +48,7 @@ from .roster import RosterUpkeep
 from .seat import Seat
 from .state import GroupConfig, GroupInfo, Member, ModelSnapshot
 from .transport import Channel, ChannelServer, Reply
+from .votes import VoteJournal
 
 __all__ = ["GroupMember", "JoinRefused", "StepDown"]
 
@@ -62,6 +63,7 @@ class GroupMember:
         info: GroupInfo,
         my_addr: Address,
         config: GroupConfig | None = None,
+        votes: VoteJournal | None = None,
     ) -> None:
         self.identity = identity
         self.me = identity.public_key
@@ -70,7 +72,7 @@ class GroupMember:
         self.my_addr = my_addr
         self.config = config or GroupConfig()
         self.tasks = TaskOwner(f"group {info.group_id}")
-        self.seat = seat = Seat(identity, info, my_addr, self.config)
+        self.seat = seat = Seat(identity, info, my_addr, self.config, votes)
         self.link = link = Link(channels, info.group_id, self.config)
         self.authority = authority = Authority(seat, link)
         self.upkeep = upkeep = RosterUpkeep(seat, link, authority, self.tasks)
@@ -245,10 +247,12 @@ class GroupMember:
         invite: str | None = None,
         config: GroupConfig | None = None,
         max_model: int | None = None,
+        votes: VoteJournal | None = None,
     ) -> GroupMember:
         """Join the group advertised with ``leader_addr``/``leader_key``; the leader hands over
         the group's charter, its certificate, the roster and the latest model (refused unread
-        over ``max_model`` bytes, here and on every rejoin). Raises ``JoinRefused``."""
+        over ``max_model`` bytes, here and on every rejoin). ``votes``: where this member's
+        votes in the group are kept across restarts. Raises ``JoinRefused``."""
         config = config or GroupConfig()
         ask = functools.partial(ask_to_join, max_model=max_model)
         try:
@@ -267,7 +271,7 @@ class GroupMember:
             reply, charter, cert, segments = await ask(
                 channels, leader_addr, leader_key, group_id, my_addr, invite, config.request_timeout
             )
-        member = cls(identity, channels, GroupInfo(charter), my_addr, config)
+        member = cls(identity, channels, GroupInfo(charter), my_addr, config, votes)
         member.max_model = max_model
         member.following.admitted(leader_addr, reply, cert, segments)
         return member

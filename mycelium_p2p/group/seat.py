@@ -20,6 +20,7 @@ from ..identity import Identity
 from ..records.leadership import LeaderCert
 from .election import ElectionState
 from .state import GroupConfig, GroupInfo, Member, ModelSnapshot
+from .votes import VoteJournal
 
 log = logging.getLogger(__name__)
 
@@ -28,14 +29,20 @@ class Seat:
     """The facts of one node's membership in one group, as leader or member."""
 
     def __init__(
-        self, identity: Identity, info: GroupInfo, my_addr: Address, config: GroupConfig
+        self,
+        identity: Identity,
+        info: GroupInfo,
+        my_addr: Address,
+        config: GroupConfig,
+        votes: VoteJournal | None = None,
     ) -> None:
         self.identity = identity
         self.me = identity.public_key
         self.info = info
         self.my_addr = my_addr
         self.config = config
-        self.election = ElectionState()
+        # with a journal, votes survive a restart (Raft's votedFor on stable storage)
+        self.election = ElectionState.restored(votes) if votes else ElectionState()
         self.highest_term = 0  # the newest term a voter or a leader showed us
         self.role = "member"
         self.closing = False  # we are leaving it: admit nobody new (``g.join``: "closing")

@@ -29,10 +29,11 @@ from ..fl.client import ClientRunner
 from ..group.member import GroupMember
 from ..group.state import GroupInfo, ModelSnapshot
 from ..group.transport import ChannelServer
+from ..group.votes import VoteJournal
 from ..identity import Identity
 from ..migration.measure import fetch_model, score
 from ..records import GroupAdvert
-from ..records.charter import GroupCharter
+from ..records.charter import GroupCharter, is_group_id
 from .config import NodeConfig
 
 log = logging.getLogger(__name__)
@@ -312,6 +313,7 @@ class Membership:
             invite=self.config.group.invite,
             config=self.config.group.member_config(),
             max_model=self.model_cap,
+            votes=self._votes(advert.group_id),
         )
         self._adopt(group)
         self.emit(
@@ -338,7 +340,12 @@ class Membership:
         )
         info = GroupInfo(charter)
         group = GroupMember(
-            self.identity, self.channels, info, self.tcp_addr, c.group.member_config()
+            self.identity,
+            self.channels,
+            info,
+            self.tcp_addr,
+            c.group.member_config(),
+            self._votes(info.group_id),
         )
         group.max_model = self.model_cap  # a founder may rejoin its group's later leader
         if model is not None:
@@ -356,6 +363,12 @@ class Membership:
         group.found()
         group.start()
         return group
+
+    def _votes(self, group_id: str) -> VoteJournal | None:
+        """Where our votes in ``group_id`` are kept across restarts (with a data directory)."""
+        if self.config.data_dir is None or not is_group_id(group_id):
+            return None
+        return VoteJournal(Path(self.config.data_dir) / "groups" / f"{group_id}.votes")
 
     def _adopt(self, group: GroupMember) -> None:
         self.group = group

@@ -58,6 +58,11 @@ def group_id_of(terms: bytes) -> str:
     return hashlib.sha256(GROUP_ID_DOMAIN + terms).hexdigest()[:GROUP_ID_HEX_LEN]
 
 
+def is_group_id(text: str) -> bool:
+    """Is ``text`` shaped as a group id (lower-case hex, ``GROUP_ID_HEX_LEN`` digits)?"""
+    return len(text) == GROUP_ID_HEX_LEN and all(c in "0123456789abcdef" for c in text)
+
+
 @dataclass(frozen=True)
 class GroupCharter:
     """A verified charter. ``blob`` is exactly what the founder signed and what travels."""

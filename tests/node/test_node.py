@@ -214,6 +214,20 @@ async def test_joining_a_group_that_does_not_exist_names_what_exists() -> None:
 
 
 @run_async(timeout=60)
+async def test_a_node_with_a_data_dir_keeps_its_votes_on_disk(tmp_path) -> None:
+    from mycelium_p2p.group.votes import VoteJournal
+
+    configs = [{"create": "club", "data_dir": str(tmp_path / "a")}]
+    configs += [{"group": "club", "data_dir": str(tmp_path / "b")}]
+    async with learning_network(configs) as (_, leader, member):
+        await wait_for(lambda: leader.group.model.round >= 1, 30, "a round")
+        await crash(leader)
+        await wait_for(lambda: member.group.is_leader, 30, "the member elected")
+        journal = VoteJournal(tmp_path / "b" / "groups" / f"{member.group.group_id}.votes")
+        assert journal.load() == {2: member.identity.public_key}  # its vote for itself
+
+
+@run_async(timeout=60)
 async def test_a_group_that_refuses_for_now_is_asked_again_and_a_full_one_is_not() -> None:
     configs = [{"create": "club"}, {"create": "solo", "capacity": 1}]
     async with learning_network(configs) as (seed, owner, _):
