@@ -52,6 +52,13 @@ class Reply:
         return cls(error=(code, reason))
 
 
+def method_name(method: Any) -> str:
+    """``method`` if it is a short, printable str, else "other": what a peer names is
+    counted and logged under a name that cannot forge a log line or bloat a counter."""
+    ok = isinstance(method, str) and len(method) <= 32 and method.isprintable()
+    return method if ok else "other"
+
+
 class Channel:
     """One authenticated connection. ``request`` sends and awaits a reply; incoming requests
     go to the handler, ``max_in_flight`` at a time (the rest wait unread, in the peer's socket).
@@ -151,8 +158,7 @@ class Channel:
                 header, segments = await self._io.read_frame(self._max_frame, self._limit_of)
                 self._last_heard = asyncio.get_running_loop().time()
                 kind = header.get("t")
-                method = header.get("m") if kind == "q" else self._methods.get(header.get("id"))  # type: ignore[arg-type]
-                self.count(self.bytes_in, method, self._io.received - before)
+                self.count(self.bytes_in, self._method_of(header), self._io.received - before)
                 if kind == "r":
                     future = self._pending.get(header.get("id"))  # type: ignore[arg-type]
                     if future is not None and not future.done():
@@ -192,6 +198,13 @@ class Channel:
             raise ChannelError(f"a reply to no request of ours ({request_id!r})")
         limit = self._reply_limits.get(request_id, self._expired_limits.get(request_id))
         return self._max_frame if limit is None else limit
+
+    def _method_of(self, header: dict[str, Any]) -> Any:
+        """The method a frame belongs to: a request's, or the one a reply answers (or None)."""
+        if header.get("t") == "q":
+            return header.get("m")
+        request_id = header.get("id")
+        return self._methods.get(request_id) if type(request_id) is int else None
 
     def _peer_name(self) -> str:
         return f"{self.peer_key.hex()[:16]} at {self.peer_address[0]}:{self.peer_address[1]}"
@@ -240,7 +253,7 @@ class Channel:
     @staticmethod
     def count(counter: Counter[str], method: Any, n: int) -> None:
         """Add ``n`` bytes under ``method``: a peer's made-up names add no keys past a few."""
-        key = method if isinstance(method, str) and len(method) <= 32 else "other"
+        key = method_name(method)
         if key not in counter and len(counter) >= _MAX_METHODS:
             key = "other"
         counter[key] += n

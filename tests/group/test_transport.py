@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import socket
 import struct
 
@@ -118,6 +119,22 @@ async def test_oversized_frames_close_the_channel() -> None:
     async with pair(max_frame=1000) as (a, _b, _server_a, server_b, addr_a):
         with pytest.raises(ChannelError):
             await server_b.request(addr_a, a.public_key, "big", {}, [bytes(5000)], timeout=2)
+
+
+@pytest.mark.parametrize("frame", [{"t": "x", "id": [1]}, {"t": "r", "id": {"a": 1}}])
+@run_async()
+async def test_a_frame_with_an_unhashable_id_closes_the_channel_quietly(frame, caplog) -> None:
+    """A frame whose id is a list or map closes the channel with the one warning, not a
+    reader task failing on the lookup of its method (an error with a traceback)."""
+    async with pair() as (a, b, _server_a, server_b, addr_a):
+        channel = await server_b.connect(addr_a, a.public_key)
+        head = msgpack.packb({**frame, "h": {}})
+        await channel._io.stream.send([memoryview(struct.pack("!I", len(head)) + head)])
+        await wait_for(lambda: channel.closed, 5, "a to close the channel")
+        await asyncio.sleep(0.05)  # a's reader task ends
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(f"closing channel to {b.public_key.hex()[:16]}" in w for w in warnings)
 
 
 @run_async()
