@@ -155,7 +155,9 @@ class Channel:
         try:
             while True:
                 before = self._io.received
-                header, segments = await self._io.read_frame(self._max_frame, self._limit_of)
+                header, segments = await self._io.read_frame(
+                    self._max_frame, self._limit_of, self._what
+                )
                 self._last_heard = asyncio.get_running_loop().time()
                 kind = header.get("t")
                 self.count(self.bytes_in, self._method_of(header), self._io.received - before)
@@ -206,6 +208,10 @@ class Channel:
         request_id = header.get("id")
         return self._methods.get(request_id) if type(request_id) is int else None
 
+    def _what(self, header: dict[str, Any]) -> str:
+        """A big frame's name in progress lines: its method, if a short printable one."""
+        return method_name(self._method_of(header))
+
     def _peer_name(self) -> str:
         return f"{self.peer_key.hex()[:16]} at {self.peer_address[0]}:{self.peer_address[1]}"
 
@@ -244,7 +250,7 @@ class Channel:
         async with self._send_lock:
             before = self._io.sent
             try:
-                await self._io.write_frame(header, segments)
+                await self._io.write_frame(header, segments, method)
             except BaseException:
                 self._shut()
                 raise

@@ -11,6 +11,9 @@ of msgpack can become a Python object of ~70 (an empty map, a dict), so a 1 MiB 
 empty maps held 72 MB. A header is refused over ``MAX_HEADER`` bytes, ``MAX_HEADER_ITEMS``
 values, ``MAX_HEADER_CONTAINERS`` lists and maps, ``MAX_HEADER_DEPTH`` levels, or a list, map
 or string longer than its own limit: what one decodes into stays under ~5 MB.
+
+A frame of ``PROGRESS_BYTES`` or more logs its progress (``Progress``), at INFO on this module's
+logger: a few lines while it moves, one when it ends.
 """
 
 from __future__ import annotations
@@ -18,9 +21,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import logging
 import select
 import socket
 import struct
+import time
 from collections.abc import Callable, Sequence
 from functools import partial
 from itertools import chain, compress
@@ -52,6 +57,11 @@ LINK_TIMEOUT = IO_TIMEOUT
 _READ_CHUNK = 64 * 1024  # the read buffer (per socket): many small frames, or a model of ~60 KB
 _GATHER = hasattr(socket.socket, "sendmsg")  # not on Windows: one send per part there
 _IOV_MAX = 512  # buffers per sendmsg, well under any system's limit
+PROGRESS_BYTES = 4 * 2**20  # frames this large log their progress
+PROGRESS_INTERVAL = 1.0  # seconds at least between two progress lines of one frame
+_MIB = 2**20
+
+log = logging.getLogger(__name__)
 
 Segments = Sequence[bytes | memoryview]
 # PyBytes_FromStringAndSize(NULL, n): a bytes object of n uninitialized bytes. A prototype of
@@ -59,6 +69,74 @@ Segments = Sequence[bytes | memoryview]
 _new_bytes = ctypes.PYFUNCTYPE(ctypes.py_object, ctypes.c_char_p, ctypes.c_ssize_t)(
     ("PyBytes_FromStringAndSize", ctypes.pythonapi)
 )
+
+
+class Progress:
+    """A long frame's progress in the log (INFO): a line as each further quarter of it is
+    through, none within ``PROGRESS_INTERVAL`` of the last (so at most three), and one when it
+    ends (``finish``) or breaks off (``fail``). Streams call ``update`` as bytes move, from a
+    worker thread too: an int compare until a line is due. ``total`` is what the frame holds,
+    already within ``max_frame`` when a peer claims it; nothing is sized by it."""
+
+    __slots__ = ("_due", "_last", "_start", "base", "done", "method", "peer", "receiving", "total")
+
+    def __init__(self, receiving: bool, peer: str, method: str, total: int) -> None:
+        self.receiving, self.peer, self.method, self.total = receiving, peer, method, total
+        self.base = 0  # bytes of the frame through before the stream's current call
+        self.done = 0  # bytes through, as last told
+        self._start = self._last = time.monotonic()
+        self._due = -(-total // 4)  # the next quarter's end
+
+    def update(self, done: int) -> None:
+        """``done`` bytes of the stream's current call (after ``base``) are through."""
+        self.done = done = self.base + done
+        if done >= self._due:
+            self._quarter(done)
+
+    def _quarter(self, done: int) -> None:
+        quarters = 4 * done // self.total
+        self._due = -(-(quarters + 1) * self.total // 4)
+        now = time.monotonic()
+        if quarters >= 4 or now - self._last < PROGRESS_INTERVAL:
+            return  # all through (``finish`` says so), or too soon after the last line
+        self._last = now
+        log.info(
+            "%s %s %s %s: %.1f of %.1f MiB (%d%%), %.1f MiB/s",
+            *self._words(0),
+            done / _MIB,
+            self.total / _MIB,
+            100 * done // self.total,
+            done / _MIB / max(now - self._start, 1e-6),
+        )
+
+    def finish(self) -> None:
+        """The frame is through: its size, time and rate."""
+        took = time.monotonic() - self._start
+        log.info(
+            "%s %s %s %s: %.1f MiB in %.2f s (%.1f MiB/s)",
+            *self._words(1),
+            self.total / _MIB,
+            took,
+            self.total / _MIB / max(took, 1e-6),
+        )
+
+    def fail(self) -> None:
+        """The frame broke off (a lost connection, a closed channel): how far it got. A
+        worker thread still moving its bytes logs no more."""
+        self._due = self.total + 1
+        log.info(
+            "%s %s %s %s broke off at %.1f of %.1f MiB after %.2f s",
+            *self._words(0),
+            max(self.base, self.done) / _MIB,
+            self.total / _MIB,
+            time.monotonic() - self._start,
+        )
+
+    def _words(self, tense: int) -> tuple[str, str, str, str]:
+        """("receiving"/"received", method, "from", peer), or the same for sending."""
+        if self.receiving:
+            return ("receiving", "received")[tense], self.method, "from", self.peer
+        return ("sending", "sent")[tense], self.method, "to", self.peer
 
 
 class _Budget:
@@ -165,13 +243,21 @@ def wait_readable(sock: socket.socket) -> None:
         raise ConnectionError("peer stopped sending mid-frame")
 
 
-def send_blocking(sock: socket.socket, data: bytes | bytearray | memoryview) -> None:
-    """Send all of ``data`` on a non-blocking socket, from a worker thread."""
+def send_blocking(
+    sock: socket.socket,
+    data: bytes | bytearray | memoryview,
+    progress: Progress | None = None,
+    before: int = 0,
+) -> None:
+    """Send all of ``data`` on a non-blocking socket, from a worker thread; ``progress`` is
+    told ``before`` plus the bytes sent after each send."""
     view = memoryview(data).cast("B")
     sent = 0
     while sent < len(view):
         try:
             sent += sock.send(view[sent:])
+            if progress is not None:
+                progress.update(before + sent)
         except BlockingIOError:
             if not select.select([], [sock], [], IO_TIMEOUT)[1]:
                 raise ConnectionError("peer stopped reading mid-frame") from None
@@ -184,13 +270,14 @@ def close_socket(sock: socket.socket) -> None:
 
 
 class ByteStream(Protocol):
-    """What frames travel on: an ordered, reliable stream of bytes."""
+    """What frames travel on: an ordered, reliable stream of bytes. A ``progress``, when
+    given, may be told (``Progress.update``) how many of the call's bytes are through."""
 
     peername: tuple[str, int]
 
-    async def send(self, parts: list[memoryview]) -> None: ...
+    async def send(self, parts: list[memoryview], progress: Progress | None = None) -> None: ...
 
-    async def recv_exactly(self, n: int) -> bytes: ...
+    async def recv_exactly(self, n: int, progress: Progress | None = None) -> bytes: ...
 
     def close(self) -> None: ...
 
@@ -232,9 +319,9 @@ class SocketStream:
         """Whatever was received but not read yet (a Noise session takes it over)."""
         return self._take(self._end - self._start)
 
-    async def recv_exactly(self, n: int) -> bytes:
+    async def recv_exactly(self, n: int, progress: Progress | None = None) -> bytes:
         if n >= THREAD_THRESHOLD:  # big tensors: a worker thread, off the loop and the GIL
-            return await asyncio.to_thread(self._recv_blocking, n, self._take(n))
+            return await asyncio.to_thread(self._recv_blocking, n, self._take(n), progress)
         if n > _READ_CHUNK:
             head = self._take(n)
             buf = bytearray(n)
@@ -258,7 +345,7 @@ class SocketStream:
                 self._end += count
         return self._take(n)
 
-    def _recv_blocking(self, n: int, head: bytes = b"") -> bytes:
+    def _recv_blocking(self, n: int, head: bytes = b"", progress: Progress | None = None) -> bytes:
         buf, view = writable_bytes(n)
         view[: len(head)] = head
         got = len(head)
@@ -271,31 +358,43 @@ class SocketStream:
             if count == 0:
                 raise ConnectionError("connection closed by peer")
             got += count
+            if progress is not None:
+                progress.update(got)
         return buf
 
-    async def _send_gathered(self, parts: list[memoryview]) -> None:
-        """Send ``parts`` in order, as many at a time as one ``sendmsg`` takes."""
+    async def _send_gathered(
+        self, parts: list[memoryview], progress: Progress | None = None, done: int = 0
+    ) -> int:
+        """Send ``parts`` in order, as many at a time as one ``sendmsg`` takes; ``done``
+        bytes went before them (``progress`` is told), and that plus theirs is returned."""
         while parts:
             sent = 0
             if _GATHER:
                 with contextlib.suppress(BlockingIOError, InterruptedError):
                     sent = self.sock.sendmsg(parts[:_IOV_MAX])
             while parts and sent >= parts[0].nbytes:
+                done += parts[0].nbytes
                 sent -= parts.pop(0).nbytes
             if parts:  # the socket is full: wait for room, as sock_sendall does
                 first = parts.pop(0)
                 await self._loop.sock_sendall(self.sock, first[sent:])
+                done += first.nbytes
+            if progress is not None:
+                progress.update(done)
+        return done
 
-    async def send(self, parts: list[memoryview]) -> None:
+    async def send(self, parts: list[memoryview], progress: Progress | None = None) -> None:
         small: list[memoryview] = []
+        done = 0  # bytes of the parts before ``small``
         for view in parts:
             if view.nbytes >= THREAD_THRESHOLD:
-                await self._send_gathered(small)
+                done = await self._send_gathered(small, progress, done)
                 small = []
-                await asyncio.to_thread(send_blocking, self.sock, view)
+                await asyncio.to_thread(send_blocking, self.sock, view, progress, done)
+                done += view.nbytes
             elif view.nbytes:
                 small.append(view)
-        await self._send_gathered(small)
+        await self._send_gathered(small, progress, done)
 
     def close(self) -> None:
         close_socket(self.sock)
@@ -303,53 +402,86 @@ class SocketStream:
 
 class FrameSocket:
     """Frames on a ``ByteStream``. A write interrupted mid-frame closes the stream: what follows
-    could not be read as frames any more."""
+    could not be read as frames any more. ``name``: the peer in progress lines (its address
+    unless given)."""
 
-    def __init__(self, stream: ByteStream) -> None:
+    def __init__(self, stream: ByteStream, name: str | None = None) -> None:
         self.stream = stream
         self.peername = stream.peername
+        self.name = name or f"{self.peername[0]}:{self.peername[1]}"
         self.sent = 0  # bytes of whole frames written (length, header, segments)
         self.received = 0  # ... and read
 
-    async def write_frame(self, header: dict[str, Any], segments: Segments) -> None:
+    async def write_frame(
+        self, header: dict[str, Any], segments: Segments, what: str = "a frame"
+    ) -> None:
+        """Write one frame; ``what`` it carries names it in progress lines."""
         views = [memoryview(s).cast("B") for s in segments]
         header = {**header, "seg": [v.nbytes for v in views]}
         head = msgpack.packb(header, use_bin_type=True)
+        size = 4 + len(head) + sum(v.nbytes for v in views)
+        progress = None if size < PROGRESS_BYTES else Progress(False, self.name, what, size)
         try:
-            await self.stream.send([memoryview(_U32.pack(len(head)) + head), *views])
+            await self.stream.send([memoryview(_U32.pack(len(head)) + head), *views], progress)
         except BaseException:
+            if progress is not None:
+                progress.fail()
             self.stream.close()
             raise
-        self.sent += 4 + len(head) + sum(v.nbytes for v in views)
+        self.sent += size
+        if progress is not None:
+            progress.finish()
 
     async def read_frame(
-        self, max_frame: int, limit: Callable[[dict[str, Any]], int] | None = None
+        self,
+        max_frame: int,
+        limit: Callable[[dict[str, Any]], int] | None = None,
+        what: Callable[[dict[str, Any]], str] | None = None,
     ) -> tuple[dict[str, Any], list[bytes]]:
         """One frame; its segments at most ``max_frame`` bytes in all, or ``limit(header)``
-        when that is given (a frame's header is read before its segments)."""
+        when that is given (a frame's header is read before its segments). ``what(header)``
+        names a frame in progress lines."""
         (size,) = _U32.unpack(await self.stream.recv_exactly(4))
         try:
-            header, segments = await self._read_body(size, max_frame, limit)
+            header, segments = await self._read_body(size, max_frame, limit, what)
         except ConnectionError as exc:
             raise ChannelError(f"stream truncated mid-frame ({exc})") from None
         self.received += 4 + size + sum(len(s) for s in segments)
         return header, segments
 
     async def _read_body(
-        self, size: int, max_frame: int, limit: Callable[[dict[str, Any]], int] | None
+        self,
+        size: int,
+        max_frame: int,
+        limit: Callable[[dict[str, Any]], int] | None,
+        what: Callable[[dict[str, Any]], str] | None,
     ) -> tuple[dict[str, Any], list[bytes]]:
         if size > MAX_HEADER:
             raise ChannelError(f"frame header of {size} bytes refused (limit {MAX_HEADER})")
         header = decode_header(await self.stream.recv_exactly(size))
         lengths = header.pop("seg", [])
         most = max_frame if limit is None else min(max_frame, limit(header))
-        if (
-            not isinstance(lengths, list)
-            or not all(isinstance(n, int) and n >= 0 for n in lengths)
-            or sum(lengths) > most
-        ):
+        body = -1
+        if isinstance(lengths, list) and all(isinstance(n, int) and n >= 0 for n in lengths):
+            body = sum(lengths)
+        if not 0 <= body <= most:
             raise ChannelError(f"frame segment lengths refused (limit {most} bytes in all)")
-        return header, [await self.stream.recv_exactly(n) for n in lengths]
+        total = 4 + size + body  # the claim is within max_frame: nothing is sized by it
+        if total < PROGRESS_BYTES:
+            return header, [await self.stream.recv_exactly(n) for n in lengths]
+        progress = Progress(True, self.name, what(header) if what else "a frame", total)
+        progress.base = 4 + size
+        segments = []
+        try:
+            for n in lengths:
+                segments.append(await self.stream.recv_exactly(n, progress))
+                progress.base += n
+                progress.update(0)
+        except BaseException:
+            progress.fail()
+            raise
+        progress.finish()
+        return header, segments
 
     def close(self) -> None:
         self.stream.close()

@@ -43,6 +43,7 @@ from ..errors import ChannelError
 from ..identity import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, Identity, verify_signature
 from .frames import (
     THREAD_THRESHOLD,
+    Progress,
     SocketStream,
     close_socket,
     send_blocking,
@@ -229,20 +230,23 @@ class NoiseStream:
         self._sealer.encrypt_into(_NONCE.pack(nonce), chunk, None, out[offset + 2 : end])
         return end
 
-    def _send_blocking(self, parts: list[memoryview]) -> None:
+    def _send_blocking(self, parts: list[memoryview], progress: Progress | None = None) -> None:
         out = memoryview(bytearray(_SEND_BATCH))
-        used = 0
+        used = done = 0  # done: plaintext bytes sealed into batches
         for chunk in _chunks(parts):
             if used + 2 + TAG + chunk.nbytes > len(out):
                 send_blocking(self.sock, out[:used])
                 used = 0
+                if progress is not None:
+                    progress.update(done)
             used = self._seal_into(chunk, out, used)
+            done += chunk.nbytes
         send_blocking(self.sock, out[:used])
 
-    async def send(self, parts: list[memoryview]) -> None:
+    async def send(self, parts: list[memoryview], progress: Progress | None = None) -> None:
         total = sum(part.nbytes for part in parts)
         if total >= THREAD_THRESHOLD:
-            await asyncio.to_thread(self._send_blocking, parts)
+            await asyncio.to_thread(self._send_blocking, parts, progress)
             return
         count = -(-total // MAX_PLAINTEXT)
         out = memoryview(bytearray(total + count * (2 + TAG)))
@@ -319,9 +323,9 @@ class NoiseStream:
             self._plain_start = 0
         return data
 
-    async def recv_exactly(self, n: int) -> bytes:
+    async def recv_exactly(self, n: int, progress: Progress | None = None) -> bytes:
         if n >= THREAD_THRESHOLD:
-            return await asyncio.to_thread(self._recv_blocking, n)
+            return await asyncio.to_thread(self._recv_blocking, n, progress)
         while len(self._plain) - self._plain_start < n:
             ciphertext = self._next_message()
             if ciphertext is None:
@@ -333,7 +337,7 @@ class NoiseStream:
                 self._plain += self._open_into(ciphertext)
         return self._take_plain(n)
 
-    def _recv_blocking(self, n: int) -> bytes:
+    def _recv_blocking(self, n: int, progress: Progress | None = None) -> bytes:
         if len(self._buf) < _BIG_RECV_BUFFER:
             self._grow()
         buf, view = writable_bytes(n)
@@ -342,7 +346,9 @@ class NoiseStream:
         got = len(head)
         while got < n:
             ciphertext = self._next_message()
-            if ciphertext is None:
+            if ciphertext is None:  # all buffered is opened: say how far, then read on
+                if progress is not None:
+                    progress.update(got)
                 try:
                     self._received(self.sock.recv_into(self._room()))
                 except BlockingIOError:

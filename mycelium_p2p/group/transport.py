@@ -162,7 +162,7 @@ class ChannelServer:
                 self.admission.close_channel(ip)
 
         return Channel(
-            FrameSocket(stream),
+            FrameSocket(stream, peer.hex()[:16]),
             peer,
             self.handler,
             max_frame=self.max_frame,

@@ -18,6 +18,7 @@ from mycelium_p2p.group.frames import (
     MAX_HEADER_DEPTH,
     ChannelError,
     FrameSocket,
+    Progress,
     SocketStream,
     decode_header,
 )
@@ -156,10 +157,10 @@ class _BytesStream:
     def __init__(self, data: bytes) -> None:
         self.data, self.pos = data, 0
 
-    async def send(self, parts: list[memoryview]) -> None:
+    async def send(self, parts: list[memoryview], progress: Progress | None = None) -> None:
         pass
 
-    async def recv_exactly(self, n: int) -> bytes:
+    async def recv_exactly(self, n: int, progress: Progress | None = None) -> bytes:
         if self.pos + n > len(self.data):
             raise ConnectionError("connection closed by peer")
         self.pos += n
