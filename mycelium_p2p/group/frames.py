@@ -110,9 +110,12 @@ class Progress:
         )
 
     def finish(self) -> None:
-        """The frame is through: its size, time and rate."""
+        """The frame is through: its size, time and rate; at INFO once it took
+        ``PROGRESS_INTERVAL`` or more, else at DEBUG (a leader sending a 5-MB model to 8
+        members on a LAN would log 8 lines a round)."""
         took = time.monotonic() - self._start
-        log.info(
+        log.log(
+            logging.INFO if took >= PROGRESS_INTERVAL else logging.DEBUG,
             "%s %s %s %s: %.1f MiB in %.2f s (%.1f MiB/s)",
             *self._words(1),
             self.total / _MIB,

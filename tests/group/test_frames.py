@@ -97,6 +97,20 @@ async def test_a_big_model_logs_its_quarters_and_its_end_each_way(
 
 
 @run_async(timeout=60)
+async def test_a_big_model_that_moves_fast_logs_its_end_at_debug_only(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(frames, "PROGRESS_INTERVAL", 3600.0)  # "fast": under the interval
+    caplog.set_level(logging.DEBUG, logger=frames.__name__)
+    segments = [b"x" * 8 * 2**20]
+    async with _pair(False) as (a, b, addr_a):
+        await b.request(addr_a, a.identity.public_key, "g.model", {}, segments, timeout=30)
+    records = [r for r in caplog.records if r.name == frames.__name__]
+    assert len([r for r in records if r.getMessage().startswith("sent g.model")]) == 2
+    assert all(r.levelno == logging.DEBUG for r in records)
+
+
+@run_async(timeout=60)
 async def test_frames_under_the_threshold_log_nothing(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger=frames.__name__)
     async with _pair() as (a, b, addr_a):
