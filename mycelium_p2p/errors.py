@@ -183,7 +183,7 @@ class NotCommitted(MyceliumError):
 class HeaderRefused(MyceliumError, ValueError):
     """Internal: a frame header would decode into more than a header may hold.
 
-    ``group.frames.decode_header`` turns it into a ``ChannelError``.
+    ``group.headers.decode_header`` turns it into a ``ChannelError``.
     """
 
 

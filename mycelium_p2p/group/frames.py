@@ -5,15 +5,8 @@ where they lie and read into buffers of their own. A frame travels on a ``ByteSt
 plain socket (``SocketStream``, here) or a Noise session on top of one (``noise.NoiseStream``).
 ``transport`` builds channels on this.
 
-Headers are small: the biggest describe a model (an entry per array), a roster or a
-certificate. ``decode_header`` bounds what one may decode into, not only its bytes: each byte
-of msgpack can become a Python object of ~70 (an empty map, a dict), so a 1 MiB header of
-empty maps held 72 MB. A header is refused over ``MAX_HEADER`` bytes, ``MAX_HEADER_ITEMS``
-values, ``MAX_HEADER_CONTAINERS`` lists and maps, ``MAX_HEADER_DEPTH`` levels, or a list, map
-or string longer than its own limit: what one decodes into stays under ~5 MB.
-
-A frame of ``PROGRESS_BYTES`` or more logs its progress (``Progress``), at INFO on this module's
-logger: a few lines while it moves, one when it ends.
+A header is read within ``headers``' limits (``decode_header``); a frame of
+``progress.PROGRESS_BYTES`` or more logs its progress as it moves (``progress.Progress``).
 """
 
 from __future__ import annotations
@@ -21,30 +14,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import logging
 import select
 import socket
 import struct
-import time
 from collections.abc import Callable, Sequence
-from functools import partial
-from itertools import chain, compress
-from operator import is_
 from typing import Any, Protocol
 
 import msgpack
 
-from ..errors import ChannelError, HeaderRefused
+from ..errors import ChannelError
+from ..errors import HeaderRefused as HeaderRefused  # where it was first defined
+from .headers import MAX_HEADER, decode_header
+from .progress import PROGRESS_BYTES, Progress
 
-# A 4,096-array model's description (fl.wire's _MAX_ARRAYS) with 2-D shapes and keys of up to
-# ~88 bytes; a 100-array one takes ~8 KB, the largest header in the test suite 932 bytes.
-MAX_HEADER = 512 * 2**10
-MAX_HEADER_ITEMS = 2**16  # values in all, each container's entries counted: ~45k for 4,096 arrays
-MAX_HEADER_CONTAINERS = 2**14  # lists and maps in all: ~8.2k for 4,096 arrays (2 per array)
-MAX_HEADER_DEPTH = 16  # ours nest 7 deep: frame, header, content, record, arrays, entry, shape
-_MAX_LIST = 2 * 4096  # one list's entries: a model's arrays, a frame's segments
-_MAX_MAP = 1024  # one map's keys: a roster (<= 32), a config or metric record
-_MAX_STRING = 64 * 2**10  # one str or bytes: a certificate, an invite, a reason
 _U32 = struct.Struct("!I")
 THREAD_THRESHOLD = 1 << 20  # segments this large move in a worker thread
 IO_TIMEOUT = 30.0  # a peer silent this long in the middle of a frame is gone
@@ -57,11 +39,6 @@ LINK_TIMEOUT = IO_TIMEOUT
 _READ_CHUNK = 64 * 1024  # the read buffer (per socket): many small frames, or a model of ~60 KB
 _GATHER = hasattr(socket.socket, "sendmsg")  # not on Windows: one send per part there
 _IOV_MAX = 512  # buffers per sendmsg, well under any system's limit
-PROGRESS_BYTES = 4 * 2**20  # frames this large log their progress
-PROGRESS_INTERVAL = 1.0  # seconds at least between two progress lines of one frame
-_MIB = 2**20
-
-log = logging.getLogger(__name__)
 
 Segments = Sequence[bytes | memoryview]
 # PyBytes_FromStringAndSize(NULL, n): a bytes object of n uninitialized bytes. A prototype of
@@ -69,159 +46,6 @@ Segments = Sequence[bytes | memoryview]
 _new_bytes = ctypes.PYFUNCTYPE(ctypes.py_object, ctypes.c_char_p, ctypes.c_ssize_t)(
     ("PyBytes_FromStringAndSize", ctypes.pythonapi)
 )
-
-
-class Progress:
-    """A long frame's progress in the log (INFO): a line as each further quarter of it is
-    through, none within ``PROGRESS_INTERVAL`` of the last (so at most three), and one when it
-    ends (``finish``) or breaks off (``fail``). Streams call ``update`` as bytes move, from a
-    worker thread too: an int compare until a line is due. ``total`` is what the frame holds,
-    already within ``max_frame`` when a peer claims it; nothing is sized by it."""
-
-    __slots__ = ("_due", "_last", "_start", "base", "done", "method", "peer", "receiving", "total")
-
-    def __init__(self, receiving: bool, peer: str, method: str, total: int) -> None:
-        self.receiving, self.peer, self.method, self.total = receiving, peer, method, total
-        self.base = 0  # bytes of the frame through before the stream's current call
-        self.done = 0  # bytes through, as last told
-        self._start = self._last = time.monotonic()
-        self._due = -(-total // 4)  # the next quarter's end
-
-    def update(self, done: int) -> None:
-        """``done`` bytes of the stream's current call (after ``base``) are through."""
-        self.done = done = self.base + done
-        if done >= self._due:
-            self._quarter(done)
-
-    def _quarter(self, done: int) -> None:
-        quarters = 4 * done // self.total
-        self._due = -(-(quarters + 1) * self.total // 4)
-        now = time.monotonic()
-        if quarters >= 4 or now - self._last < PROGRESS_INTERVAL:
-            return  # all through (``finish`` says so), or too soon after the last line
-        self._last = now
-        log.info(
-            "%s %s %s %s: %.1f of %.1f MiB (%d%%), %.1f MiB/s",
-            *self._words(0),
-            done / _MIB,
-            self.total / _MIB,
-            100 * done // self.total,
-            done / _MIB / max(now - self._start, 1e-6),
-        )
-
-    def finish(self) -> None:
-        """The frame is through: its size, time and rate; at INFO once it took
-        ``PROGRESS_INTERVAL`` or more, else at DEBUG (a leader sending a 5-MB model to 8
-        members on a LAN would log 8 lines a round)."""
-        took = time.monotonic() - self._start
-        log.log(
-            logging.INFO if took >= PROGRESS_INTERVAL else logging.DEBUG,
-            "%s %s %s %s: %.1f MiB in %.2f s (%.1f MiB/s)",
-            *self._words(1),
-            self.total / _MIB,
-            took,
-            self.total / _MIB / max(took, 1e-6),
-        )
-
-    def fail(self) -> None:
-        """The frame broke off (a lost connection, a closed channel): how far it got. A
-        worker thread still moving its bytes logs no more."""
-        self._due = self.total + 1
-        log.info(
-            "%s %s %s %s broke off at %.1f of %.1f MiB after %.2f s",
-            *self._words(0),
-            max(self.base, self.done) / _MIB,
-            self.total / _MIB,
-            time.monotonic() - self._start,
-        )
-
-    def _words(self, tense: int) -> tuple[str, str, str, str]:
-        """("receiving"/"received", method, "from", peer), or the same for sending."""
-        if self.receiving:
-            return ("receiving", "received")[tense], self.method, "from", self.peer
-        return ("sending", "sent")[tense], self.method, "to", self.peer
-
-
-class _Budget:
-    """What a header may still decode into, spent while msgpack builds it: its hooks run for
-    each list and map once its contents exist, so a header over budget stops decoding there,
-    before the rest of it is built. They only count (~0.1 us a list or map)."""
-
-    def __init__(self) -> None:
-        self.items = MAX_HEADER_ITEMS
-        self.containers = MAX_HEADER_CONTAINERS
-
-    def list_hook(self, value: list[Any]) -> list[Any]:
-        self.items -= len(value) + 1
-        self.containers -= 1
-        if self.items < 0 or self.containers < 0:
-            self.refuse()
-        return value
-
-    def map_hook(self, value: dict[str, Any]) -> dict[str, Any]:
-        self.items -= 2 * len(value) + 1
-        self.containers -= 1
-        if self.items < 0 or self.containers < 0:
-            self.refuse()
-        return value
-
-    @staticmethod
-    def refuse() -> None:
-        raise HeaderRefused(
-            f"frame header holds over {MAX_HEADER_ITEMS} values "
-            f"or {MAX_HEADER_CONTAINERS} lists and maps"
-        )
-
-
-_is_list = partial(is_, list)
-_is_dict = partial(is_, dict)
-
-
-def _check_depth(header: dict[str, Any]) -> None:
-    """Refuse a header nested over ``MAX_HEADER_DEPTH`` levels (code that walks a header, or
-    repr()s it, recurses). One level at a time, by C-level iterators only: a header's values
-    each cost ~0.1 us, however many lists and maps they hold."""
-    lists: list[list[Any]] = []
-    dicts: list[dict[str, Any]] = [header]
-    for _ in range(MAX_HEADER_DEPTH):
-        values = [*chain.from_iterable(lists), *chain.from_iterable(map(dict.values, dicts))]
-        kinds = list(map(type, values))
-        lists = list(compress(values, map(_is_list, kinds)))
-        dicts = list(compress(values, map(_is_dict, kinds)))
-        if not lists and not dicts:
-            return
-    raise HeaderRefused(f"frame header nests over {MAX_HEADER_DEPTH} levels deep")
-
-
-def decode_header(data: bytes) -> dict[str, Any]:
-    """A frame header from its msgpack bytes, within the limits above; ``ChannelError`` if
-    it is unreadable, over a limit, or not a map."""
-    budget = _Budget()
-    try:
-        header = msgpack.unpackb(
-            data,
-            raw=False,
-            strict_map_key=True,
-            max_str_len=_MAX_STRING,
-            max_bin_len=_MAX_STRING,
-            max_array_len=_MAX_LIST,
-            max_map_len=_MAX_MAP,
-            max_ext_len=0,
-            list_hook=budget.list_hook,
-            object_hook=budget.map_hook,
-        )
-    except HeaderRefused as exc:
-        raise ChannelError(str(exc)) from None
-    except (ValueError, msgpack.UnpackException) as exc:  # limits name numbers, never content
-        reason = str(exc)[:100] or "nested too deep"
-        raise ChannelError(f"unreadable frame header: {type(exc).__name__}: {reason}") from None
-    if not isinstance(header, dict):
-        raise ChannelError("frame header is not a map")
-    try:
-        _check_depth(header)
-    except HeaderRefused as exc:
-        raise ChannelError(str(exc)) from None
-    return header
 
 
 def writable_bytes(n: int) -> tuple[bytes, memoryview]:

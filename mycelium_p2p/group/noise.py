@@ -43,13 +43,13 @@ from ..errors import ChannelError
 from ..identity import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, Identity, verify_signature
 from .frames import (
     THREAD_THRESHOLD,
-    Progress,
     SocketStream,
     close_socket,
     send_blocking,
     wait_readable,
     writable_bytes,
 )
+from .progress import Progress
 
 __all__ = [
     "MAX_HANDSHAKE_MESSAGE",

@@ -14,16 +14,11 @@ from hypothesis import strategies as st
 
 from mycelium_p2p.fl.wire import WireError, decode_content
 from mycelium_p2p.group import messages as m
-from mycelium_p2p.group.frames import (
-    MAX_HEADER_DEPTH,
-    ChannelError,
-    FrameSocket,
-    Progress,
-    SocketStream,
-    decode_header,
-)
+from mycelium_p2p.group.frames import ChannelError, FrameSocket, SocketStream
+from mycelium_p2p.group.headers import MAX_HEADER_DEPTH, decode_header
 from mycelium_p2p.group.invite import INVITE_DOMAIN, INVITE_PREFIX, InviteError, verify_invite
 from mycelium_p2p.group.noise import NoiseCredentials, NoiseStream, Session, handshake
+from mycelium_p2p.group.progress import Progress
 from mycelium_p2p.node.splitting import SplitRequest
 
 from .corpus import NOW, corpus, frame_bytes
@@ -385,7 +380,7 @@ TARGETS = [
         check_message,
         (m.BadMessage, WireError),
     ),
-    Target("header", "frames.decode_header", header_bytes, check_header, (ChannelError,)),
+    Target("header", "headers.decode_header", header_bytes, check_header, (ChannelError,)),
     Target("frame", "FrameSocket.read_frame", _frame_bytes_strategy, check_frames, (ChannelError,)),
     Target(
         "noise-stream",

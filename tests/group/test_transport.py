@@ -17,7 +17,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from noise.connection import Keypair, NoiseConnection
 
 from mycelium_p2p.fl.wire import _MAX_ARRAYS, encode_content
-from mycelium_p2p.group.frames import LINK_TIMEOUT, MAX_HEADER, decode_header
+from mycelium_p2p.group.frames import LINK_TIMEOUT
+from mycelium_p2p.group.headers import MAX_HEADER, decode_header
 from mycelium_p2p.group.noise import MAX_NONCE
 from mycelium_p2p.group.transport import ChannelError, ChannelServer, RemoteError, Reply
 from mycelium_p2p.identity import Identity

@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator
 import msgpack
 import pytest
 
-from mycelium_p2p.group import frames
-from mycelium_p2p.group.frames import PROGRESS_BYTES, Progress
+from mycelium_p2p.group import progress
+from mycelium_p2p.group.progress import PROGRESS_BYTES, Progress
 from mycelium_p2p.group.transport import Channel, ChannelServer, Reply
 from mycelium_p2p.identity import Identity
 from mycelium_p2p.testing.aio import run_async, wait_for
@@ -45,7 +45,7 @@ async def _pair(
 
 
 def _lines(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == frames.__name__]
+    return [r.getMessage() for r in caplog.records if r.name == progress.__name__]
 
 
 def _peer(server: ChannelServer) -> str:
@@ -68,8 +68,8 @@ async def test_a_big_model_logs_its_quarters_and_its_end_each_way(
     """b sends a model of 8 MiB to a, which echoes it: each of the four ends logs a line at
     25, 50 and 75% (no interval between lines here; a plain socket may move two quarters in
     one call) and one with its size, time and rate."""
-    monkeypatch.setattr(frames, "PROGRESS_INTERVAL", 0.0)
-    caplog.set_level(logging.INFO, logger=frames.__name__)
+    monkeypatch.setattr(progress, "PROGRESS_INTERVAL", 0.0)
+    caplog.set_level(logging.INFO, logger=progress.__name__)
     segments = [bytes([i]) * n for i, n in enumerate(model)]
     async with _pair(plaintext) as (a, b, addr_a):
         _, back = await b.request(
@@ -100,19 +100,19 @@ async def test_a_big_model_logs_its_quarters_and_its_end_each_way(
 async def test_a_big_model_that_moves_fast_logs_its_end_at_debug_only(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(frames, "PROGRESS_INTERVAL", 3600.0)  # "fast": under the interval
-    caplog.set_level(logging.DEBUG, logger=frames.__name__)
+    monkeypatch.setattr(progress, "PROGRESS_INTERVAL", 3600.0)  # "fast": under the interval
+    caplog.set_level(logging.DEBUG, logger=progress.__name__)
     segments = [b"x" * 8 * 2**20]
     async with _pair(False) as (a, b, addr_a):
         await b.request(addr_a, a.identity.public_key, "g.model", {}, segments, timeout=30)
-    records = [r for r in caplog.records if r.name == frames.__name__]
+    records = [r for r in caplog.records if r.name == progress.__name__]
     assert len([r for r in records if r.getMessage().startswith("sent g.model")]) == 2
     assert all(r.levelno == logging.DEBUG for r in records)
 
 
 @run_async(timeout=60)
 async def test_frames_under_the_threshold_log_nothing(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG, logger=frames.__name__)
+    caplog.set_level(logging.DEBUG, logger=progress.__name__)
     async with _pair() as (a, b, addr_a):
         for size in (0, MiB, PROGRESS_BYTES - 4096):
             await b.request(addr_a, a.identity.public_key, "g.model", {}, [bytes(size)], timeout=30)
@@ -124,13 +124,13 @@ def test_lines_stay_few_however_often_a_stream_reports(
 ) -> None:
     """A line per quarter at most, none within PROGRESS_INTERVAL of the last: a transfer that
     reports every 4 KiB logs three lines, or none when it is quicker than the interval."""
-    caplog.set_level(logging.INFO, logger=frames.__name__)
+    caplog.set_level(logging.INFO, logger=progress.__name__)
     steps = range(0, 8 * MiB + 1, 4096)
     quick = Progress(False, "peer", "fl.msg", 8 * MiB)
     for done in steps:
         quick.update(done)
     assert _lines(caplog) == []  # all of it well within a second
-    monkeypatch.setattr(frames, "PROGRESS_INTERVAL", 0.0)
+    monkeypatch.setattr(progress, "PROGRESS_INTERVAL", 0.0)
     slow = Progress(True, "peer", "fl.msg", 8 * MiB)
     for done in steps:
         slow.update(done)
@@ -161,7 +161,7 @@ async def test_a_frame_cut_short_says_how_far_it_got(
 ) -> None:
     """A peer that claims 8 MiB and hangs up after 1 MiB: the receiver's line says so, naming
     the method only if it is a short printable one."""
-    caplog.set_level(logging.INFO, logger=frames.__name__)
+    caplog.set_level(logging.INFO, logger=progress.__name__)
     async with _pair() as (a, b, addr_a):
         channel = await b.connect(addr_a, a.identity.public_key)
         await _raw_frame(channel, {"m": method, "seg": [8 * MiB]}, bytes(MiB))
