@@ -14,6 +14,7 @@ from kademlia.node import Node
 
 from ..aio import TaskOwner, loop_time
 from ..errors import BootstrapError, RecordError, RecordExpired, RecordFromFuture
+from ..histogram import Histogram
 from ..identity import NODE_ID_SIZE, Identity
 from ..records import Record, VerifiedBlobs, best_per_signer, verify_record
 from .config import DhtConfig
@@ -26,6 +27,13 @@ from .storage import RecordStore
 from .transport import DatagramNetwork, UdpNetwork
 
 log = logging.getLogger(__name__)
+
+#: ``DhtNode.lookup_seconds`` keys: what a lookup sought (contacts, or the records under a
+#: key too) and how it ended: ``done`` (enough found, or nobody left to ask), ``timed_out``
+#: (its deadline came first), ``failed`` (it raised or was cancelled: a caller gave up, the
+#: node closed).
+LOOKUP_KINDS = ("nodes", "records")
+LOOKUP_OUTCOMES = ("done", "timed_out", "failed")
 
 
 class DhtNode(Server):
@@ -80,6 +88,10 @@ class DhtNode(Server):
         self._seeds: list[Address] = []
         self._rebootstrap_lock = asyncio.Lock()
         self._rebooting: asyncio.Task[None] | None = None  # a re-bootstrap a lookup started
+        #: seconds each lookup took, by (kind, outcome): see ``LOOKUP_KINDS``; a fixed set
+        self.lookup_seconds = {
+            (kind, outcome): Histogram() for kind in LOOKUP_KINDS for outcome in LOOKUP_OUTCOMES
+        }
 
     def _create_protocol(self) -> MyceliumProtocol:
         return self.protocol_class(
@@ -259,22 +271,31 @@ class DhtNode(Server):
         self, target: bytes, *, timeout: float | None = None, **kwargs: Any
     ) -> LookupResult:
         """One lookup, ended after ``timeout`` s at most (default and cap:
-        ``config.lookup_deadline``); table upkeep uses one path, puts and gets disjoint ones."""
+        ``config.lookup_deadline``); table upkeep uses one path, puts and gets disjoint ones.
+        Its time, waiting for contacts included, goes to ``lookup_seconds``."""
         loop = asyncio.get_running_loop()
+        started = loop.time()
         limit = self.config.lookup_deadline
-        deadline = loop.time() + (limit if timeout is None else min(timeout, limit))
-        if self.routing_table_size() == 0:
-            await self._await_contacts(deadline)
-        return await lookup(
-            self.protocol,
-            target,
-            ksize=self.ksize,
-            alpha=self.alpha,
-            deadline=deadline,
-            max_pages=self.config.max_pages,
-            blame_after=self.config.blame_after,
-            **kwargs,
-        )
+        deadline = started + (limit if timeout is None else min(timeout, limit))
+        outcome = "failed"
+        try:
+            if self.routing_table_size() == 0:
+                await self._await_contacts(deadline)
+            result = await lookup(
+                self.protocol,
+                target,
+                ksize=self.ksize,
+                alpha=self.alpha,
+                deadline=deadline,
+                max_pages=self.config.max_pages,
+                blame_after=self.config.blame_after,
+                **kwargs,
+            )
+            outcome = "timed_out" if result.timed_out else "done"
+            return result
+        finally:
+            kind = "records" if kwargs.get("records") else "nodes"
+            self.lookup_seconds[kind, outcome].observe(loop.time() - started)
 
     async def find_closest(self, key: bytes, width: int | None = None) -> list[Node]:
         """The ``width`` (default ``ksize``) closest live nodes to ``key``, found over

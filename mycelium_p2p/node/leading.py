@@ -27,6 +27,7 @@ from ..fl.leader import RoundReport, lead_rounds
 from ..fl.strategies import make_strategy
 from ..group.member import GroupMember
 from ..group.state import ModelSnapshot
+from ..histogram import ROUND_BUCKETS, Histogram
 from ..records import GroupAdvert
 from .config import NodeConfig
 from .membership import Emit, Membership
@@ -72,6 +73,7 @@ class Leading:
         self.rounds = publisher.rounds
         self.rounds_led = 0  # ... and how many in all, and their seconds
         self.round_seconds = 0.0
+        self.round_times = Histogram(ROUND_BUCKETS)  # the seconds of each, by bucket
         self.watches: list[Watch] = []  # more to run while leading (the node adds merging)
         #: leaders run rounds while this is set (clear it to pause this node's group)
         self.training = asyncio.Event()
@@ -160,6 +162,7 @@ class Leading:
         self.rounds.append(report)
         self.rounds_led += 1
         self.round_seconds += report.seconds
+        self.round_times.observe(report.seconds)
         if len(self.rounds) > KEEP_ROUNDS + KEEP_ROUNDS // 10:  # trimmed now and then
             del self.rounds[: len(self.rounds) - KEEP_ROUNDS]
         group = self.membership.group

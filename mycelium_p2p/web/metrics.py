@@ -8,17 +8,25 @@ the node's own counter, read at scrape time.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from math import isinf
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
+
+from ..histogram import Histogram
 
 if TYPE_CHECKING:
     from ..dht import DhtNode
     from ..node.node import Node
 
-__all__ = ["CONTENT_TYPE", "NodeCollector", "render"]
+__all__ = ["CONTENT_TYPE", "NodeCollector", "histogram_family", "render"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _DHT_OUTCOMES = (  # ProtocolStats fields: what happened to requests and records
@@ -76,6 +84,14 @@ class NodeCollector(Collector):
         yield GaugeMetricFamily(
             "mycelium_dht_contacts", "Contacts in the routing table", self.dht.routing_table_size()
         )
+        lookups = HistogramMetricFamily(
+            "mycelium_dht_lookup_seconds",
+            "Seconds of our DHT lookups, by kind (nodes, records) and outcome",
+            labels=["kind", "outcome"],
+        )
+        for (kind, outcome), hist in sorted(self.dht.lookup_seconds.items()):
+            histogram_family(lookups, [kind, outcome], hist)
+        yield lookups
 
     def _node(self, node: Node) -> Iterator[Metric]:
         group = node.group
@@ -111,6 +127,13 @@ class NodeCollector(Collector):
         seconds = CounterMetricFamily("mycelium_round_seconds", "Seconds of the rounds it led")
         seconds.add_metric([], node.leading.round_seconds)
         yield seconds
+        yield histogram_family(
+            HistogramMetricFamily(
+                "mycelium_round_duration_seconds", "Seconds of each round this node led"
+            ),
+            [],
+            node.leading.round_times,
+        )
         traffic = node.channels.traffic()
         yield GaugeMetricFamily("mycelium_channels_open", "Open channels", traffic["channels_open"])
         frames = CounterMetricFamily(
@@ -122,6 +145,15 @@ class NodeCollector(Collector):
             for method, n in sorted(traffic[f"{direction}_by_method"].items()):
                 frames.add_metric([method, direction], n)
         yield frames
+
+
+def histogram_family(
+    family: HistogramMetricFamily, labels: list[str], hist: Histogram
+) -> HistogramMetricFamily:
+    """Add ``hist`` to ``family`` as the sample of ``labels``; return ``family``."""
+    buckets = [("+Inf" if isinf(bound) else repr(bound), n) for bound, n in hist.cumulative()]
+    family.add_metric(labels, buckets, hist.sum)
+    return family
 
 
 def render(collector: NodeCollector) -> bytes:

@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from mycelium_p2p.testing.aio import run_async, wait_for
 from mycelium_p2p.testing.loopback import learning_network, swarm
 from mycelium_p2p.web import WebView
+from mycelium_p2p.web.metrics import NodeCollector, render
 from mycelium_p2p.web.page import render_page
 
 
@@ -63,6 +64,7 @@ def metric(text: str, name: str, **labels: str) -> float:
 async def test_a_live_nodes_page_state_and_metrics() -> None:
     async with learning_network([{"create": "club"}, {"group": "club"}]) as (_, leader, member):
         await wait_for(lambda: leader.group.model.round >= 2, 90, "two rounds")
+        led = render(NodeCollector(leader.dht, leader)).decode()
         view = WebView(member.dht, member)
         host, port = await view.start()
         assert host == "127.0.0.1"  # loopback unless told otherwise
@@ -93,6 +95,9 @@ async def test_a_live_nodes_page_state_and_metrics() -> None:
     assert metric(metrics, "mycelium_channel_bytes", method="fl.msg", direction="in") > 0
     assert metric(metrics, "mycelium_dht_bytes", direction="in") > 0
     assert metric(metrics, "mycelium_leader") == 0
+    assert metric(metrics, "mycelium_dht_lookup_seconds_count", kind="records", outcome="done") > 0
+    assert metric(led, "mycelium_round_duration_seconds_count") >= 2
+    assert metric(led, "mycelium_round_duration_seconds_bucket", le="+Inf") >= 2
 
 
 @run_async(timeout=60)
