@@ -19,7 +19,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import msgspec
-from msgspec import Meta
+from msgspec import UNSET, Meta, UnsetType
 
 from ..addresses import WireAddress
 from ..errors import MalformedRecord
@@ -157,6 +157,10 @@ class HeartbeatBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     model_hash: Annotated[bytes, Meta(min_length=32, max_length=32)]
     # its ClientApp's failures in a row (0: it trains); shown by ``mycelium-p2p nodes``
     app_errors: Annotated[int, Meta(ge=0, le=MAX_INT64)] = 0
+    # bytes it received and sent since it started (channel frames and DHT datagrams): its own
+    # word, for information only. Both or neither: UNSET in heartbeats of versions before them
+    bytes_in: Annotated[int, Meta(ge=0, le=MAX_INT64)] | UnsetType = UNSET
+    bytes_out: Annotated[int, Meta(ge=0, le=MAX_INT64)] | UnsetType = UNSET
 
 
 class HeartbeatPayload(Payload, frozen=True, tag="heartbeat"):
@@ -166,6 +170,8 @@ class HeartbeatPayload(Payload, frozen=True, tag="heartbeat"):
 def _check_heartbeat(signer: bytes, topic: str, body: HeartbeatBody) -> None:
     if topic != roster_topic(body.group_id):
         raise MalformedRecord(f"heartbeat for {body.group_id} filed under {topic!r}")
+    if (body.bytes_in is UNSET) != (body.bytes_out is UNSET):
+        raise MalformedRecord("a heartbeat has both bytes_in and bytes_out or neither")
 
 
 HEARTBEAT = RecordKind(

@@ -88,6 +88,8 @@ def corpus() -> Corpus:
             "role": "member",
             "round": 3,
             "model_hash": bytes(32),
+            "bytes_in": 123_456,
+            "bytes_out": 2**63 - 1,
         },
         seq=7,
         now=NOW,

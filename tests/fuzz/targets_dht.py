@@ -85,7 +85,12 @@ def _record_problem(key: bytes, raw: bytes, signature: bytes, p: Any, now: float
         return "key binding"
     body = p["body"]
     if p["kind"] == "heartbeat":
-        return None if p["topic"] == f"roster/{body['group_id']}" else "heartbeat topic"
+        if p["topic"] != f"roster/{body['group_id']}":
+            return "heartbeat topic"
+        traffic = [body[k] for k in ("bytes_in", "bytes_out") if k in body]
+        if len(traffic) == 1 or any(type(n) is not int or n < 0 for n in traffic):
+            return "heartbeat bytes in/out: one alone, or not a count"
+        return None
     if p["kind"] != "advert":
         return "kind"
     terms, charter_sig = unpack(body["charter"])
