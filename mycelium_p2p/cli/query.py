@@ -124,6 +124,9 @@ def _presence_row(advert: GroupAdvert, record: Record) -> dict[str, Any]:
         "round": beat.round,
         "addr": f"{beat.addr[0]}:{beat.addr[1]}",
         "app_errors": beat.app_errors,
+        # its own word (informational); None from a node of a version that did not say
+        "bytes_in": beat.bytes_in if isinstance(beat.bytes_in, int) else None,
+        "bytes_out": beat.bytes_out if isinstance(beat.bytes_out, int) else None,
     }
 
 
@@ -135,7 +138,8 @@ def _presence_row(advert: GroupAdvert, record: Record) -> dict[str, Any]:
 def nodes(
     bootstrap: tuple[str, ...], peers_file: Path | None, as_json: bool, timeout: float
 ) -> None:
-    """List nodes with their group and role (from their signed heartbeats)."""
+    """List nodes with their group, role and traffic (from their signed heartbeats; the
+    bytes in and out are each node's own report)."""
     from rich.console import Console
 
     from ..dht import fetch_adverts

@@ -45,9 +45,10 @@ def groups_table(adverts: list[GroupAdvert]) -> Table:
 
 
 def nodes_table(rows: list[dict[str, Any]]) -> Table:
-    """A rich table of nodes: id, group, role, round, address, ClientApp failures in a row."""
+    """A rich table of nodes: id, group, role, round, address, ClientApp failures in a row,
+    bytes received and sent (as each node reports them; blank where it did not)."""
     table = Table(title=f"{len(rows)} node(s)" if rows else "no nodes seen", title_justify="left")
-    for column in ("node", "group", "role", "round", "address", "app errors"):
+    for column in ("node", "group", "role", "round", "address", "app errors", "in", "out"):
         table.add_column(column, justify="left" if column in ("node", "group", "role") else "right")
     for row in rows:
         errors = row.get("app_errors", 0)
@@ -58,5 +59,19 @@ def nodes_table(rows: list[dict[str, Any]]) -> Table:
             str(row["round"]),
             row["addr"],
             Text(f"{errors} in a row", style="red") if errors else "",
+            byte_size(row.get("bytes_in")),
+            byte_size(row.get("bytes_out")),
         )
     return table
+
+
+def byte_size(n: int | None) -> str:
+    """``n`` bytes in decimal units to three digits (``"12.3 MB"``); ``""`` for None."""
+    if n is None:
+        return ""
+    value = float(n)
+    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
+        if value < 999.5:
+            return f"{n} B" if unit == "B" else f"{value:.3g} {unit}"
+        value /= 1000
+    return f"{value:.3g} EB"

@@ -140,7 +140,9 @@ class Node:
             rng,
             model_cap=model_cap(initial()),
         )
-        self.publisher = Publisher(self.identity, c, self.dht, self.membership, self.runner, [])
+        self.publisher = Publisher(
+            self.identity, c, self.dht, self.membership, self.runner, [], self.traffic_totals
+        )
         self.leading = Leading(
             me,
             c,
@@ -414,6 +416,15 @@ class Node:
             await self._worker.close()
         if self._lock is not None:
             self._lock.release()
+
+    def traffic_totals(self) -> tuple[int, int]:
+        """Bytes received and sent since start: channel frames and DHT datagrams."""
+        channels = self.channels.traffic()
+        dht = self.dht.stats if getattr(self.dht, "protocol", None) is not None else None
+        return (
+            channels["bytes_in"] + (dht.bytes_in if dht else 0),
+            channels["bytes_out"] + (dht.bytes_out if dht else 0),
+        )
 
     def status(self) -> dict[str, Any]:
         """Where the node is (group, role, term, round), its app's failures, and what it has

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 from ..aio import loop_time
 from ..dht import DhtNode, publish_advert
@@ -21,6 +22,7 @@ from ..records import (
     sign_advert,
     sign_record,
 )
+from ..records.kinds import MAX_INT64
 from .config import NodeConfig
 from .membership import Membership
 
@@ -36,8 +38,11 @@ class Publisher:
         membership: Membership,
         runner: ClientRunner,
         rounds: list[RoundReport],
+        traffic: Callable[[], tuple[int, int]] = lambda: (0, 0),
     ) -> None:
+        """``traffic``: the bytes the node received and sent so far, for its presence."""
         self.identity = identity
+        self.traffic = traffic
         self.config = config
         self.dht = dht
         self.membership = membership
@@ -107,7 +112,8 @@ class Publisher:
         )
 
     async def presence(self) -> None:
-        """A signed presence record in the group's roster key: who is where, in which role.
+        """A signed presence record in the group's roster key: who is where, in which role,
+        and the bytes it received and sent so far.
 
         Published as soon as the node's group or role changes (checked every second), else
         refreshed every ``presence_interval``; it lives three intervals. Each publication is
@@ -125,6 +131,7 @@ class Publisher:
                 failing = self.runner.failures.streak > 0
                 if (group.group_id, role, failing) != published or now >= due:
                     self._presence_seq = next_seq(self._presence_seq, time.time())
+                    received, sent = self.traffic()
                     body = {
                         "group_id": group.group_id,
                         "addr": list(self.membership.tcp_addr),
@@ -132,6 +139,8 @@ class Publisher:
                         "round": group.model.round,
                         "model_hash": group.model.digest,
                         "app_errors": self.runner.failures.streak,
+                        "bytes_in": min(max(received, 0), MAX_INT64),
+                        "bytes_out": min(max(sent, 0), MAX_INT64),
                     }
                     record = sign_record(
                         self.identity,

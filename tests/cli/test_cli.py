@@ -250,3 +250,5 @@ def test_invite_only_group_end_to_end_with_the_cli(tmp_path: Path) -> None:
                 break
             time.sleep(0.5)
         assert roles == ["leader", "member"]
+        club = [row for row in listing if row["group"] == "club"]
+        assert all(row["bytes_in"] > 0 and row["bytes_out"] > 0 for row in club)  # self-reported

@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from mycelium_p2p.records import record_key, roster_topic
 from mycelium_p2p.testing.aio import run_async, wait_for
 from mycelium_p2p.testing.loopback import learning_network, swarm
 from mycelium_p2p.web import WebView
@@ -65,6 +66,9 @@ async def test_a_live_nodes_page_state_and_metrics() -> None:
     async with learning_network([{"create": "club"}, {"group": "club"}]) as (_, leader, member):
         await wait_for(lambda: leader.group.model.round >= 2, 90, "two rounds")
         led = render(NodeCollector(leader.dht, leader)).decode()
+        roster = await member.dht.get_records(record_key(roster_topic(leader.group.group_id)))
+        beats = {r.signer: r.body for r in roster}
+        totals = member.traffic_totals()
         view = WebView(member.dht, member)
         host, port = await view.start()
         assert host == "127.0.0.1"  # loopback unless told otherwise
@@ -97,6 +101,10 @@ async def test_a_live_nodes_page_state_and_metrics() -> None:
     assert metric(metrics, "mycelium_leader") == 0
     assert metric(metrics, "mycelium_dht_lookup_seconds_count", kind="records", outcome="done") > 0
     assert metric(led, "mycelium_round_duration_seconds_count") >= 2
+    beat = beats[member.identity.public_key]  # its presence says what it had received and sent
+    assert 0 < beat.bytes_in <= totals[0] and 0 < beat.bytes_out <= totals[1]
+    traffic = state["node"]["traffic"]
+    assert totals[0] <= traffic["bytes_in"] + traffic["dht_bytes_in"]  # read later, grown
     assert metric(led, "mycelium_round_duration_seconds_bucket", le="+Inf") >= 2
 
 
