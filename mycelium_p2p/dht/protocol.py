@@ -88,6 +88,9 @@ class ProtocolStats:
     bytes_in: int = 0  # every datagram received, malformed ones included
     bytes_out: int = 0  # every datagram sent
     served: Counter[str] = field(default_factory=Counter)  # requests answered, by RPC
+    # our requests by RPC and outcome ("answered", "timed_out")
+    calls: Counter[tuple[str, str]] = field(default_factory=Counter)
+    refused_by: Counter[str] = field(default_factory=Counter)  # records refused, by reason
 
 
 @dataclass
@@ -96,6 +99,14 @@ class _Pending:
     timer: asyncio.TimerHandle
     address: Address
     sent_at: float
+    name: str
+
+
+def refusal_reason(exc: RecordError) -> str:
+    """A refused record's reason, as a metric label: its error class in snake case (a fixed
+    set: ``stale_record``, ``store_full``, ``bad_signature``...)."""
+    name = type(exc).__name__
+    return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
 
 
 class _BadRequest(ValueError):
@@ -249,6 +260,7 @@ class MyceliumProtocol(IdProofs, KademliaProtocol):
             return
         del self._outstanding[msg_id]
         pending.timer.cancel()
+        self.stats.calls[pending.name, "answered"] += 1
         self.book.validate(address)  # it received our random message id: a round trip
         self.rtt.observe(address, now - pending.sent_at)
         if not pending.future.done():
@@ -277,7 +289,7 @@ class MyceliumProtocol(IdProofs, KademliaProtocol):
         msg_id = os.urandom(_MSG_ID_SIZE)
         address = (address[0], address[1])
         timer = loop.call_later(self.rtt.give_up_after(address), self._expire, msg_id)
-        self._outstanding[msg_id] = _Pending(future, timer, address, loop.time())
+        self._outstanding[msg_id] = _Pending(future, timer, address, loop.time(), name)
         self.transport.sendto(REQUEST + msg_id + data, address)
         self.stats.bytes_out += 1 + _MSG_ID_SIZE + len(data)
         return future
@@ -287,6 +299,7 @@ class MyceliumProtocol(IdProofs, KademliaProtocol):
         if pending is None:
             return
         self.stats.timeouts += 1
+        self.stats.calls[pending.name, "timed_out"] += 1
         self._expired[msg_id] = (pending.address, pending.sent_at)
         while len(self._expired) > 1024:
             self._expired.popitem(last=False)
@@ -445,6 +458,7 @@ class MyceliumProtocol(IdProofs, KademliaProtocol):
             self.storage.offer(key, value, source=sender[0], relayed=relayed)
         except RecordError as exc:
             self.stats.records_rejected += 1
+            self.stats.refused_by[refusal_reason(exc)] += 1
             log.debug("refused a store from %s: %s", sender, exc)
             return False
         self.stats.records_stored += 1

@@ -75,6 +75,22 @@ class NodeCollector(Collector):
         records.add_metric(["stored"], stats.records_stored)
         records.add_metric(["refused"], stats.records_rejected)
         yield records
+        refused = CounterMetricFamily(
+            "mycelium_dht_records_refused",
+            "Records our store refused, by reason (stale_record, store_full, bad_signature...)",
+            labels=["reason"],
+        )
+        for reason, n in sorted(stats.refused_by.items()):
+            refused.add_metric([reason], n)
+        yield refused
+        calls = CounterMetricFamily(
+            "mycelium_dht_calls",
+            "DHT requests we sent, by RPC and outcome (answered, timed_out)",
+            labels=["rpc", "outcome"],
+        )
+        for (rpc, outcome), n in sorted(stats.calls.items()):
+            calls.add_metric([rpc, outcome], n)
+        yield calls
         datagrams = CounterMetricFamily(
             "mycelium_dht_bytes", "Bytes of DHT datagrams", labels=["direction"]
         )

@@ -17,6 +17,7 @@ from mycelium_p2p.dht import node as dht_node
 from mycelium_p2p.histogram import ROUND_BUCKETS, Histogram
 from mycelium_p2p.records import record_key
 from mycelium_p2p.testing.aio import run_async
+from mycelium_p2p.testing.hostile import closed_udp_ports
 from mycelium_p2p.testing.loopback import swarm
 from mycelium_p2p.web.metrics import NodeCollector, render
 
@@ -61,6 +62,33 @@ async def test_each_peer_times_its_own_lookups_by_kind_and_outcome() -> None:
         assert lookups(reader, "records", "done", "bucket", "+Inf") == 2
         assert lookups(reader, "records", "done", "bucket", "10.0") == 2  # under the deadline
         assert 0 < hist.sum < 10
+
+
+@run_async(timeout=60)
+async def test_our_requests_by_rpc_and_outcome_and_refused_records_by_reason() -> None:
+    async with swarm(2) as (seed, peer):
+        (dead,) = closed_udp_ports(1)
+        assert (await peer.protocol.ping(("127.0.0.1", dead), b""))[0] is False
+        ok, stored = await peer.protocol.store(seed.address, b"", record_key("k"), b"garbage")
+        assert ok and stored is False  # answered: refused
+        ours = samples(render(NodeCollector(peer)).decode(), "mycelium_dht_calls")
+        theirs = samples(render(NodeCollector(seed)).decode(), "mycelium_dht_records_refused")
+
+    def value(got: dict[Any, float], **labels: str) -> float:
+        return next(v for k, v in got.items() if all((n, x) in k for n, x in labels.items()))
+
+    assert value(ours, rpc="ping", outcome="timed_out") == 1
+    assert value(ours, rpc="store", outcome="answered") == 1
+    assert value(theirs, reason="malformed_record") == 1
+
+
+def test_a_refusal_reason_is_its_error_in_snake_case() -> None:
+    from mycelium_p2p.dht.protocol import refusal_reason
+    from mycelium_p2p.errors import RecordError, RecordFromFuture, StoreFull
+
+    assert refusal_reason(StoreFull("x")) == "store_full"
+    assert refusal_reason(RecordFromFuture("x")) == "record_from_future"
+    assert refusal_reason(RecordError("x")) == "record_error"
 
 
 def test_a_leaders_round_times_are_a_histogram_beside_the_old_counters() -> None:
