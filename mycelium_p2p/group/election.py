@@ -30,11 +30,14 @@ The algorithm (also in docs/design/groups.md):
    sees a higher term steps down at once and cannot complete its round (fencing).
 
 Guarantees: among members that share a roster, at most one leader per term (two majorities of
-one electorate intersect in a member that votes once per term). The leader of a new term holds
-the newest committed model: a round commits only when a majority of the roster acknowledged it
-(while a join or a drop is not yet known to most members, a majority of the roster before the
-change and of the one after it: ``Commits.commit``), and that majority intersects every
-electorate majority, whose voters refuse older candidates.
+one electorate intersect in a member that votes once per term); so too among members whose
+rosters are one change apart, and a leader makes the next change only once a majority of its
+roster holds the last one (``RosterUpkeep.settled``: rosters two changes apart need not share
+a majority, and the members still holding the older one can then elect no one). The leader
+of a new term holds the newest committed model: a round commits only when a majority of the
+roster acknowledged it (while a join or a drop is not yet known to most members, a majority of
+the roster before the change and of the one after it: ``Commits.commit``), and that majority
+intersects every electorate majority, whose voters refuse older candidates.
 Not guaranteed: progress while a majority of the electorate is unreachable (the group waits,
 and members that stay silent beyond ``member_timeout`` drop out of the roster as the leader
 renews it), nor when a new leader dies before its roster reached any member (none may stand;

@@ -23,6 +23,7 @@ request gets an error reply and changes nothing.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -67,6 +68,7 @@ class Handlers:
         self.commits = commits
         self.following = following
         self.tasks = tasks
+        self._admitting = asyncio.Lock()  # newcomers are admitted one at a time
 
     async def handle(
         self, channel: Channel, method: str, header: dict[str, Any], segments: list[bytes]
@@ -110,31 +112,58 @@ class Handlers:
         seat = self.seat
         if not seat.is_leader:
             return self._not_leader()
-        if seat.closing and peer not in seat.roster:
+        if peer in seat.roster:  # back after a restart, say: the roster keeps its members
+            return self._admit(peer, req)
+        if seat.closing:
             return Reply.fail("closing", f"group {seat.info.name} is closing (its leader left)")
-        if peer not in seat.roster:
-            if seat.info.policy == "invite-only":
-                try:
-                    verify_invite(
-                        req.invite,
-                        group_id=seat.group_id,
-                        member_key=peer,
-                        inviters={seat.info.founder},
-                        now=time.time(),
-                    )
-                except InviteError as exc:
-                    return Reply.fail("invite", f"group {seat.info.name} is invite-only: {exc}")
-            # admitting while cut off or deposed could build a second majority, on which the
-            # other side's certificate proves nothing: the roster must acknowledge us now
-            if not self.upkeep.has_quorum() or not await self.upkeep.confirm_quorum():
-                if not seat.is_leader:  # a member proved a newer term meanwhile
-                    return self._not_leader()
-                return Reply.fail("no-quorum", f"group {seat.info.name} is regrouping; try later")
-            if len(seat.roster) >= seat.info.capacity:
-                return Reply.fail(
-                    "full",
-                    f"group {seat.info.name} is full ({len(seat.roster)}/{seat.info.capacity})",
+        if seat.info.policy == "invite-only":
+            try:
+                verify_invite(
+                    req.invite,
+                    group_id=seat.group_id,
+                    member_key=peer,
+                    inviters={seat.info.founder},
+                    now=time.time(),
                 )
+            except InviteError as exc:
+                return Reply.fail("invite", f"group {seat.info.name} is invite-only: {exc}")
+        # one newcomer at a time: each one's round trip (below) also makes the one before it
+        # known, so that joiners arriving together are admitted in turn, not refused
+        async with self._admitting:
+            refusal = await self._may_admit(peer)
+            return refusal or self._admit(peer, req)
+
+    async def _may_admit(self, peer: bytes) -> Reply | None:
+        """Why a newcomer cannot be admitted now (None: it can)."""
+        seat = self.seat
+        if peer in seat.roster:  # admitted while it waited for its turn
+            return None
+        if not seat.is_leader:
+            return self._not_leader()
+        if seat.closing:  # since it asked
+            return Reply.fail("closing", f"group {seat.info.name} is closing (its leader left)")
+        # admitting while cut off or deposed could build a second majority, on which the
+        # other side's certificate proves nothing: the roster must acknowledge us now; and the
+        # last roster change must be known (RosterUpkeep.settled): a majority of a roster two
+        # changes old need not meet one of the roster with the newcomer
+        if (
+            not self.upkeep.has_quorum()
+            or not await self.upkeep.confirm_quorum()
+            or not self.upkeep.settled()
+        ):
+            if not seat.is_leader:  # a member proved a newer term meanwhile
+                return self._not_leader()
+            return Reply.fail("no-quorum", f"group {seat.info.name} is regrouping; try later")
+        if len(seat.roster) >= seat.info.capacity:
+            return Reply.fail(
+                "full",
+                f"group {seat.info.name} is full ({len(seat.roster)}/{seat.info.capacity})",
+            )
+        return None
+
+    def _admit(self, peer: bytes, req: m.Join) -> Reply:
+        """Put ``peer`` on the roster (again) and hand it what a member holds."""
+        seat = self.seat
         known = seat.roster.get(peer)
         if known is None:
             log.info("group %s: %s joined", seat.group_id, peer.hex()[:8])

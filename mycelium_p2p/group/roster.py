@@ -2,7 +2,9 @@
 
 A leader changes the roster only while a majority of it answers, and sends every change to the
 members at once: members elect on the roster they hold, and two members holding different
-rosters can count two different majorities.
+rosters can count two different majorities. So it changes one member at a time, and makes the
+next change only once the last one is known (``settled``): the majorities of two rosters one
+change apart always meet, those of rosters two changes apart need not.
 """
 
 from __future__ import annotations
@@ -51,6 +53,24 @@ class RosterUpkeep:
         heard = 1 + sum(1 for m in known if m.last_seen >= cutoff)
         return heard >= majority(1 + len(known))
 
+    def settled(self) -> bool:
+        """As leader: whether the last roster change is known widely enough to make another.
+
+        Members elect on the roster they hold, and the electorates of two rosters one change
+        apart (a member more or less) have majorities that always meet; two changes apart they
+        need not: with {L, A, B, C, D, E}, a leader that drops D and E at once, its roster
+        reaching A and B only, lets A win a term with B (2 of {A, B, C}) and C the same term
+        with D and E (3 of {A, B, C, D, E}). A change is known once a majority of the roster
+        before it holds the roster after it: the members that missed it can then no longer
+        elect anyone (voters refuse a candidate whose roster is older than theirs), so only
+        the rosters before and after the next change are left to count majorities on. That
+        is, no member dropped is still counted in ``former_majority``, and every newcomer is
+        ``Member.confirmed``. (A member that left, or was sent elsewhere, votes no more: taking
+        it off the roster needs no waiting.)
+        """
+        self._dropped -= self.seat.roster.keys()  # readmitted since
+        return not self._dropped and all(m.confirmed for m in self.seat.roster.values())
+
     async def confirm_quorum(self) -> bool:
         """As leader: whether a majority of the roster (its confirmed members) acknowledges
         our term now, in a round trip we start. Heartbeats do not show that: a leader that was
@@ -61,6 +81,8 @@ class RosterUpkeep:
             return False
         term = seat.term
         known = [m for m in seat.members() if m.key != seat.me and m.confirmed]
+        named = set(seat.roster)
+        dropped, former = set(self._dropped), self.former_majority()
         header = {
             "term": term,
             "cert": seat.cert_blob,
@@ -85,7 +107,14 @@ class RosterUpkeep:
             ):
                 return False
             acks += not isinstance(reply, BaseException)
-        return seat.is_leader and seat.term == term and acks >= majority(1 + len(known))
+        if not (seat.is_leader and seat.term == term and acks >= majority(1 + len(known))):
+            return False
+        # the roster we sent is now known as a push would make it (see ``settled``)
+        if acks >= former:
+            self._dropped -= dropped
+        for key in named & seat.roster.keys():
+            seat.roster[key].confirmed = True
+        return True
 
     def drop_silent_members(self) -> None:
         """Drop members silent beyond ``member_timeout``, but only while a majority still talks.
@@ -94,6 +123,9 @@ class RosterUpkeep:
         members it still reaches: that would let it commit rounds on its side while the other
         side elects a leader of its own. Instead it keeps the roster (so it commits nothing)
         and, once that has lasted a lease, steps down.
+
+        One member at a time, the longest silent first, once the last change is known
+        (``settled``): the next upkeep drops the next one.
         """
         seat = self.seat
         now = seat.now()
@@ -103,11 +135,11 @@ class RosterUpkeep:
         # the far side fall silent at slightly different moments, and dropping them one by one,
         # each time with a "majority" of what is left, is how a minority shrinks into a majority.
         if not silent or self.has_quorum():
-            for key in silent:
+            if silent and self.settled():
+                key = min(silent, key=lambda k: (seat.roster[k].last_seen, k))
                 log.info("group %s: member %s went silent", seat.group_id, key.hex()[:8])
                 del seat.roster[key]
                 self._dropped.add(key)
-            if silent:
                 self.roster_changed()
             self._quorum_lost_at = None
             return

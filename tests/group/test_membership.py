@@ -30,8 +30,14 @@ def leader_with(ages: list[float]) -> GroupMember:
 def test_dead_members_are_dropped_while_a_majority_answers() -> None:
     group = leader_with([0.1, 0.2, 0.3, 2.6, 2.7])  # 4 of 6 fresh
     group.upkeep.drop_silent_members()
-    assert len(group.roster) == 4 and group.is_leader
-    assert group.pushes == [4]  # the members hear of it at once
+    assert len(group.roster) == 5 and group.is_leader  # one at a time: the longest silent
+    assert bytes([5]) * 32 not in group.roster
+    assert group.pushes == [5]  # the members hear of it at once
+    group.upkeep.drop_silent_members()
+    assert group.pushes == [5]  # not before most of the roster that named it has heard
+    group.upkeep._dropped.clear()  # the push reached them
+    group.upkeep.drop_silent_members()
+    assert len(group.roster) == 4 and group.pushes == [5, 4]
 
 
 def test_half_the_group_falling_silent_one_by_one_is_not_dropped_one_by_one() -> None:

@@ -302,3 +302,21 @@ async def test_a_leader_on_its_way_out_admits_nobody_new(streams: SimStreams) ->
             assert refused.value.code == "closing"
         finally:
             await newcomer.channels.close()
+
+
+@simulated(timeout=30)
+async def test_joiners_arriving_together_are_all_admitted_in_turn(streams: SimStreams) -> None:
+    # a leader admits one newcomer at a time, once the one before is known to the others
+    # (RosterUpkeep.settled): the ones asking meanwhile wait their turn, they are not refused
+    peers = [await Peer(streams).listen() for _ in range(8)]
+    founder = peers[0]
+    info = info_for(founder.identity)
+    founder.group = GroupMember(founder.identity, founder.channels, info, founder.addr, FAST)
+    founder.group.found()
+    try:
+        await asyncio.gather(*(peer.join(founder, FAST) for peer in peers[1:]))
+        everyone = {p.identity.public_key for p in peers}
+        await wait_for(lambda: all(roster_of(p) == everyone for p in peers), 5, "roster pushes")
+    finally:
+        for peer in peers:
+            await peer.close()

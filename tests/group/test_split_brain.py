@@ -8,12 +8,14 @@ soak run's logs show, so nothing depends on timing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from mycelium_p2p.group.election import ElectionState
-from mycelium_p2p.group.member import GroupMember, StepDown
+from mycelium_p2p.group.member import GroupMember, JoinRefused, StepDown
 from mycelium_p2p.group.state import ModelSnapshot
 from mycelium_p2p.group.transport import Channel, Reply
 from mycelium_p2p.testing import SimStreams
@@ -68,16 +70,18 @@ async def test_a_deposed_leader_does_not_win_alone_on_the_roster_it_was_dropped_
         assert (new.is_leader, new.term, new.leader_key) == (False, 3, old.me)
 
 
-def lose(member: GroupMember, methods: set[str]) -> None:
-    """Requests of these methods never reach ``member`` (it was cut off when they came)."""
+def lose(member: GroupMember, methods: set[str] | None = None) -> Callable[[], None]:
+    """Requests of these methods (None: all) never reach ``member`` (it was cut off, or frozen,
+    when they came), until the function returned is called."""
     handle = member.handle
 
     async def lossy(channel: Channel, method: str, header: dict[str, Any], segs: list) -> Reply:
-        if method in methods:
+        if methods is None or method in methods:
             return Reply.fail("lost", "the test dropped it")
         return await handle(channel, method, header, segs)
 
     member.handle = lossy  # type: ignore[method-assign]
+    return lambda: setattr(member, "handle", handle)
 
 
 @simulated(timeout=30)
@@ -231,3 +235,145 @@ def test_a_voter_refuses_a_candidate_whose_roster_predates_its_leaders_term() ->
     granted, why = voter.grant(3, b"a" * 32, candidate_roster=(1, 3), leader_term=2, **kw)
     assert not granted and "older than my leader's term" in why
     assert voter.grant(3, b"a" * 32, candidate_roster=(2, 1), leader_term=2, **kw)[0]
+
+
+async def in_step(peers: list[Peer]) -> list[GroupMember]:
+    """The peers' groups, once every member holds the whole roster and the leader (the first)
+    counts every member's acknowledgement."""
+    groups = [p.group for p in peers if p.group is not None]
+    assert len(groups) == len(peers)
+    everyone = {g.me for g in groups}
+    await wait_for(lambda: all(set(g.roster) == everyone for g in groups), 5, "rosters")
+    await wait_for(lambda: all(m.confirmed for m in groups[0].roster.values()), 5, "confirmed")
+    return groups
+
+
+def leaders_of_term(groups: list[GroupMember], term: int) -> list[GroupMember]:
+    return [g for g in groups if g.is_leader and g.term == term]
+
+
+@simulated(timeout=30)
+async def test_two_members_dropped_at_once_do_not_make_two_majorities_in_one_term(
+    streams: SimStreams,
+) -> None:
+    # {L, A, B, C, D, E}; D and E are frozen past the member timeout and L, starved, drops
+    # them; the roster without them reaches A and B, not C (cut off a moment). A and B lose
+    # their lease on L; C still reaches it and refuses A its vote. A wins term 2 with B: 2 of
+    # its electorate {A, B, C}. L freezes for good, D and E wake: C, which never heard of the
+    # drop, stands on {A, B, C, D, E} and wins term 2 as well, with D and E: 3 of 5. Two
+    # leaders in one term, neither of whose certificates proves anything to the other side.
+    # The rosters were two changes apart, and their majorities need not meet: a leader drops
+    # one member at a time, and only once the last change is known (``RosterUpkeep.settled``).
+    async with group_of(streams, 5, FAST) as peers:
+        leader, *members = await in_step(peers)
+        assert await leader.commit(model(1))
+        a, b, c, d, e = sorted(members, key=lambda g: g.me)  # C stands before D and E
+        thaw = [lose(d), lose(e)]  # frozen
+        lose(c, {"g.roster"})
+        now = leader.seat.now()
+        for member in leader.roster.values():
+            member.last_seen = now
+        leader.roster[d.me].last_seen = now - 3 * FAST.member_timeout
+        leader.roster[e.me].last_seen = now - 2 * FAST.member_timeout
+        leader.upkeep.drop_silent_members()  # was: D and E at once
+        await wait_for(lambda: d.me not in a.roster and d.me not in b.roster, 5, "the push")
+        leader.upkeep.drop_silent_members()  # the next upkeep: C has not heard of D's drop
+
+        a.seat.lease_until = b.seat.lease_until = 0.0  # L starves: A and B lose their lease
+        c.seat.lease_until = c.seat.now() + 10 * FAST.lease_timeout  # C's heartbeats get through
+        await a.elections.elect()
+        streams.kill(peers[0].addr[0])  # L freezes for good; D and E wake
+        for undo in thaw:
+            undo()
+        c.seat.lease_until = d.seat.lease_until = e.seat.lease_until = 0.0
+        await c.elections.elect()
+        assert len(leaders_of_term(members, 2)) == 1  # was: A and C
+        assert e.me in leader.roster and (c.is_leader, c.term) == (True, 2)
+
+
+@simulated(timeout=30)
+async def test_a_member_is_not_admitted_before_the_last_drop_is_known(
+    streams: SimStreams,
+) -> None:
+    # {L, A, B, D}: L drops D (silent); the roster without it reaches A, not B. N asks to
+    # join: L's round trip reaches A only, 2 of {L, A, B}, a majority of the roster after the
+    # drop, and it admitted N. A and N hold {L, A, B, N}; B still holds {L, A, B, D}. A wins
+    # term 2 with N (2 of {A, B, N}); B, with D (2 of {A, B, D}). Admitting needs the drop
+    # known to a majority of the roster that still named D (``RosterUpkeep.settled``).
+    async with group_of(streams, 3, FAST) as peers:
+        founder = peers[0]
+        leader, *members = await in_step(peers)
+        assert await leader.commit(model(1))
+        a, b, d = sorted(members, key=lambda g: g.me)
+        lose(b, {"g.roster"})
+        now = leader.seat.now()
+        for member in leader.roster.values():
+            member.last_seen = now - 10 * FAST.member_timeout if member.key == d.me else now
+        leader.upkeep.drop_silent_members()
+        await wait_for(lambda: d.me not in a.roster, 5, "the push to A")
+        newcomer = await Peer(streams).listen()
+        try:
+            voters = [a]  # and N, if admitted
+            with contextlib.suppress(JoinRefused):  # was: admitted
+                n = await newcomer.join(founder, FAST)
+                await wait_for(lambda: n.me in a.roster, 5, "the push to A")
+                voters.append(n)
+            for g in voters:
+                g.seat.lease_until = 0.0  # L starves; B still reaches it
+            b.seat.lease_until = b.seat.now() + 10 * FAST.lease_timeout
+            first = min(voters, key=lambda g: g.me)
+            await first.elections.elect()
+            streams.kill(founder.addr[0])  # L freezes
+            b.seat.lease_until = d.seat.lease_until = 0.0
+            await b.elections.elect()
+            assert len(leaders_of_term(members + voters[1:], 2)) <= 1  # was: two
+            assert newcomer.group is None  # "no-quorum": it tries again later
+        finally:
+            if newcomer.group is not None:
+                await newcomer.group.close()
+            await newcomer.channels.close()
+
+
+@simulated(timeout=30)
+async def test_a_member_is_not_dropped_before_the_last_newcomer_is_known(
+    streams: SimStreams,
+) -> None:
+    # {L, A, B, D}: N is admitted, and the roster naming it reaches A, not B or D (cut off
+    # right after L's round trip). L then drops D (silent). A and N hold {L, A, B, N}; B and D
+    # {L, A, B, D}: A wins term 2 with N, B with D. Dropping needs the newcomer known first.
+    async with group_of(streams, 3, FAST) as peers:
+        founder = peers[0]
+        leader, *members = await in_step(peers)
+        assert await leader.commit(model(1))
+        a, b, d = sorted(members, key=lambda g: g.me)
+        confirm = leader.upkeep.confirm_quorum
+
+        async def confirm_then_cut() -> bool:
+            confirmed = await confirm()
+            lose(b, {"g.roster"})
+            lose(d, {"g.roster"})
+            return confirmed
+
+        leader.upkeep.confirm_quorum = confirm_then_cut  # type: ignore[method-assign]
+        newcomer = await Peer(streams).listen()
+        try:
+            n = await newcomer.join(founder, FAST)
+            await wait_for(lambda: n.me in a.roster, 5, "the push to A")
+            now = leader.seat.now()
+            for member in leader.roster.values():
+                member.last_seen = now - 10 * FAST.member_timeout if member.key == d.me else now
+            leader.upkeep.drop_silent_members()  # was: dropped, though B and D never heard of N
+            await wait_for(lambda: set(a.roster) == set(leader.roster), 5, "the push to A")
+            a.seat.lease_until = n.seat.lease_until = 0.0  # L starves; B still reaches it
+            b.seat.lease_until = b.seat.now() + 10 * FAST.lease_timeout
+            first = min(a, n, key=lambda g: g.me)
+            await first.elections.elect()
+            streams.kill(founder.addr[0])  # L freezes
+            b.seat.lease_until = d.seat.lease_until = 0.0
+            await b.elections.elect()
+            assert len(leaders_of_term([*members, n], 2)) <= 1  # was: two
+            assert d.me in leader.roster
+        finally:
+            if newcomer.group is not None:
+                await newcomer.group.close()
+            await newcomer.channels.close()
