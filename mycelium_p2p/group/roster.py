@@ -89,24 +89,37 @@ class RosterUpkeep:
             "roster": seat.roster_wire(),
             "rv": seat.roster_version,
         }
-        replies = await asyncio.gather(
-            *(
+        asks = {
+            asyncio.ensure_future(
                 self.link.request(
                     m.key, m.addr, "g.roster", header, timeout=seat.config.lease_timeout
                 )
-                for m in known
-            ),
-            return_exceptions=True,
-        )
-        acks = 1
-        for member, reply in zip(known, replies, strict=True):
-            if (
-                may_be_deposed(reply)
-                and seat.is_leader
-                and await self.authority.heed_stale_term(member)
-            ):
-                return False
-            acks += not isinstance(reply, BaseException)
+            ): m
+            for m in known
+        }
+        # done once enough acks are in (a majority, and what settles the last drop): a dead
+        # member not dropped yet would hold every admission (one at a time) its whole timeout
+        needed = max(majority(1 + len(known)), former)
+        acks, pending = 1, set(asks)
+        try:
+            while pending and acks < needed:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for ask in done:
+                    if ask.cancelled():
+                        continue
+                    reply: Any = ask.exception() or ask.result()
+                    if (
+                        may_be_deposed(reply)
+                        and seat.is_leader
+                        and await self.authority.heed_stale_term(asks[ask])
+                    ):
+                        return False
+                    acks += not isinstance(reply, BaseException)
+        finally:
+            for ask in pending:
+                ask.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
         if not (seat.is_leader and seat.term == term and acks >= majority(1 + len(known))):
             return False
         # the roster we sent is now known as a push would make it (see ``settled``)

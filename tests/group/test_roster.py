@@ -320,3 +320,19 @@ async def test_joiners_arriving_together_are_all_admitted_in_turn(streams: SimSt
     finally:
         for peer in peers:
             await peer.close()
+
+
+@simulated(timeout=60)
+async def test_a_dead_member_not_dropped_yet_does_not_hold_admissions(streams: SimStreams) -> None:
+    # an admission's round trip ends once a majority answered: waiting for every member, each
+    # newcomer (one at a time) waited out a dead member's timeout (a lease: 50 s here)
+    async with group_of(streams, 3) as peers:
+        founder, dead = peers[0], peers[3]
+        streams.kill(dead.channels.streams.host)  # type: ignore[attr-defined]
+        loop = asyncio.get_running_loop()
+        for _ in range(3):
+            newcomer = await Peer(streams).listen()
+            peers.append(newcomer)  # closed with the others
+            started = loop.time()
+            await newcomer.join(founder, SLOW)
+            assert loop.time() - started < SLOW.request_timeout
