@@ -229,7 +229,8 @@ async def test_a_node_with_a_data_dir_keeps_its_votes_on_disk(tmp_path) -> None:
 
 @run_async(timeout=60)
 async def test_a_group_that_refuses_for_now_is_asked_again_and_a_full_one_is_not() -> None:
-    configs = [{"create": "club"}, {"create": "solo", "capacity": 1}]
+    stay = {"migrate": False, "merge": False}  # solo stays solo: not moved into club
+    configs = [{"create": "club", **stay}, {"create": "solo", "capacity": 1, **stay}]
     async with learning_network(configs) as (seed, owner, _):
         from mycelium_p2p.node.node import Node, NodeConfig
 
