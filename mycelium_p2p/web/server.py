@@ -6,8 +6,9 @@ same state pushed as server-sent events, one every ``STATE_EVERY`` s), ``/metric
 here changes the node; nothing secret is shown. The group listing is read from the DHT at most
 every ``LISTING_EVERY`` s, and the state made at most every ``STATE_EVERY`` s, however many
 browsers poll or listen: ten browsers cost the node what one does (``scripts/bench_web.py``).
-At most ``MAX_STREAMS`` event streams are open at once (more get 503 and poll instead), and a
-stream whose reader stops reading is closed after ``WRITE_TIMEOUT`` s.
+At most ``MAX_STREAMS`` event streams are open at once (more get 503 and poll instead). A
+stream whose reader stops reading is cut (its connection aborted, its buffer dropped) once a
+write has waited ``WRITE_TIMEOUT`` s; closing the view cuts every stream at once.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ __all__ = ["LISTING_EVERY", "MAX_STREAMS", "STATE_EVERY", "WRITE_TIMEOUT", "WebV
 LISTING_EVERY = 3.0  # s: how stale the group listing may be
 STATE_EVERY = 1.0  # s: how stale the page's state may be (one render shared by all who poll)
 MAX_STREAMS = 32  # event streams open at once
-WRITE_TIMEOUT = 10.0  # s: a stream's reader that takes no bytes this long is dropped
+WRITE_TIMEOUT = 10.0  # s: a stream whose write waits this long (its reader stopped) is cut
+SHUTDOWN_TIMEOUT = 2.0  # s: what closing the view waits for requests still being answered
 
 
 class WebView:
@@ -48,8 +50,9 @@ class WebView:
         self._made: tuple[float, dict[str, Any], bytes] | None = None  # (when, state, JSON)
         self._read_at = float("-inf")
         self._reading: asyncio.Lock | None = None
+        self._rendering: asyncio.Lock | None = None
         self._runner: web.AppRunner | None = None
-        self._streams = 0  # event streams open now
+        self._streams: dict[int, web.Request] = {}  # event streams open now, by id()
         self.max_streams = MAX_STREAMS
         self._closing: asyncio.Event | None = None
         app = web.Application()
@@ -62,7 +65,7 @@ class WebView:
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> Address:
         """Serve on ``host:port`` (loopback unless you name another address); the address."""
         self._closing = asyncio.Event()
-        self._runner = web.AppRunner(self.app, access_log=None)
+        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
@@ -72,6 +75,10 @@ class WebView:
     async def close(self) -> None:
         if self._closing is not None:
             self._closing.set()  # event streams end at once, not at the runner's timeout
+        for request in list(self._streams.values()):
+            transport = request.transport
+            if transport is not None and transport.get_write_buffer_size() > 0:
+                _cut(request)  # a reader that stopped reading would hold the close up
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -91,13 +98,17 @@ class WebView:
         return (await self._current())[0]
 
     async def _current(self) -> tuple[dict[str, Any], bytes]:
-        """The state and its JSON, made at most every ``STATE_EVERY`` s however many poll."""
-        now = time.monotonic()
-        if self._made is None or now - self._made[0] >= STATE_EVERY:
-            node = node_state(self.node) if self.node is not None else None
-            state = {"groups": await self.groups(), "node": node, "t": time.time()}
-            self._made = (now, state, json.dumps(state).encode())
-        return self._made[1], self._made[2]
+        """The state and its JSON, made at most every ``STATE_EVERY`` s however many poll (one
+        render at a time: those who ask meanwhile get the one it makes)."""
+        if self._rendering is None:
+            self._rendering = asyncio.Lock()
+        async with self._rendering:
+            if self._made is None or time.monotonic() - self._made[0] >= STATE_EVERY:
+                groups = await self.groups()
+                node = node_state(self.node) if self.node is not None else None
+                state = {"groups": groups, "node": node, "t": time.time()}
+                self._made = (time.monotonic(), state, json.dumps(state).encode())
+            return self._made[1], self._made[2]
 
     async def _page(self, _: web.Request) -> web.Response:
         state = await self.state()
@@ -115,12 +126,12 @@ class WebView:
         closing = self._closing
         if closing is None or closing.is_set():
             return web.Response(status=503, text="closing")
-        if self._streams >= self.max_streams:
+        if len(self._streams) >= self.max_streams:
             return web.Response(status=503, text="too many event streams: poll /api/state")
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"}
         )
-        self._streams += 1
+        self._streams[id(request)] = request
         try:
             await response.prepare(request)
             while not closing.is_set():
@@ -129,10 +140,20 @@ class WebView:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(closing.wait(), STATE_EVERY)
             return response
-        except (ConnectionError, asyncio.TimeoutError):  # the reader left, or stopped reading
+        except asyncio.TimeoutError:  # the reader stopped reading: drop it and its buffer
+            _cut(request)  # (a close would wait for the buffer to drain: for ever)
+            return response
+        except ConnectionError:  # the reader left
             return response
         finally:
-            self._streams -= 1
+            del self._streams[id(request)]
 
     async def _metrics(self, _: web.Request) -> web.Response:
         return web.Response(body=render(self.collector), headers={"Content-Type": CONTENT_TYPE})
+
+
+def _cut(request: web.Request) -> None:
+    """Abort ``request``'s connection: its unsent bytes are dropped, its socket closed now."""
+    transport = request.transport
+    if transport is not None:
+        transport.abort()

@@ -4,17 +4,19 @@ and Prometheus metrics; read-only, on loopback, with text from the network escap
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from html.parser import HTMLParser
 from typing import Any
 
 import aiohttp
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from mycelium_p2p.records import record_key, roster_topic
 from mycelium_p2p.testing.aio import run_async, wait_for
 from mycelium_p2p.testing.loopback import learning_network, swarm
-from mycelium_p2p.web import WebView
+from mycelium_p2p.web import WebView, server
 from mycelium_p2p.web.metrics import NodeCollector, render
 from mycelium_p2p.web.page import render_page
 
@@ -134,6 +136,42 @@ async def test_events_push_the_state_to_a_bounded_number_of_streams() -> None:
                 assert loop.time() - started < 5
         finally:
             await view.close()
+
+
+@run_async(timeout=60)
+async def test_a_reader_that_stops_reading_is_cut_and_does_not_hold_the_close(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(server, "STATE_EVERY", 0.01)  # many big states: buffers fill at once
+    monkeypatch.setattr(server, "WRITE_TIMEOUT", 0.5)
+    big = [{"name": "x" * 100_000}]
+    async with swarm(2) as (dht, _):
+        for stalled in ("cut", "closed"):
+            view = WebView(dht)
+            monkeypatch.setattr(view, "groups", lambda: asyncio.sleep(0, big))
+            host, port = await view.start()
+            readers = []
+            try:
+                for _ in range(3):  # each asks, then never reads again
+                    reader, writer = await asyncio.open_connection(host, port)
+                    writer.write(b"GET /api/events HTTP/1.1\r\nHost: x\r\n\r\n")
+                    readers.append((reader, writer))
+                await wait_for(lambda: len(view._streams) == 3, 10, "three streams")  # noqa: B023
+                loop = asyncio.get_running_loop()
+                started = loop.time()
+                if stalled == "cut":  # their writes time out: each connection is aborted
+                    await wait_for(lambda: not view._streams, 20, "the streams cut")  # noqa: B023
+                else:
+                    await view.close()
+                assert loop.time() - started < 15
+                for reader, _ in readers:  # and the connection is gone, not left to drain
+                    with contextlib.suppress(ConnectionError):
+                        while await asyncio.wait_for(reader.read(2**20), 10):
+                            pass
+            finally:
+                for _, writer in readers:
+                    writer.close()
+                await view.close()
 
 
 def test_text_from_the_network_is_escaped() -> None:
