@@ -59,6 +59,15 @@ def method_name(method: Any) -> str:
     return method if ok else "other"
 
 
+def peer_text(value: Any, limit: int) -> str:
+    """A peer's text (an error's code or reason) as we may show it: printable characters
+    only (others as "?"), at most ``limit`` of them."""
+    text = value if isinstance(value, str) else f"<{type(value).__name__}>"
+    text = text[: limit + 1]
+    cleaned = "".join(c if c.isprintable() else "?" for c in text[:limit])
+    return cleaned + ("..." if len(text) > limit else "")
+
+
 class Channel:
     """One authenticated connection. ``request`` sends and awaits a reply; incoming requests
     go to the handler, ``max_in_flight`` at a time (the rest wait unread, in the peer's socket).
@@ -146,8 +155,11 @@ class Channel:
                 while len(self._expired_limits) > _EXPIRED_LIMITS:
                     self._expired_limits.popitem(last=False)
         if "err" in header_in:
-            code, reason = header_in["err"]
-            raise RemoteError(str(code), str(reason))
+            err = header_in["err"]
+            if not (isinstance(err, list) and len(err) == 2):
+                raise ChannelError(f"{method}: malformed error reply")
+            # a peer's words: shown to users and logged, so printable and short
+            raise RemoteError(peer_text(err[0], 32), peer_text(err[1], 300))
         return header_in.get("h", {}), segs
 
     async def _read_loop(self) -> None:

@@ -54,6 +54,10 @@ from .votes import KEEP, VoteJournal
 
 log = logging.getLogger(__name__)
 
+# A vote moves a member's term at most this far: one member asking for a huge term would
+# otherwise pin the group's term at the top (and, voted in, keep it there across restarts).
+MAX_TERM_STEP = 64
+
 
 def majority(n: int) -> int:
     """Votes needed among ``n`` electors."""
@@ -104,18 +108,28 @@ class ElectionState:
 
     def _cast(self, term: int, candidate: bytes) -> bool:
         """Record a vote (on disk first, with a journal); False if it cannot be recorded."""
-        before = dict(self.votes)
+        before, floor = dict(self.votes), self.floor
         self.votes[term] = candidate
-        for old in [t for t in self.votes if t < term - KEEP]:
+        pruned = [t for t in self.votes if t < term - KEEP]
+        for old in pruned:
             del self.votes[old]
+        # a term whose vote we forget is one we may not vote in again
+        self.floor = max([self.floor, *pruned])
         if self.journal is not None:
             try:
                 self.journal.record(self.votes)
             except OSError as exc:
                 log.warning("vote in term %d not cast: cannot record it: %s", term, exc)
-                self.votes = before
+                self.votes, self.floor = before, floor
                 return False
         return True
+
+    def next_term(self, me: bytes, highest: int) -> int:
+        """The term to stand in next: past ours, the ``highest`` seen, and every term we gave
+        another candidate our vote in or no longer know our vote in (after a restart, a term
+        we cannot stand in would be tried for ever)."""
+        others = [t for t, c in self.votes.items() if c != me]
+        return max([self.term, highest, self.floor, *others]) + 1
 
     def observe(self, term: int) -> bool:
         """Adopt a newer term seen on the wire; True if it was newer."""
@@ -151,6 +165,8 @@ class ElectionState:
             return True, "granted again"
         if term <= self.term:
             return False, f"term {term} is not newer than my term {self.term}"
+        if term > self.term + MAX_TERM_STEP:
+            return False, f"term {term} is over {MAX_TERM_STEP} past my term {self.term}"
         if term <= self.floor:
             return False, f"term {term} is older than the votes I kept (restarted)"
         if voted is not None:

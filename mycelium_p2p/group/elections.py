@@ -17,7 +17,7 @@ from ..identity import verify_signature
 from ..records.leadership import LeaderCert, majority, vote_bytes
 from . import messages as m
 from .authority import Authority
-from .election import candidate_rank, electorate, holds_electorate
+from .election import MAX_TERM_STEP, candidate_rank, electorate, holds_electorate
 from .link import Link
 from .roster import RosterUpkeep
 from .seat import Seat
@@ -61,7 +61,7 @@ class Elections:
             return  # someone else won meanwhile
         if seat.now() < seat.voted_until:
             return  # the candidate we voted for may be winning: no rival term yet
-        term = max(seat.term, seat.highest_term) + 1
+        term = seat.election.next_term(seat.me, seat.highest_term)
         if not seat.election.stand(term, seat.me):
             return
         others = [seat.roster[k] for k in voters if k != seat.me and k in seat.roster]
@@ -139,7 +139,9 @@ class Elections:
                         continue
                     member = asks[ask]
                     # a voter's term only steers our next try, and a liar cannot push it far
-                    seat.highest_term = max(seat.highest_term, min(reply.term, term + 64))
+                    seat.highest_term = max(
+                        seat.highest_term, min(reply.term, term + MAX_TERM_STEP)
+                    )
                     if (
                         reply.granted
                         and reply.vote

@@ -8,7 +8,10 @@ restart (same key, same data directory) restores what it voted in that group's r
 
 One small file per group (``<data-dir>/groups/<group_id>.votes``): a msgpack map from term to
 the candidate's public key, the newest ``KEEP`` terms, replaced whole (written to a temporary
-file, flushed to disk, renamed over the old one), so a crash leaves the old file or the new.
+file, flushed to disk, renamed over the old one, the rename flushed too), so a crash or a power
+cut leaves the old file or the new, and the vote leaves only once the new one is on disk.
+(The write runs on the event loop: one fsync per vote cast, and a member casts one only in a
+newer term, once its leader's lease has lapsed.)
 A file that does not read back as such a map is not trusted: a warning, and nothing restored.
 """
 
@@ -62,10 +65,26 @@ class VoteJournal:
         """Replace the journal with ``votes`` (the newest ``KEEP`` terms), on disk before this
         returns. Raises ``OSError`` when it cannot: then the vote must not be cast."""
         newest = {t: votes[t] for t in sorted(votes)[-KEEP:]}
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        folder = self.path.parent
+        if not folder.is_dir():
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            _sync_dir(folder.parent)  # the new folder's name, on disk
         tmp = self.path.with_name(self.path.name + ".tmp")
         with open(tmp, "wb") as fh:
             fh.write(msgspec.msgpack.encode(newest))
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.path)
+        _sync_dir(folder)  # the rename, on disk: else a power cut may bring the old file back
+
+
+def _sync_dir(path: Path) -> None:
+    """Flush a directory's entries to disk (where the system lets a directory be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # Windows: directories cannot be opened; NTFS journals renames
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

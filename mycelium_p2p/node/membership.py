@@ -202,7 +202,8 @@ class Membership:
             codes: list[str] = []
             if await self._join_first(await self._configured(), refusals, set(), codes):
                 return
-            if FINAL_REFUSALS.intersection(codes) or loop_time() + pause > deadline:
+            final = bool(codes) and all(code in FINAL_REFUSALS for code in codes)
+            if final or loop_time() + pause > deadline:
                 raise ConfigError(f"cannot join group {c.group.join!r}: {'; '.join(refusals)}")
             log.info("%s; trying again in %g s", "; ".join(refusals), pause)
             await asyncio.sleep(pause)

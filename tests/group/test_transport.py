@@ -32,6 +32,10 @@ async def echo(channel, method, header, segments):
         raise RuntimeError("handler bug")
     if method == "slow":
         await asyncio.sleep(5)
+    if method == "forge":  # a hostile peer's error: a terminal escape, a long reason
+        return Reply(error=("\x1b[31mcode", "line\nforged " + "x" * 10_000))
+    if method == "misshapen":  # an error that is not [code, reason]
+        return Reply(error=("only-a-code",))  # type: ignore[arg-type]
     return Reply({"method": method, "peer": channel.peer_key, **header}, segments[::-1])
 
 
@@ -76,6 +80,18 @@ async def test_errors_are_replies_not_broken_connections() -> None:
             await server_b.request(addr_a, a.public_key, "slow", timeout=0.2)
         header, _ = await server_b.request(addr_a, a.public_key, "still-fine", timeout=5)
         assert header["method"] == "still-fine"
+
+
+@run_async()
+async def test_a_peers_error_text_comes_back_printable_and_short() -> None:
+    async with pair() as (a, _b, _server_a, server_b, addr_a):
+        with pytest.raises(RemoteError) as caught:
+            await server_b.request(addr_a, a.public_key, "forge", timeout=5)
+        with pytest.raises(ChannelError, match="malformed error reply"):
+            await server_b.request(addr_a, a.public_key, "misshapen", timeout=5)
+    assert caught.value.code == "?[31mcode"
+    assert caught.value.reason.startswith("line?forged xxx") and caught.value.reason.endswith("...")
+    assert len(caught.value.reason) == 303
 
 
 @run_async()

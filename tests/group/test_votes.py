@@ -84,3 +84,37 @@ def test_a_vote_that_cannot_be_recorded_is_not_cast(tmp_path: Path) -> None:
         assert state.votes == {} and state.term == 0
     finally:
         tmp_path.chmod(0o700)
+
+
+def test_a_restarted_member_stands_past_the_terms_it_voted_in_for_others(tmp_path: Path) -> None:
+    journal = VoteJournal(tmp_path / "g.votes")
+    before = ElectionState.restored(journal)
+    for term in range(44, 52):
+        assert grant(before, term, A)[0]
+    after = ElectionState.restored(journal)
+    after.observe(40)  # rejoined a group whose leader is in term 40
+    term = after.next_term(B, highest=0)
+    assert term == 52 and after.stand(term, B)  # not 41, which it could never stand in
+
+
+def test_a_candidate_retries_its_own_term_but_not_one_it_gave_away() -> None:
+    state = ElectionState(term=4)
+    assert state.stand(5, A)  # lost: no one answered
+    assert state.next_term(A, highest=4) == 5  # its own vote in 5 does not push it on
+    assert state.next_term(B, highest=4) == 6  # B: that vote went to another candidate
+
+
+def test_a_vote_moves_the_term_at_most_max_term_step() -> None:
+    from mycelium_p2p.group.election import MAX_TERM_STEP
+
+    state = ElectionState(term=10)
+    assert grant(state, 2**53, A)[0] is False and state.term == 10  # no pinning at the top
+    assert grant(state, 10 + MAX_TERM_STEP, A)[0]
+
+
+def test_a_term_whose_vote_is_forgotten_is_never_voted_in_again() -> None:
+    state = ElectionState(term=10)
+    assert state.stand(11, A)
+    assert state.stand(76, A)  # far on (a voter showed a high term): 11 is pruned ...
+    assert 11 not in state.votes
+    assert grant(state, 11, B)[0] is False  # ... and may not be given to B
