@@ -244,7 +244,7 @@ class Channel:
                 try:
                     reply = await self._handler(self, header["m"], payload, segments)
                 except Exception as exc:  # a handler bug must not kill the connection
-                    log.exception("handler for %s failed", header["m"])
+                    log.exception("handler for %s failed", method_name(header["m"]))
                     reply = Reply.fail("internal", f"{type(exc).__name__}: {exc}")
             out: dict[str, Any] = {"t": "r", "id": header.get("id")}
             if reply.error is not None:
@@ -252,7 +252,8 @@ class Channel:
             else:
                 out["h"] = reply.header
             with contextlib.suppress(ConnectionError, OSError, ChannelError):
-                await self._send(out, reply.segments if not reply.error else (), header["m"])
+                method = method_name(header["m"])  # a peer's word: logged in progress lines
+                await self._send(out, reply.segments if not reply.error else (), method)
         finally:
             self._slots.release()
 
