@@ -9,18 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
-from typing import Any
 
 import pytest
 
 from mycelium_p2p.group.election import ElectionState
-from mycelium_p2p.group.member import GroupMember, JoinRefused, StepDown
+from mycelium_p2p.group.member import JoinRefused, StepDown
 from mycelium_p2p.group.state import ModelSnapshot
-from mycelium_p2p.group.transport import Channel, Reply
 from mycelium_p2p.testing import SimStreams
 from mycelium_p2p.testing.aio import simulated, wait_for
-from tests.helpers.groups import FAST, Peer, group_of, roster_of
+from tests.helpers.groups import (
+    FAST,
+    Peer,
+    group_of,
+    in_step,
+    leaders_of_term,
+    lose,
+    roster_of,
+)
 
 
 def model(round_: int) -> ModelSnapshot:
@@ -68,20 +73,6 @@ async def test_a_deposed_leader_does_not_win_alone_on_the_roster_it_was_dropped_
             with pytest.raises(StepDown):
                 await new.commit(model(3))
         assert (new.is_leader, new.term, new.leader_key) == (False, 3, old.me)
-
-
-def lose(member: GroupMember, methods: set[str] | None = None) -> Callable[[], None]:
-    """Requests of these methods (None: all) never reach ``member`` (it was cut off, or frozen,
-    when they came), until the function returned is called."""
-    handle = member.handle
-
-    async def lossy(channel: Channel, method: str, header: dict[str, Any], segs: list) -> Reply:
-        if methods is None or method in methods:
-            return Reply.fail("lost", "the test dropped it")
-        return await handle(channel, method, header, segs)
-
-    member.handle = lossy  # type: ignore[method-assign]
-    return lambda: setattr(member, "handle", handle)
 
 
 @simulated(timeout=30)
@@ -235,21 +226,6 @@ def test_a_voter_refuses_a_candidate_whose_roster_predates_its_leaders_term() ->
     granted, why = voter.grant(3, b"a" * 32, candidate_roster=(1, 3), leader_term=2, **kw)
     assert not granted and "older than my leader's term" in why
     assert voter.grant(3, b"a" * 32, candidate_roster=(2, 1), leader_term=2, **kw)[0]
-
-
-async def in_step(peers: list[Peer]) -> list[GroupMember]:
-    """The peers' groups, once every member holds the whole roster and the leader (the first)
-    counts every member's acknowledgement."""
-    groups = [p.group for p in peers if p.group is not None]
-    assert len(groups) == len(peers)
-    everyone = {g.me for g in groups}
-    await wait_for(lambda: all(set(g.roster) == everyone for g in groups), 5, "rosters")
-    await wait_for(lambda: all(m.confirmed for m in groups[0].roster.values()), 5, "confirmed")
-    return groups
-
-
-def leaders_of_term(groups: list[GroupMember], term: int) -> list[GroupMember]:
-    return [g for g in groups if g.is_leader and g.term == term]
 
 
 @simulated(timeout=30)

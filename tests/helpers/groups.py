@@ -4,7 +4,7 @@ simulated network (``Peer``, ``group_of``)."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -14,6 +14,7 @@ from mycelium_p2p.group.transport import Channel, ChannelServer, Reply
 from mycelium_p2p.identity import Identity
 from mycelium_p2p.records.charter import GroupCharter
 from mycelium_p2p.testing import SimStreams
+from mycelium_p2p.testing.aio import wait_for
 
 SLOW = GroupConfig(heartbeat_interval=20.0, request_timeout=2.0)  # no heartbeat in a test
 FAST = GroupConfig(heartbeat_interval=0.2, request_timeout=1.0)
@@ -92,3 +93,32 @@ async def group_of(
 def roster_of(peer: Peer) -> set[bytes]:
     assert peer.group is not None
     return set(peer.group.roster)
+
+
+def lose(member: GroupMember, methods: set[str] | None = None) -> Callable[[], None]:
+    """Requests of these methods (None: all) never reach ``member`` (it was cut off, or frozen,
+    when they came), until the function returned is called."""
+    handle = member.handle
+
+    async def lossy(channel: Channel, method: str, header: dict[str, Any], segs: list) -> Reply:
+        if methods is None or method in methods:
+            return Reply.fail("lost", "the test dropped it")
+        return await handle(channel, method, header, segs)
+
+    member.handle = lossy  # type: ignore[method-assign]
+    return lambda: setattr(member, "handle", handle)
+
+
+async def in_step(peers: list[Peer]) -> list[GroupMember]:
+    """The peers' groups, once every member holds the whole roster and the leader (the first)
+    counts every member's acknowledgement."""
+    groups = [p.group for p in peers if p.group is not None]
+    assert len(groups) == len(peers)
+    everyone = {g.me for g in groups}
+    await wait_for(lambda: all(set(g.roster) == everyone for g in groups), 5, "rosters")
+    await wait_for(lambda: all(m.confirmed for m in groups[0].roster.values()), 5, "confirmed")
+    return groups
+
+
+def leaders_of_term(groups: list[GroupMember], term: int) -> list[GroupMember]:
+    return [g for g in groups if g.is_leader and g.term == term]
