@@ -215,8 +215,10 @@ class GroupMember:
     async def confirm_quorum(self) -> bool:
         return await self.upkeep.confirm_quorum()
 
-    def remove_members(self, keys: Iterable[bytes]) -> None:
-        self.upkeep.remove_members(keys)
+    def remove_members(self, left: Iterable[bytes]) -> None:
+        """As leader: take off the roster the members that obeyed an order to go elsewhere
+        (only those: ``RosterUpkeep.remove_members``)."""
+        self.upkeep.remove_members(left)
 
     async def commit(self, snapshot: ModelSnapshot) -> bool:
         return await self.commits.commit(snapshot)

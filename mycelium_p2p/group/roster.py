@@ -213,9 +213,18 @@ class RosterUpkeep:
             with contextlib.suppress(OwnerClosed):
                 self._roster_push = self.tasks.spawn(self._push_roster(), name="roster-push")
 
-    def remove_members(self, keys: Iterable[bytes]) -> None:
-        """As leader: take members off the roster (they were told to go elsewhere)."""
-        for key in keys:
+    def remove_members(self, left: Iterable[bytes]) -> None:
+        """As leader: take members off the roster that obeyed an order to go elsewhere (a
+        split, a merge): they left, and vote here no more, so it waits for nothing.
+
+        Only those: a member the order did not reach still follows us on the roster that names
+        it, and votes on it. Taking several such members off at once is several changes at
+        once (see ``settled``): with {L, A, F, U, V, W} and a split whose order reached F
+        only, L's roster {L, A} let A win a term alone once L froze, and U the same term with
+        V and W (3 of {A, F, U, V, W}). They stay: a member the order did reach leaves with
+        ``g.leave``, and one that died is dropped as silent members are.
+        """
+        for key in left:
             if key != self.seat.me:
                 self.seat.roster.pop(key, None)
         self.roster_changed()

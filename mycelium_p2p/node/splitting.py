@@ -140,13 +140,16 @@ class Splitter:
             "addr": list(founded.addr),
             "key": founder.key,
         }
+        gone = {founder_key}
         for key in followers:
             member = members[key]
             with contextlib.suppress(ChannelError, RemoteError):
                 await group.channels.request(
                     member.addr, member.key, "n.split", order, timeout=self.config.fl.reply_timeout
                 )
-        group.remove_members(leaving)
+                gone.add(key)
+        # only those that obeyed: one the order missed still votes here (see remove_members)
+        group.remove_members(gone)
 
     async def on_split(self, channel: Channel, header: dict[str, Any]) -> Reply:
         """``n.split`` comes from the proven leader of our group's current term only."""
