@@ -233,6 +233,7 @@ class Merger:
                 "key": target.leader_key,
                 "reason": "merge",
             }
+            gone = set()
             for member in members:
                 with contextlib.suppress(ChannelError, RemoteError):
                     await group.channels.request(
@@ -242,5 +243,8 @@ class Merger:
                         order,
                         timeout=self.config.fl.reply_timeout,
                     )
-            group.remove_members({m.key for m in members})
+                    gone.add(member.key)
+            # only those that obeyed: the others stay, and elect a leader of their own when
+            # ours leaves (its g.resign hands them the roster)
+            group.remove_members(gone)
             await self.mover.move(target, reason, chosen=False)

@@ -1,8 +1,9 @@
 """The node's split check: the backoff after a split outlives the leader's stint; a split's
-orders take off the roster only the members that obeyed them."""
+orders (and a merge's) take off the roster only the members that obeyed them."""
 
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
 from typing import Any
 
@@ -11,6 +12,7 @@ import numpy as np
 from mycelium_p2p.group.member import GroupMember
 from mycelium_p2p.group.transport import Channel, Reply
 from mycelium_p2p.node.config import NodeConfig
+from mycelium_p2p.node.merging import Merger
 from mycelium_p2p.node.splitting import Splitter
 from mycelium_p2p.testing import SimStreams
 from mycelium_p2p.testing.aio import simulated, wait_for
@@ -117,3 +119,40 @@ async def test_members_the_split_order_did_not_reach_stay_on_the_roster(
         await min(missed, key=lambda g: g.me).elections.elect()
         assert len(leaders_of_term([a, *missed], 2)) == 1  # was: A and U
         assert {g.me for g in missed} <= set(leader.roster)
+
+
+@simulated(timeout=30)
+async def test_members_the_merge_order_did_not_reach_elect_a_leader_of_their_own(
+    streams: SimStreams,
+) -> None:
+    # {L, J, K, U}: L merges its group into another; J and K obey, the order to U is lost.
+    # L took all three off its roster and left, telling nobody: U, on {L, J, K, U}, could
+    # never win (1 of {J, K, U}) and waited out its stall timeout. It stays on the roster
+    # instead, and L's leaving hands it the roster of those that stay (``g.resign``).
+    async with group_of(streams, 3, FAST) as peers:
+        leader, *members = await in_step(peers)
+        u, *obeying = members
+        peer_of = {p.identity.public_key: p for p in peers}
+        for member in obeying:
+            obey_splits(peer_of[member.me])
+        lose(u, {"n.split"})
+
+        async def move(target: Any, reason: str, *, chosen: bool) -> None:
+            await leader.close()  # as Membership.leave does
+            await leader.leave()
+
+        none: Any = None
+        membership: Any = SimpleNamespace(change=asyncio.Lock(), group=leader)
+        mover: Any = SimpleNamespace(move=move)
+        merger = Merger(
+            leader.me, NodeConfig(), membership, mover, none, none, none, lambda *a, **k: None, none
+        )
+        target: Any = SimpleNamespace(
+            name="t", group_id="t" * 16, leader=("10.9.9.9", 9), leader_key=bytes(32)
+        )
+        await merger._merge_into(leader, target, "a test")
+        assert set(leader.roster) == {leader.me, u.me}  # was: L alone
+
+        u.seat.lease_until = 0.0  # L is gone
+        await u.elections.elect()
+        assert u.is_leader and u.term == 2  # was: not leader (J and K left)
