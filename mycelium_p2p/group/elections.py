@@ -17,6 +17,7 @@ from ..identity import verify_signature
 from ..records.leadership import LeaderCert, majority, vote_bytes
 from . import messages as m
 from .authority import Authority
+from .channel import peer_text
 from .election import MAX_TERM_STEP, candidate_rank, electorate, holds_electorate
 from .link import Link
 from .roster import RosterUpkeep
@@ -37,6 +38,7 @@ class Elections:
         self.authority = authority
         self.upkeep = upkeep
         self.tasks = tasks
+        self.last_refusals: list[str] = []  # why voters refused our last candidacy
 
     async def elect(self) -> None:
         """Stand for the next term once our lease lapsed, in our turn among the candidates."""
@@ -63,6 +65,7 @@ class Elections:
             return  # the candidate we voted for may be winning: no rival term yet
         term = seat.election.next_term(seat.me, seat.highest_term)
         if not seat.election.stand(term, seat.me):
+            log.info("group %s: cannot stand in term %d (my vote is given)", seat.group_id, term)
             return
         others = [seat.roster[k] for k in voters if k != seat.me and k in seat.roster]
         votes = await self._collect_votes(term, others, majority(len(voters)))
@@ -83,6 +86,14 @@ class Elections:
             self.authority.remember_leader(term, seat.me)
             self.become_leader(term)
             return
+        log.info(
+            "group %s: not elected in term %d (%d/%d votes; %s)",
+            seat.group_id,
+            term,
+            len(votes),
+            len(voters),
+            "; ".join(self.last_refusals) or "no other answer",
+        )
         await asyncio.sleep((len(voters) + rank) * seat.config.stagger)
 
     async def _collect_votes(
@@ -99,6 +110,7 @@ class Elections:
         seat = self.seat
         signed = vote_bytes(seat.group_id, term, seat.me)
         votes = [(seat.me, seat.identity.sign(signed))]
+        refused: list[str] = []
         asks = {
             asyncio.ensure_future(
                 self.link.request(
@@ -148,7 +160,10 @@ class Elections:
                         and verify_signature(member.key, reply.vote, signed)
                     ):
                         votes.append((member.key, reply.vote))
+                    else:  # why, for the log of a lost election (a voter's words: cleaned)
+                        refused.append(f"{member.key.hex()[:8]}: {peer_text(reply.why, 80)}")
         finally:
+            self.last_refusals = refused
             for ask in pending:
                 ask.cancel()
             if pending:
