@@ -279,8 +279,14 @@ class Channel:
 
     def _shut(self) -> None:
         self._mark_closed()
-        self._reader_task.cancel()
-        self._io.close()
+        reader = self._reader_task
+        if reader.done() or reader is asyncio.current_task():
+            self._io.close()
+            return
+        # the socket closes once the reader has let go of it: closed under a pending read,
+        # asyncio later unregisters a dead (or by then reused) descriptor: "Bad file descriptor"
+        reader.cancel()
+        reader.add_done_callback(lambda _: self._io.close())
 
     async def close(self) -> None:
         self._shut()

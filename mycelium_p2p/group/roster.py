@@ -118,8 +118,7 @@ class RosterUpkeep:
         finally:
             for ask in pending:
                 ask.cancel()
-            if pending:
-                await asyncio.gather(*pending, return_exceptions=True)
+            await asyncio.gather(*asks, return_exceptions=True)  # every outcome retrieved
         if not (seat.is_leader and seat.term == term and acks >= majority(1 + len(known))):
             return False
         # the roster we sent is now known as a push would make it (see ``settled``)
