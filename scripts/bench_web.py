@@ -28,16 +28,14 @@ import asyncio
 import contextlib
 import json
 import random
+import signal
 import statistics
 import sys
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-
-from mycelium_p2p.testing.aio import wait_for
-from mycelium_p2p.testing.loopback import learning_network
-from mycelium_p2p.web import WebView
 
 
 async def _poll(base: str, stop: asyncio.Event) -> int:
@@ -85,6 +83,48 @@ async def _listen(base: str, stop: asyncio.Event) -> int:
     return made
 
 
+@contextlib.asynccontextmanager
+async def _view_and_clients(
+    leader: Any, on: bool, args: argparse.Namespace
+) -> AsyncIterator[list[int]]:
+    """With ``on``: a ``WebView`` on ``leader`` and ``--browsers`` clients in a process of
+    their own (a browser's work is not the node's); yields [messages served], filled at exit."""
+    from mycelium_p2p.web import WebView
+
+    served = [0]
+    if not on:
+        yield served
+        return
+    view = WebView(leader.dht, leader)
+    host, port = await view.start()
+    clients = await asyncio.create_subprocess_exec(
+        sys.executable,
+        __file__,
+        "--serve-clients",
+        f"http://{host}:{port}",
+        "--clients",
+        args.clients,
+        "--browsers",
+        str(args.browsers),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        yield served
+    finally:
+        clients.send_signal(signal.SIGTERM)
+        out, _ = await asyncio.wait_for(clients.communicate(), 30)
+        served[0] = int(out.decode().strip() or 0)
+        await view.close()
+
+
+async def _serve_clients(base: str, kind: str, browsers: int) -> int:
+    """``browsers`` clients of ``base`` until SIGTERM; the messages they were served."""
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    client = _listen if kind == "events" else _poll
+    return sum(await asyncio.gather(*(client(base, stop) for _ in range(browsers))))
+
+
 def bootstrap_interval(ratios: list[float], rounds: int = 2000) -> tuple[float, float]:
     """A 95% bootstrap interval of the mean of ``ratios`` (seeded: the same figures again)."""
     rng = random.Random(0)
@@ -93,12 +133,14 @@ def bootstrap_interval(ratios: list[float], rounds: int = 2000) -> tuple[float, 
 
 
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
+    from mycelium_p2p.testing.aio import wait_for  # here: the clients' process needs none
+    from mycelium_p2p.testing.loopback import learning_network
+
     configs = [{"create": "bench", "round_pause": 0.0, "migrate": False, "split": False}]
     configs += [{"group": "bench", "migrate": False, "split": False}] * (args.nodes - 1)
     seconds: dict[str, list[float]] = {"off": [], "on": []}
     turns: dict[str, list[float]] = {"off": [], "on": []}  # each turn's mean round
     cpu: dict[str, list[float]] = {"off": [], "on": []}  # each turn's CPU seconds a round
-    client = _listen if args.clients == "events" else _poll
     requests = 0
     async with learning_network(configs) as (_, leader, *_members):
         await wait_for(lambda: len(leader.group.roster) == args.nodes, 60, "the whole group")
@@ -107,26 +149,35 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
             arm = "off" if phase % 2 == 0 else "on"
             first = len(leader.rounds)
             cpu_start = time.process_time()
-            view, stop, pollers = None, asyncio.Event(), []
-            if arm == "on":
-                view = WebView(leader.dht, leader)
-                host, port = await view.start()
-                base = f"http://{host}:{port}"
-                pollers = [asyncio.ensure_future(client(base, stop)) for _ in range(args.browsers)]
-            await asyncio.sleep(args.phase)
-            stop.set()
-            requests += sum(await asyncio.gather(*pollers))
-            if view is not None:
-                await view.close()
+            async with _view_and_clients(leader, arm == "on", args) as served:
+                await asyncio.sleep(args.phase)
+            requests += served[0]
             took = [r.seconds for r in leader.rounds[first:]]
             seconds[arm] += took
             turns[arm].append(statistics.fmean(took) if took else float("nan"))
             cpu[arm].append((time.process_time() - cpu_start) / max(len(took), 1))
+        # the view's own CPU, with the group's training paused: what the view and its
+        # clients' requests cost this process a second, against the same idle without them
+        leader.leading.training.clear()
+        await asyncio.sleep(2.0)  # the round under way ends
+        idle: dict[str, list[float]] = {"off": [], "on": []}
+        for phase in range(4):
+            arm = "off" if phase % 2 == 0 else "on"
+            cpu_start, wall_start = time.process_time(), time.monotonic()
+            async with _view_and_clients(leader, arm == "on", args):
+                await asyncio.sleep(args.phase)
+            idle[arm].append((time.process_time() - cpu_start) / (time.monotonic() - wall_start))
+        leader.leading.training.set()
     mean = {arm: statistics.fmean(s) for arm, s in seconds.items()}
     paired = [on / off for off, on in zip(turns["off"], turns["on"], strict=True)]
     cpu_paired = [on / off for off, on in zip(cpu["off"], cpu["on"], strict=True)]
+    view_cpu = statistics.fmean(idle["on"]) - statistics.fmean(idle["off"])
+    busy = statistics.fmean(cpu["off"]) / statistics.fmean(turns["off"])  # CPU s a second
     return {
         "nodes": args.nodes,
+        "idle_cpu_per_s": {arm: statistics.fmean(c) for arm, c in idle.items()},
+        "view_cpu_per_s": view_cpu,
+        "view_share_of_training_cpu": view_cpu / busy,
         "rounds": {arm: len(s) for arm, s in seconds.items()},
         "mean_round_s": mean,
         "median_round_s": {arm: statistics.median(s) for arm, s in seconds.items()},
@@ -150,7 +201,11 @@ def main() -> int:
     parser.add_argument("--browsers", type=int, default=3, help="clients at once")
     parser.add_argument("--clients", choices=("events", "poll"), default="events")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--serve-clients", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_clients:  # the clients' own process (see _view_and_clients)
+        print(asyncio.run(_serve_clients(args.serve_clients, args.clients, args.browsers)))
+        return 0
     if args.nodes < 2 or args.phases < 1 or args.phase <= 0 or args.browsers < 1:
         parser.error("--nodes >= 2, --phases >= 1, --phase > 0, --browsers >= 1")
     result = asyncio.run(_run(args))
@@ -172,6 +227,12 @@ def main() -> int:
         by_turn = " ".join(f"{r:.3f}" for r in result["cpu_ratio_by_turn"])
         print(f"CPU a round: off {off:.4f} s, on {on:.4f} s; turn by turn: {by_turn}")
         print(f"CPU ratio on/off: mean {mean:.3f}, 95% interval {low:.3f}..{high:.3f}")
+        off, on = result["idle_cpu_per_s"]["off"], result["idle_cpu_per_s"]["on"]
+        print(
+            f"training paused: CPU {off * 1000:.1f} ms/s without the view, {on * 1000:.1f} with:"
+            f" the view costs {result['view_cpu_per_s'] * 1000:.1f} ms of CPU a second,"
+            f" {result['view_share_of_training_cpu']:.2%} of what training uses"
+        )
     return 0
 
 
