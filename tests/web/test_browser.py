@@ -86,10 +86,13 @@ async def test_the_page_follows_a_live_network_in_a_real_browser(tmp_path: Path)
                         await asyncio.sleep(0.5)
 
                 await shows("both groups", lambda: sorted(names()) == ["alpha", "beta"])
-                live = await asyncio.to_thread(
-                    driver.execute_script, "return document.body.dataset.live"
-                )
-                assert live == "events"  # server-sent events, not polling
+
+                def live() -> Any:
+                    return driver.execute_script("return document.body.dataset.live")
+
+                # the table is served in the page; the stream's first message comes after it
+                await shows("a live page", lambda: live() is not None, timeout=15)
+                assert await asyncio.to_thread(live) == "events"  # server-sent events, not polling
                 first = int(_cells(driver, "#node-round")[0])
                 await shows(
                     "a newer round, without a reload",
