@@ -1,7 +1,8 @@
 """``Membership``: which group this node is in, and how it gets into one and out again.
 
 It enters a group (the configured one; else, of the joinable groups, one whose model serves
-our data about as well as the best we could measure, the largest first; else one it founds),
+our data about as well as the best we could measure, the largest first, and, after a regroup,
+not clearly worse than the model it brings along; else one it founds with that model),
 adopts it (``group``), and leaves it. Moves, splits, merges and regroups all
 go through it, one at a time (``change``). After a regroup it remembers the group it left
 (``origin``), so the node can go back once that group answers again (``merging``).
@@ -18,8 +19,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from flwr.app import ArrayRecord
-
 from .. import events
 from ..addresses import Address
 from ..aio import loop_time
@@ -34,6 +33,7 @@ from ..identity import Identity
 from ..migration.measure import fetch_model, score
 from ..records import GroupAdvert
 from ..records.charter import GroupCharter, is_group_id
+from .choosing import rank_joinable, rank_measured, select_group
 from .config import NodeConfig
 
 log = logging.getLogger(__name__)
@@ -43,55 +43,6 @@ JOIN_RETRY_FOR = 30.0  # s: how long a --group that refuses us for now (regroupi
 FINAL_REFUSALS = frozenset({"full", "invite"})  # refusals that waiting does not change
 
 Emit = Callable[..., None]
-
-
-def joinable(advert: GroupAdvert) -> bool:
-    """Open, with room, and not dissolved (a leader that left alone advertises 0 members)."""
-    return advert.policy == "open" and advert.free_slots > 0 and advert.metrics.members > 0
-
-
-def rank_joinable(adverts: list[GroupAdvert]) -> list[GroupAdvert]:
-    """Joinable groups in the order a node without measurements tries them: by neutral facts
-    (the most members first, then the group id), never by what an advert claims to score."""
-    return sorted(
-        (a for a in adverts if joinable(a)), key=lambda a: (-a.metrics.members, a.group_id)
-    )
-
-
-def rank_measured(
-    ranked: list[GroupAdvert], scores: dict[str, float], threshold: float
-) -> list[GroupAdvert]:
-    """``ranked`` (in neutral order) with the groups we measured to serve our data clearly
-    worse than the best we measured (by more than ``threshold``) moved last, each in the
-    order they had. A group we could not measure keeps its place: a busy leader is no
-    evidence against its model."""
-    if not scores:
-        return ranked
-    best = max(scores.values())
-    worse = {gid for gid, s in scores.items() if s < best - threshold}
-    return [a for a in ranked if a.group_id not in worse] + [
-        a for a in ranked if a.group_id in worse
-    ]
-
-
-def model_cap(initial: ArrayRecord) -> int:
-    """The most a model of our task may hold on the wire: twice our own starting model's
-    arrays, and 1 MiB for the rest. A group of our task sends arrays of the same shapes, so a
-    bigger reply is not a model we could score: it is refused before it is read."""
-    return 2 * sum(len(array.data) for array in initial.values()) + 2**20
-
-
-def select_group(adverts: list[GroupAdvert], wanted: str) -> list[GroupAdvert]:
-    """The advert ``wanted`` names: by group id, or by name when one group alone bears it
-    (anyone can found a group of any name). Raises ``ConfigError`` for an ambiguous name."""
-    by_id = [a for a in adverts if a.group_id == wanted]
-    if by_id:
-        return by_id
-    by_name = [a for a in adverts if a.name == wanted]
-    if len(by_name) > 1:
-        ids = ", ".join(sorted(a.group_id for a in by_name))
-        raise ConfigError(f"several groups are named {wanted!r} ({ids}): choose one by its id")
-    return by_name
 
 
 @dataclass(frozen=True)
@@ -155,8 +106,11 @@ class Membership:
         origin: tuple[str, frozenset[bytes]] | None = None,
     ) -> None:
         """Found or join the configured group, or (after a failed move) any that has room.
-        ``origin``: the group a regroup left and its roster; we remember it, to go back to
-        once that group is reachable again."""
+        ``model``: the model of a group a regroup left; a group that serves our data clearly
+        worse than it is not joined (we found one with it instead, so that a cut-off node
+        does not fill a slot of another data domain's group). ``origin``: the group a regroup
+        left and its roster; we remember it, to go back to once that group is reachable
+        again."""
         c = self.config
         if c.group.create and as_configured:
             self.found(c.group.create)
@@ -165,9 +119,9 @@ class Membership:
             await self._join_configured()
             self.remember_origin(origin)
             return
-        chosen = await self._candidates()
+        chosen, passed_over = await self._candidates(model)
         refusals: list[str] = []
-        tried: set[str] = set()
+        tried = set(passed_over)
         if await self._join_first(chosen, refusals, tried):
             self.remember_origin(origin)
             return
@@ -228,22 +182,47 @@ class Membership:
             )
         return chosen
 
-    async def _candidates(self) -> list[GroupAdvert]:
-        """Joinable groups, best first; none found: wait a little and look again (nodes
-        started together then mostly join the first one's group)."""
+    async def _candidates(
+        self, model: ModelSnapshot | None = None
+    ) -> tuple[list[GroupAdvert], set[str]]:
+        """Joinable groups, best first, and the ids of those left out as clearly worse for
+        our data than ``model`` (ours, after a regroup); none found: wait a little and look
+        again (nodes started together then mostly join the first one's group)."""
         c = self.config
         chosen = rank_joinable(await fetch_adverts(self.dht, c.task))
         if not chosen and c.group.founding_jitter > 0:
             await asyncio.sleep(self.rng.uniform(0, c.group.founding_jitter))
             chosen = rank_joinable(await fetch_adverts(self.dht, c.task))
-        scores = await self._measure(chosen[: c.migration.policy_config().max_candidates])
-        return rank_measured(chosen, scores, c.migration.performance_threshold)
+        own = None
+        if model is not None and self.runner is not None and chosen:
+            try:
+                own = await score(self.runner, model)
+            except Exception:  # our own evaluate failed: choose as if we brought nothing
+                log.warning("measuring the model we bring along failed", exc_info=True)
+        limit = c.migration.policy_config().max_candidates
+        scores = await self._measure(chosen[:limit], alone=own is not None)
+        threshold = c.migration.performance_threshold
+        ranked = rank_measured(chosen, scores, threshold, own)
+        passed_over = {a.group_id for a in chosen} - {a.group_id for a in ranked}
+        for advert in chosen:
+            if advert.group_id in passed_over:
+                log.info(
+                    "passing over %s: it serves our data clearly worse (%.3f) than the model "
+                    "we bring along (%.3f)",
+                    advert.name,
+                    scores[advert.group_id],
+                    own,
+                )
+        return ranked, passed_over
 
-    async def _measure(self, adverts: list[GroupAdvert]) -> dict[str, float]:
+    async def _measure(
+        self, adverts: list[GroupAdvert], *, alone: bool = False
+    ) -> dict[str, float]:
         """The candidates' models scored on our own data, at once; those that do not come
-        within ``MEASURE_TIMEOUT`` or do not score are left out. Never an advert's claim."""
+        within ``MEASURE_TIMEOUT`` or do not score are left out. Never an advert's claim.
+        One candidate is measured only ``alone`` (against a model of our own)."""
         runner = self.runner
-        if runner is None or len(adverts) < 2:  # nothing to choose between
+        if runner is None or len(adverts) < (1 if alone else 2):  # nothing to choose between
             return {}
 
         async def one(advert: GroupAdvert) -> float | None:

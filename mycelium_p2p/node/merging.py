@@ -31,8 +31,9 @@ from ..group.transport import ChannelServer
 from ..migration.consolidation import GroupView, MergePolicy, merge_candidates
 from ..migration.measure import fetch_model, score
 from ..records import GroupAdvert
+from .choosing import joinable
 from .config import NodeConfig
-from .membership import Emit, Membership, joinable
+from .membership import Emit, Membership
 from .moving import Mover
 
 log = logging.getLogger(__name__)

@@ -25,9 +25,10 @@ from ..group.transport import ChannelServer
 from ..migration.measure import fetch_model, score
 from ..migration.policy import MigrationPolicy
 from ..records import GroupAdvert
+from .choosing import joinable
 from .config import NodeConfig
 from .leading import Leading
-from .membership import Emit, Membership, joinable
+from .membership import Emit, Membership
 from .publishing import Publisher
 
 log = logging.getLogger(__name__)

@@ -47,11 +47,12 @@ from ..group.streams import StreamNetwork
 from ..group.transport import Channel, ChannelServer, Reply
 from ..identity import Identity
 from ..migration.policy import MigrationPolicy
+from .choosing import model_cap, select_group
 from .config import Event, FlSettings, NodeConfig, NodeEvent
 from .contacts import keep_contacts, load_contacts, remember_contacts
 from .leading import Leading
 from .lifecycle import DataDirLock
-from .membership import GroupHooks, Membership, model_cap, select_group
+from .membership import GroupHooks, Membership
 from .merging import Merger
 from .moving import Mover
 from .publishing import Publisher

@@ -79,7 +79,7 @@ def test_group_selects_by_id_or_by_a_name_only_one_group_bears() -> None:
     import pytest
 
     from mycelium_p2p.errors import ConfigError
-    from mycelium_p2p.node.node import select_group
+    from mycelium_p2p.node.choosing import select_group
     from mycelium_p2p.records import GroupAdvert
     from mycelium_p2p.testing.records import make_advert
 

@@ -260,7 +260,7 @@ def test_a_split_or_merge_order_takes_the_way_back_along_a_chosen_move_drops_it(
 
 
 def test_a_measured_group_that_serves_our_data_clearly_worse_goes_last() -> None:
-    from mycelium_p2p.node.membership import rank_measured
+    from mycelium_p2p.node.choosing import rank_measured
     from mycelium_p2p.records import GroupAdvert, GroupMetrics
 
     def advert(gid: str) -> GroupAdvert:
@@ -279,6 +279,12 @@ def test_a_measured_group_that_serves_our_data_clearly_worse_goes_last() -> None
     ]
     # within the threshold of the best: the order stays (an unmeasured group keeps its place)
     assert rank_measured(ranked, {big.group_id: 0.88, small.group_id: 0.9}, 0.05) == ranked
+    # after a regroup, against the model we bring along (0.9): what serves us clearly worse
+    # is left out, what comes within the threshold and what was not measured stay
+    scores = {big.group_id: 0.3, small.group_id: 0.86}
+    assert rank_measured(ranked, scores, 0.05, own=0.9) == [mid, small]
+    assert rank_measured(ranked, scores, 0.05, own=0.95) == [mid]
+    assert rank_measured(ranked, {}, 0.05, own=0.9) == ranked
 
 
 @run_async(timeout=180)
@@ -313,11 +319,37 @@ async def test_a_new_node_joins_the_smaller_group_whose_model_serves_its_data() 
             await newcomer.stop()
 
 
+@run_async(timeout=180)
+async def test_a_regrouping_node_founds_with_its_model_rather_than_join_a_worse_group() -> None:
+    """A node whose group is gone (a regroup: it brings the group's model along) does not
+    join a group that serves its data clearly worse than that model (rotated digits against
+    upright ones): it founds one with its model, where others of its data can find it,
+    rather than fill a slot of another data domain's group."""
+    quiet = {"migrate": False, "split": False, "merge": False}
+    configs = [
+        {"create": "upright", "domain": 0, "data_shard": "0/4", **quiet},
+        {"group": "upright", "domain": 0, "data_shard": "1/4", **quiet},
+        {"create": "sideways", "domain": 1, "data_shard": "0/4", **quiet},
+    ]
+    async with learning_network(configs) as (_, upright, _member, sideways):
+        await wait_for(lambda: all(len(n.rounds) >= 15 for n in (upright, sideways)), 90, "rounds")
+        old = sideways.group
+        model = old.model
+        async with sideways.membership.change:  # as a regroup does (moving.watch_group)
+            await sideways.membership.leave()
+            await sideways.membership.enter(
+                as_configured=False, model=model, origin=(old.group_id, frozenset(old.roster))
+            )
+        group = sideways.group
+        assert group is not None and group.group_id not in (old.group_id, upright.group.group_id)
+        assert group.is_leader and group.model.digest == model.digest  # founded with its model
+
+
 def test_a_candidates_model_may_hold_twice_our_own_and_a_mebibyte() -> None:
     import numpy as np
     from flwr.app import Array, ArrayRecord
 
-    from mycelium_p2p.node.membership import model_cap
+    from mycelium_p2p.node.choosing import model_cap
 
     ours = ArrayRecord({"w": Array(np.zeros((64, 10), np.float32)), "b": Array(np.zeros(10))})
     raw = 64 * 10 * 4 + 10 * 8  # the arrays' bytes; each also carries a small .npy header
