@@ -4,8 +4,9 @@ from .adverts import fetch_advert, fetch_adverts, publish_advert
 from .config import DhtConfig
 from .listing import Listing, ListingMemory
 from .node import DhtNode
-from .protocol import MyceliumProtocol, ProtocolStats
+from .protocol import MyceliumProtocol
 from .rtt import RttEstimator
+from .stats import ProtocolStats
 from .storage import RecordStore
 
 __all__ = [

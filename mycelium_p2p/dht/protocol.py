@@ -19,8 +19,8 @@ What changes from ``kademlia.protocol.KademliaProtocol`` (and rpcudp underneath)
 - Lookup queries come back as ``Answer``s that flag malformed replies; ``distrust`` drops a
   peer that answered nonsense and keeps it out of the routing table for a while.
 
-The wire format stays rpcudp's (``0x00|0x01`` + 20-byte id + msgpack), so stock kademlia nodes
-interoperate: their stores are validated like anyone's.
+The wire format stays rpcudp's (``wire.py``), so stock kademlia nodes interoperate: their stores
+are validated like anyone's.
 """
 
 from __future__ import annotations
@@ -28,95 +28,36 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
 from kademlia.node import Node
 from kademlia.protocol import KademliaProtocol
-from rpcudp.exceptions import MalformedMessage
 
-from ..aio import loop_time
 from ..errors import RecordError
-from ..identity import NODE_ID_SIZE, Identity
-from ..records import signer_of
+from ..identity import Identity
+from . import wire
+from .calls import PendingCalls, RpcResult
+from .distrust import Distrust
 from .limits import RpcGate, RpcLimits
 from .peers import AddressBook, ProofLimiter, fit_reply
 from .proving import IdProofs
-from .replies import Answer, parse_contacts
+from .replies import Answer, add_page, parse_contacts
 from .routing import OwnedRoutingTable
 from .rtt import Address, RttEstimator
+from .stats import ProtocolStats, refusal_reason
 from .storage import RecordStore
 
 log = logging.getLogger(__name__)
 
-MAX_REQUEST_BYTES = 8192  # rpcudp refuses to send more; so do we
-REQUEST, RESPONSE = b"\x00", b"\x01"
-_MSG_ID_SIZE = 20
 # First requests to a peer that has not validated our address are padded so that its whole
 # answer fits within 3x (20 IPv6 contacts; a record page of 6000 bytes plus contacts).
 _PAD_FIND_NODE = 640
 _PAD_FIND_RECORDS = 2600
-_MAX_DISTRUSTED = 1024
 
 Spawn = Callable[[Coroutine[Any, Any, Any]], "asyncio.Task[Any]"]
-RpcResult = tuple[bool, Any]
-
-
-@dataclass
-class ProtocolStats:
-    """Counters a test or an operator can read: what was dropped, refused, or timed out."""
-
-    malformed_datagrams: int = 0
-    bad_requests: int = 0
-    handler_errors: int = 0
-    records_stored: int = 0
-    records_rejected: int = 0
-    timeouts: int = 0
-    late_replies: int = 0
-    foreign_replies: int = 0
-    proofs_ok: int = 0
-    proofs_failed: int = 0
-    proofs_throttled: int = 0
-    bogus_ids: int = 0  # a contact whose address proved another id
-    replies_trimmed: int = 0
-    replies_dropped: int = 0
-    rate_limited: int = 0
-    liars_dropped: int = 0
-    bytes_in: int = 0  # every datagram received, malformed ones included
-    bytes_out: int = 0  # every datagram sent
-    served: Counter[str] = field(default_factory=Counter)  # requests answered, by RPC
-    # our requests by RPC and outcome ("answered", "timed_out")
-    calls: Counter[tuple[str, str]] = field(default_factory=Counter)
-    refused_by: Counter[str] = field(default_factory=Counter)  # records refused, by reason
-
-
-@dataclass
-class _Pending:
-    future: asyncio.Future[RpcResult]
-    timer: asyncio.TimerHandle
-    address: Address
-    sent_at: float
-    name: str
-
-
-def refusal_reason(exc: RecordError) -> str:
-    """A refused record's reason, as a metric label: its error class in snake case (a fixed
-    set: ``stale_record``, ``store_full``, ``bad_signature``...)."""
-    name = type(exc).__name__
-    return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
-
-
-class _BadRequest(ValueError):
-    """A request whose arguments do not have the right shape."""
-
-
-def _check_id(value: Any, what: str = "node id") -> bytes:
-    if not isinstance(value, bytes) or len(value) != NODE_ID_SIZE:
-        raise _BadRequest(f"{what} must be {NODE_ID_SIZE} bytes")
-    return value
 
 
 class MyceliumProtocol(IdProofs, KademliaProtocol):
@@ -152,11 +93,9 @@ class MyceliumProtocol(IdProofs, KademliaProtocol):
         self.local_address: Address | None = None
         self._proving: dict[Address, asyncio.Future[Node | None]] = {}
         self.gate = RpcGate(limits or RpcLimits())
-        self._outstanding: dict[bytes, _Pending] = {}
-        self._expired: OrderedDict[bytes, tuple[Address, float]] = OrderedDict()
+        self.pending = PendingCalls(self.stats)
         self._evicted: OrderedDict[Address, Node] = OrderedDict()
-        self._distrusted: OrderedDict[bytes, float] = OrderedDict()  # id -> until (loop time)
-        self.distrust_for = 600.0
+        self.distrusted = Distrust()
         self._handlers: dict[str, Callable[..., Any]] = {
             "ping": self.rpc_ping,
             "stun": self.rpc_stun,
@@ -183,25 +122,16 @@ class MyceliumProtocol(IdProofs, KademliaProtocol):
     def datagram_received(self, data: bytes, addr: Any) -> None:
         address: Address = (addr[0], addr[1])
         self.stats.bytes_in += len(data)
-        if len(data) < 1 + _MSG_ID_SIZE + 1 or data[:1] not in (REQUEST, RESPONSE):
+        if len(data) < wire.HEADER_SIZE + 1 or data[:1] not in (wire.REQUEST, wire.RESPONSE):
             self.stats.malformed_datagrams += 1
             return
-        if data[:1] == REQUEST:
+        if data[:1] == wire.REQUEST:
             self.book.received(address, len(data))
-        msg_id = data[1 : 1 + _MSG_ID_SIZE]
-        try:
-            payload = msgpack.unpackb(data[1 + _MSG_ID_SIZE :], raw=False, strict_map_key=False)
-        except Exception:  # msgpack raises many types on garbage
-            self.stats.malformed_datagrams += 1
-            return
-        if data[:1] == RESPONSE:
+        msg_id = data[1 : wire.HEADER_SIZE]
+        ok, payload = wire.unpack_body(data)
+        if ok and data[:1] == wire.RESPONSE:
             self._accept_response(msg_id, payload, address)
-        elif (
-            isinstance(payload, list)
-            and len(payload) in (2, 3)  # [name, args] or [name, args, padding]
-            and isinstance(payload[0], str)
-            and isinstance(payload[1], list)
-        ):
+        elif ok and wire.is_request(payload):
             self._answer(msg_id, payload[0], payload[1], address)
         else:
             self.stats.malformed_datagrams += 1
@@ -217,7 +147,7 @@ class MyceliumProtocol(IdProofs, KademliaProtocol):
         self.stats.served[name] += 1
         try:
             response = handler(address, *args)
-        except (_BadRequest, TypeError) as exc:  # TypeError: wrong number of arguments
+        except (wire.BadRequest, TypeError) as exc:  # TypeError: wrong number of arguments
             self.stats.bad_requests += 1
             log.debug("bad %s request from %s: %s", name, address, exc)
             response = None
@@ -228,43 +158,27 @@ class MyceliumProtocol(IdProofs, KademliaProtocol):
         data = msgpack.packb(response)
         allowance = self.book.allowance(address)
         if allowance is not None:
-            if 1 + _MSG_ID_SIZE + len(data) > allowance:
+            if wire.HEADER_SIZE + len(data) > allowance:
                 self.stats.replies_trimmed += 1
                 data = msgpack.packb(fit_reply(response, allowance)[0])
-            if not self.book.charge(address, 1 + _MSG_ID_SIZE + len(data)):
+            if not self.book.charge(address, wire.HEADER_SIZE + len(data)):
                 self.stats.replies_dropped += 1
                 return
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.sendto(RESPONSE + msg_id + data, address)
-            self.stats.bytes_out += 1 + _MSG_ID_SIZE + len(data)
+            self.transport.sendto(wire.RESPONSE + msg_id + data, address)
+            self.stats.bytes_out += wire.HEADER_SIZE + len(data)
             self.book.answered(address)
 
     def _accept_response(self, msg_id: bytes, data: Any, address: Address) -> None:
-        now = asyncio.get_running_loop().time()
-        pending = self._outstanding.get(msg_id)
-        if pending is None:
-            expired = self._expired.pop(msg_id, None)
-            if expired is not None and expired[0] == address:
-                # Alive after all, only slow (a busy host): learn the RTT, take it back.
-                self.stats.late_replies += 1
-                self.book.validate(address)  # late, but a round trip all the same
-                self.rtt.observe(address, now - expired[1])
-                evicted = self._evicted.pop(address, None)
-                if evicted is not None:
-                    self.welcome_if_new(evicted)
-            else:
-                self.stats.foreign_replies += 1
+        settled = self.pending.settle(msg_id, data, address, asyncio.get_running_loop().time())
+        if settled is None:
             return
-        if pending.address != address:
-            self.stats.foreign_replies += 1
-            return
-        del self._outstanding[msg_id]
-        pending.timer.cancel()
-        self.stats.calls[pending.name, "answered"] += 1
         self.book.validate(address)  # it received our random message id: a round trip
-        self.rtt.observe(address, now - pending.sent_at)
-        if not pending.future.done():
-            pending.future.set_result((True, data))
+        self.rtt.observe(address, settled.round_trip)
+        if settled.late:  # alive after all, only slow (a busy host): take it back
+            evicted = self._evicted.pop(address, None)
+            if evicted is not None:
+                self.welcome_if_new(evicted)
 
     # -- sending -----------------------------------------------------------------------------
 
@@ -275,44 +189,22 @@ class MyceliumProtocol(IdProofs, KademliaProtocol):
 
         ``pad_to`` pads the datagram to about that many bytes (see ``peers.py``).
         """
-        data = msgpack.packb([name, list(args)])
-        padding = pad_to - (1 + _MSG_ID_SIZE + len(data)) - 3
-        if padding > 0:
-            data = msgpack.packb([name, list(args), bytes(padding)])
-        if len(data) > MAX_REQUEST_BYTES:
-            raise MalformedMessage(f"{name} request is {len(data)} bytes; the limit is 8192")
+        data = wire.request_body(name, list(args), pad_to)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[RpcResult] = loop.create_future()
         if self.transport is None or self.transport.is_closing():
             future.set_result((False, None))
             return future
-        msg_id = os.urandom(_MSG_ID_SIZE)
+        msg_id = os.urandom(wire.MSG_ID_SIZE)
         address = (address[0], address[1])
-        timer = loop.call_later(self.rtt.give_up_after(address), self._expire, msg_id)
-        self._outstanding[msg_id] = _Pending(future, timer, address, loop.time(), name)
-        self.transport.sendto(REQUEST + msg_id + data, address)
-        self.stats.bytes_out += 1 + _MSG_ID_SIZE + len(data)
+        self.pending.open(loop, msg_id, address, name, self.rtt.give_up_after(address), future)
+        self.transport.sendto(wire.REQUEST + msg_id + data, address)
+        self.stats.bytes_out += wire.HEADER_SIZE + len(data)
         return future
-
-    def _expire(self, msg_id: bytes) -> None:
-        pending = self._outstanding.pop(msg_id, None)
-        if pending is None:
-            return
-        self.stats.timeouts += 1
-        self.stats.calls[pending.name, "timed_out"] += 1
-        self._expired[msg_id] = (pending.address, pending.sent_at)
-        while len(self._expired) > 1024:
-            self._expired.popitem(last=False)
-        if not pending.future.done():
-            pending.future.set_result((False, None))
 
     def cancel_outstanding(self) -> None:
         """Fail every open request (on shutdown)."""
-        for msg_id in list(self._outstanding):
-            pending = self._outstanding.pop(msg_id)
-            pending.timer.cancel()
-            if not pending.future.done():
-                pending.future.set_result((False, None))
+        self.pending.cancel_all()
 
     # kademlia's call_* helpers call these; the node id argument is replaced by ``wire_id``.
     def ping(self, address: Address, _nodeid: bytes) -> asyncio.Future[RpcResult]:
@@ -377,27 +269,16 @@ class MyceliumProtocol(IdProofs, KademliaProtocol):
                 return None if after == b"" else answer
             if after == b"" and on_answer is not None:
                 on_answer()
-            page = reply.get("records") if isinstance(reply, dict) else None
-            if not isinstance(page, list) or not all(isinstance(b, bytes) for b in page):
-                answer.malformed = True
-                return answer
-            if after == b"":
-                nodes = parse_contacts(reply.get("nodes"), exclude=self.source_node.id)
-                if nodes is None:
-                    answer.malformed = True
-                    return answer
-                answer.nodes = nodes
-            answer.blobs.extend(page)
-            if reply.get("more") is not True or not page:
-                answer.complete = True
+            marker = add_page(answer, reply, first=after == b"", exclude=self.source_node.id)
+            if marker is None:
                 break
-            after = _last_signer_marker(page)
+            after = marker
         return answer
 
     def distrust(self, node: Node, *, proven: bool = True) -> None:
         """``node`` answered nonsense: drop it from the routing table.
 
-        ``proven`` (a malformed reply, a forged record) also keeps it out for ``distrust_for``
+        ``proven`` (a malformed reply, a forged record) also keeps it out for ``Distrust.period``
         s, whatever it sends meanwhile. Without proof (its referrals did not answer, which an
         honest peer's also do just after a wave of crashes) it may come back on its own, and a
         table of ``ksize`` contacts or fewer keeps it: a lonely node does not cut its last links.
@@ -407,21 +288,12 @@ class MyceliumProtocol(IdProofs, KademliaProtocol):
             return
         self.router.remove_contact(node)
         self._evicted.pop((node.ip, node.port), None)
-        if not proven:
-            return
-        self._distrusted[node.id] = loop_time() + self.distrust_for
-        self._distrusted.move_to_end(node.id)
-        while len(self._distrusted) > _MAX_DISTRUSTED:
-            self._distrusted.popitem(last=False)
+        if proven:
+            self.distrusted.add(node.id)
 
     def distrusts(self, node_id: bytes) -> bool:
-        until = self._distrusted.get(node_id)
-        if until is None:
-            return False
-        if until > loop_time():
-            return True
-        del self._distrusted[node_id]
-        return False
+        """Whether ``node_id`` lied to us lately (see ``Distrust``)."""
+        return node_id in self.distrusted
 
     # -- handlers: they validate their arguments and never raise on peer input ----------------
 
@@ -430,7 +302,7 @@ class MyceliumProtocol(IdProofs, KademliaProtocol):
         if it proved that id from that address, else challenged (within the limits)."""
         if nodeid == b"":
             return None
-        node = Node(_check_id(nodeid), sender[0], sender[1])
+        node = Node(wire.check_id(nodeid), sender[0], sender[1])
         if self.book.proven_id(sender) == node.id:
             self.welcome_if_new(node)
         else:  # unknown, or another id than it proved here (a restart with a new key?)
@@ -451,9 +323,9 @@ class MyceliumProtocol(IdProofs, KademliaProtocol):
         """Keep ``value`` under ``key``; ``relayed``: a copy of another's record (see
         ``RecordStore``), as replication and read-repair send."""
         self._source(sender, nodeid)
-        _check_id(key, "key")
+        wire.check_id(key, "key")
         if not isinstance(relayed, bool):
-            raise _BadRequest("relayed must be a bool")
+            raise wire.BadRequest("relayed must be a bool")
         try:
             self.storage.offer(key, value, source=sender[0], relayed=relayed)
         except RecordError as exc:
@@ -466,12 +338,12 @@ class MyceliumProtocol(IdProofs, KademliaProtocol):
 
     def rpc_find_node(self, sender: Address, nodeid: Any, key: Any) -> list[list[Any]]:
         source = self._source(sender, nodeid)
-        neighbors = self.router.find_neighbors(Node(_check_id(key, "key")), exclude=source)
+        neighbors = self.router.find_neighbors(Node(wire.check_id(key, "key")), exclude=source)
         return [[n.id, n.ip, n.port] for n in neighbors]
 
     def rpc_find_value(self, sender: Address, nodeid: Any, key: Any) -> Any:
         """Stock kademlia's lookup: one value (the newest record) or closer nodes."""
-        blob = self.storage.get(_check_id(key, "key"))
+        blob = self.storage.get(wire.check_id(key, "key"))
         if blob is None:
             return self.rpc_find_node(sender, nodeid, key)
         self._source(sender, nodeid)
@@ -480,7 +352,7 @@ class MyceliumProtocol(IdProofs, KademliaProtocol):
     def rpc_find_records(self, sender: Address, nodeid: Any, key: Any, after: Any) -> Any:
         """A page of the records under ``key`` after signer marker ``after``, plus closer nodes."""
         if not isinstance(after, bytes) or len(after) > 64:
-            raise _BadRequest("after must be a signer marker")
+            raise wire.BadRequest("after must be a signer marker")
         nodes = self.rpc_find_node(sender, nodeid, key) if after == b"" else []
         blobs, more = self.storage.page(key, after, self.page_bytes)
         return {"records": blobs, "more": more, "nodes": nodes}
@@ -519,24 +391,8 @@ class MyceliumProtocol(IdProofs, KademliaProtocol):
         if self.distrusts(node.id) or self.book.proven_id((node.ip, node.port)) != node.id:
             return
         for key in self.storage.stored_keys():
-            keynode = Node(key)
-            neighbors = self.router.find_neighbors(keynode)
-            if neighbors:
-                new_node_close = node.distance_to(keynode) < neighbors[-1].distance_to(keynode)
-                we_are_closest = self.source_node.distance_to(keynode) < neighbors[0].distance_to(
-                    keynode
-                )
-                if not (new_node_close and we_are_closest):
-                    continue
+            if not self.router.hands_over(key, node):
+                continue
             for record in self.storage.records(key):
                 self.spawn(self.call_relay(node, key, record.blob))
         self.router.add_contact(node)
-
-
-def _last_signer_marker(page: list[bytes]) -> bytes:
-    """The pagination marker after a page: the signer of its last record.
-
-    Pages are ordered by signer; the marker is read without verifying (verification happens
-    once, on the whole answer), and a wrong marker from a lying peer only costs it its turn.
-    """
-    return signer_of(page[-1]) or b"\xff" * 33  # unreadable: a marker past every signer

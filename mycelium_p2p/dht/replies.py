@@ -1,4 +1,5 @@
-"""Lookup replies as a querier sees them: contact lists parsed strictly, and ``Answer``.
+"""Lookup replies as a querier sees them: contact lists parsed strictly, record pages added
+up, and ``Answer``.
 
 No honest peer sends a malformed contact list, so a querier that gets one knows its sender
 lies (``Answer.malformed``) instead of quietly skipping the bad entries. Hosts must be IP
@@ -14,6 +15,7 @@ from typing import Any
 from kademlia.node import Node
 
 from ..identity import NODE_ID_SIZE
+from ..records import signer_of
 
 MAX_CONTACTS_IN_REPLY = 64
 _MAX_HOST_LEN = 64
@@ -68,3 +70,33 @@ def _is_ip_literal(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def add_page(answer: Answer, reply: Any, *, first: bool, exclude: bytes) -> bytes | None:
+    """Add a ``find_records`` reply (a page; the ``first`` also names contacts, ``exclude``
+    left out) to ``answer``: the marker to ask for the next page after, or None when the
+    answer is done (complete, or malformed: the page was not what an honest peer sends)."""
+    page = reply.get("records") if isinstance(reply, dict) else None
+    if not isinstance(page, list) or not all(isinstance(b, bytes) for b in page):
+        answer.malformed = True
+        return None
+    if first:
+        nodes = parse_contacts(reply.get("nodes"), exclude=exclude)
+        if nodes is None:
+            answer.malformed = True
+            return None
+        answer.nodes = nodes
+    answer.blobs.extend(page)
+    if reply.get("more") is not True or not page:
+        answer.complete = True
+        return None
+    return _last_signer_marker(page)
+
+
+def _last_signer_marker(page: list[bytes]) -> bytes:
+    """The pagination marker after a page: the signer of its last record.
+
+    Pages are ordered by signer; the marker is read without verifying (verification happens
+    once, on the whole answer), and a wrong marker from a lying peer only costs it its turn.
+    """
+    return signer_of(page[-1]) or b"\xff" * 33  # unreadable: a marker past every signer

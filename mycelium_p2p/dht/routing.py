@@ -42,6 +42,17 @@ class OwnedRoutingTable(RoutingTable):
             len(bucket) < self.ksize or bucket.has_in_range(self.node) or bucket.depth() % 5 != 0
         )
 
+    def hands_over(self, key: bytes, newcomer: Node) -> bool:
+        """Whether our records under ``key`` go to ``newcomer``, a new contact: yes if it is
+        now among the closest to ``key`` and we are the closest (or we know no one)."""
+        keynode = Node(key)
+        neighbors = self.find_neighbors(keynode)
+        if not neighbors:
+            return True
+        new_node_close = newcomer.distance_to(keynode) < neighbors[-1].distance_to(keynode)
+        we_are_closest = self.node.distance_to(keynode) < neighbors[0].distance_to(keynode)
+        return bool(new_node_close and we_are_closest)
+
     def find_neighbors(
         self, node: Node, k: int | None = None, exclude: Node | None = None
     ) -> list[Node]:

@@ -11,7 +11,7 @@ from kademlia.routing import RoutingTable
 
 from mycelium_p2p.dht import DhtNode
 from mycelium_p2p.dht.peers import AddressBook, ProofLimiter, check_proof, proof_message
-from mycelium_p2p.dht.protocol import REQUEST
+from mycelium_p2p.dht.wire import REQUEST
 from mycelium_p2p.errors import BootstrapError
 from mycelium_p2p.identity import Identity
 from mycelium_p2p.testing.aio import run_async

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from mycelium_p2p.aio import TaskOwner
 from mycelium_p2p.dht import MyceliumProtocol, RecordStore, RttEstimator
 from mycelium_p2p.dht.peers import proof_message
-from mycelium_p2p.dht.protocol import REQUEST, RESPONSE
+from mycelium_p2p.dht.wire import REQUEST, RESPONSE
 from mycelium_p2p.identity import Identity
 from mycelium_p2p.testing.aio import run_async
 from mycelium_p2p.testing.records import make_advert

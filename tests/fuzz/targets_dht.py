@@ -14,7 +14,7 @@ from kademlia.node import Node
 from mycelium_p2p.addresses import ip_literal
 from mycelium_p2p.aio import TaskOwner
 from mycelium_p2p.dht import MyceliumProtocol, RecordStore, RttEstimator
-from mycelium_p2p.dht.protocol import REQUEST, RESPONSE
+from mycelium_p2p.dht.wire import REQUEST, RESPONSE
 from mycelium_p2p.errors import ProofError, RecordError
 from mycelium_p2p.records import MAX_ENDED, GroupAdvert, index_topic, record_key, verify_record
 from mycelium_p2p.records.charter import CHARTER_DOMAIN, GroupCharter, group_id_of

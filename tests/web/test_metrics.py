@@ -83,7 +83,7 @@ async def test_our_requests_by_rpc_and_outcome_and_refused_records_by_reason() -
 
 
 def test_a_refusal_reason_is_its_error_in_snake_case() -> None:
-    from mycelium_p2p.dht.protocol import refusal_reason
+    from mycelium_p2p.dht.stats import refusal_reason
     from mycelium_p2p.errors import RecordError, RecordFromFuture, StoreFull
 
     assert refusal_reason(StoreFull("x")) == "store_full"
