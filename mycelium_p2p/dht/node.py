@@ -12,16 +12,18 @@ from typing import Any
 from kademlia.network import Server
 from kademlia.node import Node
 
-from ..aio import TaskOwner, loop_time
-from ..errors import BootstrapError, RecordError, RecordExpired, RecordFromFuture
+from ..aio import TaskOwner
+from ..errors import BootstrapError, RecordError
 from ..histogram import Histogram
-from ..identity import NODE_ID_SIZE, Identity
-from ..records import Record, VerifiedBlobs, best_per_signer, verify_record
+from ..identity import Identity
+from ..records import Record, VerifiedBlobs, best_per_signer
 from .config import DhtConfig
 from .listing import Listing
 from .lookup import LookupResult, lookup
 from .protocol import MyceliumProtocol
 from .quorum import agreed, held
+from .reads import BlobCheck, corrections
+from .rejoin import Rejoin
 from .rtt import Address, RttEstimator
 from .storage import RecordStore
 from .transport import DatagramNetwork, UdpNetwork
@@ -86,8 +88,10 @@ class DhtNode(Server):
         self.verified_blobs = VerifiedBlobs(self.config.verified_blobs)  # checked once each
         self.tasks = TaskOwner(f"dht {self.node.id.hex()[:8]}")
         self._seeds: list[Address] = []
-        self._rebootstrap_lock = asyncio.Lock()
-        self._rebooting: asyncio.Task[None] | None = None  # a re-bootstrap a lookup started
+        # late-bound: a test swaps ``bootstrap``
+        self.rejoin = Rejoin(
+            lambda seeds: self.bootstrap(seeds), self._seeds, self.tasks, self.routing_table_size
+        )
         #: seconds each lookup took, by (kind, outcome): see ``LOOKUP_KINDS``; a fixed set
         self.lookup_seconds = {
             (kind, outcome): Histogram() for kind in LOOKUP_KINDS for outcome in LOOKUP_OUTCOMES
@@ -176,31 +180,13 @@ class DhtNode(Server):
         # Then look into every bucket we know nobody in (the paper refreshes all buckets beyond
         # our closest neighbour): else a node can know nobody in half of the id space, and
         # lookups from it for keys there end among the wrong peers.
-        await asyncio.gather(*(self._lookup(rid) for rid in self._refresh_ids(only_empty=True)))
+        empty = self.protocol.router.refresh_ids(self.rng, only_empty=True)
+        await asyncio.gather(*(self._lookup(rid) for rid in empty))
         return closest
 
     def contacts(self) -> list[Address]:
         """The addresses in our routing table, to remember for the next start (``hints``)."""
         return [(n.ip, n.port) for b in self.protocol.router.buckets for n in b.get_nodes()]
-
-    def _refresh_ids(self, *, only_empty: bool = False, idle_for: float = 0.0) -> list[bytes]:
-        """A random id in each bucket (not our own) that is empty, or idle ``idle_for`` s;
-        the bucket counts as refreshed from now (nothing else touches it: our lookups do not
-        go through kademlia's ``TableTraverser``, and without this a bucket older than
-        ``idle_for`` was looked up again at every maintenance pass)."""
-        now = loop_time()
-        cutoff = now - idle_for
-        ids = []
-        for bucket in self.protocol.router.buckets:
-            if bucket.has_in_range(self.node):
-                continue
-            if only_empty and len(bucket) > 0:
-                continue
-            if not only_empty and bucket.last_updated >= cutoff:
-                continue
-            ids.append(self.rng.randint(*bucket.range).to_bytes(NODE_ID_SIZE, "big"))
-            bucket.last_updated = now
-        return ids
 
     async def _ping_seed(self, addr: Address) -> Node | None:
         """Challenge a seed to prove its id: one round trip, and it enters our table."""
@@ -209,43 +195,12 @@ class DhtNode(Server):
     def routing_table_size(self) -> int:
         return sum(len(bucket) for bucket in self.protocol.router.buckets)
 
-    async def _rebootstrap(self) -> None:
-        if not self._seeds or self._rebootstrap_lock.locked():
-            return
-        async with self._rebootstrap_lock:
-            try:
-                await self.bootstrap(self._seeds)
-                log.info("routing table was empty; re-bootstrapped")
-            except BootstrapError:
-                log.debug("re-bootstrap found no seed yet")
-
-    async def _await_contacts(self, deadline: float) -> None:
-        """With an empty routing table: re-bootstrap in the background and wait until it
-        finds a contact, ends, or ``deadline`` passes. A bootstrap also looks up every empty
-        bucket, which can outlast the lookup that needs it (a ``groups --watch`` listing
-        printed nothing for 5 s after a seed was killed in the soak)."""
-        rebooting = self._rebootstrap_task()
-        if rebooting is None:
-            return
-        loop = asyncio.get_running_loop()
-        while self.routing_table_size() == 0 and not rebooting.done() and loop.time() < deadline:
-            await asyncio.sleep(0.05)
-
-    def _rebootstrap_task(self) -> asyncio.Task[None] | None:
-        """The one re-bootstrap under way (started if none is), shared by the upkeep loop and
-        lookups that found the table empty; None once the node is closing."""
-        if self.tasks.closed:
-            return None
-        if self._rebooting is None or self._rebooting.done():
-            self._rebooting = self.tasks.spawn(self._rebootstrap(), name="rebootstrap")
-        return self._rebooting
-
     async def _maintain(self) -> None:
         while True:
             await asyncio.sleep(self.config.maintenance_interval)
             self.storage.cull()
             if self.routing_table_size() == 0:
-                if (rebooting := self._rebootstrap_task()) is not None:
+                if (rebooting := self.rejoin.task()) is not None:
                     await asyncio.shield(rebooting)
                 continue
             await self._recontact_seeds()
@@ -253,7 +208,9 @@ class DhtNode(Server):
                 # A node that joined through a seed knowing few (one just restarted) knows few
                 # itself; the network learns of it only when it asks around.
                 await self._lookup(self.node.id)
-            for rid in self._refresh_ids(idle_for=self.config.refresh_interval):
+            for rid in self.protocol.router.refresh_ids(
+                self.rng, idle_for=self.config.refresh_interval
+            ):
                 await self._lookup(rid)
 
     async def _recontact_seeds(self) -> None:
@@ -280,7 +237,7 @@ class DhtNode(Server):
         outcome = "failed"
         try:
             if self.routing_table_size() == 0:
-                await self._await_contacts(deadline)
+                await self.rejoin.await_contacts(deadline)
             result = await lookup(
                 self.protocol,
                 target,
@@ -381,67 +338,27 @@ class DhtNode(Server):
     async def _read(
         self, key: bytes, *, quorum: int | None, listing: bool, timeout: float | None
     ) -> Listing:
-        verified: dict[bytes, Record | None] = {}
-        forged: set[bytes] = set()
-
-        def check(blob: bytes) -> Record | None:
-            if blob not in verified:
-                try:
-                    verified[blob] = verify_record(
-                        blob,
-                        now=self.clock(),
-                        key=key,
-                        skew=self.config.clock_skew,
-                        verified=self.verified_blobs,
-                    )
-                except (RecordExpired, RecordFromFuture):
-                    verified[blob] = None  # honest clocks differ a little: not a lie
-                except RecordError:
-                    verified[blob] = None
-                    forged.add(blob)
-            return verified[blob]
-
-        def screen(blobs: list[bytes]) -> list[bytes] | None:
-            valid = [b for b in blobs if check(b) is not None]
-            return None if any(b in forged for b in blobs) else valid
-
+        checker = BlobCheck(key, self.clock, self.config.clock_skew, self.verified_blobs)
         result = await self._lookup(
             key,
             paths=self.config.paths,
             width=self.config.siblings,
             records=True,
-            screen=screen,
+            screen=checker.screen,
             enough=(
                 (lambda found: held(found, quorum or self.config.listing_quorum))
                 if listing
-                else (lambda found: agreed(found, check, quorum or self.config.quorum))
+                else (lambda found: agreed(found, checker.check, quorum or self.config.quorum))
             ),
             timeout=timeout,
         )
         local = [] if self.read_only else self.storage.records(key)
-        found = [r for blobs in result.blobs.values() for b in blobs if (r := check(b))]
+        found = [r for got in result.blobs.values() for b in got if (r := checker.check(b))]
         best = best_per_signer([*found, *local])
         if not listing:  # see the docstring: a listing's corrections would launder a flood
-            self._correct(key, best, result)
+            for node, blob in corrections(best, result, self.config.max_corrections):
+                self.tasks.spawn(self.protocol.call_relay(node, key, blob))
         return Listing(sorted(best.values(), key=lambda r: r.signer), not result.timed_out)
-
-    def _correct(self, key: bytes, best: dict[bytes, Record], result: LookupResult) -> None:
-        """Send the newest records to responders that returned stale ones or lacked them."""
-        if not best:
-            return
-        budget = self.config.max_corrections
-        holders = set(result.blobs)
-        targets = [n for n in result.responders.values() if n.id in holders]
-        without = [n for n in result.closest if n.id not in holders][:1]
-        for node in [*targets, *without]:
-            have = set(result.blobs.get(node.id, ()))
-            for record in best.values():
-                if record.blob in have:
-                    continue
-                if budget <= 0:
-                    return
-                budget -= 1
-                self.tasks.spawn(self.protocol.call_relay(node, key, record.blob))
 
     async def set(self, key: Any, value: Any) -> bool:
         raise TypeError("DhtNode stores signed records only: use put(record)")

@@ -1,15 +1,17 @@
 """The routing table our protocol keeps: kademlia's, with owned background pings, the truly
-closest contacts, and buckets stamped with the event loop's clock."""
+closest contacts, buckets stamped with the event loop's clock, and the ids that refresh them."""
 
 from __future__ import annotations
 
 import heapq
+import random
 from typing import TYPE_CHECKING
 
 from kademlia.node import Node
 from kademlia.routing import RoutingTable
 
 from ..aio import loop_time
+from ..identity import NODE_ID_SIZE
 
 if TYPE_CHECKING:
     from .protocol import MyceliumProtocol
@@ -52,6 +54,27 @@ class OwnedRoutingTable(RoutingTable):
         new_node_close = newcomer.distance_to(keynode) < neighbors[-1].distance_to(keynode)
         we_are_closest = self.node.distance_to(keynode) < neighbors[0].distance_to(keynode)
         return bool(new_node_close and we_are_closest)
+
+    def refresh_ids(
+        self, rng: random.Random, *, only_empty: bool = False, idle_for: float = 0.0
+    ) -> list[bytes]:
+        """A random id in each bucket (not our own) that is empty, or idle ``idle_for`` s;
+        the bucket counts as refreshed from now (nothing else touches it: our lookups do not
+        go through kademlia's ``TableTraverser``, and without this a bucket older than
+        ``idle_for`` was looked up again at every maintenance pass)."""
+        now = loop_time()
+        cutoff = now - idle_for
+        ids = []
+        for bucket in self.buckets:
+            if bucket.has_in_range(self.node):
+                continue
+            if only_empty and len(bucket) > 0:
+                continue
+            if not only_empty and bucket.last_updated >= cutoff:
+                continue
+            ids.append(rng.randint(*bucket.range).to_bytes(NODE_ID_SIZE, "big"))
+            bucket.last_updated = now
+        return ids
 
     def find_neighbors(
         self, node: Node, k: int | None = None, exclude: Node | None = None

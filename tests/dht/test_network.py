@@ -175,7 +175,7 @@ async def test_a_read_with_an_empty_table_ends_by_its_timeout_while_a_rebootstra
             lonely.get_records(make_advert().key, timeout=0.5), timeout=10
         )
         assert records == [] and started.is_set()
-        assert lonely._rebooting is not None and not lonely._rebooting.done()  # goes on
+        assert lonely.rejoin.running is not None and not lonely.rejoin.running.done()  # goes on
 
 
 @run_async(timeout=60)
@@ -194,8 +194,8 @@ async def test_a_read_with_an_empty_table_goes_on_at_the_first_contact_a_reboots
         lonely.bootstrap = crawling_bootstrap  # type: ignore[method-assign]
         lonely.protocol.router.flush()
         # the upkeep loop and the read share one re-bootstrap
-        first = lonely._rebootstrap_task()
-        assert first is not None and lonely._rebootstrap_task() is first
+        first = lonely.rejoin.task()
+        assert first is not None and lonely.rejoin.task() is first
         records = await asyncio.wait_for(lonely.get_records(record.key, timeout=30), timeout=10)
         assert record in records
 
