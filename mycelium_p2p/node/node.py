@@ -9,6 +9,7 @@ The CLI's ``mycelium-p2p join`` runs exactly this; embed it from Python the same
 
 A node is a few parts with one job each, wired here:
 
+- ``apps`` (loaded once, at start): which ClientApp it runs, and its group's starting model;
 - ``membership``: which group we are in; entering (join or found) and leaving one;
 - ``leading``: while we lead: the rounds, the advert, the leader's watches;
 - ``publisher``: the group's advert and our presence record in the DHT;
@@ -25,12 +26,8 @@ import logging
 import random
 import time
 from collections import Counter, deque
-from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
-
-from flwr.app import ArrayRecord
-from flwr.clientapp import ClientApp
 
 from .. import events, logcontext
 from ..addresses import Address, ip_literal, reachable_ip, resolve
@@ -38,8 +35,7 @@ from ..aio import TaskOwner, loop_time
 from ..dht import DhtNode, publish_advert
 from ..dht.transport import DatagramNetwork
 from ..errors import BootstrapError, ConfigError
-from ..fl.app import FlowerApp, load_flower_app
-from ..fl.client import ClientRunner, load_client_app
+from ..fl.client import ClientRunner
 from ..fl.leader import RoundReport
 from ..fl.worker import DEFAULT_APP, ClientProcess
 from ..group.member import GroupMember
@@ -47,8 +43,9 @@ from ..group.streams import StreamNetwork
 from ..group.transport import Channel, ChannelServer, Reply
 from ..identity import Identity
 from ..migration.policy import MigrationPolicy
+from .apps import Initial, app_node_config, flower_app_of, load_task
 from .choosing import model_cap, select_group
-from .config import Event, FlSettings, NodeConfig, NodeEvent
+from .config import Event, NodeConfig, NodeEvent
 from .contacts import keep_contacts, load_contacts, remember_contacts
 from .leading import Leading
 from .lifecycle import DataDirLock
@@ -86,7 +83,7 @@ class Node:
         and TCP unless given; ``mycelium_p2p.testing``'s simulated network in tests)."""
         if config.fl.isolation not in ("thread", "process"):
             raise ConfigError(f"isolation {config.fl.isolation!r}: expected thread or process")
-        self.flower_app = self._load_app(config.fl)
+        self.flower_app = flower_app_of(config.fl)
         if self.flower_app is not None:  # the group's task is the app's
             config = dataclasses.replace(config, task=self.flower_app.task)
         self.config = config
@@ -103,14 +100,14 @@ class Node:
         self.dht = DhtNode(identity, config.dht, network=network)
         self.channels = ChannelServer(identity, self._route, streams=streams)
         self.tasks = TaskOwner("node")
-        app, initial = self._load_task()
+        app, initial = load_task(self.flower_app, config.fl, config.seed)
         self._worker: ClientProcess | None = None  # a worker process this node owns
         if compute is None and config.fl.isolation == "process":
             compute = self._worker = ClientProcess(torch_threads=config.fl.torch_threads)
         self.runner = ClientRunner(
             app,
             identity.public_key,
-            self._node_config(),
+            app_node_config(self.flower_app, config.fl, config.seed),
             executor=compute,
             app_spec=config.fl.client_app or DEFAULT_APP,
             caps=config.fl.train_caps,
@@ -123,7 +120,7 @@ class Node:
         self.migration = MigrationPolicy(config.migration.policy_config())
         self._wire(initial)
 
-    def _wire(self, initial: Callable[[], ArrayRecord]) -> None:
+    def _wire(self, initial: Initial) -> None:
         """Make the parts and connect them (the arrows point one way, except the hooks)."""
         c, me = self.config, self.identity.public_key
         rng = random.Random(c.seed ^ int.from_bytes(me[:4], "big"))
@@ -237,57 +234,7 @@ class Node:
         """Leave our group cleanly for ``advert``'s (else a fallback's, else any group)."""
         await self.mover.move_to(advert, reason, fallbacks)
 
-    # -- set-up --------------------------------------------------------------------------------
-    @staticmethod
-    def _load_app(c: FlSettings) -> FlowerApp | None:
-        """The Flower App of ``--app`` (None without one); it runs in this process."""
-        if not c.app:
-            return None
-        if c.client_app:
-            raise ConfigError("--app and --client-app exclude each other")
-        if c.isolation != "thread":
-            raise ConfigError("--app runs its ClientApp in a thread (--isolation thread)")
-        return load_flower_app(c.app, c.run_config, c.app_node_config)
-
-    def _node_config(self) -> dict[str, Any]:
-        if self.flower_app is not None:
-            return dict(self.flower_app.node_config)
-        c = self.config.fl
-        return {
-            "data-shard": c.data_shard,
-            "domain": c.domain,
-            "shift": c.shift,
-            "data-file": c.data_file or "",
-            "seed": self.config.seed,
-        }
-
-    def _load_task(self) -> tuple[ClientApp, Callable[[], ArrayRecord]]:
-        """The ClientApp and the group's starting model; bad data fails here, at start."""
-        c, seed = self.config.fl, self.config.seed
-        if self.flower_app is not None:
-            start = self.flower_app.initial
-            return self.flower_app.client_app, lambda: start
-        if c.client_app:
-            app = load_client_app(c.client_app)
-            module = __import__(c.client_app.partition(":")[0], fromlist=["initial_arrays"])
-            made: Callable[[], ArrayRecord] | None = getattr(module, "initial_arrays", None)
-            if not callable(made):
-                raise ConfigError(
-                    f"--client-app {c.client_app}: its module must also define "
-                    "initial_arrays() -> ArrayRecord (the group's starting model)"
-                )
-            return app, made
-        from ..fl import task as digits  # torch: only nodes running the default task load it
-
-        if c.data_file:
-            data = digits.load_array_file(c.data_file, seed=seed)
-        else:
-            data = digits.load_digits_task(
-                digits.parse_shard(c.data_shard), c.domain, shift=c.shift, seed=seed
-            )
-        features, classes = data.num_features, data.num_classes
-        return digits.make_client_app(), lambda: digits.initial_arrays(features, classes)
-
+    # -- starting ------------------------------------------------------------------------------
     async def start(self) -> None:
         """Join the DHT, then find, join or found a group, and start training. Everything the
         node starts here logs with its facts (``logcontext``: node, group, term, round)."""
