@@ -28,7 +28,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.clientapp import ClientApp
 
 from mycelium_p2p.fl.client import ClientRunner
-from mycelium_p2p.fl.grid import leader_message
+from mycelium_p2p.fl.messages import leader_message
 from mycelium_p2p.fl.worker import ClientProcess
 from mycelium_p2p.identity import Identity
 

@@ -31,7 +31,7 @@ from flwr.serverapp import ServerApp
 from flwr.supercore.object_ref import load_app
 
 from ..errors import ConfigError
-from .grid import RunGrid, ensure_task_identity
+from .messages import RunGrid, ensure_task_identity
 
 PROBE_NODES = 1024  # node ids the probe offers: more than any strategy's minimum
 

@@ -25,8 +25,8 @@ from ..group.member import GroupMember
 from ..group.transport import Channel, Reply
 from ..records.leadership import MAX_CERT_BYTES, MAX_TERM
 from .flower_log import keep_flower_quiet
-from .grid import LEADER_NODE_ID, ensure_task_identity, flower_node_id, make_metadata
 from .limits import TrainCaps, bound_train_config
+from .messages import LEADER_NODE_ID, ensure_task_identity, flower_node_id, make_metadata
 from .wire import decode_content, encode_content
 from .worker import DEFAULT_APP, ClientProcess
 

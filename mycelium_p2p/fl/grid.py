@@ -5,7 +5,8 @@ Stock strategies call ``get_node_ids`` and ``send_and_receive`` from the thread 
 (Flower 1.42):
 
 - ``Message()`` reads the process-global ``TaskIdentity``; we set placeholders once and
-  rebuild every message's metadata ourselves, so several leaders can share a process.
+  rebuild every message's metadata ourselves (messages.py), so several leaders can share a
+  process.
 - Strategies put one shared ``RecordDict`` in every message: we serialize per destination.
 - Replies are matched by id and must come from the member the request went to (the channel
   is authenticated to that member's key).
@@ -23,24 +24,21 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
-import hashlib
 import logging
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from flwr.app import ArrayRecord, Error, Message, Metadata, RecordDict
+from flwr.app import ArrayRecord, Error, Message, RecordDict
 from flwr.app.message import make_message
 from flwr.common.constant import ErrorCode
-from flwr.serverapp import Grid
-from flwr.supercore.task_identity import TaskIdentity
 
 from ..aio import loop_time
 from ..errors import ChannelError, RemoteError, StepDown, WireError
 from ..group.member import GroupMember
 from ..group.state import Member
 from .limits import Screening
+from .messages import LEADER_NODE_ID, RunGrid, ensure_task_identity, flower_node_id, make_metadata
 from .screening import check_reply, screen_round
 from .wire import decode_content, encode_content
 
@@ -59,95 +57,7 @@ class _NoReply(Exception):
         self.code, self.reason, self.dropped = code, reason, dropped
 
 
-LEADER_NODE_ID = 0
 LocalClient = Callable[[Message], Awaitable[Message]]
-
-
-def ensure_task_identity() -> None:
-    """Flower's ``Message()`` needs a process-global TaskIdentity; placeholders suffice."""
-    for name in ("run_id", "node_id", "task_id"):
-        try:
-            getattr(TaskIdentity, name)
-        except RuntimeError:
-            setattr(TaskIdentity, name, 0)
-
-
-def flower_node_id(key: bytes) -> int:
-    """A member's Flower node id: 63 bits of the hash of its public key (never 0)."""
-    return int.from_bytes(hashlib.sha256(key).digest()[:8], "big") >> 1 or 1
-
-
-def make_metadata(
-    *,
-    message_id: str,
-    src: int,
-    dst: int,
-    message_type: str,
-    group_id: str,
-    reply_to: str = "",
-    ttl: float = 3600.0,
-    run_id: int = 0,
-) -> Metadata:
-    return Metadata(
-        run_id=run_id,
-        message_id=message_id,
-        src_node_id=src,
-        dst_node_id=dst,
-        reply_to_message_id=reply_to,
-        group_id=group_id,
-        created_at=time.time(),
-        ttl=ttl,
-        message_type=message_type,
-    )
-
-
-def leader_message(
-    dst: int,
-    message_type: str,
-    content: RecordDict,
-    *,
-    group_id: str = "",
-    message_id: str | None = None,
-) -> Message:
-    """A message from the group's leader to member ``dst`` (a Flower node id)."""
-    metadata = make_metadata(
-        message_id=message_id or uuid.uuid4().hex,
-        src=LEADER_NODE_ID,
-        dst=dst,
-        message_type=message_type,
-        group_id=group_id,
-    )
-    return make_message(metadata, content=content)
-
-
-class RunGrid(Grid):
-    """What every Grid of ours keeps the same way: the run it was given, and messages made
-    as Flower makes them (the transport and node ids are each subclass's own)."""
-
-    _run: Any = None
-
-    def set_run(self, run: Any) -> None:
-        self._run = run
-
-    @property
-    def run(self) -> Any:
-        return self._run
-
-    def create_message(
-        self,
-        content: RecordDict,
-        message_type: str,
-        dst_node_id: int,
-        group_id: str,
-        ttl: float | None = None,
-    ) -> Message:
-        return Message(
-            content=content,
-            dst_node_id=dst_node_id,
-            message_type=message_type,
-            group_id=group_id,
-            ttl=ttl,
-        )
 
 
 class GroupGrid(RunGrid):

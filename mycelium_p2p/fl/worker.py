@@ -36,7 +36,7 @@ from flwr.common.constant import ErrorCode
 
 from ..errors import WorkerError
 from .flower_log import keep_flower_quiet
-from .grid import ensure_task_identity, make_metadata
+from .messages import ensure_task_identity, make_metadata
 from .wire import decode_content, encode_content
 
 #: the ClientApp spec of the built-in digits task (anything else is a ``module:attr``)

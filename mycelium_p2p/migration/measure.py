@@ -6,8 +6,8 @@ from flwr.app import ConfigRecord, RecordDict
 
 from ..errors import BadMessage, ChannelError
 from ..fl.client import ClientRunner
-from ..fl.grid import leader_message
 from ..fl.leader import arrays_of, metric
+from ..fl.messages import leader_message
 from ..group.messages import ModelReply, parse
 from ..group.state import ModelSnapshot
 from ..group.transport import ChannelServer

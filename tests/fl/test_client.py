@@ -14,7 +14,7 @@ from mycelium_p2p.testing.loopback import learning_network
 
 
 def evaluate_message(runner: ClientRunner) -> Message:
-    from mycelium_p2p.fl.grid import leader_message
+    from mycelium_p2p.fl.messages import leader_message
 
     content = RecordDict({"arrays": task.initial_arrays(), "config": ConfigRecord({})})
     return leader_message(runner.node_id, "evaluate", content, message_id="m1")

@@ -7,7 +7,8 @@ import asyncio
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
-from mycelium_p2p.fl.grid import GroupGrid, flower_node_id
+from mycelium_p2p.fl.grid import GroupGrid
+from mycelium_p2p.fl.messages import flower_node_id
 from mycelium_p2p.fl.task import initial_arrays
 from mycelium_p2p.group.transport import ChannelServer, Reply
 from mycelium_p2p.identity import Identity

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 
-from mycelium_p2p.fl.grid import leader_message
 from mycelium_p2p.fl.limits import Screening
+from mycelium_p2p.fl.messages import leader_message
 from mycelium_p2p.fl.npy import from_ndarray
 from mycelium_p2p.fl.screening import (
     check_reply,

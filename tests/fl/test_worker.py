@@ -16,7 +16,7 @@ from flwr.common.constant import ErrorCode
 
 from mycelium_p2p.fl import task
 from mycelium_p2p.fl.client import ClientRunner
-from mycelium_p2p.fl.grid import leader_message
+from mycelium_p2p.fl.messages import leader_message
 from mycelium_p2p.fl.worker import ClientProcess
 from mycelium_p2p.identity import Identity
 from mycelium_p2p.testing.aio import run_async, wait_for

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 
-from mycelium_p2p.fl.grid import ensure_task_identity, leader_message
+from mycelium_p2p.fl.messages import ensure_task_identity, leader_message
 from mycelium_p2p.testing.procs import REPO, pid_alive, processes, start_join, start_seed
 from tests.fl import numpy_app
 

@@ -13,7 +13,7 @@ import pytest
 from flwr.app import ConfigRecord, RecordDict
 
 from mycelium_p2p.dht import fetch_adverts, publish_advert
-from mycelium_p2p.fl.grid import flower_node_id, leader_message
+from mycelium_p2p.fl.messages import flower_node_id, leader_message
 from mycelium_p2p.fl.wire import encode_content
 from mycelium_p2p.group.transport import Channel, ChannelServer, RemoteError, Reply
 from mycelium_p2p.identity import Identity

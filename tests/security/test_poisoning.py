@@ -18,8 +18,9 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from mycelium_p2p.fl import task
-from mycelium_p2p.fl.grid import GroupGrid, flower_node_id, leader_message
+from mycelium_p2p.fl.grid import GroupGrid
 from mycelium_p2p.fl.leader import arrays_of
+from mycelium_p2p.fl.messages import flower_node_id, leader_message
 from mycelium_p2p.fl.npy import from_ndarray, to_ndarray
 from mycelium_p2p.fl.strategies import make_strategy
 from mycelium_p2p.fl.wire import decode_content, encode_content
