@@ -27,16 +27,8 @@ import signal
 import sys
 import time
 
-from mycelium_p2p.testing.netns import (
-    NODE_PORT,
-    SEED_PORT,
-    Lan,
-    NetnsUnavailable,
-    Network,
-    cleanup_stale,
-    netns_unavailable,
-    start_network,
-)
+from mycelium_p2p.testing.lan_nodes import NODE_PORT, SEED_PORT, Network, start_network
+from mycelium_p2p.testing.netns import Lan, NetnsUnavailable, cleanup_stale, netns_unavailable
 
 
 class Stopped(Exception):

@@ -12,14 +12,8 @@ import time
 
 import pytest
 
-from mycelium_p2p.testing.netns import (
-    NODE_PORT,
-    Lan,
-    cleanup_stale,
-    namespaces,
-    netns_unavailable,
-    start_network,
-)
+from mycelium_p2p.testing.lan_nodes import NODE_PORT, start_network
+from mycelium_p2p.testing.netns import Lan, cleanup_stale, namespaces, netns_unavailable
 from mycelium_p2p.testing.procs import REPO
 
 UNAVAILABLE = netns_unavailable()

@@ -10,8 +10,9 @@ A run with prefix P (``myc<pid><letter>``, unique per process and instance) crea
 with a real network, and nothing is created in the root namespace: stopping the processes a run
 started and deleting its namespaces removes every trace of it. A run whose owner died (SIGKILL,
 a crash) leaves namespaces named after a dead pid; ``cleanup_stale`` removes those, and only
-those. Processes started in a host die with their starter (PR_SET_PDEATHSIG), so a killed
-harness leaves no nodes behind either.
+those. Processes started in a host (``hostproc.HostProc``) die with their starter
+(PR_SET_PDEATHSIG), so a killed harness leaves no nodes behind either. A mycelium-p2p network
+on a ``Lan`` (a seed and joins): ``lan_nodes.py``.
 
     with Lan(4) as lan:
         seed = lan.spawn(0, "seed", [*CLI, "bootstrap", "--host", lan.addr(0)])
@@ -23,9 +24,7 @@ harness leaves no nodes behind either.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import itertools
-import json
 import os
 import re
 import shutil
@@ -33,15 +32,12 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
-from .procs import CLI, REPO, pid_alive
+from .hostproc import HostProc
+from .procs import REPO, pid_alive
 
-SEED_PORT = 8468  # the seed's UDP port, as on a real LAN
-NODE_PORT = 8470  # every full node's UDP (DHT) and TCP (models) port: one host each
 SUBNET = "198.18.0"  # hosts are SUBNET.1 ... SUBNET.<n>, /24
 MAX_HOSTS = 99  # link names must fit in 15 bytes: "myc" + pid + letter + "-b99"
 IP_TIMEOUT = 10.0  # seconds for one `ip` command
@@ -59,12 +55,8 @@ FIREWALL = """table inet mycelium {{
     }}
 }}
 """
-SEED_RULE = f"udp dport {SEED_PORT}"
-NODE_RULE = f"meta l4proto {{ tcp, udp }} th dport {NODE_PORT}"
 
 _instances = itertools.count()
-_libc = ctypes.CDLL(None, use_errno=True)
-_PR_SET_PDEATHSIG = 1
 
 
 class NetnsUnavailable(RuntimeError):
@@ -150,65 +142,6 @@ def cleanup_stale() -> list[str]:
             shutil.rmtree(path, ignore_errors=True)
             removed.append(str(path))
     return removed
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-class HostProc:
-    """A process in one host's namespace; its output goes to a log file, read with deadlines."""
-
-    def __init__(self, name: str, ns: str, args: list[str], log: Path) -> None:
-        self.name, self.ns, self.args, self.log = name, ns, args, log
-        self._seen = ""
-        with open(log, "w") as out:
-            self.popen = subprocess.Popen(
-                ["ip", "netns", "exec", ns, *args],  # ip execs the command: same pid
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=REPO,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                start_new_session=True,  # Ctrl-C reaches the harness only; it stops us in order
-                preexec_fn=_die_with_parent,  # callers start processes from one thread
-            )
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def output(self) -> str:
-        """Everything it printed so far (after teardown: until its log was removed)."""
-        with contextlib.suppress(FileNotFoundError):
-            self._seen = self.log.read_text(errors="replace")
-        return self._seen
-
-    def expect(self, pattern: str, timeout: float = 60.0) -> re.Match[str]:
-        """Wait for a line of output matching ``pattern``; fail if it exits or time runs out."""
-        regex = re.compile(pattern, re.MULTILINE)
-        deadline = time.monotonic() + timeout
-        while True:
-            if m := regex.search(self.output()):
-                return m
-            code = self.popen.poll()
-            if code is not None or time.monotonic() > deadline:
-                why = f"exited with {code}" if code is not None else f"waited {timeout:g} s"
-                raise AssertionError(
-                    f"{self.name} never printed {pattern!r} ({why}); output:\n{self.output()}"
-                )
-            time.sleep(0.1)
-
-    def stop(self, timeout: float = 10.0, *, signalled: bool = False) -> int:
-        """SIGTERM (unless ``signalled`` already: a second one would cut the clean shutdown
-        short), then SIGKILL if it does not exit in time; returns the exit code."""
-        if self.popen.poll() is None and not signalled:
-            self.popen.send_signal(signal.SIGTERM)
-        try:
-            return self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            return self.popen.wait(timeout)
 
 
 class Lan:
@@ -397,99 +330,3 @@ class Lan:
 
     def __exit__(self, *exc: object) -> None:
         self.teardown()
-
-
-# -- a mycelium-p2p network on a Lan ---------------------------------------------------------
-
-
-@dataclass
-class Network:
-    """A seed in host 0 and one `mycelium-p2p join` in each other host of ``lan``."""
-
-    lan: Lan
-    seed: HostProc
-    joins: list[HostProc]
-
-    @property
-    def bootstrap(self) -> str:
-        return f"{self.lan.addr(0)}:{SEED_PORT}"
-
-    def query(
-        self, host: int, *args: str, timeout: float = 30.0
-    ) -> subprocess.CompletedProcess[str]:
-        """Run a CLI command that takes ``--bootstrap`` in ``host``, through the seed."""
-        wide = {"COLUMNS": "120"}  # rich tables are not cut to 80 columns in a pipe
-        return self.lan.exec(host, [*CLI, *args, "-b", self.bootstrap], timeout, wide)
-
-    def query_json(self, host: int, command: str) -> list[dict[str, Any]]:
-        """``groups --json`` or ``nodes --json`` from ``host``; raises with stderr on failure."""
-        result = self.query(host, command, "--json", "--timeout", "10")
-        if result.returncode != 0:
-            raise RuntimeError(f"{command} from host {host}: {result.stderr.strip()}")
-        rows: list[dict[str, Any]] = json.loads(result.stdout)
-        return rows
-
-    def wait_for_members(
-        self, host: int, members: int, timeout: float = 60.0
-    ) -> list[dict[str, Any]]:
-        """Poll ``groups`` from ``host`` until the groups hold ``members`` nodes in all."""
-        deadline = time.monotonic() + timeout
-        seen: list[dict[str, Any]] = []
-        while time.monotonic() < deadline:
-            try:
-                seen = self.query_json(host, "groups")
-            except (RuntimeError, subprocess.TimeoutExpired, json.JSONDecodeError):
-                seen = []
-            if sum(g["members"] for g in seen) == members:
-                return seen
-            time.sleep(1.0)
-        raise TimeoutError(f"groups never held {members} members within {timeout:g} s: {seen}")
-
-
-def start_network(
-    lan: Lan,
-    *,
-    domains: int = 1,
-    wildcard: bool = False,
-    firewall: bool = False,
-    join_args: Sequence[str] = (),
-) -> Network:
-    """Start the seed, then the first join (which founds a group), then the others at once.
-
-    Each join gets shard ``i/(hosts-1)`` of the digits data and domain ``i % domains``, its own
-    data dir, and listens on its host's address (``wildcard``: on 0.0.0.0, leaving the address
-    it advertises to the node). ``firewall``: every host drops what the runbook's rules do not
-    open first. Returns once every join is in a group.
-    """
-    if firewall:
-        lan.firewall(0, SEED_RULE)
-        for i in range(1, lan.hosts):
-            lan.firewall(i, NODE_RULE)
-    seed_args = [
-        *CLI,
-        "bootstrap",
-        *("--host", lan.addr(0), "--port", str(SEED_PORT)),
-        *("--data-dir", str(lan.data_dir("h0"))),
-    ]
-    seed = lan.spawn(0, "h0-seed", seed_args)
-    seed.expect(r"listening on udp", timeout=60)
-    n = lan.hosts - 1
-
-    def join(i: int) -> HostProc:
-        args = [
-            *CLI,
-            "join",
-            *("-b", f"{lan.addr(0)}:{SEED_PORT}", "--port", str(NODE_PORT)),
-            *("--host", "0.0.0.0" if wildcard else lan.addr(i)),
-            *("--data-shard", f"{i - 1}/{n}", "--domain", str((i - 1) % domains)),
-            *("--data-dir", str(lan.data_dir(f"h{i}")), *join_args),
-        ]
-        return lan.spawn(i, f"h{i}-join", args)
-
-    joins = [join(1)] if n else []
-    if joins:  # joins started together would each found a group of their own
-        joins[0].expect(r"(joined|founded) group", timeout=90)
-    joins += [join(i) for i in range(2, lan.hosts)]
-    for proc in joins:
-        proc.expect(r"(joined|founded) group", timeout=90)
-    return Network(lan, seed, joins)
