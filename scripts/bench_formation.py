@@ -15,7 +15,7 @@ Rounds lost: a group's round counter going back (it never may) counts as a lost 
     python scripts/bench_formation.py [--runs 20] [--nodes 8] [--seconds 40] [--json]
 
 The partition arm (``--partition``; needs root and network namespaces) starts --nodes (20)
-node processes of one task, each on a namespace host of one bridge (mycelium_p2p/testing/chaos.py,
+node processes of one task, each on a namespace host of one bridge (mycelium_p2p/testing/chaos/,
 no other harm), and --runs times cuts 2-5 random nodes off for --seconds (20), heals, and
 times how long until every node is in a group and the network is in as few groups as capacity
 allows again (ceil(N / --capacity)); groups founded while cut off, groups at the end against

@@ -6,7 +6,7 @@
 
 Peers are separate processes, each on its own network-namespace host where namespaces are
 available (root, `ip netns`), else on loopback (then without partitions). See
-mycelium_p2p/testing/chaos.py for what is done and checked. Exits 1 if an invariant was
+mycelium_p2p/testing/chaos/ for what is done and checked. Exits 1 if an invariant was
 violated or a round was lost.
 """
 

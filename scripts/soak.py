@@ -3,7 +3,7 @@
 
     python scripts/soak.py [--minutes 30] [--nodes 20] [--seed 0] [--json]
 
-The chaos run (mycelium_p2p/testing/chaos.py: SIGKILL and SIGSTOP of leaders, members and
+The chaos run (mycelium_p2p/testing/chaos/: SIGKILL and SIGSTOP of leaders, members and
 seeds, restarts, every invariant checked all along) runs with hostile traffic from this same
 process (mycelium_p2p/testing/traffic.py: a flood of validly signed adverts from fresh keys,
 garbage datagrams, garbage and truncated frames, half-open connections, connection churn).
@@ -146,7 +146,9 @@ class SoakRun(ChaosRun):
             if wall - self.invariants.first_round.get(gid, wall) > NEW_GROUP_GRACE
         }
         fresh = {
-            o: listed for o, (at, listed) in self.listings.items() if now - at <= LISTING_FRESH
+            o: listed
+            for o, (at, listed) in self.observed.listings.items()
+            if now - at <= LISTING_FRESH
         }
         stamp = time.strftime("%H:%M:%S")
         if not fresh:
@@ -156,7 +158,7 @@ class SoakRun(ChaosRun):
         for observer, listed in fresh.items():
             # a group whose last leader left it alone advertises 0 members before its leader
             # reports leaving: the listing is right, the probe's idea of "live" is behind
-            missing = honest - listed - self.dissolving.get(observer, set())
+            missing = honest - listed - self.observed.dissolving.get(observer, set())
             if missing:
                 f.probes_with_missing_group += 1
                 if len(f.missing_examples) < 20:
