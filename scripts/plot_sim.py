@@ -36,7 +36,7 @@ def load(results: Path) -> dict[str, list[dict[str, Any]]]:
     runs: dict[str, dict[int, dict[str, Any]]] = {m: {} for m in MODELS}
     for path in sorted(results.glob("*.json")):
         run = json.loads(path.read_text())
-        if run.get("hostile", 0) or run.get("latency") not in MODELS:
+        if run.get("hostile") or run.get("sybils") or run.get("latency") not in MODELS:
             continue
         runs[run["latency"]][int(run["peers"])] = run
     return {m: [by_n[n] for n in sorted(by_n)] for m, by_n in runs.items()}
