@@ -8,7 +8,8 @@ read that took longer than ``--slow-ms`` by what it waited for.
 - ``slow quorum``: ``quorum`` agreeing holders themselves came late (or never);
 - ``timed out``: the lookup's deadline ended it.
 
-Waits are in simulated ms (from the first time that condition held to the read's end).
+Waits are in simulated ms (from the first time that condition held to the read's end);
+``stalls``: queries of a slow read that went unanswered past their peer's stall time.
 
     python scripts/trace_reads.py --peers 1000 --latency lan --duration 120 --seed 1
 """
@@ -34,7 +35,9 @@ SLACK = 0.001  # s: a condition that held less than this before the end does not
 
 _named: dict[int, dict[bytes, set[int]]] = {}  # id(result) -> node id -> paths that met it
 _first: dict[int, dict[str, float]] = {}  # id(result) -> condition -> when it first held
+_stalls: Counter[int] = Counter()  # id(result) -> queries that stalled
 _learn = _Lookup.learn
+_blame = _Lookup.blame
 _agreed = dht_node.agreed
 _lookup = dht_node.lookup
 
@@ -43,6 +46,11 @@ def learn(self: _Lookup, node: Any, path: int, voucher: bytes | None) -> None:
     _learn(self, node, path, voucher)
     if node.id in self.peers:
         _named.setdefault(id(self.result), {}).setdefault(node.id, set()).add(path)
+
+
+def blame(self: _Lookup, peer: Any, outcome: str) -> None:
+    _stalls[id(self.result)] += outcome == "stall"
+    _blame(self, peer, outcome)
 
 
 def agreed(result: LookupResult, check: Any, quorum: int) -> bool:
@@ -79,6 +87,7 @@ async def lookup(*args: Any, **kwargs: Any) -> LookupResult:
             {
                 "ms": 1000 * (end - start),
                 "timed_out": result.timed_out,
+                "stalls": _stalls.pop(id(result), 0),
                 **{k: 1000 * (end - t) for k, t in first.items()},
             }
         )
@@ -98,6 +107,11 @@ def why(trace: dict[str, Any]) -> str:
     return "slow quorum"
 
 
+def wasted(trace: dict[str, Any]) -> float:
+    """How long the read went on after it could have ended (by the looser rule of its kind)."""
+    return float(trace.get("named" if why(trace) == "starved" else "quorum", 0.0))
+
+
 def main() -> None:
     parser = make_parser()
     parser.add_argument("--slow-ms", type=float, default=20.0, help="a read slower is slow")
@@ -105,10 +119,11 @@ def main() -> None:
     logging.getLogger("kademlia").setLevel(logging.ERROR)
     logging.getLogger("mycelium_p2p").setLevel(logging.ERROR)
     _Lookup.learn = learn  # type: ignore[method-assign]
+    _Lookup.blame = blame  # type: ignore[method-assign]
     dht_node.agreed = agreed
     dht_node.lookup = lookup
     result = run(simulate(args))
-    reads = [t for t in TRACES if t["ms"] > 0.0]
+    reads = TRACES
     slow = [t for t in reads if t["ms"] > args.slow_ms]
     kinds = Counter(why(t) for t in slow)
     summary = {
@@ -118,15 +133,10 @@ def main() -> None:
         "slow": len(slow),
         "why": dict(kinds),
         "wasted_ms_p50": {
-            kind: percentile(
-                [
-                    t.get("named" if kind == "starved" else "quorum", 0.0)
-                    for t in slow
-                    if why(t) == kind
-                ],
-                0.5,
-            )
-            for kind in kinds
+            kind: percentile([wasted(t) for t in slow if why(t) == kind], 0.5) for kind in kinds
+        },
+        "stalls_p50": {
+            kind: percentile([t["stalls"] for t in slow if why(t) == kind], 0.5) for kind in kinds
         },
         "slow_ms_p50": percentile([t["ms"] for t in slow], 0.5),
     }
