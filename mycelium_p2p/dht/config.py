@@ -19,7 +19,7 @@ class DhtConfig:
     alpha: int = 3  # queries in flight per path
     paths: int = 3  # disjoint lookup paths for puts and gets (S/Kademlia's d)
     siblings: int = 30  # a put stores at this many closest peers; a get searches as wide
-    quorum: int = 3  # a get stops once this many peers, on every path, agree on the newest
+    quorum: int = 3  # a get stops once this many peers, reached by every path, agree on the newest
     blame_after: int = 3  # failed referrals before their sender counts as a liar
     listing_quorum: int = 8  # ... and listings (every signer under a key, fetch_adverts) this many
     min_timeout: float = 0.25  # a request fails no sooner than this ...

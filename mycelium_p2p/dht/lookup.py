@@ -3,6 +3,9 @@
 - **Disjoint paths** (S/Kademlia §4.4): the closest contacts we hold are dealt round-robin to
   ``paths`` lookups that run side by side. A peer belongs to the first path that hears of it
   and only that path queries it, so a liar misleads the one path it sits on, not the others.
+  A path *reached* every peer it asked or that one of its own peers named to it
+  (``LookupResult.reached``): a quorum counts a responder for each of those paths, so two
+  paths that converge on the same holders need not search on for holders of their own.
 - **No waiting for the dead**: each path keeps ``alpha`` queries in flight; a query silent past
   its peer's ``stall_after`` stops counting against ``alpha`` (a late answer is still used).
 - **Ending**: a path ends when the ``width`` closest usable peers it knows have answered (a
@@ -55,6 +58,7 @@ class LookupResult:
     blobs: dict[bytes, list[bytes]] = field(default_factory=dict)  # responder id -> valid blobs
     responders: dict[bytes, Node] = field(default_factory=dict)
     path_of: dict[bytes, int] = field(default_factory=dict)  # responder id -> its path
+    reached: dict[bytes, set[int]] = field(default_factory=dict)  # node id -> paths that met it
     hops: dict[bytes, int] = field(default_factory=dict)  # responder id -> its hop (see _Peer)
     partial: set[bytes] = field(default_factory=set)  # responders whose records came in part
     liars: list[Node] = field(default_factory=list)
@@ -121,10 +125,13 @@ class _Lookup:
         if peer is None:
             hop = 1 if voucher is None else self.peers[voucher].hop + 1
             peer = self.peers[node.id] = _Peer(node, path, hop=hop)
+            self.result.reached[node.id] = {path}
             if voucher is None:
                 return
         if voucher is not None:
             peer.vouchers.add(voucher)
+            if voucher not in self.condemned:
+                self.result.reached[node.id].add(path)
             if peer.state is _State.LIAR and node.id not in self.condemned:
                 peer.state = _State.NEW  # an honest peer vouched for it after all
 
@@ -229,6 +236,10 @@ class _Lookup:
         for other in self.peers.values():
             if other.state is _State.NEW and other.vouchers and other.vouchers <= self.condemned:
                 other.state = _State.LIAR
+            if peer.node.id in other.vouchers:  # what it named counts no more for its path
+                self.result.reached[other.node.id] = {other.path} | {
+                    self.peers[v].path for v in other.vouchers - self.condemned
+                }
 
     def receive(self, peer: _Peer, answer: Answer | None) -> None:
         if answer is None:
@@ -271,6 +282,7 @@ class _Lookup:
             self.result.blobs.pop(node_id, None)
             self.result.responders.pop(node_id, None)
             self.result.path_of.pop(node_id, None)
+            self.result.reached.pop(node_id, None)
             self.result.hops.pop(node_id, None)
             self.result.partial.discard(node_id)
         return self.result

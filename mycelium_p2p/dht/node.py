@@ -318,17 +318,18 @@ class DhtNode(Server):
         Each value received is verified (signature, key binding, schema, expiry); a peer that
         returns a forgery is a liar and dropped. The lookup searches the ``siblings`` closest
         peers on each of ``paths`` disjoint paths, and stops early only once ``quorum`` peers
-        (default ``config.quorum``), on every path, returned the newest records seen. Peers
-        that returned older records, or none though they are among the closest, are corrected.
+        (default ``config.quorum``), reached by every path (``quorum.agreed``), returned the
+        newest records seen. Peers that returned older records, or none though they are among
+        the closest, are corrected.
 
         ``listing``: a key many signers share (the group index), read to miss no signer. A
         peer that restarted lately holds only what was published since, so ``quorum``
-        (default ``config.listing_quorum``) peers, on every path, must have *returned records*;
-        they need not agree (the union is taken, newest per signer), since under a key that a
-        flood keeps changing the peers' sets never agree and the lookup would read every
-        sibling. A listing corrects nobody: what it would send is mostly what others stored
-        (a flood's adverts), and the peers it sent them to would count them against *our*
-        host's share; owners republish their own (adverts every ``advert_ttl / 3``).
+        (default ``config.listing_quorum``) peers, reached by every path, must have *returned
+        records*; they need not agree (the union is taken, newest per signer), since under a
+        key that a flood keeps changing the peers' sets never agree and the lookup would read
+        every sibling. A listing corrects nobody: what it would send is mostly what others
+        stored (a flood's adverts), and the peers it sent them to would count them against
+        *our* host's share; owners republish their own (adverts every ``advert_ttl / 3``).
         ``timeout``: end the lookup by then and return what was read (default and cap:
         ``config.lookup_deadline``).
         """
