@@ -85,6 +85,7 @@ class Reads:
     ok: int = 0
     failed: int = 0
     newest: int = 0  # found the version last published when the read began
+    older: list[dict[str, Any]] = field(default_factory=list)  # found only an older one
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -120,7 +121,7 @@ class Simulation:
         self.busy: set[int] = set()  # readers with a read under way
         self.reads = Reads()
         self.join_failures = 0
-        self.newest: dict[bytes, int] = {}  # record key -> the seq last published
+        self.newest: dict[bytes, tuple[int, float]] = {}  # key -> last seq published, when
         self.planned: list[tuple[Identity, str]] = []  # publishers chosen before the build
         self.adversary: SimAdversary | None = None
         if args.hostile or args.sybils:  # (no draw from self.rng: honest runs stay as they were)
@@ -199,8 +200,8 @@ class Simulation:
             def make(
                 i: Identity = identity, g: str = group_id, s: Any = seq, k: bytes = key
             ) -> Record:
-                self.newest[k] = next(s)
-                return heartbeat(i, g, self.newest[k], loop.wall_time())
+                self.newest[k] = (next(s), loop.time())
+                return heartbeat(i, g, self.newest[k][0], loop.wall_time())
 
             node.keep_published(make, interval=RECORD_TTL / 3)
             self.protected.add(id(node))
@@ -223,7 +224,7 @@ class Simulation:
         reader = self.rng.choice([n for n in self.live if id(n) not in self.busy])
         identity, key = self.rng.choice(keys)
         self.busy.add(id(reader))
-        start, newest = loop.time(), self.newest.get(key, 0)
+        start, (newest, made) = loop.time(), self.newest.get(key, (0, 0.0))
         try:
             records = await reader.get_records(key)
         finally:
@@ -235,6 +236,8 @@ class Simulation:
         self.reads.ok += ok
         self.reads.failed += not ok
         self.reads.newest += ok and max(found) >= newest
+        if ok and max(found) < newest:  # how long the newest had been out when the read began
+            self.reads.older.append({"seq": max(found), "newest": newest, "age_s": start - made})
         if self.adversary:
             self.adversary.count_read(key, ok)
         if result is not None and result.hops:
@@ -323,15 +326,14 @@ async def simulate(args: argparse.Namespace) -> dict[str, Any]:
 def hostile_result(sim: Simulation) -> dict[str, Any]:
     """What a run with hostile peers adds: who they were, the reads of targeted keys."""
     assert sim.adversary is not None
-    reads, args = sim.reads, sim.args
-    total = reads.ok + reads.failed
+    reads, total = sim.reads, sim.reads.ok + sim.reads.failed
     return {
-        "hostile_fraction": args.hostile,
-        "sybils_first": args.sybils_first,
+        "hostile_fraction": sim.args.hostile,
+        "sybils_first": sim.args.sybils_first,
         "gets_ok": reads.ok,
         "get_newest": reads.newest / total if total else math.nan,
-        **sim.adversary.report(sim.live),
-    }
+        "got_older": reads.older,
+    } | sim.adversary.report(sim.live)
 
 
 def make_parser() -> argparse.ArgumentParser:
