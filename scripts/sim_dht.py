@@ -18,6 +18,16 @@ that named it (``LookupResult.hops``).
 
     python scripts/sim_dht.py --peers 1000 --latency lan --seed 1 [--json]
     python scripts/sim_dht.py --peers 10000 --churn 0.3 --latency wan
+    python scripts/sim_dht.py --peers 1000 --hostile 0.25          # a hostile mix
+    python scripts/sim_dht.py --peers 1000 --sybils 50 --sybils-first
+
+Hostile peers (``mycelium_p2p.testing.simhostile``, never churned, never readers):
+``--hostile F`` makes F x N of the N peers hostile, joined among the honest ones during the
+build, their behaviours cycled over ``--behaviours`` (drop, empty, stale, forged, bogus, sybil;
+the mix's sybils next to each record key in turn). ``--sybils S`` adds S sybils next to the
+first ``--sybil-targets`` record keys, joined just after the first put (``--sybils-first``:
+just before it). A sybil's key is ground until its proven id shares ``--sybil-bits`` leading
+bits with its record's key. Then "target reads" are the reads of those keys, counted apart.
 
 Needs ``psutil`` (``pip install -e .[bench]``). ``--max-wall`` (s) ends the run phase early
 if the wall clock passes it: nothing more starts, what is under way is cancelled, and the
@@ -47,6 +57,7 @@ from mycelium_p2p.errors import BootstrapError
 from mycelium_p2p.identity import Identity
 from mycelium_p2p.records import Record, roster_topic, sign_record
 from mycelium_p2p.testing import SimNetwork, run, sim_dht_node
+from mycelium_p2p.testing.simhostile import SimAdversary, add_arguments, argument_error
 
 SEEDS = 3
 RECORD_TTL = 300.0
@@ -73,6 +84,8 @@ class Reads:
     depth: list[int] = field(default_factory=list)
     ok: int = 0
     failed: int = 0
+    newest: int = 0  # found the version last published when the read began
+    older: list[dict[str, Any]] = field(default_factory=list)  # found only an older one
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -108,6 +121,26 @@ class Simulation:
         self.busy: set[int] = set()  # readers with a read under way
         self.reads = Reads()
         self.join_failures = 0
+        self.newest: dict[bytes, tuple[int, float]] = {}  # key -> last seq published, when
+        self.planned: list[tuple[Identity, str]] = []  # publishers chosen before the build
+        self.adversary: SimAdversary | None = None
+        if args.hostile or args.sybils:  # (no draw from self.rng: honest runs stay as they were)
+            plan = random.Random(f"records-{args.seed}")
+            self.planned = [
+                (Identity.from_seed(plan.randbytes(32)), plan.randbytes(8).hex())
+                for _ in range(args.records)
+            ]
+            self.adversary = SimAdversary(
+                self.network,
+                self.config,
+                args.seed,
+                [heartbeat(i, g, 0, 0.0).key for i, g in self.planned],
+                mix=round(args.hostile * args.peers),
+                behaviours=args.behaviours,
+                sybils=args.sybils,
+                targets=args.sybil_targets,
+                bits=args.sybil_bits,
+            )
 
     async def add_peer(self, seed: tuple[str, int] | None) -> DhtNode:
         node = sim_dht_node(self.network, self.rng, self.config, cls=TracedDhtNode)
@@ -130,30 +163,52 @@ class Simulation:
         for _ in range(SEEDS - 1):
             self.seeds.append((await self.add_peer(self.seeds[0])).address)
         batch = max(1, round(self.args.join_rate / 2))
-        while len(self.live) < n:
+        adversary = self.adversary
+        hostile = adversary.build_slots(n - SEEDS) if adversary else set()
+        joined = SEEDS
+        while joined < n:
             began = loop.time()
-            count = min(batch, n - len(self.live))
+            count = min(batch, n - joined)
+            seeds = [self.rng.choice(self.seeds) for _ in range(count)]
             await asyncio.gather(
-                *(self.add_peer(self.rng.choice(self.seeds)) for _ in range(count))
+                *(
+                    adversary.join_mix_peer(seed)
+                    if adversary and joined - SEEDS + i in hostile
+                    else self.add_peer(seed)
+                    for i, seed in enumerate(seeds)
+                )
             )
+            joined += count
             await asyncio.sleep(max(0.0, began + 0.5 - loop.time()))
         self.protected = {id(node) for node in self.live[:SEEDS]}
+        if adversary and self.args.sybils_first:
+            await adversary.join_targeted(self.seeds, self.rng, batch)
 
     async def publish(self) -> list[tuple[Identity, bytes]]:
         loop = asyncio.get_running_loop()
         keys = []
         candidates = [n for n in self.live if id(n) not in self.protected]
-        for node in self.rng.sample(candidates, self.args.records):
-            identity = Identity.from_seed(self.rng.randbytes(32))
-            group_id = self.rng.randbytes(8).hex()
+        for n, node in enumerate(self.rng.sample(candidates, self.args.records)):
+            if self.planned:
+                identity, group_id = self.planned[n]
+            else:
+                identity = Identity.from_seed(self.rng.randbytes(32))
+                group_id = self.rng.randbytes(8).hex()
+            key = heartbeat(identity, group_id, 0, 0.0).key
             seq = iter(range(1, 10**9))
-            node.keep_published(
-                lambda i=identity, g=group_id, s=seq: heartbeat(i, g, next(s), loop.wall_time()),
-                interval=RECORD_TTL / 3,
-            )
+
+            def make(
+                i: Identity = identity, g: str = group_id, s: Any = seq, k: bytes = key
+            ) -> Record:
+                self.newest[k] = (next(s), loop.time())
+                return heartbeat(i, g, self.newest[k][0], loop.wall_time())
+
+            node.keep_published(make, interval=RECORD_TTL / 3)
             self.protected.add(id(node))
-            keys.append((identity, heartbeat(identity, group_id, 0, 0.0).key))
+            keys.append((identity, key))
         await asyncio.sleep(10.0)  # the first puts land
+        if self.adversary and not self.args.sybils_first:
+            await self.adversary.join_targeted(self.seeds, self.rng, round(self.args.join_rate / 2))
         return keys
 
     async def churn_one(self) -> None:
@@ -169,17 +224,22 @@ class Simulation:
         reader = self.rng.choice([n for n in self.live if id(n) not in self.busy])
         identity, key = self.rng.choice(keys)
         self.busy.add(id(reader))
-        start = loop.time()
+        start, (newest, made) = loop.time(), self.newest.get(key, (0, 0.0))
         try:
             records = await reader.get_records(key)
         finally:
             self.busy.discard(id(reader))
         self.reads.latencies.append(loop.time() - start)
         result = reader.last_read  # type: ignore[attr-defined]
-        if any(r.signer == identity.public_key for r in records):
-            self.reads.ok += 1
-        else:
-            self.reads.failed += 1
+        found = [r.seq for r in records if r.signer == identity.public_key]
+        ok = bool(found)
+        self.reads.ok += ok
+        self.reads.failed += not ok
+        self.reads.newest += ok and max(found) >= newest
+        if ok and max(found) < newest:  # how long the newest had been out when the read began
+            self.reads.older.append({"seq": max(found), "newest": newest, "age_s": start - made})
+        if self.adversary:
+            self.adversary.count_read(key, ok)
         if result is not None and result.hops:
             holders = [result.hops[rid] for rid in result.blobs if rid in result.hops]
             if holders:
@@ -260,7 +320,20 @@ async def simulate(args: argparse.Namespace) -> dict[str, Any]:
         "datagrams": sim.network.stats.sent,
         "fingerprint": sim.network.fingerprint(),
         "cut_short": not whole,
-    }
+    } | (hostile_result(sim) if sim.adversary else {})
+
+
+def hostile_result(sim: Simulation) -> dict[str, Any]:
+    """What a run with hostile peers adds: who they were, the reads of targeted keys."""
+    assert sim.adversary is not None
+    reads, total = sim.reads, sim.reads.ok + sim.reads.failed
+    return {
+        "hostile_fraction": sim.args.hostile,
+        "sybils_first": sim.args.sybils_first,
+        "gets_ok": reads.ok,
+        "get_newest": reads.newest / total if total else math.nan,
+        "got_older": reads.older,
+    } | sim.adversary.report(sim.live)
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -275,6 +348,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--join-rate", type=float, default=100.0, help="peers a simulated s")
     parser.add_argument("--max-wall", type=float, default=3600.0, help="wall s, at most")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    add_arguments(parser.add_argument_group("hostile peers"))
     return parser
 
 
@@ -283,6 +357,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.peers <= SEEDS + args.records or args.records < 1 or not 0 <= args.churn < 1:
         parser.error("need 1 <= --records < --peers - 3 and 0 <= --churn < 1")
+    if error := argument_error(args, honest=SEEDS + args.records + 1):
+        parser.error(error)
     logging.getLogger("kademlia").setLevel(logging.ERROR)
     logging.getLogger("mycelium_p2p").setLevel(logging.ERROR)
     result = run(simulate(args))
@@ -307,6 +383,15 @@ def main() -> None:
         f"bound ceil(log2 N / {BITS_PER_HOP}) + {HOP_SLACK} = {r['hop_bound']}"
     )
     print(f"  read latency p50 {r['get_p50_ms']:.1f} ms, p95 {r['get_p95_ms']:.1f} ms (simulated)")
+    if "hostile" in r:
+        print(
+            f"  hostile {r['hostile']}: {r['hostile_by_behaviour']}; in an honest table "
+            f"{r['hostile_in_tables']}; liars dropped {r['liars_dropped']}"
+        )
+        print(
+            f"  gets  {r['get_newest']:.1%} found the newest version; target reads "
+            f"{r['target_gets_ok']} of {r['target_gets']} found the record"
+        )
     if r["cut_short"]:
         print("  CUT SHORT by --max-wall")
 

@@ -15,7 +15,8 @@
 - ``procs``: node processes whose output is read with deadlines, stopped by PID.
 - ``netns``: a LAN of network-namespace hosts (root), with cut links and partitions.
 - ``chaos``: the chaos run (kills, stops, cuts, partitions; invariants checked throughout).
-- ``hostile``: hostile DHT peers; ``traffic``: hostile traffic; ``flood``: advert floods.
+- ``hostile``: hostile DHT peers (``simhostile``: in a ``SimNetwork`` simulation);
+  ``traffic``: hostile traffic; ``flood``: advert floods.
 
 The simulation's names are exported here; nothing here is imported by the node itself.
 """

@@ -1,4 +1,5 @@
-"""Hostile DHT peers for benchmarks and tests, ours and stock kademlia's alike (loopback only).
+"""Hostile DHT peers for benchmarks and tests, ours and stock kademlia's alike: on loopback, or
+on a ``testing.SimNetwork`` (``sim_hostile_peer``; made-up contacts then name a dead sim host).
 
 Each behaviour is a protocol subclass; a hostile peer is an ordinary server whose protocol is
 one of these, so it joins, is routed to and answers like any peer, only dishonestly:
@@ -7,7 +8,8 @@ one of these, so it joins, is routed to and answers like any peer, only dishones
 - ``empty``: answers every record query with "no records" (honest contacts);
 - ``stale``: keeps the first version of each record it is sent and replays only that;
 - ``forged``: replays what it holds with the signature broken (stock: garbage values);
-- ``bogus``: names made-up contacts right next to the target, at dead ports, and its crew;
+- ``bogus``: names made-up contacts right next to the target, at dead ports (or a dead host), and
+  its crew;
 - ``sybil``: an id chosen next to a key; accepts every store and keeps nothing, answers
   "no records" and names only its fellow hostile peers.
 
@@ -25,14 +27,19 @@ import itertools
 import os
 import random
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kademlia.node import Node
 from kademlia.protocol import KademliaProtocol
 
+from ..dht.config import DhtConfig
+from ..dht.node import DhtNode
 from ..dht.protocol import MyceliumProtocol
 from ..dht.rtt import Address
 from ..identity import Identity
+
+if TYPE_CHECKING:
+    from .network import SimNetwork
 
 BEHAVIOURS = ("drop", "empty", "stale", "forged", "bogus", "sybil")
 
@@ -73,11 +80,13 @@ def closed_udp_ports(count: int = 8) -> list[int]:
     return ports
 
 
-def made_up_contacts(key: bytes, count: int, dead_ports: list[int]) -> list[list[Any]]:
+def made_up_contacts(
+    key: bytes, count: int, dead_ports: list[int], dead_host: str = "127.0.0.1"
+) -> list[list[Any]]:
     """``count`` contacts closer to ``key`` than anyone real, at ports nobody listens on."""
     rng = random.Random(key)
     return [
-        [sybil_id(key, rng, 16), "127.0.0.1", dead_ports[i % len(dead_ports)]] for i in range(count)
+        [sybil_id(key, rng, 16), dead_host, dead_ports[i % len(dead_ports)]] for i in range(count)
     ]
 
 
@@ -87,13 +96,16 @@ def break_signature(blob: bytes) -> bytes:
 
 
 class HostileCrew:
-    """What hostile peers share: who is in the crew (sybils name only them), and dead ports."""
+    """What hostile peers share: who is in the crew (sybils name only them), and where made-up
+    contacts point: ``dead_ports`` on loopback (``closed_udp_ports``), or, on a ``SimNetwork``,
+    ``dead_host``, a host nobody listens on (``SimNetwork.new_host()``), at any ports."""
 
-    def __init__(self, dead_ports: list[int]) -> None:
-        if not dead_ports:
-            raise ValueError("need at least one dead port for made-up contacts")
+    def __init__(self, dead_ports: list[int] | None = None, dead_host: str | None = None) -> None:
+        if dead_host is None and not dead_ports:
+            raise ValueError("need at least one dead port, or a dead host, for made-up contacts")
         self.members: list[list[Any]] = []  # [id, host, port] of every hostile peer
-        self.dead_ports = dead_ports
+        self.dead_ports = dead_ports or [9000 + i for i in range(8)]
+        self.dead_host = "127.0.0.1" if dead_host is None else dead_host
 
     def enlist(self, node_id: bytes, address: Address) -> None:
         self.members.append([node_id, address[0], address[1]])
@@ -110,7 +122,7 @@ class _Hostile:
     def contacts_for(self, key: bytes, honest: list[list[Any]]) -> list[list[Any]]:
         if self.behaviour == "bogus":  # made up next to the key, then fellow liars
             half = self.ksize_ // 2
-            made_up = made_up_contacts(key, half, self.crew.dead_ports)
+            made_up = made_up_contacts(key, half, self.crew.dead_ports, self.crew.dead_host)
             return made_up + self.crew.members[: self.ksize_ - half]
         if self.behaviour == "sybil":
             return self.crew.members[: self.ksize_]
@@ -137,10 +149,13 @@ class HostileProtocol(_Hostile, MyceliumProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.kept = {}
+        self.asked = 0  # requests received, answered or not
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        if self.behaviour == "drop" and data[:1] == b"\x00":
-            return  # requests vanish; its own lookups' replies still arrive
+        if data[:1] == b"\x00":
+            self.asked += 1
+            if self.behaviour == "drop":
+                return  # requests vanish; its own lookups' replies still arrive
         super().datagram_received(data, addr)
 
     def rpc_store(
@@ -205,15 +220,38 @@ def make_hostile(protocol: Any, behaviour: str, crew: HostileCrew, ksize: int = 
     protocol.ksize_ = ksize
 
 
+class HostileDhtNode(DhtNode):
+    """A ``DhtNode`` speaking ``HostileProtocol`` (honest until ``make_hostile``)."""
+
+    protocol_class = HostileProtocol
+    protocol: HostileProtocol
+
+
 def hostile_dht_node(identity: Identity | None = None, **kwargs: Any) -> Any:
-    """A ``DhtNode`` speaking ``HostileProtocol`` (honest until ``make_hostile``), with the key
-    ``identity`` (e.g. a ground ``sybil_identity``) when given."""
-    from ..dht.node import DhtNode
-
-    class HostileDhtNode(DhtNode):
-        protocol_class = HostileProtocol
-
+    """A ``HostileDhtNode`` with the key ``identity`` (e.g. a ground ``sybil_identity``) when
+    given."""
     return HostileDhtNode(identity, **kwargs)
+
+
+async def sim_hostile_peer(
+    network: SimNetwork,
+    rng: random.Random,
+    behaviour: str,
+    crew: HostileCrew,
+    config: DhtConfig | None = None,
+    identity: Identity | None = None,
+) -> HostileDhtNode:
+    """A listening ``HostileDhtNode`` on ``network``, ``behaviour`` and in ``crew`` (not joined
+    yet: ``bootstrap`` it). Its key is ``identity`` (a ground sybil's) or comes from ``rng``,
+    as its refresh ids do (``sim_dht_node``)."""
+    from .swarm import sim_dht_node
+
+    node = sim_dht_node(network, rng, config, cls=HostileDhtNode, identity=identity)
+    assert isinstance(node, HostileDhtNode)
+    await node.listen()
+    make_hostile(node.protocol, behaviour, crew, ksize=node.ksize)
+    crew.enlist(node.node.id, node.address)
+    return node
 
 
 def hostile_stock_server(node_id: bytes | None = None, ksize: int = 20) -> Any:

@@ -27,9 +27,12 @@ def sim_dht_node(
     rng: random.Random,
     config: DhtConfig | None = None,
     cls: type[DhtNode] = DhtNode,
+    identity: Identity | None = None,
 ) -> DhtNode:
-    """A DHT peer (a ``cls``) on ``network`` whose key and refresh ids come from ``rng``."""
-    identity = Identity.from_seed(rng.randbytes(32))
+    """A DHT peer (a ``cls``) on ``network`` whose key (unless ``identity`` is given) and
+    refresh ids come from ``rng``."""
+    if identity is None:
+        identity = Identity.from_seed(rng.randbytes(32))
     return cls(
         identity,
         config,
