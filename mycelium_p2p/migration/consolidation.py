@@ -6,12 +6,14 @@ more members, or as many and a smaller group id — and has room for all of its 
 order is total, so two groups never merge into each other at once, and chains settle on the
 largest group. A merge happens only where the other group's model serves this node's data at
 least as well as its own (within ``tolerance``), in ``confirmations`` checks in a row, so
-groups whose data differ never merge and one lucky measurement moves nobody.
+groups whose data differ never merge and one lucky measurement moves nobody. A group measured
+to serve our data worse is passed over for ``recheck_after`` seconds and the next candidate
+measured instead: a larger group of other data must not hide a smaller one of ours.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 
@@ -56,17 +58,34 @@ class MergeConfig:
     # sample of a ~50-sample held-out set is 2 points; below the 0.05 a migration needs)
     confirmations: int = 2  # ... in this many checks in a row
     min_rounds: int = 5  # models younger than this tell data apart poorly: not compared yet
+    measure_per_check: int = 3  # the most candidates a check measures (a model fetch each)
+    recheck_after: float = 30.0  # s: a group measured worse is not measured again before
 
 
 @dataclass
 class MergePolicy:
-    """Remembers the streak of each target. Pure: the caller measures."""
+    """Remembers the streak of the target being confirmed and the groups measured worse.
+    Pure: the caller measures and tells the time."""
 
     config: MergeConfig = field(default_factory=MergeConfig)
     _streak: dict[str, int] = field(default_factory=dict)
+    _worse_until: dict[str, float] = field(default_factory=dict)  # group -> measure again at
+
+    def to_measure(self, candidates: Sequence[GroupView], now: float) -> list[GroupView]:
+        """``candidates`` (best first) that were not measured worse in the last
+        ``recheck_after`` s, at most ``measure_per_check`` of them."""
+        self._worse_until = {g: t for g, t in self._worse_until.items() if t > now}
+        fresh = [g for g in candidates if g.group_id not in self._worse_until]
+        return fresh[: self.config.measure_per_check]
 
     def decide(
-        self, own: float | None, target: str, measured: float | None, *, rounds: int
+        self,
+        own: float | None,
+        target: str,
+        measured: float | None,
+        *,
+        rounds: int,
+        now: float = 0.0,
     ) -> tuple[bool, str]:
         """Whether to merge into ``target`` now, given our model's score on our data and the
         target model's (None: no model yet; nothing is merged on faith), and the rounds the
@@ -75,7 +94,8 @@ class MergePolicy:
             self._streak.clear()
             return False, f"no trained models to compare with {target} yet"
         if measured < own - self.config.tolerance:
-            self._streak.clear()
+            self._streak.pop(target, None)
+            self._worse_until[target] = now + self.config.recheck_after
             return False, f"{target} serves our data worse ({measured:.3f} vs {own:.3f})"
         streak = self._streak.get(target, 0) + 1
         self._streak = {target: streak}
@@ -83,6 +103,10 @@ class MergePolicy:
             return False, f"{target} would do; confirming ({streak}/{self.config.confirmations})"
         self._streak.clear()
         return True, f"{target} is larger and serves our data as well ({measured:.3f} vs {own:.3f})"
+
+    def confirming(self, target: str) -> bool:
+        """Whether ``target`` would do and waits for its next confirmation."""
+        return target in self._streak
 
     def reset(self) -> None:
         self._streak.clear()

@@ -196,20 +196,28 @@ class Merger:
         if not candidates:
             policy.reset()
             return None
-        target = adverts[candidates[0].group_id]
-        own = await score(self.runner, group.model)
-        try:
-            model = await fetch_model(
-                self.channels, target, self.config.fl.reply_timeout, self.membership.model_cap
-            )
-        except (ChannelError, RemoteError) as exc:
-            log.debug("cannot measure %s's model: %s", target.name, exc)
-            return None
-        measured = await score(self.runner, model)
-        rounds = min(group.model.round, model.round)
-        merge, reason = policy.decide(own, target.group_id, measured, rounds=rounds)
-        log.debug("group %s: merge check: %s", group.group_id, reason)
-        return (target, reason) if merge else None
+        now = loop_time()
+        own: float | None = None
+        for view in policy.to_measure(candidates, now):  # the best that serves us as well
+            target = adverts[view.group_id]
+            try:
+                model = await fetch_model(
+                    self.channels, target, self.config.fl.reply_timeout, self.membership.model_cap
+                )
+            except (ChannelError, RemoteError) as exc:
+                log.debug("cannot measure %s's model: %s", target.name, exc)
+                continue
+            if own is None:
+                own = await score(self.runner, group.model)
+            measured = await score(self.runner, model)
+            rounds = min(group.model.round, model.round)
+            merge, reason = policy.decide(own, target.group_id, measured, rounds=rounds, now=now)
+            log.debug("group %s: merge check: %s", group.group_id, reason)
+            if merge:
+                return target, reason
+            if policy.confirming(target.group_id):
+                return None  # it would do: the next check confirms it (or not)
+        return None
 
     async def _merge_into(self, group: GroupMember, target: GroupAdvert, reason: str) -> None:
         async with self.membership.change:

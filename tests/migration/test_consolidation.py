@@ -59,3 +59,22 @@ def test_a_merge_needs_models_that_serve_us_as_well_in_checks_in_a_row() -> None
     assert policy.decide(0.9, "t", 0.5, rounds=9)[0] is False
     assert policy.decide(0.9, "t", 0.9, rounds=9)[0] is False
     assert policy.decide(0.9, "t", 0.9, rounds=9)[0] is True
+
+
+def test_a_group_measured_worse_is_passed_over_for_a_while_and_the_next_one_measured() -> None:
+    policy = MergePolicy(MergeConfig(confirmations=2, measure_per_check=2, recheck_after=30.0))
+    other_data, ours, third = (
+        GroupView("1" * 16, 5, 1),
+        GroupView("2" * 16, 2, 4),
+        GroupView("3" * 16, 2, 4),
+    )
+    candidates = [other_data, ours, third]
+    assert policy.to_measure(candidates, now=0.0) == [other_data, ours]  # at most 2 a check
+    assert policy.decide(0.9, other_data.group_id, 0.2, rounds=9, now=0.0)[0] is False
+    assert policy.decide(0.9, ours.group_id, 0.9, rounds=9, now=0.0)[0] is False  # 1/2
+    assert policy.confirming(ours.group_id)
+    assert policy.to_measure(candidates, now=1.0) == [ours, third]  # the worse one waits
+    # measured again once its wait is over, and worse again: our streak is not broken
+    assert policy.to_measure(candidates, now=31.0)[0] == other_data
+    assert policy.decide(0.9, other_data.group_id, 0.2, rounds=9, now=31.0)[0] is False
+    assert policy.decide(0.9, ours.group_id, 0.9, rounds=9, now=31.0)[0] is True

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass, field
 from typing import Any
 from unittest import mock
 
-from mycelium_p2p.migration.consolidation import MergePolicy
+from mycelium_p2p.migration.consolidation import MergeConfig, MergePolicy
 from mycelium_p2p.node.membership import Membership, Origin
 from mycelium_p2p.records import index_topic
 from mycelium_p2p.testing.aio import run_async, wait_for
@@ -80,7 +81,10 @@ async def test_groups_whose_data_differ_do_not_merge() -> None:
     events: list[Any] = []
     decisions: list[tuple[bool, str]] = []
 
-    class Watched(MergePolicy):
+    @dataclass
+    class Watched(MergePolicy):  # measures the upright group at every check
+        config: MergeConfig = field(default_factory=lambda: MergeConfig(recheck_after=0.0))
+
         def decide(self, *args: Any, **kwargs: Any) -> tuple[bool, str]:
             decisions.append(super().decide(*args, **kwargs))
             return decisions[-1]
@@ -96,6 +100,38 @@ async def test_groups_whose_data_differ_do_not_merge() -> None:
             assert len(groups_of([a, b, rotated])) == 2
     assert not [e for e in events if e.kind == "merge"]
     assert not any(merge for merge, _ in decisions), decisions
+
+
+@run_async(timeout=240)
+async def test_a_larger_group_of_other_data_does_not_hide_a_smaller_one_of_ours() -> None:
+    """Two rotated groups of one node each and an upright group of two, all with room: the
+    upright group outranks both, serves them badly, and is measured first; the rotated group
+    that is outranked still merges into the other rotated one (found by measuring on)."""
+    common = {"migrate": False, "split": False}
+    configs = [
+        {"create": "upright", "domain": 0, "data_shard": "0/2", **common},
+        {"group": "upright", "domain": 0, "data_shard": "1/2", **common},
+        {"create": "rotated-a", "domain": 1, "data_shard": "0/2", **common},
+        {"create": "rotated-b", "domain": 1, "data_shard": "1/2", **common},
+    ]
+    events: list[Any] = []
+    async with learning_network(configs) as (_, a, b, ra, rb):
+        upright = a.group.group_id
+        for node in (a, b, ra, rb):
+            node.on_event = events.append
+        await wait_for(
+            lambda: (
+                ra.group is not None
+                and rb.group is not None
+                and ra.group.group_id == rb.group.group_id
+            ),
+            180,
+            "the rotated groups merged",
+        )
+        assert a.group.group_id == b.group.group_id == upright
+        assert len(a.group.roster) == 2  # nobody merged into the group of other data
+    merges = [e for e in events if e.kind == "merge"]
+    assert merges and all("rotated" in e.text.split(" into ")[1] for e in merges), merges
 
 
 class NeverMerge(MergePolicy):
