@@ -8,7 +8,9 @@ largest group. A merge happens only where the other group's model serves this no
 least as well as its own (within ``tolerance``), in ``confirmations`` checks in a row, so
 groups whose data differ never merge and one lucky measurement moves nobody. A group measured
 to serve our data worse is passed over for ``recheck_after`` seconds and the next candidate
-measured instead: a larger group of other data must not hide a smaller one of ours.
+measured instead: a larger group of other data must not hide a smaller one of ours. A group
+that elected a new leader since is measured again at once (members moving out of it change
+what its model learns from).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class GroupView:
     members: int
     free_slots: int
     open: bool = True
+    term: int = 0  # its leader's term: a new one may bring another model along
 
 
 def outranks(other: GroupView, mine: GroupView) -> bool:
@@ -59,7 +62,8 @@ class MergeConfig:
     confirmations: int = 2  # ... in this many checks in a row
     min_rounds: int = 5  # models younger than this tell data apart poorly: not compared yet
     measure_per_check: int = 3  # the most candidates a check measures (a model fetch each)
-    recheck_after: float = 30.0  # s: a group measured worse is not measured again before
+    recheck_after: float = 10.0  # s: a group measured worse is not measured again before
+    # (unless it elected a leader since); the migration check measures every group this often
 
 
 @dataclass
@@ -69,13 +73,14 @@ class MergePolicy:
 
     config: MergeConfig = field(default_factory=MergeConfig)
     _streak: dict[str, int] = field(default_factory=dict)
-    _worse_until: dict[str, float] = field(default_factory=dict)  # group -> measure again at
+    # group -> (when to measure it again, the term it was measured in)
+    _worse_until: dict[str, tuple[float, int]] = field(default_factory=dict)
 
     def to_measure(self, candidates: Sequence[GroupView], now: float) -> list[GroupView]:
         """``candidates`` (best first) that were not measured worse in the last
-        ``recheck_after`` s, at most ``measure_per_check`` of them."""
-        self._worse_until = {g: t for g, t in self._worse_until.items() if t > now}
-        fresh = [g for g in candidates if g.group_id not in self._worse_until]
+        ``recheck_after`` s in the term they advertise now, at most ``measure_per_check``."""
+        self._worse_until = {g: w for g, w in self._worse_until.items() if w[0] > now}
+        fresh = [g for g in candidates if self._worse_until.get(g.group_id, (0.0, -1))[1] != g.term]
         return fresh[: self.config.measure_per_check]
 
     def decide(
@@ -86,16 +91,18 @@ class MergePolicy:
         *,
         rounds: int,
         now: float = 0.0,
+        term: int = 0,
     ) -> tuple[bool, str]:
         """Whether to merge into ``target`` now, given our model's score on our data and the
         target model's (None: no model yet; nothing is merged on faith), and the rounds the
-        younger of the two models has trained."""
+        younger of the two models has trained (``now`` and the target's ``term``: when a
+        worse one may be measured again)."""
         if own is None or measured is None or rounds < self.config.min_rounds:
             self._streak.clear()
             return False, f"no trained models to compare with {target} yet"
         if measured < own - self.config.tolerance:
             self._streak.pop(target, None)
-            self._worse_until[target] = now + self.config.recheck_after
+            self._worse_until[target] = (now + self.config.recheck_after, term)
             return False, f"{target} serves our data worse ({measured:.3f} vs {own:.3f})"
         streak = self._streak.get(target, 0) + 1
         self._streak = {target: streak}

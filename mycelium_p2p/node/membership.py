@@ -15,7 +15,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,10 +129,10 @@ class Membership:
             # nodes cut off together (a partition) all fail to reach the groups they know at
             # once: look again, so that they mostly join the first of them to found one
             await asyncio.sleep(self.rng.uniform(0, c.group.founding_jitter))
-            again = rank_joinable(await fetch_adverts(self.dht, c.task))
-            if await self._join_first(
-                [a for a in again if a.group_id not in tried], refusals, tried
-            ):
+            # groups founded meanwhile are measured against our model like the others were
+            again, passed_over = await self._candidates(model, skip=tried)
+            tried |= passed_over
+            if await self._join_first(again, refusals, tried):
                 self.remember_origin(origin)
                 return
         if refusals:  # say why, or a firewalled node founds groups of one without a word
@@ -183,16 +183,22 @@ class Membership:
         return chosen
 
     async def _candidates(
-        self, model: ModelSnapshot | None = None
+        self, model: ModelSnapshot | None = None, skip: Collection[str] = ()
     ) -> tuple[list[GroupAdvert], set[str]]:
-        """Joinable groups, best first, and the ids of those left out as clearly worse for
-        our data than ``model`` (ours, after a regroup); none found: wait a little and look
-        again (nodes started together then mostly join the first one's group)."""
+        """Joinable groups not in ``skip``, best first, and the ids of those left out as
+        clearly worse for our data than ``model`` (ours, after a regroup); none found at
+        first: wait a little and look again (nodes started together then mostly join the
+        first one's group)."""
         c = self.config
-        chosen = rank_joinable(await fetch_adverts(self.dht, c.task))
-        if not chosen and c.group.founding_jitter > 0:
+
+        async def joinable_now() -> list[GroupAdvert]:
+            adverts = rank_joinable(await fetch_adverts(self.dht, c.task))
+            return [a for a in adverts if a.group_id not in skip]
+
+        chosen = await joinable_now()
+        if not chosen and not skip and c.group.founding_jitter > 0:
             await asyncio.sleep(self.rng.uniform(0, c.group.founding_jitter))
-            chosen = rank_joinable(await fetch_adverts(self.dht, c.task))
+            chosen = await joinable_now()
         own = None
         if model is not None and self.runner is not None and chosen:
             try:

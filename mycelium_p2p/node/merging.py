@@ -191,7 +191,10 @@ class Merger:
             for a in await fetch_adverts(self.dht, self.config.task)
             if joinable(a) and a.group_id != group.group_id
         }
-        views = [GroupView(a.group_id, a.metrics.members, a.free_slots) for a in adverts.values()]
+        views = [
+            GroupView(a.group_id, a.metrics.members, a.free_slots, term=a.term)
+            for a in adverts.values()
+        ]
         candidates = merge_candidates(mine, views)
         if not candidates:
             policy.reset()
@@ -211,7 +214,9 @@ class Merger:
                 own = await score(self.runner, group.model)
             measured = await score(self.runner, model)
             rounds = min(group.model.round, model.round)
-            merge, reason = policy.decide(own, target.group_id, measured, rounds=rounds, now=now)
+            merge, reason = policy.decide(
+                own, target.group_id, measured, rounds=rounds, now=now, term=view.term
+            )
             log.debug("group %s: merge check: %s", group.group_id, reason)
             if merge:
                 return target, reason

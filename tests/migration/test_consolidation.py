@@ -78,3 +78,12 @@ def test_a_group_measured_worse_is_passed_over_for_a_while_and_the_next_one_meas
     assert policy.to_measure(candidates, now=31.0)[0] == other_data
     assert policy.decide(0.9, other_data.group_id, 0.2, rounds=9, now=31.0)[0] is False
     assert policy.decide(0.9, ours.group_id, 0.9, rounds=9, now=31.0)[0] is True
+
+
+def test_a_group_that_elected_a_new_leader_is_measured_again_at_once() -> None:
+    policy = MergePolicy(MergeConfig(recheck_after=10.0))
+    group = GroupView("1" * 16, 5, 1, term=3)
+    assert policy.decide(0.9, group.group_id, 0.2, rounds=9, now=0.0, term=3)[0] is False
+    assert policy.to_measure([group], now=5.0) == []
+    # its members that trained other data moved out and another leader was elected
+    assert policy.to_measure([GroupView("1" * 16, 4, 2, term=4)], now=5.0) != []

@@ -381,6 +381,49 @@ async def test_a_regrouping_node_founds_with_its_model_rather_than_join_a_worse_
         assert group.is_leader and group.model.digest == model.digest  # founded with its model
 
 
+@run_async(timeout=180)
+async def test_a_group_found_on_looking_again_is_measured_against_the_model_we_bring() -> None:
+    """A regrouping node that could reach none of the groups it knew waits a moment and looks
+    again; a group that appeared meanwhile is measured like the others were, and one that
+    serves its data clearly worse than its model is not joined (it was, unmeasured)."""
+    from mycelium_p2p.dht import fetch_adverts
+    from mycelium_p2p.records import GroupAdvert, GroupMetrics
+
+    quiet = {"migrate": False, "split": False, "merge": False}
+    configs = [
+        {"create": "upright", "domain": 0, "data_shard": "0/4", **quiet},
+        {"group": "upright", "domain": 0, "data_shard": "1/4", **quiet},
+        {"create": "sideways", "domain": 1, "data_shard": "0/4", **quiet},
+    ]
+    async with learning_network(configs) as (_, upright, _member, sideways):
+        await wait_for(lambda: all(len(n.rounds) >= 15 for n in (upright, sideways)), 90, "rounds")
+        task = sideways.config.task
+        real = [a for a in await fetch_adverts(sideways.dht, task) if a.name == "upright"]
+        assert real
+        gone = GroupAdvert(  # a group out of reach (its leader's port is closed)
+            "d" * 16, "gone", task, ("127.0.0.1", 9), bytes(32), 1, "open",
+            GroupMetrics(members=2, capacity=10),
+        )  # fmt: skip
+        looks: list[str] = []
+
+        async def adverts(dht: Any, topic: str) -> list[GroupAdvert]:
+            looks.append(topic)
+            return [gone] if len(looks) == 1 else [gone, *real]
+
+        old = sideways.group
+        model = old.model
+        with mock.patch("mycelium_p2p.node.membership.fetch_adverts", adverts):
+            async with sideways.membership.change:  # as a regroup does (moving.watch_group)
+                await sideways.membership.leave()
+                await sideways.membership.enter(
+                    as_configured=False, model=model, origin=(old.group_id, frozenset(old.roster))
+                )
+        assert len(looks) >= 2, "it looked again after the refusal"
+        group = sideways.group
+        assert group is not None and group.group_id != real[0].group_id
+        assert group.is_leader and group.model.digest == model.digest  # founded with its model
+
+
 def test_a_candidates_model_may_hold_twice_our_own_and_a_mebibyte() -> None:
     import numpy as np
     from flwr.app import Array, ArrayRecord
