@@ -3,6 +3,7 @@
 
     python scripts/chaos.py [--nodes 20] [--duration 600] [--seed 1] [--loopback] [--json]
     python scripts/chaos.py --calm --nodes 50 --duration 60     # scale: memory, time to groups
+    python scripts/chaos.py --leaderless-trials 10              # kill a leader, split its group
 
 Peers are separate processes, each on its own network-namespace host where namespaces are
 available (root, `ip netns`), else on loopback (then without partitions). See
@@ -19,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 from mycelium_p2p.testing.chaos import ChaosConfig, ChaosRun
+from mycelium_p2p.testing.chaos.trials import leaderless_trials
 
 
 def main() -> int:
@@ -47,6 +49,14 @@ def main() -> int:
         action="store_true",
         help="a heal not followed by consolidation is a violation (it is counted otherwise)",
     )
+    parser.add_argument(
+        "--leaderless-trials",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead of random harm: N times kill a leader and split its group's members "
+        "across a partition at once (both halves regroup), heal, time consolidation",
+    )
     parser.add_argument("--workdir", help="keep logs and events here (default: a temp dir)")
     parser.add_argument("--json", action="store_true", help="last line: the summary as JSON")
     args = parser.parse_args()
@@ -65,6 +75,8 @@ def main() -> int:
         expect_consolidation=args.expect_consolidation,
         use_netns=False if args.loopback else (True if args.netns else None),
     )
+    if args.leaderless_trials:
+        return _leaderless(ChaosRun(config), args.leaderless_trials, args.json)
     summary = ChaosRun(config).run(log=lambda text: print(text, flush=True))
     out = summary.as_json()
     for key in (
@@ -98,6 +110,28 @@ def main() -> int:
     if args.json:
         print(json.dumps(out))
     return 1 if summary.violations or summary.rounds_lost else 0
+
+
+def _leaderless(run: ChaosRun, trials: int, as_json: bool) -> int:
+    results = leaderless_trials(
+        run,
+        trials,
+        seconds=run.config.partition_seconds,
+        log=lambda text: print(text, flush=True),
+    )
+    fewer = [r["as_few_groups_s"] for r in results]
+    print(
+        f"trials {len(results)}; founded while cut {sum(r['founded_while_cut'] for r in results)}; "
+        f"back to as few groups {sum(f is not None for f in fewer)}/{len(results)}, worst "
+        f"{max((f for f in fewer if f is not None), default=0.0):.1f} s; "
+        f"violations {len(run.summary.violations)}; rounds lost {run.summary.rounds_lost}"
+    )
+    for violation in run.summary.violations:
+        print(f"VIOLATION {violation}")
+    print(f"logs and events: {run.config.workdir}")
+    if as_json:
+        print(json.dumps(results))
+    return 1 if run.summary.violations or run.summary.rounds_lost else 0
 
 
 if __name__ == "__main__":
