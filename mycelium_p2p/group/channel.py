@@ -154,6 +154,9 @@ class Channel:
                 self._expired_limits[request_id] = limit
                 while len(self._expired_limits) > _EXPIRED_LIMITS:
                     self._expired_limits.popitem(last=False)
+            if future.done() and not future.cancelled():
+                future.exception()  # the channel closed while our send failed: already told
+            future.cancel()
         if "err" in header_in:
             err = header_in["err"]
             if not (isinstance(err, list) and len(err) == 2):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import itertools
 import logging
 import socket
@@ -117,6 +118,33 @@ async def test_a_request_that_hears_nothing_back_drops_the_channel() -> None:
             await channel.request("slow", timeout=0.3)
         await chat
         assert server_b.channel(a.public_key) is channel and not channel.closed
+
+
+@run_async()
+async def test_a_request_given_up_as_its_channel_dies_leaves_no_unretrieved_error() -> None:
+    """The channel dies (and fails every waiting request) while a request still waits to
+    send: the request, given up, leaves no "Future exception was never retrieved" behind."""
+    loop = asyncio.get_running_loop()
+    seen: list[str] = []
+    loop.set_exception_handler(lambda _loop, context: seen.append(context["message"]))
+    try:
+        async with pair() as (a, _b, server_a, server_b, addr_a):
+            channel = await server_b.connect(addr_a, a.public_key)
+            await channel._send_lock.acquire()  # another request's send holds the stream
+            request = asyncio.ensure_future(channel.request("hi", timeout=5))
+            await asyncio.sleep(0.05)
+            await server_a.close()  # the peer goes: the reader fails every waiting request
+            await wait_for(lambda: channel.closed, 5, "the channel to close")
+            request.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await request
+            channel._send_lock.release()
+            del request
+            gc.collect()
+            await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(None)
+    assert not [m for m in seen if "never retrieved" in m]
 
 
 @run_async()
