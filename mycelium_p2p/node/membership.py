@@ -253,6 +253,15 @@ class Membership:
             return
         self.origin = Origin(group.group_id, origin[0], loop_time(), origin[1])
 
+    def keep_origin(self, origin: Origin | None, old: str) -> None:
+        """After a move out of ``old`` that no group let us in for: the way back ``origin``
+        (if it started from ``old``) now starts from the group we entered instead."""
+        group = self.group
+        if origin is None or group is None or origin.entered != old:
+            return
+        if group.group_id != origin.left:
+            self.origin = Origin(group.group_id, origin.left, origin.at, origin.roster)
+
     def moved(self, old: str, new: str, *, chosen: bool) -> None:
         """Record a move from group ``old`` to ``new``. A move we did not choose (a split or a
         merge order) takes our ``origin`` along: being split off the group we regrouped into,

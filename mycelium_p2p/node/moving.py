@@ -174,6 +174,7 @@ class Mover:
         old = self.membership.group
         if old is None:
             return
+        origin = self.membership.origin
         old.closing = True  # a newcomer admitted now would be left behind, or lead it alone
         self.leading.stop()
         if old.is_leader and len(old.roster) == 1:
@@ -211,7 +212,10 @@ class Mover:
                 continue
             self.membership.moved(old.group_id, target.group_id, chosen=chosen)
             return
-        await self.membership.enter(as_configured=False)
+        # nobody let us in (adverts lag: a group full by now): find another group, or found
+        # one with the model we had rather than start over, and keep the way back we had
+        await self.membership.enter(as_configured=False, model=old.model)
+        self.membership.keep_origin(origin, old.group_id)
 
     # -- regroups ---------------------------------------------------------------------------------
 

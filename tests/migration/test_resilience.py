@@ -58,6 +58,8 @@ class FakeMembership:
         self.model_cap: int | None = None
         self.moves: list[tuple[float, str, str]] = []
         self.join_errors = join_errors
+        self.origin: Any = None
+        self.entered_with: list[Any] = []
 
     async def leave(self) -> None:
         self.group = None
@@ -72,7 +74,11 @@ class FakeMembership:
         self.group = FakeGroup(target.group_id, model=target.group_id)
 
     async def enter(self, *, as_configured: bool = True, model: Any = None) -> None:
-        self.group = FakeGroup("founded", model="founded")
+        self.entered_with.append(model)
+        self.group = FakeGroup("founded", model=model)
+
+    def keep_origin(self, origin: Any, old: str) -> None:
+        pass
 
 
 class StandIn:
@@ -188,6 +194,7 @@ async def test_when_every_better_candidate_fails_the_node_still_ends_in_a_group(
     await node.evaluate_groups()
     # "worse" does not beat ours by the threshold: not a fallback; back to finding a group
     assert node.group.group_id == "founded" and node.moves == []
+    assert node.membership.entered_with == ["own"]  # it brings its model along
 
 
 @run_async(timeout=30)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from unittest import mock
 
+from mycelium_p2p.dht import fetch_advert
 from mycelium_p2p.migration.consolidation import MergeConfig, MergePolicy
 from mycelium_p2p.node.membership import Membership, Origin
 from mycelium_p2p.records import index_topic
@@ -166,6 +167,41 @@ async def test_a_group_founded_after_a_regroup_goes_back_to_the_group_it_left() 
             )
             merges = [e for e in events if e.kind == "merge"]
             assert merges and "back to home" in merges[0].text, merges
+
+
+@run_async(timeout=180)
+async def test_a_return_refused_by_a_full_group_keeps_the_model_and_the_way_back() -> None:
+    """Adverts lag: the group a founder goes back to may be full by the time it asks.
+    Refused, it founds again with the model its group had (not from round 0) and still goes
+    back once that group has room."""
+    common = {"migrate": False, "split": False}
+    configs = [
+        {"create": "home", "data_shard": "0/4", "capacity": 3, **common},
+        {"group": "home", "data_shard": "1/4", **common},
+        {"group": "home", "data_shard": "2/4", **common},
+        {"create": "cut-off", "data_shard": "3/4", **common},
+    ]
+    with mock.patch("mycelium_p2p.node.merging.MergePolicy", NeverMerge):
+        async with learning_network(configs) as (_, home, member, _other, cut):
+            await wait_for(lambda: len(home.group.roster) == 3, 60, "a full home group")
+            await wait_for(lambda: cut.group.model.round >= 3, 60, "rounds while cut off")
+            home_id = home.group.group_id
+            advert = await fetch_advert(cut.dht, home_id)
+            assert advert is not None
+            cut.membership.origin = Origin(
+                cut.group.group_id, home_id, time.monotonic(), frozenset(home.group.roster)
+            )
+            rounds = cut.group.model.round
+            await cut.mover.move_to(advert, "back to home", chosen=False)
+            assert cut.group is not None and cut.group.group_id != home_id
+            assert cut.group.model.round >= rounds  # founded with its model, not afresh
+            origin = cut.membership.origin
+            assert origin is not None
+            assert (origin.entered, origin.left) == (cut.group.group_id, home_id)
+            await member.stop()  # room at home again, and it still outranks the group of one
+            await wait_for(
+                lambda: cut.group is not None and cut.group.group_id == home_id, 90, "the return"
+            )
 
 
 @run_async(timeout=120)
