@@ -43,6 +43,9 @@ RETURN_WINDOW = 300.0  # s: how long a group founded by a regroup looks for the 
 # s: the return check's model fetch. A failed check is tried again one merge interval later;
 # a longer wait only delays the return (a small model crosses a LAN in milliseconds).
 RETURN_PROBE_TIMEOUT = 2.0
+# s: a group that refused our move (an advert lags: it filled up meanwhile) is not tried again
+# for this long, or a leader refused re-founds a group and asks again every few seconds
+REFUSED_BACKOFF = 10.0
 
 
 async def _unless_failed(check: Awaitable[T], what: str) -> T | None:
@@ -81,6 +84,21 @@ class Merger:
         self.runner = runner
         self.emit = emit
         self.tasks = tasks
+        self._refused: dict[str, float] = {}  # group id -> until when we do not try it again
+
+    def _refused_now(self, group_id: str) -> bool:
+        """Whether ``group_id`` refused a move of ours less than ``REFUSED_BACKOFF`` s ago."""
+        now = loop_time()
+        for gid in [g for g, until in self._refused.items() if until <= now]:
+            del self._refused[gid]
+        return group_id in self._refused
+
+    async def _move(self, target: GroupAdvert, reason: str) -> None:
+        """``mover.move`` (under ``membership.change``), remembering a refusal."""
+        await self.mover.move(target, reason, chosen=False)
+        group = self.membership.group
+        if group is None or group.group_id != target.group_id:
+            self._refused[target.group_id] = loop_time() + REFUSED_BACKOFF
 
     async def watch_merges(self, group: GroupMember) -> None:
         """While leading an open group: look for a group to merge into every two heartbeats."""
@@ -116,7 +134,6 @@ class Merger:
         advert = await self._origin_back(group, fits)
         if advert is None:
             return None
-        self.membership.origin = None
         return advert, f"back to {advert.name}, the group its founder left when cut off"
 
     async def watch_return(self) -> None:
@@ -139,11 +156,8 @@ class Merger:
                 async with self.membership.change:
                     if self.membership.group is not group or group.is_leader:
                         continue  # elected meanwhile: a leader takes its whole group back
-                    self.membership.origin = None
-                    await self.mover.move(
-                        advert,
-                        f"back to {advert.name}, the group we left when cut off",
-                        chosen=False,
+                    await self._move(
+                        advert, f"back to {advert.name}, the group we left when cut off"
                     )
             except Exception:  # a failed move must not end the watch
                 log.exception("going back to %s failed", advert.name)
@@ -160,6 +174,8 @@ class Merger:
             return None
         if loop_time() - origin.at > RETURN_WINDOW:
             self.membership.origin = None
+            return None
+        if self._refused_now(origin.left):
             return None
         advert = await fetch_advert(self.dht, origin.left)
         if advert is None or not joinable(advert) or not fits(advert):
@@ -189,7 +205,7 @@ class Merger:
         adverts = {
             a.group_id: a
             for a in await fetch_adverts(self.dht, self.config.task)
-            if joinable(a) and a.group_id != group.group_id
+            if joinable(a) and a.group_id != group.group_id and not self._refused_now(a.group_id)
         }
         views = [
             GroupView(a.group_id, a.metrics.members, a.free_slots, term=a.term)
@@ -261,4 +277,4 @@ class Merger:
             # only those that obeyed: the others stay, and elect a leader of their own when
             # ours leaves (its g.resign hands them the roster)
             group.remove_members(gone)
-            await self.mover.move(target, reason, chosen=False)
+            await self._move(target, reason)

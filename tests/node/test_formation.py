@@ -4,6 +4,7 @@ task merge into the larger one only where its model serves them as well."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,6 +12,7 @@ from unittest import mock
 
 from mycelium_p2p.dht import fetch_advert
 from mycelium_p2p.migration.consolidation import MergeConfig, MergePolicy
+from mycelium_p2p.node import merging
 from mycelium_p2p.node.membership import Membership, Origin
 from mycelium_p2p.records import index_topic
 from mycelium_p2p.testing.aio import run_async, wait_for
@@ -202,6 +204,41 @@ async def test_a_return_refused_by_a_full_group_keeps_the_model_and_the_way_back
             await wait_for(
                 lambda: cut.group is not None and cut.group.group_id == home_id, 90, "the return"
             )
+
+
+@run_async(timeout=180)
+async def test_a_group_that_refused_a_return_is_not_asked_again_at_once() -> None:
+    """Its advert said it had room (adverts lag) and it refused: the founder does not ask
+    again every merge check (re-founding a group each time) before ``REFUSED_BACKOFF``."""
+    common = {"migrate": False, "split": False}
+    configs = [
+        {"create": "home", "data_shard": "0/3", "capacity": 2, **common},
+        {"group": "home", "data_shard": "1/3", **common},
+        {"create": "cut-off", "data_shard": "2/3", **common},
+    ]
+    events: list[Any] = []
+    with mock.patch("mycelium_p2p.node.merging.MergePolicy", NeverMerge):
+        async with learning_network(configs) as (_, home, _member, cut):
+            await wait_for(lambda: len(home.group.roster) == 2, 60, "a full home group")
+            home_id = home.group.group_id
+            real = merging.fetch_advert
+
+            async def lagging(dht: Any, group_id: str) -> Any:  # room for one more, it says
+                advert = await real(dht, group_id)
+                if advert is None or group_id != home_id:
+                    return advert
+                metrics = dataclasses.replace(advert.metrics, capacity=3)
+                return dataclasses.replace(advert, metrics=metrics)
+
+            cut.on_event = events.append
+            with mock.patch.object(merging, "fetch_advert", lagging):
+                cut.membership.origin = Origin(
+                    cut.group.group_id, home_id, time.monotonic(), frozenset(home.group.roster)
+                )
+                await asyncio.sleep(0.8 * merging.REFUSED_BACKOFF)
+            refused = [e for e in events if "home refused us" in e.text]
+            assert len(refused) == 1, [e.text for e in events]
+            assert cut.membership.origin is not None  # still on its way back
 
 
 @run_async(timeout=120)
