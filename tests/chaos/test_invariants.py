@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from mycelium_p2p.testing.chaos import ChaosConfig, ChaosRun, Invariants, Summary
+from mycelium_p2p.testing.chaos.config import errors_in
 
 G = "g1"
 
@@ -112,3 +113,14 @@ def test_groups_founded_while_cut_off_must_merge_back_after_the_heal(tmp_path: P
     soft._expect_consolidated(cut_at=10.0, healed_at=15.0, before=2)
     soft._run_checks()
     assert soft.summary.violations == [] and len(soft.summary.goals_missed) == 1
+
+
+def test_errors_counted_in_a_log_include_unretrieved_future_exceptions() -> None:
+    log = (
+        "12:00:00 round 3\n"
+        "ERROR asyncio: Future exception was never retrieved\n"
+        "future: <Future finished exception=ChannelError('connection closed')>\n"
+        "Traceback (most recent call last):\n  ...\nValueError: x\n"
+    )
+    assert errors_in(log) == 2
+    assert errors_in("12:00:00 round 3\nclosing silent channel\n") == 0

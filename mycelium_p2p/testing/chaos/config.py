@@ -79,3 +79,9 @@ class Summary:
         out = asdict(self)
         out["invariant_violations"] = len(self.violations)
         return out
+
+
+def errors_in(log: str) -> int:
+    """Errors a node's log shows: tracebacks, and asyncio's reports of a failed future or
+    task nobody awaited (printed without a traceback when it has none)."""
+    return log.count("Traceback") + log.count("exception was never retrieved")

@@ -13,7 +13,7 @@ from ... import events as ev
 from ...cli.localnet import CLI, LocalNet, Peer
 from .. import netns
 from ..lan_nodes import NODE_PORT, SEED_PORT
-from .config import ACTIONS, FAILOVER_WINDOW, WEIGHTS, ChaosConfig, Summary
+from .config import ACTIONS, FAILOVER_WINDOW, WEIGHTS, ChaosConfig, Summary, errors_in
 from .expectations import consolidated_check, healed_check, listed_check
 from .harm import Harm
 from .invariants import Check, Invariants
@@ -396,4 +396,4 @@ class ChaosRun:
         return sum(sizes) / len(sizes) if sizes else 0.0
 
     def _errors_logged(self) -> int:
-        return sum(peer.output().count("Traceback") for peer in self.net.peers.values())
+        return sum(errors_in(peer.output()) for peer in self.net.peers.values())
