@@ -88,17 +88,16 @@ class Merger:
 
     def _refused_now(self, group_id: str) -> bool:
         """Whether ``group_id`` refused a move of ours less than ``REFUSED_BACKOFF`` s ago."""
-        now = loop_time()
-        for gid in [g for g, until in self._refused.items() if until <= now]:
-            del self._refused[gid]
-        return group_id in self._refused
+        return self._refused.get(group_id, 0.0) > loop_time()
 
     async def _move(self, target: GroupAdvert, reason: str) -> None:
         """``mover.move`` (under ``membership.change``), remembering a refusal."""
         await self.mover.move(target, reason, chosen=False)
         group = self.membership.group
         if group is None or group.group_id != target.group_id:
-            self._refused[target.group_id] = loop_time() + REFUSED_BACKOFF
+            now = loop_time()  # expired entries go first: the map stays a few entries long
+            self._refused = {g: t for g, t in self._refused.items() if t > now}
+            self._refused[target.group_id] = now + REFUSED_BACKOFF
 
     async def watch_merges(self, group: GroupMember) -> None:
         """While leading an open group: look for a group to merge into every two heartbeats."""
